@@ -1,0 +1,3 @@
+from nextdeploy.cli.main import main
+
+main()

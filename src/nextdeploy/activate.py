@@ -1,0 +1,160 @@
+"""Putting a release live: atomic switch, PM2 start or reload, verification, automatic rollback.
+
+Never trusts ``pm2 reload``'s exit code (it exits 0 even when every new worker crashed). After the
+switch each worker must be online, have a new pid, run from the new release (``/proc/<pid>/cwd``),
+keep a flat restart count, and the public port must answer healthy from the new release.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nextdeploy.context import Context
+from nextdeploy.errors import ActivationError, NextdeployError, Pm2Error, RollbackError
+from nextdeploy.executor import remove_path
+from nextdeploy.manifest import is_complete
+from nextdeploy.ops import Symlink, WriteFile
+from nextdeploy.plans import pm2 as pm2_plan
+from nextdeploy.pm2 import Pm2, Worker
+from nextdeploy.probe import health_problem, http_get
+from nextdeploy.secrets import secret_files
+
+VERIFY_TIMEOUT = 20.0
+RESTART_WINDOW = 1.5
+POLL = 0.25
+
+
+@dataclass
+class ActivationReport:
+    release: str
+    seconds: float
+    workers: list[Worker] = field(default_factory=list)
+
+
+def current_release(ctx: Context) -> str | None:
+    """The id ``current`` points at, or None."""
+    link = ctx.paths.current_link
+    if not link.is_symlink():
+        return None
+    return Path(str(link.readlink())).name
+
+
+def write_ecosystem(ctx: Context) -> None:
+    source = pm2_plan.ecosystem_source(ctx.config, ctx.paths, secret_files(ctx.paths))
+    ctx.executor.apply(WriteFile(ctx.paths.ecosystem_file, source, mode=0o600))
+
+
+def switch_to(ctx: Context, release_id: str) -> None:
+    # A relative target keeps the root relocatable (e.g. restored from a backup elsewhere).
+    ctx.executor.apply(Symlink(f"releases/{release_id}", ctx.paths.current_link))
+
+
+def start_or_reload(ctx: Context, pm2: Pm2) -> None:
+    """Start the app the first time; reload it (one worker at a time) afterwards. Idempotent."""
+    name, ecosystem = ctx.config.app.name, ctx.paths.ecosystem_file
+    workers = pm2.workers(name)
+    if not workers:
+        pm2.check(pm2_plan.start_argv(pm2.binary, ecosystem, name), "start the app")
+        return
+    pm2.check(pm2_plan.reload_argv(pm2.binary, ecosystem, name), "reload the app")
+    if len(workers) != ctx.config.server.instances:
+        pm2.check(pm2_plan.scale_argv(pm2.binary, name, ctx.config.server.instances), "scale the app")
+
+
+def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
+             event: str = "activated") -> ActivationReport:
+    """Switch to ``release_id`` and verify it; on failure put ``previous`` back and raise ActivationError."""
+    started = time.monotonic()
+    old_pids = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
+    write_ecosystem(ctx)
+    ctx.log.append("switching", release_id, **{"from": previous})
+    try:
+        with ctx.reporter.step(f"switch current -> {release_id}"):
+            switch_to(ctx, release_id)
+        with ctx.reporter.step("start workers" if not old_pids else "reload workers one by one"):
+            start_or_reload(ctx, pm2)
+        with ctx.reporter.step("verify every worker runs the new release"):
+            workers = verify(ctx, pm2, release_id, old_pids)
+    except NextdeployError as exc:
+        ctx.log.append("failed", release_id, reason=f"after the switch: {exc.message}")
+        _put_back(ctx, pm2, previous, failed=release_id)
+        raise ActivationError(
+            f"release {release_id} failed after the switch ({exc.message}); "
+            + (f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"),
+            hint="see `nextdeploy logs` for the workers' output",
+            details=exc.details,
+        ) from None
+    extra = {"from": previous} if event == "rolled_back" else {}
+    ctx.log.append(event, release_id, **extra)
+    with ctx.reporter.step("pm2 save (restore this release on reboot)"):
+        pm2.check(pm2_plan.save_argv(pm2.binary), "save its process list")
+    return ActivationReport(release_id, time.monotonic() - started, workers)
+
+
+def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None:
+    """Undo a failed switch. Raises RollbackError if the previous release cannot be restored."""
+    if previous is None or not is_complete(ctx.paths.release_dir(previous)):
+        with ctx.reporter.step("stop the app (nothing earlier to roll back to)"):
+            pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
+            remove_path(ctx.paths.current_link)
+        return
+    old_pids = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
+    try:
+        with ctx.reporter.step(f"roll back to {previous}"):
+            switch_to(ctx, previous)
+            start_or_reload(ctx, pm2)
+            verify(ctx, pm2, previous, old_pids, require_new_pids=False)
+    except NextdeployError as exc:
+        raise RollbackError(
+            f"release {failed} failed and the rollback to {previous} failed too: {exc.message}",
+            hint="check `nextdeploy status` and `nextdeploy logs` now",
+        ) from None
+    ctx.log.append("rolled_back", previous, **{"from": failed})
+    pm2.run(pm2_plan.save_argv(pm2.binary))
+
+
+def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_new_pids: bool = True) -> list[Worker]:
+    """Wait until every worker is online on ``release_id``, watch restarts, then probe the public port."""
+    config = ctx.config
+    deadline = time.monotonic() + VERIFY_TIMEOUT
+    while True:
+        workers = pm2.workers(config.app.name)
+        problem = _workers_problem(ctx, workers, release_id, old_pids if require_new_pids else set())
+        if problem is None:
+            break
+        if time.monotonic() >= deadline:
+            raise Pm2Error(f"workers not running release {release_id}: {problem}")
+        time.sleep(POLL)
+    time.sleep(RESTART_WINDOW)
+    later = {worker.pm_id: worker for worker in pm2.workers(config.app.name)}
+    for worker in workers:
+        again = later.get(worker.pm_id)
+        if again is None or again.pid != worker.pid or again.restarts != worker.restarts:
+            raise Pm2Error(f"worker {worker.pm_id} restarted within {RESTART_WINDOW} s of starting (crash loop)")
+    host = "127.0.0.1" if config.server.hostname in ("0.0.0.0", "::", "") else config.server.hostname
+    # Several probes, so that with round-robin every worker is likely asked at least once.
+    for _ in range(2 * config.server.instances):
+        result = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
+        problem = health_problem(result, config.health)
+        if problem:
+            raise Pm2Error(f"the public port {config.server.port} is not healthy: {problem}")
+        if result.release is not None and result.release != release_id:
+            raise Pm2Error(f"port {config.server.port} answered from release {result.release}, not {release_id}")
+    return list(later.values())
+
+
+def _workers_problem(ctx: Context, workers: list[Worker], release_id: str, old_pids: set[int]) -> str | None:
+    expected = ctx.config.server.instances
+    if len(workers) != expected:
+        return f"{len(workers)} workers, expected {expected}"
+    for worker in workers:
+        if worker.status != "online":
+            return f"worker {worker.pm_id} is {worker.status}"
+        if worker.pid in old_pids:
+            return f"worker {worker.pm_id} still has its old pid {worker.pid}"
+        running = worker.release_in(ctx.paths.releases_dir)
+        if running != release_id:
+            return f"worker {worker.pm_id} (pid {worker.pid}) runs from {running or worker.cwd}"
+    return None

@@ -1,0 +1,257 @@
+"""Doing the build: source -> build dir -> install -> ``next build`` -> an immutable release.
+
+Never builds in the live release or in the user's working tree. On any failure the release is
+logged as failed, its half-made directory and the build dir are removed, and the build log stays.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nextdeploy import __version__
+from nextdeploy.context import Context
+from nextdeploy.errors import BuildError, HostPathError, NextdeployError, ProjectError, ReleaseError
+from nextdeploy.executor import remove_path
+from nextdeploy.manifest import tree_stats
+from nextdeploy.ops import Run
+from nextdeploy.paths import ReleaseLayout, SourceLayout
+from nextdeploy.plans import build as build_plan
+from nextdeploy.plans import release as release_plan
+from nextdeploy.project import ProjectInfo, inspect_project, standalone_hint
+from nextdeploy.releaselog import now_iso
+from nextdeploy.tools import node_version, require_tool
+
+LAUNCHER_SOURCE = Path(__file__).parent / "launcher" / "launcher.cjs"
+LOG_TAIL_LINES = 25
+
+
+@dataclass
+class BuiltRelease:
+    id: str
+    layout: ReleaseLayout
+    manifest: dict[str, Any]
+
+
+def prepare_root(ctx: Context) -> None:
+    """Create the deploy root's folders, with a clear error when the root is not writable."""
+    paths = ctx.paths
+    for directory in (paths.root, paths.releases_dir, paths.shared_dir, paths.builds_dir,
+                      paths.cache_dir, paths.logs_dir):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HostPathError(
+                f"cannot create {directory}: {exc.strerror}",
+                hint=f"make [server] root ({paths.root}) writable for this user, or choose another root",
+            ) from None
+    probe = paths.root / f".write-test-{__version__}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise HostPathError(
+            f"deploy root {paths.root} is not writable: {exc.strerror}",
+            hint="fix its owner/permissions or choose another [server] root",
+        ) from None
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None = None) -> BuiltRelease:
+    """Build the configured source into ``releases/<release_id>``; raises on any failure.
+
+    ``secrets`` are env vars for the build (the Server Actions key) that never reach a log."""
+    paths = ctx.paths
+    ctx.log.append("building", release_id)
+    build_dir = paths.build_dir(release_id)
+    try:
+        source, revision = _export_source(ctx, release_id)
+        info = _inspect_build(ctx, source)
+        _install_and_build(ctx, release_id, source, info, secrets or {})
+        built = _assemble(ctx, release_id, source, info, revision)
+    except NextdeployError as exc:
+        ctx.log.append("failed", release_id, reason=exc.message)
+        remove_path(paths.release_dir(release_id))
+        raise
+    finally:
+        # On an interrupt the release dir stays, marked unfinished; the next run cleans it.
+        remove_path(build_dir)
+    ctx.log.append("built", release_id, revision=revision, files=built.manifest["files"],
+                   bytes=built.manifest["bytes"])
+    return built
+
+
+def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | None]:
+    config, paths = ctx.config, ctx.paths
+    revision: str | None
+    build_src = paths.build_dir(release_id) / "src"
+    with ctx.reporter.step("export source"):
+        if config.app.is_git:
+            git = require_tool("git")
+            mirror = paths.git_mirror_dir
+            result = ctx.executor.apply(build_plan.git_mirror_op(git, config.source, mirror, mirror.exists()))
+            if not result.ok:
+                raise BuildError(
+                    f"cannot fetch git source {config.source}: {_first_line(result.stderr)}",
+                    hint="check [app] source (a reachable git URL or repository path)",
+                )
+            ref = config.app.ref or "HEAD"
+            resolved = ctx.executor.apply(build_plan.git_resolve_op(git, mirror, ref))
+            revision = resolved.stdout.strip()
+            if not resolved.ok or not revision:
+                raise BuildError(f"git ref {ref!r} not found in {config.source}",
+                                 hint="set [app] ref to an existing branch, tag or commit")
+            for op in build_plan.git_checkout_ops(git, mirror, revision, build_src):
+                result = ctx.executor.apply(op)
+                if not result.ok:
+                    raise BuildError(f"git checkout of {revision} failed: {_first_line(result.stderr)}")
+        else:
+            source_dir = Path(config.source)
+            if not source_dir.is_dir():
+                raise ProjectError(f"source directory {source_dir} does not exist",
+                                   hint="fix [app] source in nextdeploy.toml")
+            ctx.executor.apply_all(build_plan.export_directory_ops(source_dir, build_src))
+            revision = _working_tree_revision(source_dir)
+    return SourceLayout(build_src, config.app.path), revision
+
+
+def _working_tree_revision(source_dir: Path) -> str | None:
+    """HEAD of a directory source that is a git work tree, with ``-dirty`` for local changes."""
+    git = shutil.which("git")
+    if not git or not (source_dir / ".git").exists():
+        return None
+    head = subprocess.run([git, "-C", str(source_dir), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=False)
+    if head.returncode != 0:
+        return None
+    status = subprocess.run([git, "-C", str(source_dir), "status", "--porcelain"], capture_output=True,
+                            text=True, check=False)
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def _inspect_build(ctx: Context, source: SourceLayout) -> ProjectInfo:
+    info = inspect_project(source.app_dir, source.source_root, prefer=ctx.config.app.package_manager)
+    if info.lockfile is None:
+        wanted = ctx.config.app.package_manager
+        which = "pnpm-lock.yaml, package-lock.json or yarn.lock" if wanted == "auto" else f"a {wanted} lockfile"
+        raise ProjectError(
+            f"no lockfile ({which}) in {ctx.config.app.path} or above it in the source",
+            hint="commit your lockfile (run `pnpm install` / `npm install` / `yarn` once and commit the result)",
+        )
+    if info.sets_deployment_id:
+        ctx.reporter.warn("next.config sets its own deploymentId: it wins over the release id nextdeploy passes")
+    return info
+
+
+def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info: ProjectInfo,
+                       secrets: dict[str, str]) -> None:
+    config, paths = ctx.config, ctx.paths
+    assert info.lockfile is not None
+    manager = info.lockfile.package_manager
+    tool = require_tool(manager, paths.tools_dir, install=manager == "pnpm")
+    log_file = paths.build_log(release_id)
+    env = {**build_plan.build_env(config.app.build_env, deployment_id=release_id), **secrets}
+    hidden = frozenset(secrets)
+
+    saved_cache = paths.next_cache_dir / _cache_key(config.app.path)
+    if saved_cache.is_dir():
+        ctx.executor.apply_all(build_plan.restore_cache_ops(saved_cache, source.next_cache_dir))
+
+    yarn_berry = (info.lockfile.install_dir / ".yarnrc.yml").is_file()
+    install = Run(build_plan.install_argv(tool, manager, yarn_berry), cwd=info.lockfile.install_dir,
+                  env=env, log_file=log_file, secret_env=hidden)
+    with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
+        if not ctx.executor.apply(install).ok:
+            raise BuildError(
+                f"`{manager} {' '.join(install.argv[1:])}` failed (full log: {log_file})",
+                hint="fix the dependency error shown above; if the lockfile is out of date, update and commit it",
+                details=log_tail(log_file),
+            )
+    build = Run(build_plan.build_argv(tool, config.app.build_command), cwd=source.app_dir, env=env,
+                log_file=log_file, secret_env=hidden)
+    with ctx.reporter.step("build the app (next build)"):
+        if not ctx.executor.apply(build).ok:
+            raise BuildError(
+                f"the build failed (full log: {log_file})",
+                hint="fix the build error shown above, then deploy again; nothing live was changed",
+                details=log_tail(log_file),
+            )
+    if source.next_cache_dir.is_dir():
+        ctx.executor.apply_all(build_plan.save_cache_ops(source.next_cache_dir, saved_cache))
+    if not (source.standalone_dir).is_dir():
+        raise ProjectError(
+            f"the build produced no standalone output ({source.standalone_dir} is missing)",
+            hint=standalone_hint(info),
+        )
+
+
+def _cache_key(app_path: str) -> str:
+    return "root" if app_path in ("", ".") else app_path.strip("/").replace("/", "__")
+
+
+def app_rel_of(source: SourceLayout) -> str:
+    """The app's path below the tracing root, where server.js lands inside the standalone tree."""
+    try:
+        required = json.loads(source.required_server_files.read_text(encoding="utf-8"))
+        app_rel = str(required.get("relativeAppDir", "") or "")
+    except (OSError, json.JSONDecodeError):
+        app_rel = ""
+    if (source.standalone_dir / app_rel / "server.js").is_file():
+        return app_rel.strip("/")
+    # Older Next.js: find the one server.js outside node_modules.
+    for candidate in sorted(source.standalone_dir.rglob("server.js")):
+        relative = candidate.relative_to(source.standalone_dir)
+        if "node_modules" not in relative.parts:
+            return relative.parent.as_posix() if relative.parent.parts else ""
+    raise ReleaseError(
+        f"no server.js in {source.standalone_dir}",
+        hint="check that next.config sets output: 'standalone' and that the build finished",
+    )
+
+
+def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: ProjectInfo,
+              revision: str | None) -> BuiltRelease:
+    config, paths = ctx.config, ctx.paths
+    layout = ReleaseLayout(paths.release_dir(release_id), app_rel_of(source))
+    with ctx.reporter.step("assemble the release"):
+        ctx.executor.apply_all(release_plan.begin_release_ops(layout))
+        ctx.executor.apply_all(
+            release_plan.copy_release_ops(source, layout, LAUNCHER_SOURCE, source.public_dir.is_dir())
+        )
+        present = {name for name in config.release.shared_files if (paths.shared_dir / name).exists()}
+        ctx.executor.apply_all(
+            release_plan.shared_link_ops(paths.shared_dir, config.release.shared_files, present, layout)
+        )
+        stats = tree_stats(layout.release_dir)
+        manifest = {
+            "id": release_id,
+            "revision": revision,
+            "server": layout.server_rel,
+            "app_rel": layout.app_rel,
+            "mode": config.release.mode,
+            "next_version": info.next_version,
+            "node_version": node_version(require_tool("node")),
+            "nextdeploy_version": __version__,
+            "package_manager": info.lockfile.package_manager if info.lockfile else None,
+            "created_at": now_iso(),
+            "files": stats.files,
+            "bytes": stats.bytes,
+            "symlinks": stats.symlinks,
+        }
+        ctx.executor.apply_all(release_plan.finish_release_ops(layout, manifest))
+    return BuiltRelease(release_id, layout, manifest)
+
+
+def _first_line(text: str) -> str:
+    stripped = text.strip().splitlines()
+    return stripped[-1] if stripped else "no output"

@@ -1,0 +1,62 @@
+"""`nextdeploy deploy` and `nextdeploy rollback`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from nextdeploy.cli.options import (
+    config_option,
+    debug_option,
+    json_option,
+    lock_timeout_option,
+    make_context,
+)
+from nextdeploy.deploy import DeployResult, deploy, rollback
+from nextdeploy.dryrun import print_deploy_plan
+from nextdeploy.ui import Reporter
+
+
+@click.command("deploy")
+@config_option
+@json_option
+@lock_timeout_option
+@debug_option
+@click.option("--dry-run", is_flag=True, help="Print what would be done on the host, change nothing.")
+def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_run: bool) -> None:
+    """Build, check and put a new release live with zero downtime.
+
+    Builds in a fresh directory, assembles an immutable release, proves it healthy on a private
+    port, then switches `current`, reloads PM2 one worker at a time and verifies every worker.
+    Any failure before the switch changes nothing live; after it, the previous release is put back.
+    """
+    ctx = make_context(config_path, json_mode, dry_run=dry_run)
+    if dry_run:
+        print_deploy_plan(ctx)
+        return
+    result = deploy(ctx, lock_timeout=lock_timeout)
+    _report(ctx.reporter, result, "deployed")
+
+
+@click.command("rollback")
+@config_option
+@json_option
+@lock_timeout_option
+@debug_option
+@click.option("--to", "target", metavar="ID", help="The release to go back to (default: the previous good one).")
+def rollback_command(config_path: Path, json_mode: bool, lock_timeout: float, target: str | None) -> None:
+    """Put an earlier good release back instantly (no rebuild), verified like a deploy."""
+    ctx = make_context(config_path, json_mode)
+    result = rollback(ctx, to=target, lock_timeout=lock_timeout)
+    _report(ctx.reporter, result, "rolled back to")
+
+
+def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:
+    reporter.info(
+        f"{verb} {result.release} (previous: {result.previous or 'none'}); "
+        f"activation {result.activation_seconds:.1f} s, total {result.seconds:.1f} s"
+    )
+    if result.removed:
+        reporter.info(f"removed old releases: {', '.join(result.removed)}")
+    reporter.result(result.to_json())

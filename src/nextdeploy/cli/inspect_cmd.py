@@ -1,0 +1,134 @@
+"""`nextdeploy releases`, `status`, `stop` and `logs`."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from nextdeploy.activate import current_release
+from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
+from nextdeploy.deploy import open_pm2
+from nextdeploy.lock import DeployLock
+from nextdeploy.manifest import read_manifest
+from nextdeploy.plans import pm2 as pm2_plan
+from nextdeploy.pm2 import startup_configured
+from nextdeploy.probe import health_problem, http_get
+
+
+@click.command("releases")
+@config_option
+@json_option
+@debug_option
+def releases_command(config_path: Path, json_mode: bool) -> None:
+    """List releases in the order of the release log, with their status."""
+    ctx = make_context(config_path, json_mode)
+    current = current_release(ctx)
+    rows: list[dict[str, Any]] = []
+    for record in ctx.log.records():
+        if record.status.value == "removed":
+            continue
+        manifest = read_manifest(ctx.paths.release_dir(record.id)) or {}
+        rows.append({
+            "id": record.id,
+            "status": record.status.value,
+            "current": record.id == current,
+            "created_at": record.created_at,
+            "activated_at": record.activated_at,
+            "revision": record.revision,
+            "next_version": manifest.get("next_version"),
+            "bytes": manifest.get("bytes"),
+            "reason": record.reason,
+        })
+    if json_mode:
+        ctx.reporter.result(rows)
+        return
+    if not rows:
+        ctx.reporter.info("no releases yet: run `nextdeploy deploy`")
+        return
+    table = Table("", "id", "status", "created", "revision", "size", "note")
+    for row in rows:
+        size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else ""
+        table.add_row("*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
+                      (row["revision"] or "")[:12], size, row["reason"] or "")
+    ctx.reporter.console.print(table)
+
+
+@click.command("status")
+@config_option
+@json_option
+@debug_option
+def status_command(config_path: Path, json_mode: bool) -> None:
+    """The live release, its health, and each PM2 worker."""
+    ctx = make_context(config_path, json_mode)
+    config = ctx.config
+    current = current_release(ctx)
+    pm2 = open_pm2(ctx)
+    workers = pm2.workers(config.app.name)
+    host = "127.0.0.1" if config.server.hostname in ("0.0.0.0", "::") else config.server.hostname
+    probe = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
+    problem = health_problem(probe, config.health)
+    worker_rows = [
+        {"pm_id": w.pm_id, "pid": w.pid, "status": w.status, "restarts": w.restarts,
+         "memory_mb": round(w.memory / 1e6, 1), "release": w.release_in(ctx.paths.releases_dir)}
+        for w in workers
+    ]
+    data: dict[str, Any] = {
+        "app": config.app.name,
+        "root": str(ctx.paths.root),
+        "current": current,
+        "url": f"http://{host}:{config.server.port}",
+        "healthy": problem is None,
+        "health_problem": problem,
+        "startup_on_boot": startup_configured(),
+        "workers": worker_rows,
+    }
+    if json_mode:
+        ctx.reporter.result(data)
+        return
+    info = ctx.reporter.info
+    info(f"app {config.app.name} at {data['url']}  root {ctx.paths.root}")
+    info(f"current release: {current or 'none'}")
+    info(f"health {config.health.path}: {'ok' if problem is None else problem}")
+    table = Table("pm id", "pid", "status", "restarts", "memory", "release")
+    for w in workers:
+        table.add_row(str(w.pm_id), str(w.pid), w.status, str(w.restarts), f"{w.memory / 1e6:.1f} MB",
+                      w.release_in(ctx.paths.releases_dir) or "?")
+    if workers:
+        ctx.reporter.console.print(table)
+    else:
+        info("no PM2 workers for this app")
+    if data["startup_on_boot"]:
+        info("PM2 starts on boot: yes (pm2 startup is configured)")
+    else:
+        info("PM2 starts on boot: not configured; run `pm2 startup` once and follow its instructions")
+
+
+@click.command("stop")
+@config_option
+@lock_timeout_option
+@debug_option
+def stop_command(config_path: Path, lock_timeout: float) -> None:
+    """Remove the app from PM2. Releases and `current` are kept; `deploy` or `rollback` starts it again."""
+    ctx = make_context(config_path)
+    with DeployLock(ctx.paths.lock_file, "nextdeploy stop", lock_timeout):
+        pm2 = open_pm2(ctx)
+        with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2"):
+            if pm2.workers(ctx.config.app.name):
+                pm2.check(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name), "delete the app")
+            pm2.check(pm2_plan.save_argv(pm2.binary), "save its process list")
+
+
+@click.command("logs")
+@config_option
+@debug_option
+@click.option("-n", "--lines", default=50, show_default=True, help="How many past lines to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
+def logs_command(config_path: Path, lines: int, follow: bool) -> None:
+    """The PM2 logs of the app (time-stamped, kept in <root>/logs outside the releases)."""
+    ctx = make_context(config_path)
+    pm2 = open_pm2(ctx)
+    subprocess.run(pm2_plan.logs_argv(pm2.binary, ctx.config.app.name, lines, follow), env=pm2.env, check=False)

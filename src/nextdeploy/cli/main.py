@@ -1,0 +1,68 @@
+"""Entry point: the click group, and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from nextdeploy import __version__
+from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command
+from nextdeploy.cli.init_cmd import init_command
+from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
+from nextdeploy.errors import ExitCode, NextdeployError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="nextdeploy")
+@click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks of errors.")
+def cli() -> None:
+    """Zero-downtime deploys of self-hosted Next.js standalone apps under PM2.
+
+    Set up with `nextdeploy init APP_DIR`, then `nextdeploy deploy`.
+    """
+
+
+for command in (init_command, deploy_command, rollback_command, releases_command, status_command,
+                stop_command, logs_command):
+    cli.add_command(command)
+
+
+def format_error(error: NextdeployError) -> list[str]:
+    """Detail lines first, then one line saying what is wrong and how to fix it."""
+    line = f"error: {error.message}"
+    if error.hint:
+        line += f" (fix: {error.hint})"
+    return [*error.details, line]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; map every failure to one message and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="nextdeploy", standalone_mode=False)
+    except NextdeployError as error:
+        if debug:
+            traceback.print_exc()
+        for line in format_error(error):
+            print(line, file=sys.stderr)
+        sys.exit(int(error.exit_code))
+    except click.exceptions.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.ClickException as error:
+        error.show()
+        sys.exit(int(ExitCode.USAGE))
+    except KeyboardInterrupt:
+        print("error: interrupted (a half-made release is cleaned up by the next run)", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as error:  # a bug: say so, briefly, unless --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"error: unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback "
+                  "and please report it)", file=sys.stderr)
+        sys.exit(int(ExitCode.UNEXPECTED))
+    sys.exit(0)

@@ -1,0 +1,50 @@
+"""Options shared by every command, and building a Context from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from nextdeploy.config import DEFAULT_CONFIG_NAME, Config, load_config
+from nextdeploy.context import Context
+from nextdeploy.executor import DryRunExecutor, LocalExecutor
+from nextdeploy.ui import Reporter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(function: F) -> F:
+    return click.option(
+        "-c", "--config", "config_path", type=click.Path(path_type=Path), default=Path(DEFAULT_CONFIG_NAME),
+        show_default=True, help="The nextdeploy.toml to use.",
+    )(function)
+
+
+def json_option(function: F) -> F:
+    return click.option("--json", "json_mode", is_flag=True, help="Print a JSON result for scripts.")(function)
+
+
+def debug_option(function: F) -> F:
+    # Read by cli.main before the command runs; declared here so every command accepts it.
+    return click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks of errors.")(function)
+
+
+def lock_timeout_option(function: F) -> F:
+    return click.option(
+        "--lock-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+        help="Seconds to wait for another deploy or rollback to finish before giving up.",
+    )(function)
+
+
+def make_context(config_path: Path, json_mode: bool = False, dry_run: bool = False) -> Context:
+    config = load_config(config_path)
+    return context_for(config, json_mode, dry_run)
+
+
+def context_for(config: Config, json_mode: bool = False, dry_run: bool = False) -> Context:
+    reporter = Reporter(json_mode=json_mode)
+    executor = DryRunExecutor(reporter.info) if dry_run else LocalExecutor()
+    return Context(config, executor, reporter)

@@ -1,0 +1,175 @@
+"""The deploy and rollback procedures, as short scripts of named steps.
+
+    deploy   = lock, recover, build, assemble, preflight, switch, start/reload, verify, save, retain
+    rollback = lock, recover, switch back, reload, verify, save
+
+Everything before the switch happens beside the live release; a failure there changes nothing
+live. A failure after the switch puts the previous release back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nextdeploy.activate import activate, current_release, start_or_reload, switch_to, verify
+from nextdeploy.builder import BuiltRelease, build_release, prepare_root
+from nextdeploy.context import Context
+from nextdeploy.errors import NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
+from nextdeploy.executor import remove_path
+from nextdeploy.ids import new_release_id
+from nextdeploy.lock import DeployLock
+from nextdeploy.manifest import is_complete
+from nextdeploy.paths import UNFINISHED_MARKER
+from nextdeploy.plans import pm2 as pm2_plan
+from nextdeploy.plans.runtime import runtime_env
+from nextdeploy.pm2 import Pm2
+from nextdeploy.preflight import run_preflight
+from nextdeploy.probe import free_port
+from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
+from nextdeploy.retention import releases_to_remove, rollback_target
+from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key
+from nextdeploy.tools import require_tool
+
+
+@dataclass
+class DeployResult:
+    release: str
+    previous: str | None
+    seconds: float
+    activation_seconds: float
+    removed: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "previous": self.previous,
+            "seconds": round(self.seconds, 3),
+            "activation_seconds": round(self.activation_seconds, 3),
+            "removed": self.removed,
+            "manifest": self.manifest,
+        }
+
+
+def open_pm2(ctx: Context) -> Pm2:
+    binary = require_tool("pm2", ctx.paths.tools_dir, ctx.config.pm2.bin, install=True)
+    return Pm2(binary, ctx.config.pm2_home, ctx.executor)
+
+
+def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
+    """Build a new release and put it live with zero downtime, or change nothing live."""
+    started = time.monotonic()
+    prepare_root(ctx)
+    with DeployLock(ctx.paths.lock_file, "nextdeploy deploy", lock_timeout) as lock:
+        if lock.taken_over:
+            ctx.reporter.warn(f"took over the lock of an interrupted run: {lock.taken_over.describe()}")
+        pm2 = open_pm2(ctx)
+        recover(ctx, pm2)
+        release_id = new_release_id()
+        ctx.reporter.info(f"release {release_id}")
+        key = ensure_server_actions_key(ctx.config, ctx.paths)
+        secrets = {SERVER_ACTIONS_ENV: key}
+        built = build_release(ctx, release_id, secrets)
+        preflight(ctx, built, secrets)
+        previous = current_release(ctx)
+        report = activate(ctx, pm2, release_id, previous)
+        removed = retain(ctx)
+    return DeployResult(release_id, previous, time.monotonic() - started, report.seconds, removed, built.manifest)
+
+
+def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> None:
+    """The health gate: the release must serve, outside PM2, before it takes traffic."""
+    node = require_tool("node")
+    env = runtime_env(ctx.config, free_port(), "127.0.0.1", secrets)
+    with ctx.reporter.step(f"preflight: health gate on a private port ({ctx.config.health.stable_for:g} s window)"):
+        try:
+            run_preflight(ctx.config, built.layout, node, env, ctx.paths.preflight_log(built.id))
+        except PreflightError as exc:
+            ctx.log.append("failed", built.id, reason=f"preflight: {exc.message}")
+            raise
+
+
+def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> DeployResult:
+    """Put an earlier good release back, without rebuilding."""
+    started = time.monotonic()
+    prepare_root(ctx)
+    with DeployLock(ctx.paths.lock_file, "nextdeploy rollback", lock_timeout):
+        pm2 = open_pm2(ctx)
+        recover(ctx, pm2)
+        records = ctx.log.records()
+        current = current_release(ctx)
+        target = to or rollback_target(records, current)
+        _check_rollback_target(ctx, records, target, current)
+        assert target is not None
+        report = activate(ctx, pm2, target, current, event="rolled_back")
+    return DeployResult(target, current, time.monotonic() - started, report.seconds)
+
+
+def _check_rollback_target(ctx: Context, records: list[ReleaseRecord], target: str | None,
+                           current: str | None) -> None:
+    if target is None:
+        raise RollbackError("there is no earlier good release to roll back to",
+                            hint="see `nextdeploy releases`; failed and unfinished releases are never used")
+    record = next((r for r in records if r.id == target), None)
+    if record is None or not ctx.paths.release_dir(target).is_dir():
+        raise ReleaseNotFoundError(f"no release {target!r} in {ctx.paths.releases_dir}",
+                                   hint="pick an id from `nextdeploy releases`")
+    if target == current:
+        raise RollbackError(f"release {target} is already live", hint="pick another id from `nextdeploy releases`")
+    if not record.usable or not is_complete(ctx.paths.release_dir(target)):
+        raise RollbackError(
+            f"release {target} is {record.status.value} and cannot be rolled back to",
+            hint="only releases that were live and healthy can be; see `nextdeploy releases`",
+        )
+
+
+def recover(ctx: Context, pm2: Pm2) -> None:
+    """Repair what an interrupted run left: a half-done activation, unfinished releases, build dirs."""
+    paths = ctx.paths
+    pending = pending_switch(ctx.log.events())
+    if pending is not None:
+        previous = pending.previous
+        ctx.reporter.warn(f"a previous run was interrupted while activating {pending.release}; repairing")
+        ctx.log.append("failed", pending.release, reason="interrupted during activation")
+        with ctx.reporter.step("recover from the interrupted activation"):
+            if previous and is_complete(paths.release_dir(previous)):
+                switch_to(ctx, previous)
+                workers = pm2.workers(ctx.config.app.name)
+                if any(w.release_in(paths.releases_dir) != previous for w in workers) or not workers:
+                    start_or_reload(ctx, pm2)
+                verify(ctx, pm2, previous, set(), require_new_pids=False)
+                ctx.log.append("rolled_back", previous, **{"from": pending.release})
+                pm2.run(pm2_plan.save_argv(pm2.binary))
+            else:
+                # A first deploy died mid-activation: nothing was serving before, start clean.
+                pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
+                remove_path(paths.current_link)
+    current = current_release(ctx)
+    records = {record.id: record for record in ctx.log.records()}
+    for release_dir in sorted(paths.releases_dir.glob("*")):
+        if release_dir.name == current or not release_dir.is_dir():
+            continue
+        record = records.get(release_dir.name)
+        if (release_dir / UNFINISHED_MARKER).exists() or (record and record.status is Status.UNFINISHED):
+            remove_path(release_dir)
+            ctx.log.append("removed", release_dir.name, reason="unfinished (interrupted build)")
+    for build_dir in paths.builds_dir.glob("*"):
+        remove_path(build_dir)
+
+
+def retain(ctx: Context) -> list[str]:
+    """Delete releases beyond ``[releases] keep`` (never the live one or the rollback target)."""
+    paths = ctx.paths
+    on_disk = {path.name for path in paths.releases_dir.iterdir() if path.is_dir()}
+    doomed = releases_to_remove(ctx.log.records(), on_disk, current_release(ctx), ctx.config.releases.keep)
+    if doomed:
+        with ctx.reporter.step(f"remove {len(doomed)} old release{'s' if len(doomed) > 1 else ''}"):
+            for release_id in doomed:
+                remove_path(paths.release_dir(release_id))
+                ctx.log.append("removed", release_id)
+    return doomed
+
+
+__all__ = ["DeployResult", "NextdeployError", "deploy", "recover", "retain", "rollback"]

@@ -1,0 +1,91 @@
+"""``deploy --dry-run``: the host operations of a deploy, computed by the same planners, printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nextdeploy.activate import current_release
+from nextdeploy.builder import LAUNCHER_SOURCE
+from nextdeploy.context import Context
+from nextdeploy.ids import new_release_id
+from nextdeploy.ops import MakeDirs, Op, Run, Symlink, WriteFile
+from nextdeploy.paths import ReleaseLayout, SourceLayout
+from nextdeploy.plans import build as build_plan
+from nextdeploy.plans import pm2 as pm2_plan
+from nextdeploy.plans import release as release_plan
+from nextdeploy.plans.runtime import runtime_env
+from nextdeploy.project import PackageManager, find_lockfile
+from nextdeploy.secrets import SERVER_ACTIONS_ENV, secret_files
+
+
+def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
+    """The steps of a deploy and their ops. Build outputs are predicted (app path as configured)."""
+    config, paths = ctx.config, ctx.paths
+    source = SourceLayout(paths.build_dir(release_id) / "src", config.app.path)
+    app_rel = "" if config.app.path in ("", ".") else config.app.path.strip("/")
+    layout = ReleaseLayout(paths.release_dir(release_id), app_rel)
+    manager: PackageManager = "pnpm"
+    install_dir = source.source_root
+    if not config.app.is_git:
+        found = find_lockfile(Path(config.source) / config.app.path, Path(config.source), config.app.package_manager)
+        if found:
+            manager = found.package_manager
+            install_dir = source.source_root / found.install_dir.relative_to(Path(config.source))
+    env = build_plan.build_env(config.app.build_env, release_id)
+    env[SERVER_ACTIONS_ENV] = "(from shared/server-actions.key)"
+    hidden = frozenset({SERVER_ACTIONS_ENV})
+    if config.app.is_git:
+        export: list[Op] = [
+            build_plan.git_mirror_op("git", config.source, paths.git_mirror_dir, paths.git_mirror_dir.exists()),
+            *build_plan.git_checkout_ops("git", paths.git_mirror_dir, f"<{config.app.ref or 'HEAD'}>",
+                                         source.source_root),
+        ]
+    else:
+        export = build_plan.export_directory_ops(Path(config.source), source.source_root)
+    preflight_env = runtime_env(config, 0, "127.0.0.1")
+    preflight_env["PORT"] = "<free port>"
+    ecosystem = pm2_plan.ecosystem_source(config, paths, secret_files(paths))
+    pm2 = "pm2"
+    first = current_release(ctx) is None
+    return [
+        ("prepare the deploy root", [MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir, paths.logs_dir)]),
+        ("export source", export),
+        ("install and build", [
+            Run(build_plan.install_argv(manager, manager), cwd=install_dir, env=env,
+                log_file=paths.build_log(release_id), secret_env=hidden),
+            Run(build_plan.build_argv(manager, config.app.build_command), cwd=source.app_dir, env=env,
+                log_file=paths.build_log(release_id), secret_env=hidden),
+        ]),
+        ("assemble the release", [
+            *release_plan.begin_release_ops(layout),
+            *release_plan.copy_release_ops(source, layout, LAUNCHER_SOURCE, has_public=True),
+            *release_plan.shared_link_ops(paths.shared_dir, config.release.shared_files,
+                                          set(config.release.shared_files), layout),
+            *release_plan.finish_release_ops(layout, {"id": release_id}),
+        ]),
+        ("preflight on a private port", [
+            Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env),
+        ]),
+        ("activate", [
+            WriteFile(paths.ecosystem_file, ecosystem, mode=0o600),
+            Symlink(f"releases/{release_id}", paths.current_link),
+            Run(pm2_plan.start_argv(pm2, paths.ecosystem_file, config.app.name) if first
+                else pm2_plan.reload_argv(pm2, paths.ecosystem_file, config.app.name)),
+            Run(pm2_plan.save_argv(pm2)),
+        ]),
+    ]
+
+
+def print_deploy_plan(ctx: Context) -> None:
+    release_id = new_release_id()
+    ctx.reporter.info(f"dry run: nothing will be changed; the new release would be {release_id}")
+    plan = deploy_plan(ctx, release_id)
+    for title, ops in plan:
+        ctx.reporter.info(f"# {title}")
+        ctx.executor.apply_all(ops)
+    ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "
+                      f"probe http://{ctx.config.server.hostname}:{ctx.config.server.port}"
+                      f"{ctx.config.health.path}, roll back on failure, keep {ctx.config.releases.keep} releases")
+    ctx.reporter.result({"release": release_id, "steps": [
+        {"step": title, "ops": [op.render() for op in ops]} for title, ops in plan
+    ]})

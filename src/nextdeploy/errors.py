@@ -1,0 +1,106 @@
+"""The exception tree and the exit codes it maps to.
+
+Every expected failure raises a subclass of ``NextdeployError``. The CLI turns it into one line
+(``error: <what is wrong>`` plus ``hint: <how to fix it>``) and the class's exit code, in exactly one
+place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback only with ``--debug``.
+
+    NextdeployError
+    ├── ConfigError            bad or missing nextdeploy.toml, bad CLI arguments
+    ├── ProjectError           the source is not a deployable Next.js app
+    ├── ToolMissingError       node, pnpm, npm, yarn, git or pm2 not found
+    ├── HostPathError          a path on the host is not writable or has the wrong type
+    ├── BuildError             install or build failed
+    ├── ReleaseError           the assembled release is incomplete or invalid
+    ├── PreflightError         the release failed its health gate before taking traffic
+    ├── ActivationError        failed after the switch; the previous release was put back
+    ├── RollbackError          no release to roll back to, or the rollback itself failed
+    ├── LockError              another deploy holds the lock
+    ├── ReleaseNotFoundError   no such release
+    └── Pm2Error               PM2 misbehaved
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes: one per kind of failure, stable for scripts."""
+
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2  # click's own code for bad arguments
+    CONFIG = 3
+    PROJECT = 4
+    TOOL_MISSING = 5
+    HOST_PATH = 6
+    BUILD_FAILED = 7
+    RELEASE_INVALID = 8
+    PREFLIGHT_FAILED = 9
+    ROLLED_BACK = 10
+    ROLLBACK_FAILED = 11
+    LOCKED = 12
+    NOT_FOUND = 13
+    PM2 = 14
+    INTERRUPTED = 130
+
+
+class NextdeployError(Exception):
+    """Base of every expected failure: a message, an optional hint, an exit code."""
+
+    exit_code: ExitCode = ExitCode.UNEXPECTED
+
+    def __init__(self, message: str, hint: str | None = None, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        # Extra lines shown under the message (every config error, a build log tail...).
+        self.details = details or []
+
+
+class ConfigError(NextdeployError):
+    exit_code = ExitCode.CONFIG
+
+
+class ProjectError(NextdeployError):
+    exit_code = ExitCode.PROJECT
+
+
+class ToolMissingError(NextdeployError):
+    exit_code = ExitCode.TOOL_MISSING
+
+
+class HostPathError(NextdeployError):
+    exit_code = ExitCode.HOST_PATH
+
+
+class BuildError(NextdeployError):
+    exit_code = ExitCode.BUILD_FAILED
+
+
+class ReleaseError(NextdeployError):
+    exit_code = ExitCode.RELEASE_INVALID
+
+
+class PreflightError(NextdeployError):
+    exit_code = ExitCode.PREFLIGHT_FAILED
+
+
+class ActivationError(NextdeployError):
+    exit_code = ExitCode.ROLLED_BACK
+
+
+class RollbackError(NextdeployError):
+    exit_code = ExitCode.ROLLBACK_FAILED
+
+
+class LockError(NextdeployError):
+    exit_code = ExitCode.LOCKED
+
+
+class ReleaseNotFoundError(NextdeployError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class Pm2Error(NextdeployError):
+    exit_code = ExitCode.PM2

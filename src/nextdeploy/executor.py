@@ -1,0 +1,167 @@
+"""Executors: the one place where host operations happen.
+
+``LocalExecutor`` does them on this machine; ``DryRunExecutor`` prints them and changes nothing.
+An SSH executor would implement the same ``apply``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nextdeploy.errors import HostPathError, ToolMissingError
+from nextdeploy.ops import CopyFile, CopyTree, MakeDirs, Op, Remove, Rename, Run, Symlink, WriteFile
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Executor:
+    """Carries out ops. Subclasses implement ``apply``."""
+
+    dry_run = False
+
+    def apply(self, op: Op) -> RunResult:
+        raise NotImplementedError
+
+    def apply_all(self, ops: Iterable[Op]) -> None:
+        for op in ops:
+            self.apply(op)
+
+
+class LocalExecutor(Executor):
+    """Runs ops on this machine."""
+
+    def apply(self, op: Op) -> RunResult:
+        try:
+            return self._apply(op)
+        except PermissionError as exc:
+            raise HostPathError(
+                f"permission denied: {exc.filename or exc}",
+                hint="run as the user that owns the deploy root, or fix the directory's permissions",
+            ) from None
+
+    def _apply(self, op: Op) -> RunResult:
+        if isinstance(op, Run):
+            return _run(op)
+        if isinstance(op, WriteFile):
+            _write_atomic(op.path, op.content, op.mode)
+        elif isinstance(op, MakeDirs):
+            op.path.mkdir(parents=True, exist_ok=True)
+        elif isinstance(op, CopyTree):
+            ignore = shutil.ignore_patterns(*op.ignore) if op.ignore else None
+            shutil.copytree(op.src, op.dst, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+        elif isinstance(op, CopyFile):
+            op.dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(op.src, op.dst, follow_symlinks=False)
+        elif isinstance(op, Symlink):
+            switch_symlink(op.link, op.target)
+        elif isinstance(op, Rename):
+            os.replace(op.src, op.dst)
+        elif isinstance(op, Remove):
+            remove_path(op.path)
+        else:  # pragma: no cover - the Op union is closed
+            raise TypeError(f"unknown op {op!r}")
+        return RunResult(0)
+
+
+class DryRunExecutor(Executor):
+    """Prints each op as the shell line it stands for; changes nothing."""
+
+    dry_run = True
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.applied: list[Op] = []
+
+    def apply(self, op: Op) -> RunResult:
+        self.applied.append(op)
+        self.echo(op.render())
+        return RunResult(0)
+
+
+def _run(op: Run) -> RunResult:
+    env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
+    try:
+        if op.log_file is not None:
+            op.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with op.log_file.open("ab") as log:
+                log.write(f"$ {op.render()}\n".encode())
+                log.flush()
+                logged = subprocess.run(
+                    op.argv, cwd=op.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, timeout=op.timeout, check=False,
+                )
+            return RunResult(logged.returncode)
+        completed = subprocess.run(
+            op.argv, cwd=op.cwd, env=env, capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=op.timeout, check=False,
+        )
+        return RunResult(completed.returncode, completed.stdout, completed.stderr)
+    except FileNotFoundError:
+        if op.cwd is not None and not op.cwd.is_dir():
+            raise HostPathError(f"working directory {op.cwd} does not exist") from None
+        raise ToolMissingError(
+            f"`{op.argv[0]}` was not found on PATH",
+            hint=f"install {op.argv[0]} or put it on PATH",
+        ) from None
+    except subprocess.TimeoutExpired:
+        return RunResult(124, "", f"timed out after {op.timeout} s: {op.render()}")
+
+
+def _write_atomic(path: Path, content: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def switch_symlink(link: Path, target: str) -> None:
+    """Atomically point ``link`` at ``target`` (temp symlink + rename), refusing to replace a real dir."""
+    if link.exists() and not link.is_symlink():
+        raise HostPathError(
+            f"{link} is a real {'directory' if link.is_dir() else 'file'}, not a symlink",
+            hint=f"move it away (e.g. mv {link} {link}.old) so nextdeploy can manage it as a symlink",
+        )
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, symlink or tree; no error if it is already gone."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=False)

@@ -1,0 +1,325 @@
+'use strict';
+// nextdeploy launcher: runs a Next.js `output: 'standalone'` server.js under PM2 cluster mode
+// (or directly with `node launcher.cjs`) and adds what plain server.js lacks for zero-downtime reloads:
+//   - readiness: process.send('ready') only after a real request through this worker succeeded;
+//   - graceful drain on SIGINT / SIGTERM / PM2's 'shutdown' message, without resetting keep-alive clients;
+//   - an `x-nextdeploy-release` header on every response.
+// Layout: <release>/.nextdeploy/launcher.cjs + manifest.json {"id", "server"}; server relative to <release>.
+// Dependency-free, Node >= 20. Node resolves the main module's symlinks, so __dirname is the real release
+// even when PM2 starts us through <root>/current: a worker stays pinned to the release it booted from.
+
+const fs = require('fs');
+const http = require('http');
+const net = require('net');
+const path = require('path');
+
+const BOOT_TIME = Date.now();
+const RELEASE_DIR = path.resolve(__dirname, '..');
+
+function envMs(name, fallback) {
+  const value = Number.parseInt(process.env[name] || '', 10);
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
+const READY_PATH = process.env.NEXTDEPLOY_READY_PATH || '/';
+const READY_TIMEOUT_MS = envMs('NEXTDEPLOY_READY_TIMEOUT_MS', 30000);
+// Must stay below PM2's kill_timeout, or PM2 SIGKILLs us mid-drain and every socket resets.
+const DRAIN_TIMEOUT_MS = envMs('NEXTDEPLOY_DRAIN_TIMEOUT_MS', 8000);
+// Exiting the instant the drain completes can drop a connection the cluster primary handed over just
+// before it saw our close; staying up this long after the drain began avoids that (measured).
+const MIN_DRAIN_MS = 1000;
+// A socket with no request for this long during the drain is closed; a busy keep-alive client sends
+// its next request well within it and gets `Connection: close` instead of an EOF.
+const IDLE_CLOSE_MS = 1000;
+const PROBE_ATTEMPT_TIMEOUT_MS = 5000;
+const PROBE_RETRY_MS = 250;
+
+const realExit = process.exit.bind(process);
+let releaseId = '?';
+
+function log(message) {
+  console.log(`[nextdeploy ${releaseId} pid=${process.pid}] ${message}`);
+}
+
+function logError(message) {
+  console.error(`[nextdeploy ${releaseId} pid=${process.pid}] ${message}`);
+}
+
+// Exit on a boot failure after a short pause: under PM2 cluster mode stderr goes through async
+// log streams, and an immediate exit loses the very message that explains the crash.
+function failBoot(message) {
+  logError(message);
+  process.exitCode = 1;
+  setTimeout(() => realExit(1), 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals. Register ours before Next's: Next's own handler calls http.Server#close() (which drops idle
+// keep-alive sockets under the client's feet), waits for busy sockets forever and then exits. We hold
+// every SIGINT/SIGTERM handler registered after this point and run them once our drain is done, so
+// Next still flushes `after()` work via nextServer.close().
+
+const SIGNALS = new Set(['SIGINT', 'SIGTERM']);
+const heldSignalHandlers = []; // {event, fn, once}
+
+process.on('SIGINT', () => shutdown('SIGINT'));
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+// `pm2 stop/restart/delete` (and PM2's soft reload) send a 'shutdown' message instead of a signal.
+process.on('message', (msg) => {
+  if (msg === 'shutdown' || (msg && msg.type === 'shutdown')) shutdown('shutdown');
+});
+
+function holdSignalRegistration(method, once) {
+  const original = process[method];
+  process[method] = function (event, fn) {
+    if (SIGNALS.has(event) && typeof fn === 'function') {
+      heldSignalHandlers.push({ event, fn, once });
+      return this;
+    }
+    return original.apply(this, arguments);
+  };
+}
+holdSignalRegistration('on', false);
+holdSignalRegistration('addListener', false);
+holdSignalRegistration('prependListener', false);
+holdSignalRegistration('once', true);
+holdSignalRegistration('prependOnceListener', true);
+
+for (const method of ['off', 'removeListener']) {
+  const original = process[method];
+  process[method] = function (event, fn) {
+    if (SIGNALS.has(event)) {
+      const index = heldSignalHandlers.findIndex((h) => h.fn === fn);
+      if (index !== -1) {
+        heldSignalHandlers.splice(index, 1);
+        return this;
+      }
+    }
+    return original.apply(this, arguments);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capture Next's http.Server. Next 16's start-server.js does `http.createServer(requestListener)` and
+// then `server.listen(port, hostname)` (listening BEFORE its handlers are loaded). Shadowing
+// Server.prototype.listen for the first call catches it however it was created.
+
+let server = null;
+let serverListening = null; // Promise resolved on the server's 'listening' event
+const sockets = new Set();
+const pendingResponses = new Set();
+
+const originalListen = net.Server.prototype.listen;
+http.Server.prototype.listen = function () {
+  delete http.Server.prototype.listen; // one-shot: later servers use the normal method
+  if (server === null) adoptServer(this);
+  return originalListen.apply(this, arguments);
+};
+
+function adoptServer(srv) {
+  server = srv;
+  serverListening = new Promise((resolve) => srv.once('listening', resolve));
+
+  srv.on('connection', (socket) => {
+    socket.nextdeployActive = 0;
+    socket.nextdeployIdleSince = Date.now();
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+
+  // Prepended so it runs before Next's (async) request listener writes anything.
+  srv.prependListener('request', (req, res) => {
+    res.setHeader('x-nextdeploy-release', releaseId);
+    if (draining) res.setHeader('Connection', 'close');
+    const socket = req.socket;
+    socket.nextdeployActive += 1;
+    pendingResponses.add(res);
+    let done = false;
+    const finished = () => {
+      if (done) return;
+      done = true;
+      pendingResponses.delete(res);
+      socket.nextdeployActive -= 1;
+      socket.nextdeployIdleSince = Date.now();
+    };
+    res.once('finish', finished);
+    res.once('close', finished);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness. The cluster 'listening' event fires before Next's handlers are loaded, and a probe through
+// the shared port may be answered by another worker. So we open a private listener (exclusive: true keeps
+// it out of the cluster primary) and feed its connections straight into Next's server.
+
+function probeOnce(port) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: READY_PATH,
+        method: 'GET',
+        agent: false,
+        headers: { connection: 'close', 'user-agent': 'nextdeploy-ready' },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      },
+    );
+    req.setTimeout(PROBE_ATTEMPT_TIMEOUT_MS, () => req.destroy(new Error('probe timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function waitReady() {
+  const deadline = BOOT_TIME + READY_TIMEOUT_MS;
+  const timedOut = () => Date.now() >= deadline;
+  while (server === null && !timedOut()) await sleep(20);
+  if (server === null) throw new Error('server.js never called listen()');
+  await Promise.race([serverListening, sleep(Math.max(0, deadline - Date.now()))]);
+  if (!server.listening) throw new Error('server never started listening');
+
+  const probe = net.createServer((socket) => server.emit('connection', socket));
+  await new Promise((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen({ host: '127.0.0.1', port: 0, exclusive: true }, resolve);
+  });
+  const port = probe.address().port;
+  let last = 'no attempt';
+  try {
+    while (!timedOut() && !draining) {
+      try {
+        const status = await probeOnce(port);
+        if (status < 500) return status;
+        last = `status ${status}`;
+      } catch (err) {
+        last = err && err.message ? err.message : String(err);
+      }
+      await sleep(PROBE_RETRY_MS);
+    }
+  } finally {
+    probe.close();
+  }
+  if (draining) return null;
+  throw new Error(`GET ${READY_PATH} did not answer < 500 within ${READY_TIMEOUT_MS} ms (last: ${last})`);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drain.
+
+let draining = false;
+
+function shutdown(reason) {
+  if (draining) return; // duplicate signals (shell Ctrl+C, PM2 message + signal)
+  draining = true;
+  const started = Date.now();
+  log(`${reason}: draining (${sockets.size} sockets, ${pendingResponses.size} in flight)`);
+
+  // Hard deadline, below PM2's kill_timeout. Unref'd: it must not by itself keep a finished process up.
+  setTimeout(() => {
+    logError(`drain deadline (${DRAIN_TIMEOUT_MS} ms) reached: closing ${sockets.size} sockets`);
+    for (const socket of sockets) socket.destroy();
+    realExit(1);
+  }, DRAIN_TIMEOUT_MS).unref();
+
+  if (server === null) return finish(reason, started); // still booting: nothing to drain
+
+  // Net-level close: stop accepting, but unlike http.Server#close() leave idle keep-alive sockets alone
+  // (a client may be writing its next request on one right now).
+  const stopAccepting = () => net.Server.prototype.close.call(server, () => {});
+  if (server.listening) stopAccepting();
+  else server.once('listening', stopAccepting); // listen() still in flight
+  // Responses not yet started end their socket; the client reconnects to a live worker.
+  for (const res of pendingResponses) {
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+  }
+
+  const timer = setInterval(() => {
+    const now = Date.now();
+    for (const socket of sockets) {
+      const idleFor = now - Math.max(socket.nextdeployIdleSince, started);
+      if (socket.nextdeployActive === 0 && idleFor >= IDLE_CLOSE_MS) {
+        // end() sends FIN after pending writes; destroy() if it is still around much later.
+        if (!socket.nextdeployEnding) {
+          socket.nextdeployEnding = now;
+          socket.end();
+        } else if (now - socket.nextdeployEnding >= IDLE_CLOSE_MS) {
+          socket.destroy();
+        }
+      }
+    }
+    if (pendingResponses.size === 0 && sockets.size === 0 && now - started >= MIN_DRAIN_MS) {
+      clearInterval(timer);
+      finish(reason, started);
+    }
+  }, 50);
+}
+
+function finish(reason, started) {
+  log(`drained in ${Date.now() - started} ms`);
+  // A clean drain exits 0, whatever signal asked for it (Next would exit 130/143).
+  process.exitCode = 0;
+  if (heldSignalHandlers.length === 0) return realExit(0);
+  process.exit = () => realExit(0);
+  if (server !== null) {
+    // Already closed at net level and drained: Next's cleanup only needs its callback.
+    server.close = function (cb) {
+      if (typeof cb === 'function') process.nextTick(cb);
+      return this;
+    };
+  }
+  const signal = reason === 'shutdown' ? 'SIGINT' : reason;
+  const handlers = heldSignalHandlers.filter((h) => h.event === signal);
+  for (const h of handlers) {
+    try {
+      h.fn(signal);
+    } catch (err) {
+      logError(`signal handler failed: ${err && err.stack ? err.stack : err}`);
+    }
+  }
+  // If the handlers left no exit behind (nothing else pending), the process ends with exitCode 0;
+  // otherwise the hard deadline above still bounds it.
+}
+
+// ---------------------------------------------------------------------------------------------
+// Boot.
+
+function main() {
+  let manifest;
+  try {
+    manifest = JSON.parse(fs.readFileSync(path.join(__dirname, 'manifest.json'), 'utf8'));
+  } catch (err) {
+    return failBoot(`cannot read ${path.join(__dirname, 'manifest.json')}: ${err.message}`);
+  }
+  releaseId = String(manifest.id || '?');
+  if (typeof manifest.server !== 'string' || manifest.server === '') {
+    return failBoot('manifest.json has no "server" path');
+  }
+  const serverFile = path.resolve(RELEASE_DIR, manifest.server);
+
+  // A crash inside Next after listen (e.g. config load) makes Next print and process.exit(1) itself;
+  // startServer() rejecting is caught by server.js the same way. We cover require-time throws and hangs.
+  try {
+    require(serverFile);
+  } catch (err) {
+    return failBoot(`${manifest.server} failed at startup:\n${err && err.stack ? err.stack : err}`);
+  }
+
+  waitReady().then(
+    (status) => {
+      if (status === null) return; // shut down while booting
+      log(`ready in ${Date.now() - BOOT_TIME} ms (GET ${READY_PATH} -> ${status})`);
+      if (typeof process.send === 'function' && process.connected) process.send('ready');
+    },
+    (err) => failBoot(`not ready: ${err && err.message ? err.message : err}`),
+  );
+}
+
+main();

@@ -1,0 +1,60 @@
+"""The release manifest (``<release>/.nextdeploy/manifest.json``) and checks of a release on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nextdeploy.paths import META_DIR, ReleaseLayout
+
+
+@dataclass(frozen=True)
+class TreeStats:
+    files: int
+    bytes: int
+    symlinks: int
+
+
+def tree_stats(directory: Path) -> TreeStats:
+    """Count files, bytes and symlinks without following links (what the release really holds)."""
+    files = size = links = 0
+    for dirpath, dirnames, filenames in os.walk(directory):
+        for name in filenames + dirnames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                links += 1
+            elif name in filenames:
+                files += 1
+                size += os.lstat(path).st_size
+    return TreeStats(files, size, links)
+
+
+def read_manifest(release_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a release, or None if it is missing or unreadable (an unfinished release)."""
+    path = release_dir / META_DIR / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def layout_of(release_dir: Path) -> ReleaseLayout | None:
+    """The layout of a complete release, from its manifest."""
+    manifest = read_manifest(release_dir)
+    if manifest is None:
+        return None
+    return ReleaseLayout(release_dir, str(manifest.get("app_rel", "")))
+
+
+def is_complete(release_dir: Path) -> bool:
+    """A release is complete when it has a manifest and no 'unfinished' marker."""
+    layout = ReleaseLayout(release_dir)
+    return (
+        release_dir.is_dir()
+        and not layout.unfinished_marker.exists()
+        and read_manifest(release_dir) is not None
+    )

@@ -1,0 +1,123 @@
+"""Host operations as plain data: what to run, which files to write, which links to switch.
+
+Planners (``nextdeploy.plans.*``) return these; an executor (``nextdeploy.executor``) carries them
+out on the host or prints them for ``--dry-run``. Each op renders as the shell line it stands for,
+which is what a dry run shows and what the literal-string tests assert.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run a program to completion. ``env`` is added to the inherited environment, or replaces it
+    when ``clean_env`` is set."""
+
+    argv: tuple[str, ...]
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    log_file: Path | None = None  # append stdout+stderr here instead of capturing
+    timeout: float | None = None
+    clean_env: bool = False
+    # Env names whose values never reach a dry run, a log or an error message.
+    secret_env: frozenset[str] = frozenset()
+
+    def render(self) -> str:
+        env = " ".join(
+            f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
+            for name, value in self.env.items()
+        )
+        command = shlex.join(self.argv)
+        line = f"{env} {command}" if env else command
+        if self.clean_env:
+            line = f"env -i {line}"
+        if self.cwd:
+            line = f"(cd {shlex.quote(str(self.cwd))} && {line})"
+        if self.log_file:
+            line += f" >> {shlex.quote(str(self.log_file))} 2>&1"
+        return line
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    """Write a file atomically (temp file + rename) with a mode."""
+
+    path: Path
+    content: str
+    mode: int = 0o644
+    secret: bool = False  # never show the content
+
+    def render(self) -> str:
+        return f"write {self.path} (mode {self.mode:o}, {len(self.content.encode())} bytes)"
+
+
+@dataclass(frozen=True)
+class MakeDirs:
+    path: Path
+
+    def render(self) -> str:
+        return f"mkdir -p {shlex.quote(str(self.path))}"
+
+
+@dataclass(frozen=True)
+class CopyTree:
+    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth."""
+
+    src: Path
+    dst: Path
+    ignore: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
+        return f"cp -a{excludes} {shlex.quote(str(self.src))}/. {shlex.quote(str(self.dst))}/"
+
+
+@dataclass(frozen=True)
+class CopyFile:
+    src: Path
+    dst: Path
+
+    def render(self) -> str:
+        return f"cp -p {shlex.quote(str(self.src))} {shlex.quote(str(self.dst))}"
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """Point ``link`` at ``target`` atomically: a temp symlink renamed over ``link``."""
+
+    target: str
+    link: Path
+
+    def render(self) -> str:
+        tmp = f"{self.link}.tmp"
+        return (
+            f"ln -sfn {shlex.quote(self.target)} {shlex.quote(tmp)} && "
+            f"mv -T {shlex.quote(tmp)} {shlex.quote(str(self.link))}"
+        )
+
+
+@dataclass(frozen=True)
+class Rename:
+    src: Path
+    dst: Path
+
+    def render(self) -> str:
+        return f"mv -T {shlex.quote(str(self.src))} {shlex.quote(str(self.dst))}"
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Delete a file, link or tree; nothing if absent."""
+
+    path: Path
+
+    def render(self) -> str:
+        return f"rm -rf {shlex.quote(str(self.path))}"
+
+
+Op = Run | WriteFile | MakeDirs | CopyTree | CopyFile | Symlink | Rename | Remove

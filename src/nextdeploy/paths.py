@@ -1,0 +1,175 @@
+"""Where everything lives: pure path computations for the deploy root, a release and a build.
+
+Nothing here touches the disk, so the same answers hold for a dry run and (later) a remote host.
+
+    <root>/
+      current -> releases/<id>     the live release (a symlink, switched atomically)
+      releases/<id>/               immutable releases (a copy of .next/standalone plus assets)
+      releases.jsonl               the append-only release log: the only source of ordering
+      shared/                      env files and the Server Actions key, linked into every release
+      builds/<id>/                 throwaway build dirs (never the user's working tree)
+      cache/                       .next/cache between builds, the git mirror
+      logs/                        build, preflight and PM2 logs, outside the releases
+      ecosystem.config.cjs         the generated PM2 ecosystem file
+      .lock                        flock held while a deploy, rollback or stop runs
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+UNFINISHED_MARKER = ".nextdeploy-unfinished"
+META_DIR = ".nextdeploy"
+
+
+@dataclass(frozen=True)
+class DeployPaths:
+    """Paths under one deploy root."""
+
+    root: Path
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def current_link(self) -> Path:
+        return self.root / "current"
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.root / "shared"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "releases.jsonl"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.root / "builds"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def next_cache_dir(self) -> Path:
+        return self.cache_dir / "next"
+
+    @property
+    def git_mirror_dir(self) -> Path:
+        return self.cache_dir / "git-mirror"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def ecosystem_file(self) -> Path:
+        return self.root / "ecosystem.config.cjs"
+
+    @property
+    def tools_dir(self) -> Path:
+        return self.root / "tools"
+
+    def release_dir(self, release_id: str) -> Path:
+        return self.releases_dir / release_id
+
+    def build_dir(self, release_id: str) -> Path:
+        return self.builds_dir / release_id
+
+    def build_log(self, release_id: str) -> Path:
+        return self.logs_dir / f"build-{release_id}.log"
+
+    def preflight_log(self, release_id: str) -> Path:
+        return self.logs_dir / f"preflight-{release_id}.log"
+
+
+@dataclass(frozen=True)
+class ReleaseLayout:
+    """Paths inside one release. ``app_rel`` is the app's path below the tracing root ('' if flat)."""
+
+    release_dir: Path
+    app_rel: str = ""
+
+    @property
+    def app_dir(self) -> Path:
+        return self.release_dir / self.app_rel if self.app_rel else self.release_dir
+
+    @property
+    def server_js(self) -> Path:
+        return self.app_dir / "server.js"
+
+    @property
+    def server_rel(self) -> str:
+        """server.js relative to the release root, with forward slashes (the manifest's form)."""
+        return str(PurePosixPath(self.app_rel) / "server.js") if self.app_rel else "server.js"
+
+    @property
+    def next_dir(self) -> Path:
+        return self.app_dir / ".next"
+
+    @property
+    def static_dir(self) -> Path:
+        return self.next_dir / "static"
+
+    @property
+    def public_dir(self) -> Path:
+        return self.app_dir / "public"
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.release_dir / META_DIR
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.meta_dir / "manifest.json"
+
+    @property
+    def launcher_file(self) -> Path:
+        return self.meta_dir / "launcher.cjs"
+
+    @property
+    def unfinished_marker(self) -> Path:
+        return self.release_dir / UNFINISHED_MARKER
+
+
+@dataclass(frozen=True)
+class SourceLayout:
+    """Paths inside an exported source tree (a build dir). ``app_path`` is ``[app] path``."""
+
+    source_root: Path
+    app_path: str = "."
+
+    @property
+    def app_dir(self) -> Path:
+        return (self.source_root / self.app_path) if self.app_path not in ("", ".") else self.source_root
+
+    @property
+    def next_dir(self) -> Path:
+        return self.app_dir / ".next"
+
+    @property
+    def standalone_dir(self) -> Path:
+        return self.next_dir / "standalone"
+
+    @property
+    def static_dir(self) -> Path:
+        return self.next_dir / "static"
+
+    @property
+    def public_dir(self) -> Path:
+        return self.app_dir / "public"
+
+    @property
+    def next_cache_dir(self) -> Path:
+        return self.next_dir / "cache"
+
+    @property
+    def required_server_files(self) -> Path:
+        return self.next_dir / "required-server-files.json"

@@ -1,0 +1,1 @@
+"""Pure planners: each function computes host operations (``nextdeploy.ops``) and runs nothing."""

@@ -1,0 +1,46 @@
+"""Planning a release: the standalone tree, its assets, the launcher, shared files, the manifest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from nextdeploy.ops import CopyFile, CopyTree, MakeDirs, Op, Remove, Symlink, WriteFile
+from nextdeploy.paths import ReleaseLayout, SourceLayout
+
+
+def begin_release_ops(layout: ReleaseLayout) -> list[Op]:
+    """Create the release dir with its 'unfinished' marker first: a crash leaves it visibly unfinished."""
+    return [
+        Remove(layout.release_dir),
+        MakeDirs(layout.release_dir),
+        WriteFile(layout.unfinished_marker, "this release is being assembled; never activate it\n"),
+    ]
+
+
+def copy_release_ops(source: SourceLayout, layout: ReleaseLayout, launcher: Path, has_public: bool) -> list[Op]:
+    """Standalone tree (symlinks preserved), then static and public at the app's relative path."""
+    ops: list[Op] = [
+        CopyTree(source.standalone_dir, layout.release_dir),
+        CopyTree(source.static_dir, layout.static_dir),
+    ]
+    if has_public:
+        ops.append(CopyTree(source.public_dir, layout.public_dir))
+    ops.append(CopyFile(launcher, layout.launcher_file))
+    return ops
+
+
+def shared_link_ops(shared_dir: Path, names: Iterable[str], present: set[str], layout: ReleaseLayout) -> list[Op]:
+    """Link ``<root>/shared/<name>`` into the app dir for each configured name that exists."""
+    return [Symlink(str(shared_dir / name), layout.app_dir / name) for name in names if name in present]
+
+
+def finish_release_ops(layout: ReleaseLayout, manifest: dict[str, Any]) -> list[Op]:
+    """Write the manifest, then drop the marker: only now does the release count as complete."""
+    return [
+        MakeDirs(layout.meta_dir),
+        WriteFile(layout.manifest_file, json.dumps(manifest, indent=2, sort_keys=True) + "\n"),
+        Remove(layout.unfinished_marker),
+    ]

@@ -1,0 +1,124 @@
+"""Talking to PM2: run its commands through the executor and read its process list.
+
+PM2 commands run with a minimal environment (PATH, HOME, USER, LANG, PM2_HOME): ``pm2 save``
+stores the whole environment of the shell that started the daemon, and we do not want a deployer's
+shell secrets in PM2's dump file. The app's env comes only from the generated ecosystem file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nextdeploy.errors import Pm2Error
+from nextdeploy.executor import Executor, RunResult
+from nextdeploy.ops import Run
+from nextdeploy.plans import pm2 as pm2_plan
+
+PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR")
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One PM2 process of the app."""
+
+    pm_id: int
+    pid: int
+    status: str
+    restarts: int
+    memory: int
+    cwd: str | None  # the real working directory, from /proc/<pid>/cwd
+
+    def release_in(self, releases_dir: Path) -> str | None:
+        """The release this worker runs from (its cwd is inside ``releases/<id>/``)."""
+        if not self.cwd:
+            return None
+        try:
+            relative = Path(self.cwd).relative_to(releases_dir.resolve())
+        except ValueError:
+            return None
+        return relative.parts[0] if relative.parts else None
+
+
+class Pm2:
+    def __init__(self, binary: str, home: Path | None, executor: Executor) -> None:
+        self.binary = binary
+        self.home = home
+        self.executor = executor
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+        home = self.home or Path(os.environ.get("PM2_HOME") or Path.home() / ".pm2")
+        env["PM2_HOME"] = str(home)
+        return env
+
+    def run(self, argv: tuple[str, ...], timeout: float | None = 300) -> RunResult:
+        return self.executor.apply(Run(argv, env=self.env, timeout=timeout, clean_env=True))
+
+    def check(self, argv: tuple[str, ...], what: str, timeout: float | None = 300) -> RunResult:
+        result = self.run(argv, timeout)
+        if not result.ok:
+            raise Pm2Error(f"pm2 could not {what}: {_last_line(result)}",
+                           hint=f"see `pm2 logs` (PM2_HOME={self.env['PM2_HOME']})")
+        return result
+
+    def processes(self) -> list[dict[str, Any]]:
+        """PM2's process list. ``pm2 ping`` first: a daemon spawning prints lines before the JSON."""
+        if self.executor.dry_run:
+            return []
+        self.check(pm2_plan.ping_argv(self.binary), "start its daemon", timeout=60)
+        result = self.check(pm2_plan.jlist_argv(self.binary), "list processes", timeout=60)
+        return parse_jlist(result.stdout)
+
+    def workers(self, name: str) -> list[Worker]:
+        return [worker_of(entry) for entry in self.processes() if entry.get("name") == name]
+
+
+def parse_jlist(output: str) -> list[dict[str, Any]]:
+    """The JSON array in ``pm2 jlist`` output, skipping any lines PM2 printed before it."""
+    for index, line in enumerate(output.splitlines()):
+        if line.lstrip().startswith("["):
+            try:
+                data = json.loads("\n".join(output.splitlines()[index:]))
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, list):
+                return [entry for entry in data if isinstance(entry, dict)]
+    raise Pm2Error("pm2 jlist printed no process list", hint="check that pm2 works: pm2 ping")
+
+
+def worker_of(entry: dict[str, Any]) -> Worker:
+    pm2_env = entry.get("pm2_env") or {}
+    pid = int(entry.get("pid") or 0)
+    return Worker(
+        pm_id=int(entry.get("pm_id", -1)),
+        pid=pid,
+        status=str(pm2_env.get("status", "unknown")),
+        restarts=int(pm2_env.get("restart_time", 0) or 0),
+        memory=int((entry.get("monit") or {}).get("memory", 0) or 0),
+        cwd=process_cwd(pid),
+    )
+
+
+def process_cwd(pid: int) -> str | None:
+    if pid <= 0:
+        return None
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+
+
+def startup_configured() -> bool:
+    """Whether ``pm2 startup`` installed a boot service for PM2 (systemd, the common case)."""
+    units = Path("/etc/systemd/system")
+    return units.is_dir() and any(units.glob("pm2-*.service"))
+
+
+def _last_line(result: RunResult) -> str:
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return lines[-1] if lines else f"exit code {result.returncode}"

@@ -1,0 +1,130 @@
+"""The health gate before traffic: run the new release on a free loopback port, outside PM2.
+
+The release must answer its health path within ``[health] timeout``, then stay up and healthy for
+``[health] stable_for`` seconds (a release that crashes 3 s after start fails here, not in front of
+users). Its output goes to ``logs/preflight-<id>.log``; the tail is shown on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nextdeploy.config import Config
+from nextdeploy.errors import PreflightError
+from nextdeploy.paths import ReleaseLayout
+from nextdeploy.probe import ProbeResult, free_port, health_problem, http_get
+
+POLL_INTERVAL = 0.2
+# Server output that means the release is broken even if its health route answers.
+FATAL_OUTPUT_MARKERS = ("MODULE_NOT_FOUND", "Cannot find module")
+
+
+@dataclass
+class PreflightReport:
+    port: int
+    seconds_to_healthy: float
+    checks: list[str] = field(default_factory=list)
+
+
+def spawn_argv(node: str, layout: ReleaseLayout) -> list[str]:
+    return [node, str(layout.launcher_file)]
+
+
+def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[str, str],
+                  log_file: Path) -> PreflightReport:
+    """Start the release, gate on health and stability, always stop it. Raises PreflightError."""
+    port = int(env["PORT"]) if env.get("PORT") else free_port()
+    env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1"}
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log_file.open("wb") as log:
+        # Own session: stopping the process group also stops anything the server spawned.
+        process = subprocess.Popen(
+            spawn_argv(node, layout), cwd=layout.app_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            report = _gate(config, process, port, started)
+        except PreflightError as exc:
+            _stop(process)
+            exc.details = _tail(log_file) + exc.details
+            raise
+        _stop(process)
+    fatal = _fatal_output(log_file)
+    if fatal:
+        raise PreflightError(
+            f"the release printed {fatal!r} during the preflight: a file is missing from the release",
+            hint=f"see {log_file}; add the missing files with [release] include",
+            details=_tail(log_file),
+        )
+    return report
+
+
+def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: float) -> PreflightReport:
+    health = config.health
+    deadline = started + health.timeout
+    first_healthy: float | None = None
+    last: ProbeResult | None = None
+    while True:
+        exit_code = process.poll()
+        now = time.monotonic()
+        if exit_code is not None:
+            when = "before answering its health check" if first_healthy is None else (
+                f"{now - started:.1f} s after start, during the {health.stable_for:g} s stability window")
+            raise PreflightError(
+                f"the new release exited with code {exit_code} {when}",
+                hint="fix the crash shown above (the old release is still serving)",
+            )
+        last = http_get("127.0.0.1", port, health.path, health.request_timeout)
+        problem = health_problem(last, health)
+        now = time.monotonic()
+        if problem is None:
+            if first_healthy is None:
+                first_healthy = now
+            if now - first_healthy >= health.stable_for:
+                # One more liveness look: the process must still be there at the end of the window.
+                if process.poll() is None:
+                    return PreflightReport(port, first_healthy - started)
+                continue
+        elif first_healthy is not None:
+            raise PreflightError(
+                f"the new release became unhealthy {now - first_healthy:.1f} s after its first good answer: {problem}",
+                hint="fix the error shown above (the old release is still serving)",
+            )
+        elif now >= deadline:
+            raise PreflightError(
+                f"the new release was not healthy within {health.timeout:g} s: {problem}",
+                hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
+                     "the old release is still serving",
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill the preflight server and everything it spawned. It never had users: no drain needed."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _tail(log_file: Path, lines: int = 20) -> list[str]:
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [f"  | {line}" for line in text.splitlines()[-lines:]]
+
+
+def _fatal_output(log_file: Path) -> str | None:
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return next((marker for marker in FATAL_OUTPUT_MARKERS if marker in text), None)

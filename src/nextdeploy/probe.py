@@ -1,0 +1,57 @@
+"""HTTP probes of a release: one GET with a timeout, judged against ``[health]``."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from dataclasses import dataclass, field
+
+from nextdeploy.config import HealthConfig
+
+RELEASE_HEADER = "x-nextdeploy-release"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    status: int | None
+    body: str = ""
+    error: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def release(self) -> str | None:
+        """Which release answered (the launcher sets this header on every response)."""
+        return self.headers.get(RELEASE_HEADER)
+
+
+def http_get(host: str, port: int, path: str, timeout: float) -> ProbeResult:
+    """One GET on a fresh connection; network errors become ``ProbeResult.error``."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Connection": "close", "User-Agent": "nextdeploy-probe"})
+        response = connection.getresponse()
+        body = response.read(64 * 1024).decode("utf-8", errors="replace")
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return ProbeResult(response.status, body, None, headers)
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        return ProbeResult(None, "", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    finally:
+        connection.close()
+
+
+def health_problem(result: ProbeResult, health: HealthConfig) -> str | None:
+    """Why ``result`` is not healthy, or None when it is."""
+    if result.error is not None:
+        return result.error
+    if result.status != health.expect_status:
+        return f"{health.path} answered {result.status}, expected {health.expect_status}"
+    if health.expect_body is not None and health.expect_body not in result.body:
+        return f"{health.path} body does not contain {health.expect_body!r}"
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An ephemeral port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+        probe_socket.bind((host, 0))
+        return int(probe_socket.getsockname()[1])

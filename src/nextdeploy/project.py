@@ -1,0 +1,226 @@
+"""Inspecting a Next.js project on disk: package manager, Next.js version, standalone output,
+monorepo root, health route. Used by ``init`` and by the build to decide what to run.
+
+Only reads files; never runs the project's code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nextdeploy.errors import ProjectError
+
+PackageManager = Literal["pnpm", "npm", "yarn"]
+
+LOCKFILES: dict[str, PackageManager] = {
+    "pnpm-lock.yaml": "pnpm",
+    "package-lock.json": "npm",
+    "npm-shrinkwrap.json": "npm",
+    "yarn.lock": "yarn",
+}
+NEXT_CONFIG_NAMES = ("next.config.js", "next.config.mjs", "next.config.ts", "next.config.cjs", "next.config.mts")
+HEALTH_ROUTE_CANDIDATES = tuple(
+    f"{base}{route}.{ext}"
+    for base in ("app/", "src/app/")
+    for route in ("api/health/route",)
+    for ext in ("ts", "js", "tsx", "jsx", "mjs")
+) + tuple(f"{base}api/health.{ext}" for base in ("pages/", "src/pages/") for ext in ("ts", "js"))
+
+_STANDALONE = re.compile(r"""output\s*:\s*["'`]standalone["'`]""")
+_TRACING_ROOT = re.compile(r"outputFileTracingRoot\s*:")
+_DEPLOYMENT_ID = re.compile(r"\bdeploymentId\s*:")
+
+HEALTH_ROUTE_SNIPPET = """// app/api/health/route.js
+export const dynamic = "force-dynamic";
+export async function GET() {
+  return Response.json({ status: "ok" });
+}"""
+
+
+@dataclass(frozen=True)
+class Lockfile:
+    package_manager: PackageManager
+    path: Path
+
+    @property
+    def install_dir(self) -> Path:
+        """Where to run the install: the lockfile's directory (the workspace root in a monorepo)."""
+        return self.path.parent
+
+
+@dataclass
+class ProjectInfo:
+    """What ``init`` and the build need to know about an app."""
+
+    app_dir: Path
+    source_root: Path
+    package_json: dict[str, Any]
+    lockfile: Lockfile | None
+    next_version: str | None
+    next_config: Path | None
+    standalone: bool
+    sets_tracing_root: bool
+    sets_deployment_id: bool
+    workspace_root: Path | None
+    health_route: Path | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def app_path(self) -> str:
+        """The app's path inside the source root, '.' when they are the same."""
+        relative = self.app_dir.relative_to(self.source_root)
+        return relative.as_posix() if relative.parts else "."
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProjectError(f"cannot read {path}: {exc}", hint="fix or restore the file") from None
+    if not isinstance(data, dict):
+        raise ProjectError(f"{path} is not a JSON object", hint="fix or restore the file")
+    return data
+
+
+def _ancestors(start: Path, stop: Path) -> list[Path]:
+    """``start`` and its parents up to and including ``stop`` (``start`` must be inside ``stop``)."""
+    chain = [start]
+    current = start
+    while current != stop and current.parent != current:
+        current = current.parent
+        chain.append(current)
+    return chain
+
+
+def find_lockfile(app_dir: Path, source_root: Path, prefer: str = "auto") -> Lockfile | None:
+    """The nearest lockfile from the app dir up to the source root; ``prefer`` picks among several."""
+    for directory in _ancestors(app_dir, source_root):
+        found = [Lockfile(manager, directory / name) for name, manager in LOCKFILES.items()
+                 if (directory / name).is_file()]
+        if not found:
+            continue
+        if prefer != "auto":
+            matching = [lock for lock in found if lock.package_manager == prefer]
+            if matching:
+                return matching[0]
+            continue
+        declared = _declared_package_manager(directory / "package.json")
+        for lock in found:
+            if lock.package_manager == declared:
+                return lock
+        return found[0]
+    return None
+
+
+def _declared_package_manager(package_json: Path) -> str | None:
+    """The name in package.json's ``packageManager`` field (``pnpm@9.1.0`` -> ``pnpm``)."""
+    if not package_json.is_file():
+        return None
+    try:
+        value = json.loads(package_json.read_text(encoding="utf-8")).get("packageManager")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return value.split("@", 1)[0] if isinstance(value, str) else None
+
+
+def find_workspace_root(app_dir: Path, source_root: Path) -> Path | None:
+    """The nearest directory from the app up to the source root with a pnpm workspace file or
+    package.json ``workspaces``."""
+    for directory in _ancestors(app_dir, source_root):
+        if (directory / "pnpm-workspace.yaml").is_file() or _has_workspaces(directory):
+            return directory
+    return None
+
+
+def find_next_config(app_dir: Path) -> Path | None:
+    for name in NEXT_CONFIG_NAMES:
+        if (app_dir / name).is_file():
+            return app_dir / name
+    return None
+
+
+def next_version(app_dir: Path, package_json: dict[str, Any]) -> str | None:
+    """The installed Next.js version if node_modules is there, else the declared range."""
+    installed = app_dir / "node_modules" / "next" / "package.json"
+    if installed.is_file():
+        try:
+            version = json.loads(installed.read_text(encoding="utf-8")).get("version")
+            if isinstance(version, str):
+                return version
+        except (OSError, json.JSONDecodeError):
+            pass
+    for section in ("dependencies", "devDependencies"):
+        declared = package_json.get(section, {}).get("next")
+        if isinstance(declared, str):
+            return declared
+    return None
+
+
+def inspect_project(app_dir: Path, source_root: Path | None = None, prefer: str = "auto") -> ProjectInfo:
+    """Inspect a Next.js app; raises ProjectError when ``app_dir`` is not one."""
+    app_dir = app_dir.resolve()
+    if not app_dir.is_dir():
+        raise ProjectError(f"{app_dir} is not a directory", hint="pass the directory of your Next.js app")
+    package_json_path = app_dir / "package.json"
+    if not package_json_path.is_file():
+        raise ProjectError(
+            f"{app_dir} has no package.json, so it is not a Next.js app",
+            hint="point [app] source (and [app] path in a monorepo) at the folder with next.config.* and package.json",
+        )
+    package_json = read_json(package_json_path)
+    version = next_version(app_dir, package_json)
+    if version is None:
+        raise ProjectError(
+            f"{package_json_path} does not depend on `next`, so it is not a Next.js app",
+            hint="point [app] source (and [app] path in a monorepo) at your Next.js app",
+        )
+    root = (source_root or _guess_source_root(app_dir)).resolve()
+    config_path = find_next_config(app_dir)
+    config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path else ""
+    health = next((app_dir / c for c in HEALTH_ROUTE_CANDIDATES if (app_dir / c).is_file()), None)
+    return ProjectInfo(
+        app_dir=app_dir,
+        source_root=root,
+        package_json=package_json,
+        lockfile=find_lockfile(app_dir, root, prefer),
+        next_version=version,
+        next_config=config_path,
+        standalone=bool(_STANDALONE.search(config_text)),
+        sets_tracing_root=bool(_TRACING_ROOT.search(config_text)),
+        sets_deployment_id=bool(_DEPLOYMENT_ID.search(config_text)),
+        workspace_root=find_workspace_root(app_dir, root),
+        health_route=health,
+    )
+
+
+def _guess_source_root(app_dir: Path) -> Path:
+    """For ``init``: the workspace root above the app (a monorepo), else the app itself.
+
+    The search stops at the repository root (a ``.git`` folder) so an unrelated parent never counts.
+    """
+    for directory in _ancestors(app_dir, Path(app_dir.anchor)):
+        if directory != app_dir and (
+            (directory / "pnpm-workspace.yaml").is_file() or _has_workspaces(directory)
+        ):
+            return directory
+        if (directory / ".git").exists():
+            break
+    return app_dir
+
+
+def _has_workspaces(directory: Path) -> bool:
+    package_json = directory / "package.json"
+    try:
+        return package_json.is_file() and "workspaces" in json.loads(package_json.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def standalone_hint(info: ProjectInfo) -> str:
+    """Exactly what to add to next.config to get standalone output."""
+    where = info.next_config.name if info.next_config else "next.config.mjs"
+    return f"add `output: \"standalone\",` to the config object in {where}"
