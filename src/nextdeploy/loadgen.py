@@ -208,9 +208,7 @@ async def _one_request(
             release=release,
             detail=str(exc)[:200] or None,
         )
-    return RequestRecord(
-        start=started - t0, latency=loop.time() - started, status=status, error=None, release=release
-    )
+    return RequestRecord(start=started - t0, latency=loop.time() - started, status=status, error=None, release=release)
 
 
 def run_load_sync(url: str, **kwargs: Any) -> LoadResult:

@@ -36,6 +36,7 @@ const PROBE_RETRY_MS = 250;
 
 const realExit = process.exit.bind(process);
 let releaseId = '?';
+let draining = false; // set once by shutdown(); never cleared
 
 function log(message) {
   console.log(`[nextdeploy ${releaseId} pid=${process.pid}] ${message}`);
@@ -214,8 +215,6 @@ function sleep(ms) {
 // ---------------------------------------------------------------------------------------------
 // Drain.
 
-let draining = false;
-
 function shutdown(reason) {
   if (draining) return; // duplicate signals (shell Ctrl+C, PM2 message + signal)
   draining = true;
@@ -224,7 +223,10 @@ function shutdown(reason) {
 
   // Hard deadline, below PM2's kill_timeout. Unref'd: it must not by itself keep a finished process up.
   setTimeout(() => {
-    logError(`drain deadline (${DRAIN_TIMEOUT_MS} ms) reached: closing ${sockets.size} sockets`);
+    logError(
+      `drain deadline (${DRAIN_TIMEOUT_MS} ms) reached with ${sockets.size} sockets and ` +
+        `${pendingResponses.size} requests left (or Next's cleanup still running): exiting 1`,
+    );
     for (const socket of sockets) socket.destroy();
     realExit(1);
   }, DRAIN_TIMEOUT_MS).unref();
