@@ -54,10 +54,24 @@ class Pm2:
         env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
         home = self.home or Path(os.environ.get("PM2_HOME") or Path.home() / ".pm2")
         env["PM2_HOME"] = str(home)
+        # No daily version check over the network from the daemon (nothing leaves the host).
+        env["PM2_DISABLE_VERSION_CHECK"] = "1"
         return env
 
     def run(self, argv: tuple[str, ...], timeout: float | None = 300) -> RunResult:
+        if not self.executor.dry_run:
+            self._skip_first_run_banner()
         return self.executor.apply(Run(argv, env=self.env, timeout=timeout, clean_env=True))
+
+    def _skip_first_run_banner(self) -> None:
+        """PM2's first run in a new PM2_HOME prints a banner and checks its version online,
+        unless ``<PM2_HOME>/touch`` exists."""
+        home = Path(self.env["PM2_HOME"])
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "touch").touch(exist_ok=True)
+        except OSError:
+            pass  # pm2 itself will report an unusable PM2_HOME
 
     def check(self, argv: tuple[str, ...], what: str, timeout: float | None = 300) -> RunResult:
         result = self.run(argv, timeout)

@@ -1,0 +1,34 @@
+"""Shared fixtures. Integration tests need node, pnpm and pm2 (installed by scripts/test into .tools/)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.site import TOOLS_BIN, Site
+
+
+def have_node_tools() -> bool:
+    return shutil.which("node") is not None and (TOOLS_BIN / "pm2").exists() and (TOOLS_BIN / "pnpm").exists()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_pm2() -> None:
+    # PM2 would otherwise check its version over the network once a day from every daemon.
+    os.environ["PM2_DISABLE_VERSION_CHECK"] = "1"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """A fresh deploy target with the example app at v1; everything it started is killed afterwards."""
+    if not have_node_tools():
+        pytest.skip("needs node, and pnpm + pm2 under .tools/ (run scripts/test)")
+    target = Site(tmp_path)
+    try:
+        yield target
+    finally:
+        target.close()
