@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nextdeploy.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "nextdeploy.toml"
+SECRET_SECTIONS = ("security.",)
 
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|git@|file://)|\.git/?$")
 
@@ -178,6 +179,8 @@ def _format_error(error: Any) -> str:
     if kind == "missing":
         return f"{location}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if location.startswith(SECRET_SECTIONS):
+        return f"{location}: {message}"  # never echo a secret back
     return f"{location}: {message} (got {error.get('input')!r})"
 
 

@@ -74,8 +74,12 @@ class ReleaseLog:
         entry = {"ts": now_iso(), "event": event, "release": release, **fields}
         line = json.dumps(entry, sort_keys=True) + "\n"
         # O_APPEND writes of one short line are atomic with respect to other appenders.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            # A crash mid-write can leave a torn last line: start ours on a fresh line.
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:

@@ -1,0 +1,67 @@
+"""The planners' output as literal shell lines (what a dry run prints)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nextdeploy.config import parse_config
+from nextdeploy.ops import CopyTree, Run, Symlink, WriteFile
+from nextdeploy.paths import DeployPaths, ReleaseLayout, SourceLayout
+from nextdeploy.plans import build, pm2, release
+
+
+def test_install_and_build_commands() -> None:
+    assert build.install_argv("pnpm", "pnpm") == ("pnpm", "install", "--frozen-lockfile")
+    assert build.install_argv("npm", "npm") == ("npm", "ci", "--no-audit", "--no-fund")
+    assert build.install_argv("yarn", "yarn") == ("yarn", "install", "--frozen-lockfile")
+    assert build.install_argv("yarn", "yarn", yarn_berry=True) == ("yarn", "install", "--immutable")
+    assert build.build_argv("pnpm", None) == ("pnpm", "run", "build")
+    assert build.build_argv("pnpm", "turbo run build") == ("sh", "-c", "turbo run build")
+
+
+def test_render_hides_secrets() -> None:
+    op = Run(("pnpm", "run", "build"), cwd=Path("/b"), env={"KEY": "s3cret", "A": "b c"}, secret_env=frozenset({"KEY"}))
+    assert op.render() == "(cd /b && KEY=*** A='b c' pnpm run build)"
+    assert "s3cret" not in WriteFile(Path("/k"), "s3cret", 0o600, secret=True).render()
+
+
+def test_switch_is_temp_link_plus_rename() -> None:
+    assert Symlink("releases/r1", Path("/srv/h/current")).render() == (
+        "ln -sfn releases/r1 /srv/h/current.tmp && mv -T /srv/h/current.tmp /srv/h/current")
+
+
+def test_release_assembly_for_a_monorepo() -> None:
+    source = SourceLayout(Path("/b/src"), "apps/web")
+    layout = ReleaseLayout(Path("/srv/h/releases/r1"), "apps/web")
+    ops = release.copy_release_ops(source, layout, Path("/pkg/launcher.cjs"), has_public=True)
+    assert [op.render() for op in ops] == [
+        "cp -a /b/src/apps/web/.next/standalone/. /srv/h/releases/r1/",
+        "cp -a /b/src/apps/web/.next/static/. /srv/h/releases/r1/apps/web/.next/static/",
+        "cp -a /b/src/apps/web/public/. /srv/h/releases/r1/apps/web/public/",
+        "cp -p /pkg/launcher.cjs /srv/h/releases/r1/.nextdeploy/launcher.cjs",
+    ]
+    begin = release.begin_release_ops(layout)
+    assert begin[-1] == WriteFile(layout.unfinished_marker, "this release is being assembled; never activate it\n")
+    finish = release.finish_release_ops(layout, {"id": "r1"})
+    assert finish[-1].render() == "rm -rf /srv/h/releases/r1/.nextdeploy-unfinished"  # the marker goes last
+
+
+def test_directory_export_skips_dependencies_and_build_output() -> None:
+    ops = build.export_directory_ops(Path("/repo"), Path("/b/src"))
+    assert isinstance(ops[-1], CopyTree) and "node_modules" in ops[-1].ignore and ".next" in ops[-1].ignore
+
+
+def test_ecosystem_runs_the_launcher_through_current(tmp_path: Path) -> None:
+    config = parse_config({"app": {"name": "hello", "source": "."}, "server": {"root": "/srv/hello", "port": 3100,
+                                                                             "env": {"API": "x"}}}, tmp_path)
+    app = pm2.ecosystem_app(config, DeployPaths(config.root))
+    assert app["script"] == "/srv/hello/current/.nextdeploy/launcher.cjs"
+    assert app["cwd"] == "/srv/hello/current"
+    assert app["exec_mode"] == "cluster" and app["wait_ready"] is True and app["instances"] == 2
+    env = app["env"]
+    assert isinstance(env, dict) and env["PORT"] == "3100" and env["API"] == "x" and env["NODE_ENV"] == "production"
+    assert "preserve-symlinks" not in str(app)
+    source = pm2.ecosystem_source(config, DeployPaths(config.root), {"SECRET": Path("/srv/hello/shared/k")})
+    assert "readFileSync(\"/srv/hello/shared/k\"" in source
+    assert pm2.reload_argv("pm2", Path("/e.cjs"), "hello") == ("pm2", "reload", "/e.cjs", "--only", "hello",
+                                                               "--update-env")

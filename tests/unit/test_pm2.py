@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nextdeploy.errors import Pm2Error
+from nextdeploy.pm2 import Worker, parse_jlist, worker_of
+
+
+def test_jlist_skips_daemon_lines() -> None:
+    payload = [{"name": "hello", "pid": 42, "pm_id": 0, "monit": {"memory": 1000},
+                "pm2_env": {"status": "online", "restart_time": 3}}]
+    output = "[PM2] Spawning PM2 daemon with pm2_home=/x\n[PM2] PM2 Successfully daemonized\n" + json.dumps(payload)
+    entries = parse_jlist(output)
+    worker = worker_of(entries[0])
+    assert (worker.pid, worker.status, worker.restarts, worker.memory) == (42, "online", 3, 1000)
+
+
+def test_jlist_garbage() -> None:
+    with pytest.raises(Pm2Error):
+        parse_jlist("[PM2] something went wrong\n")
+
+
+def test_release_of_a_worker(tmp_path: Path) -> None:
+    releases = tmp_path / "releases"
+    (releases / "r1" / "apps" / "web").mkdir(parents=True)
+    worker = Worker(0, 1, "online", 0, 0, str(releases / "r1" / "apps" / "web"))
+    assert worker.release_in(releases) == "r1"
+    assert Worker(0, 1, "online", 0, 0, "/elsewhere").release_in(releases) is None
