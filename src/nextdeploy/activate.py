@@ -14,6 +14,7 @@ from pathlib import Path
 from nextdeploy.context import Context
 from nextdeploy.errors import ActivationError, NextdeployError, Pm2Error, RollbackError
 from nextdeploy.executor import remove_path
+from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import is_complete
 from nextdeploy.ops import Symlink, WriteFile
 from nextdeploy.plans import pm2 as pm2_plan
@@ -73,6 +74,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     try:
         with ctx.reporter.step(f"switch current -> {release_id}"):
             switch_to(ctx, release_id)
+        checkpoint("switched")
         with ctx.reporter.step("start workers" if not old_pids else "reload workers one by one"):
             start_or_reload(ctx, pm2)
         with ctx.reporter.step("verify every worker runs the new release"):

@@ -17,6 +17,7 @@ from nextdeploy import __version__
 from nextdeploy.context import Context
 from nextdeploy.errors import BuildError, HostPathError, NextdeployError, ProjectError, ReleaseError
 from nextdeploy.executor import remove_path
+from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import tree_stats
 from nextdeploy.ops import Run
 from nextdeploy.paths import ReleaseLayout, SourceLayout
@@ -225,9 +226,10 @@ def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: Project
     layout = ReleaseLayout(paths.release_dir(release_id), app_rel_of(source))
     with ctx.reporter.step("assemble the release"):
         ctx.executor.apply_all(release_plan.begin_release_ops(layout))
-        ctx.executor.apply_all(
-            release_plan.copy_release_ops(source, layout, LAUNCHER_SOURCE, source.public_dir.is_dir())
-        )
+        copy_ops = release_plan.copy_release_ops(source, layout, LAUNCHER_SOURCE, source.public_dir.is_dir())
+        ctx.executor.apply(copy_ops[0])
+        checkpoint("mid-copy")
+        ctx.executor.apply_all(copy_ops[1:])
         present = {name for name in config.release.shared_files if (paths.shared_dir / name).exists()}
         ctx.executor.apply_all(
             release_plan.shared_link_ops(paths.shared_dir, config.release.shared_files, present, layout)

@@ -18,6 +18,7 @@ from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
 from nextdeploy.errors import NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
 from nextdeploy.executor import remove_path
+from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import is_complete
@@ -72,6 +73,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
         key = ensure_server_actions_key(ctx.config, ctx.paths)
         secrets = {SERVER_ACTIONS_ENV: key}
         built = build_release(ctx, release_id, secrets)
+        checkpoint("assembled")
         preflight(ctx, built, secrets)
         previous = current_release(ctx)
         report = activate(ctx, pm2, release_id, previous)

@@ -43,6 +43,8 @@ class ReleaseRecord:
     created_at: str | None = None
     revision: str | None = None
     activated_at: str | None = None
+    # Position in the log of its latest activation or rollback-to: "which was live most recently".
+    live_seq: int = -1
     reason: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -106,7 +108,7 @@ class ReleaseLog:
 def fold(events: Iterable[dict[str, Any]]) -> list[ReleaseRecord]:
     """Release records in order of first appearance in the log (oldest first)."""
     records: dict[str, ReleaseRecord] = {}
-    for entry in events:
+    for seq, entry in enumerate(events):
         release_id = str(entry["release"])
         record = records.setdefault(release_id, ReleaseRecord(id=release_id))
         record.events.append(entry)
@@ -125,6 +127,7 @@ def fold(events: Iterable[dict[str, Any]]) -> list[ReleaseRecord]:
             if record.status is not Status.FAILED:
                 record.status = Status.ACTIVE
                 record.activated_at = entry.get("ts")
+                record.live_seq = seq
         elif event == "removed":
             record.status = Status.REMOVED
     return list(records.values())

@@ -14,13 +14,15 @@ from nextdeploy.releaselog import ReleaseRecord, Status
 
 
 def rollback_target(records: Sequence[ReleaseRecord], current: str | None) -> str | None:
-    """The newest usable release created before ``current`` (or the newest usable one if none is live)."""
-    usable = [record.id for record in records if record.usable]
-    if current in usable:
-        older = usable[: usable.index(current)]
-        return older[-1] if older else None
-    candidates = [release_id for release_id in usable if release_id != current]
-    return candidates[-1] if candidates else None
+    """Of the usable releases created before ``current``, the one that was live most recently.
+
+    Created-before keeps repeated rollbacks walking back in time (never flip-flopping to the release
+    just rolled back from); most-recently-live skips a release the user already rolled back away from.
+    """
+    ids = [record.id for record in records]
+    older = records[: ids.index(current)] if current in ids else [r for r in records if r.id != current]
+    usable = [record for record in older if record.usable]
+    return max(usable, key=lambda record: record.live_seq).id if usable else None
 
 
 def releases_to_remove(records: Sequence[ReleaseRecord], on_disk: Collection[str], current: str | None,

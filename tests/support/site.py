@@ -92,8 +92,9 @@ class Site:
 
     def nextdeploy(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Run:
         """Run the real CLI in a subprocess against this site's config."""
+        config = [] if "-c" in args else ["-c", str(self.config_path)]
         completed = subprocess.run(
-            [sys.executable, "-m", "nextdeploy", *args, "-c", str(self.config_path)],
+            [sys.executable, "-m", "nextdeploy", *args, *config],
             capture_output=True, text=True, timeout=timeout, env={**tool_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
         )

@@ -31,6 +31,15 @@ def test_rollback_target_skips_failed_and_unfinished() -> None:
     assert rollback_target(records, "a") is None
 
 
+def test_rollback_target_is_the_release_live_before_current() -> None:
+    # a, b, c live in turn; the user rolled back from c to b, then deployed d: d's target is b, not c.
+    events = [*history("a+ b+ c+"), {"event": "rolled_back", "release": "b", "from": "c"}, *history("d+")]
+    records = fold(events)
+    assert rollback_target(records, "d") == "b"
+    # Rolling back again from b walks further back in time instead of returning to c.
+    assert rollback_target(records, "b") == "a"
+
+
 def test_keep_counts_only_good_releases_and_removes_bad_first() -> None:
     records = fold(history("a+ b+ c- d+ e~ f+"))
     on_disk = {"a", "b", "c", "d", "e", "f"}
