@@ -1,0 +1,157 @@
+"""Issue 3: zero lost requests under load, broken releases rejected before the switch, rollback,
+retention, the lock. Real node, real pm2, real `next build`, aiohttp load on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from nextdeploy.errors import ExitCode
+from support.site import Run, Site, tool_env
+
+pytest.importorskip("aiohttp")
+from nextdeploy.loadgen import BackgroundLoad, LoadResult  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+RATE = 200  # requests per second
+MAX_SECONDS = 120  # hard bound on every load run; each stops as soon as its deploy returns
+
+
+@contextmanager
+def under_load(site: Site, mode: str = "keepalive", path: str = "/api/health") -> Iterator[dict[str, Any]]:
+    """Bounded load on the public port while the body runs; yields a dict that gets the result."""
+    box: dict[str, Any] = {}
+    load = BackgroundLoad(site.url + path, rate=RATE, duration=MAX_SECONDS, mode=mode, connections=16)
+    load.start()
+    try:
+        yield box
+    finally:
+        load.stop()
+        box["load"] = load.result(timeout=MAX_SECONDS + 30)
+
+
+def assert_no_failures(load: LoadResult) -> None:
+    assert load.total >= RATE * 3, f"too little load to prove anything: {load.total} requests"
+    assert load.failed == 0, f"{load.failed} of {load.total} requests failed: {load.errors()}"
+
+
+def worker_releases(site: Site) -> list[str]:
+    status = site.nextdeploy("status", "--json")
+    assert status.code == 0, status.output
+    return [worker["release"] for worker in status.json()["workers"]]
+
+
+@pytest.mark.parametrize("mode", ["keepalive", "new-connection"])
+def test_redeploy_under_load_loses_no_request(site: Site, mode: str) -> None:
+    first = site.deploy()
+    assert first.code == 0, first.output
+    v1 = site.current()
+    site.set_version("v2")
+    with under_load(site, mode) as box:
+        second = site.deploy()
+    assert second.code == 0, second.output
+    load: LoadResult = box["load"]
+    assert_no_failures(load)
+    v2 = site.current()
+    assert v2 != v1
+    # Both releases answered during the deploy, and only the new one once it returned.
+    seen = load.releases_seen()
+    assert seen[v1] > 0 and seen[v2] > 0, seen
+    assert worker_releases(site) == [v2, v2]
+    assert {site.get()[2]["x-nextdeploy-release"] for _ in range(8)} == {v2}
+    assert site.version() == "v2"
+
+
+BROKEN = [
+    ("crash-at-boot", "exited with code"),
+    ("never-listens", "not healthy within"),
+    ("health-500", "answered 500"),
+    ("exit-after-3s", "stability window"),
+]
+
+
+def test_broken_releases_never_take_traffic_and_rollback_skips_them(site: Site) -> None:
+    site.write_config(health={"timeout": 8, "stable_for": 4})
+    assert site.deploy().code == 0
+    v1 = site.current()
+    site.set_version("v2")
+    assert site.deploy().code == 0
+    v2 = site.current()
+    failed_ids = []
+    for variant, reason in BROKEN:
+        site.set_version("v3", variant)
+        with under_load(site) as box:
+            result = site.deploy()
+        assert result.code == ExitCode.PREFLIGHT_FAILED, result.output
+        assert reason in result.output and "Traceback" not in result.output, result.output
+        assert result.output.strip().splitlines()[-1].startswith("error: ")
+        assert_no_failures(box["load"])
+        assert box["load"].releases_seen().keys() == {v2}
+        assert site.current() == v2
+        failed_ids.append(site.log_events()[-1]["release"])
+    statuses = {r["id"]: r["status"] for r in site.releases()}
+    assert all(statuses[release_id] == "failed" for release_id in failed_ids), statuses
+
+    # Rollback goes to the last good release, never to one of the failed ones.
+    with under_load(site, path="/") as box:
+        rolled = site.nextdeploy("rollback")
+    assert rolled.code == 0, rolled.output
+    assert_no_failures(box["load"])
+    assert site.current() == v1 and site.version() == "v1"
+    assert worker_releases(site) == [v1, v1]
+    for release_id in failed_ids:
+        refused = site.nextdeploy("rollback", "--to", release_id)
+        assert refused.code in (ExitCode.ROLLBACK_FAILED, ExitCode.NOT_FOUND), refused.output
+    assert site.current() == v1
+
+
+def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(site: Site) -> None:
+    site.write_config(releases={"keep": 2}, health={"stable_for": 1})
+    ids = []
+    for version in ("v1", "v2", "v3"):
+        assert site.deploy(version).code == 0
+        ids.append(site.current())
+    on_disk = {p.name for p in (site.root / "releases").iterdir()}
+    assert on_disk == {ids[1], ids[2]}
+
+    # Roll back to v2; then a new deploy must keep itself and v2 (its rollback target), dropping v3.
+    assert site.nextdeploy("rollback").code == 0
+    assert site.current() == ids[1]
+    assert site.deploy("v4").code == 0
+    v4 = site.current()
+    on_disk = {p.name for p in (site.root / "releases").iterdir()}
+    assert on_disk == {v4, ids[1]}, on_disk
+    rolled = site.nextdeploy("rollback")
+    assert rolled.code == 0, rolled.output
+    assert site.current() == ids[1]
+
+
+def test_two_deploys_at_once_exactly_one_proceeds(site: Site) -> None:
+    site.write_config(health={"stable_for": 1})
+    assert site.deploy().code == 0
+    env = {**tool_env(), "NEXTDEPLOY_TEST_PAUSE_AT": "assembled"}
+    holder = subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(site.config_path)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stderr is not None
+        for line in holder.stderr:
+            if "paused at assembled" in line:
+                break
+        second: Run = site.nextdeploy("deploy", "--lock-timeout", "1")
+        assert second.code == ExitCode.LOCKED, second.output
+        assert f"pid {holder.pid}" in second.output and "nextdeploy deploy" in second.output
+        rollback = site.nextdeploy("rollback")
+        assert rollback.code == ExitCode.LOCKED
+    finally:
+        holder.kill()
+        holder.wait()
+    third = site.deploy("v2")
+    assert third.code == 0, third.output
+    assert f"took over the lock of an interrupted run: pid {holder.pid}" in third.output
+    assert site.version() == "v2"
