@@ -20,10 +20,11 @@ from nextdeploy.ops import Symlink, WriteFile
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import Pm2, Worker
 from nextdeploy.probe import health_problem, http_get
-from nextdeploy.secrets import secret_files
+from nextdeploy.secrets import protect_pm2_dump, secret_files
 
 VERIFY_TIMEOUT = 20.0
 RESTART_WINDOW = 1.5
+RELOAD_LOCK_WAIT = 40.0  # PM2's reload lock expires after 30 s
 POLL = 0.25
 
 
@@ -59,9 +60,29 @@ def start_or_reload(ctx: Context, pm2: Pm2) -> None:
     if not workers:
         pm2.check(pm2_plan.start_argv(pm2.binary, ecosystem, name), "start the app")
         return
-    pm2.check(pm2_plan.reload_argv(pm2.binary, ecosystem, name), "reload the app")
+    _reload(ctx, pm2)
     if len(workers) != ctx.config.server.instances:
         pm2.check(pm2_plan.scale_argv(pm2.binary, name, ctx.config.server.instances), "scale the app")
+
+
+def _reload(ctx: Context, pm2: Pm2) -> None:
+    """``pm2 reload``, waiting out an earlier reload that an interrupted run left in progress.
+
+    PM2 refuses a reload for up to 30 s while its reload lock is held (by a pm2 client that may
+    still be finishing). We hold our own deploy lock, so waiting is safe; ``--force`` is not:
+    overlapping reloads can orphan a worker running stale code (pm2#2951).
+    """
+    argv = pm2_plan.reload_argv(pm2.binary, ctx.paths.ecosystem_file, ctx.config.app.name)
+    deadline = time.monotonic() + RELOAD_LOCK_WAIT
+    while True:
+        result = pm2.run(argv)
+        if result.ok:
+            return
+        if "Reload already in progress" not in result.stdout + result.stderr or time.monotonic() >= deadline:
+            pm2.check(argv, "reload the app")  # raises with PM2's message, or succeeds on this last try
+            return
+        ctx.reporter.info("waiting for an earlier PM2 reload to finish")
+        time.sleep(2)
 
 
 def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
@@ -70,6 +91,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     started = time.monotonic()
     old_pids = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
     write_ecosystem(ctx)
+    protect_pm2_dump(Path(pm2.env["PM2_HOME"]))  # before `pm2 save` writes the key into it
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
         with ctx.reporter.step(f"switch current -> {release_id}"):

@@ -1,0 +1,122 @@
+"""Issue 3: a deploy SIGKILLed at any step leaves a healthy release serving, and the next deploy works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support.site import Site, tool_env
+
+pytestmark = pytest.mark.integration
+
+
+def start_deploy(site: Site, pause_at: str | None = None) -> subprocess.Popen[str]:
+    env = tool_env()
+    if pause_at:
+        env["NEXTDEPLOY_TEST_PAUSE_AT"] = pause_at
+    return subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(site.config_path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_pause(deploy: subprocess.Popen[str], name: str) -> None:
+    assert deploy.stderr is not None
+    for line in deploy.stderr:
+        if f"paused at {name}" in line:
+            return
+    raise AssertionError(f"the deploy ended without reaching {name}")
+
+
+def wait_for_child(deploy: subprocess.Popen[str], needle: str, timeout: float = 120) -> None:
+    """Wait until the deploy has a child process whose command line contains ``needle``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                stat = (proc / "stat").read_text()
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == deploy.pid and needle in cmdline:
+                return
+        assert deploy.poll() is None, "the deploy ended before the step to interrupt"
+        time.sleep(0.05)
+    raise AssertionError(f"no `{needle}` child within {timeout} s")
+
+
+def kill(deploy: subprocess.Popen[str]) -> None:
+    """SIGKILL the deploy process alone, as the OOM killer or a lost SSH session would."""
+    os.kill(deploy.pid, signal.SIGKILL)
+    deploy.wait()
+
+
+def assert_serving_a_healthy_release(site: Site, allowed_versions: set[str]) -> None:
+    current = site.current()
+    assert current is not None
+    release_dir = site.root / "releases" / current
+    assert (release_dir / ".nextdeploy" / "manifest.json").exists()
+    assert not (release_dir / ".nextdeploy-unfinished").exists()
+    for _ in range(6):
+        status, body, _headers = site.get("/api/health")
+        assert status == 200 and '"status":"ok"' in body
+        assert site.version() in allowed_versions
+
+
+def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
+    site.write_config(health={"stable_for": 1})
+    assert site.deploy().code == 0
+
+    # During `next build`.
+    site.set_version("v2")
+    deploy = start_deploy(site)
+    wait_for_child(deploy, "run build")
+    kill(deploy)
+    time.sleep(1)
+    assert_serving_a_healthy_release(site, {"v1"})
+
+    # After assembly, before the preflight.
+    site.set_version("v3")
+    deploy = start_deploy(site, "assembled")
+    wait_for_pause(deploy, "assembled")
+    kill(deploy)
+    assert_serving_a_healthy_release(site, {"v1"})
+
+    # Right after the switch, before PM2 was told: `current` is the new (preflight-checked) release,
+    # the workers still serve the old one.
+    site.set_version("v4")
+    deploy = start_deploy(site, "switched")
+    wait_for_pause(deploy, "switched")
+    kill(deploy)
+    assert_serving_a_healthy_release(site, {"v1", "v4"})
+    assert site.version() == "v1"
+
+    # During the PM2 reload (the next run first repairs the interrupted activation above).
+    site.set_version("v5")
+    deploy = start_deploy(site)
+    wait_for_child(deploy, " reload ")
+    kill(deploy)
+    time.sleep(8)  # PM2's daemon finishes or abandons the reload on its own
+    assert_serving_a_healthy_release(site, {"v1", "v5"})
+
+    # The next deploy repairs whatever is half-done and succeeds.
+    site.set_version("v6")
+    result = site.deploy()
+    assert result.code == 0, result.output
+    assert "interrupted while activating" in result.output
+    assert site.version() == "v6"
+    status = site.nextdeploy("status", "--json").json()
+    assert {w["release"] for w in status["workers"]} == {site.current()}
+    assert len(status["workers"]) == 2 and all(w["status"] == "online" for w in status["workers"])
+    on_disk = {p.name for p in (site.root / "releases").iterdir()}
+    assert all(not (site.root / "releases" / name / ".nextdeploy-unfinished").exists() for name in on_disk)
+    assert not any((site.root / "builds").iterdir())
+    good = [r for r in site.releases() if r["status"] == "active"]
+    assert [r["current"] for r in good][-1] is True
