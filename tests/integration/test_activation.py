@@ -15,7 +15,7 @@ from nextdeploy.errors import ExitCode
 from support.site import Run, Site, tool_env
 
 pytest.importorskip("aiohttp")
-from nextdeploy.loadgen import BackgroundLoad, LoadResult  # noqa: E402
+from nextdeploy.loadgen import BackgroundLoad, LoadResult
 
 pytestmark = pytest.mark.integration
 
