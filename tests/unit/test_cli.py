@@ -1,0 +1,93 @@
+"""The CLI in-process: help everywhere, init, and expected failures as one line plus an exit code."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nextdeploy import __version__
+from nextdeploy.cli.main import cli, main
+from nextdeploy.errors import ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0 and "Usage:" in out
+    if command not in ("init", "demo"):  # these write or make their own config
+        assert "--config" in out
+
+
+def test_missing_config_is_one_line_with_a_fix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "releases", "-c", str(tmp_path / "nope.toml"))
+    assert code == ExitCode.CONFIG
+    assert err.strip().count("\n") == 0 and err.startswith("error: no config file") and "(fix: " in err
+
+
+def test_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "deploy", "--no-such-flag")
+    assert code == ExitCode.USAGE and "no-such-flag" in err
+
+
+def test_init_writes_a_valid_commented_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    app = tmp_path / "hello"
+    shutil.copytree(REPO / "examples" / "hello", app, ignore=shutil.ignore_patterns("node_modules", ".next"))
+    target = tmp_path / "nextdeploy.toml"
+    code, out, _ = run(capsys, "init", str(app), "-c", str(target), "--root", "/srv/hello", "--port", "3100")
+    assert code == 0, out
+    assert "package manager: pnpm" in out and "output: 'standalone' is set" in out and "health route" in out
+    config = tomllib.loads(target.read_text())
+    assert config["app"] == {"name": "hello", "source": "hello", "path": ".", "package_manager": "pnpm"}
+    assert config["server"]["port"] == 3100 and config["server"]["root"] == "/srv/hello"
+    assert "# Reference" in target.read_text()
+    # Never overwrites without --force.
+    code, _, err = run(capsys, "init", str(app), "-c", str(target))
+    assert code == ExitCode.CONFIG and "already exists" in err and "--force" in err
+    assert run(capsys, "init", str(app), "-c", str(target), "--force")[0] == 0
+
+
+def test_init_says_what_is_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    app = tmp_path / "bare"
+    app.mkdir()
+    (app / "package.json").write_text('{"name": "bare", "dependencies": {"next": "16.4.6"}}')
+    (app / "next.config.mjs").write_text("export default {};\n")
+    code, out, _ = run(capsys, "init", str(app), "-c", str(tmp_path / "n.toml"))
+    assert code == 0
+    assert 'add `output: "standalone",` to the config object in next.config.mjs' in out
+    assert "export async function GET()" in out  # the health route to add
+    assert "no lockfile" in out
+
+
+def test_init_in_a_monorepo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    mono = tmp_path / "mono"
+    shutil.copytree(REPO / "tests" / "fixtures" / "monorepo", mono,
+                    ignore=shutil.ignore_patterns("node_modules", ".next"))
+    target = tmp_path / "nextdeploy.toml"
+    code, out, _ = run(capsys, "init", str(mono / "apps" / "web"), "-c", str(target))
+    assert code == 0 and "monorepo: workspace root" in out
+    config = tomllib.loads(target.read_text())
+    assert config["app"]["source"] == "mono" and config["app"]["path"] == "apps/web"
+
+
+def test_releases_on_an_empty_root(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "."\n[server]\nroot = "root"\n')
+    code, out, _ = run(capsys, "releases", "-c", str(config), "--json")
+    assert code == 0 and out.strip() == "[]"
