@@ -1,0 +1,75 @@
+"""Issue 3: a failure after the switch rolls back by itself; stop, logs, and surviving a PM2 restart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from nextdeploy.errors import ExitCode
+from support.site import Site
+
+pytestmark = pytest.mark.integration
+
+# Healthy when run alone (the preflight), crashes under PM2: stands in for "works on my port,
+# breaks in production" (a production-only env var, a port conflict, a PM2-only code path).
+CRASH_UNDER_PM2 = """export async function register() {
+  if (process.env.NEXT_RUNTIME === "nodejs" && process.env.pm_id !== undefined) {
+    console.error("example: crashing under PM2 on purpose");
+    process.exit(1);
+  }
+}
+"""
+
+
+def test_failure_after_the_switch_rolls_back_automatically(site: Site) -> None:
+    site.write_config(server={"listen_timeout": 4000}, health={"stable_for": 1})
+    assert site.deploy().code == 0
+    good = site.current()
+    site.set_version("v2")
+    (site.app_dir / "instrumentation.js").write_text(CRASH_UNDER_PM2)
+    result = site.deploy()
+    assert result.code == ExitCode.ROLLED_BACK, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: release ") and f"rolled back to {good}" in last, last
+    assert site.current() == good and site.version() == "v1"
+    status = site.nextdeploy("status", "--json").json()
+    assert [w["release"] for w in status["workers"]] == [good, good]
+    assert all(w["status"] == "online" for w in status["workers"]) and status["healthy"]
+    events = [(e["event"], e["release"]) for e in site.log_events()][-3:]
+    failed = events[0][1]
+    assert events == [("switching", failed), ("failed", failed), ("rolled_back", good)]
+    assert {r["id"]: r["status"] for r in site.releases()}[failed] == "failed"
+
+
+def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
+    site.write_config(health={"stable_for": 1})
+    assert site.deploy().code == 0
+    live = site.current()
+
+    logs = site.nextdeploy("logs", "--lines", "20")
+    assert logs.code == 0 and "ready in" in logs.output  # the launcher's line, time-stamped by PM2
+
+    # A reboot, as PM2 sees it: the daemon dies, `pm2 resurrect` restores the saved process list.
+    site.pm2("kill")
+    resurrect = site.pm2("resurrect")
+    assert resurrect.returncode == 0, resurrect.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if site.get()[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    assert site.get()[2]["x-nextdeploy-release"] == live
+
+    stopped = site.nextdeploy("stop")
+    assert stopped.code == 0, stopped.output
+    assert site.nextdeploy("status", "--json").json()["workers"] == []
+    with pytest.raises(OSError):
+        site.get(timeout=2)
+    assert site.current() == live and (site.root / "releases" / str(live)).is_dir()
+
+    # The next deploy starts the app again from scratch.
+    assert site.deploy("v2").code == 0
+    assert site.version() == "v2"
