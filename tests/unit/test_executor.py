@@ -1,0 +1,57 @@
+"""The local executor: atomic symlink switch, copy with symlinks kept, dry run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nextdeploy.errors import HostPathError, ToolMissingError
+from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
+from nextdeploy.ops import CopyTree, Run, Symlink, WriteFile
+
+
+def test_switch_replaces_a_link_atomically(tmp_path: Path) -> None:
+    link = tmp_path / "current"
+    switch_symlink(link, "releases/a")
+    switch_symlink(link, "releases/b")
+    assert os.readlink(link) == "releases/b"
+    assert [p.name for p in tmp_path.iterdir()] == ["current"]  # no temp link left behind
+
+
+def test_switch_refuses_a_real_directory(tmp_path: Path) -> None:
+    (tmp_path / "current").mkdir()
+    with pytest.raises(HostPathError, match="real directory") as caught:
+        switch_symlink(tmp_path / "current", "releases/a")
+    assert caught.value.hint and "mv " in caught.value.hint
+    assert (tmp_path / "current").is_dir()
+
+
+def test_copy_keeps_symlinks(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "node_modules" / ".pnpm" / "next").mkdir(parents=True)
+    (source / "node_modules" / ".pnpm" / "next" / "index.js").write_text("x")
+    (source / "node_modules" / "next").symlink_to(".pnpm/next")
+    LocalExecutor().apply(CopyTree(source, tmp_path / "dst"))
+    copied = tmp_path / "dst" / "node_modules" / "next"
+    assert copied.is_symlink() and os.readlink(copied) == ".pnpm/next"
+
+
+def test_write_file_mode(tmp_path: Path) -> None:
+    LocalExecutor().apply(WriteFile(tmp_path / "k", "secret", mode=0o600))
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+
+
+def test_run_missing_tool_is_a_clear_error() -> None:
+    with pytest.raises(ToolMissingError, match="no-such-tool-xyz"):
+        LocalExecutor().apply(Run(("no-such-tool-xyz",)))
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    lines: list[str] = []
+    executor = DryRunExecutor(lines.append)
+    executor.apply_all([Symlink("releases/a", tmp_path / "current"), WriteFile(tmp_path / "f", "x"),
+                        Run(("pm2", "reload", "x"))])
+    assert not any(tmp_path.iterdir())
+    assert lines[-1] == "pm2 reload x" and lines[0].startswith("ln -sfn releases/a")
