@@ -23,7 +23,7 @@ from nextdeploy.probe import health_problem, http_get
 from nextdeploy.secrets import protect_pm2_dump, secret_files
 
 VERIFY_TIMEOUT = 20.0
-RESTART_WINDOW = 1.5
+RESTART_WINDOW = 1.0  # the preflight already watched for late crashes
 RELOAD_LOCK_WAIT = 40.0  # PM2's reload lock expires after 30 s
 POLL = 0.25
 
