@@ -19,6 +19,7 @@ from nextdeploy.errors import BuildError, HostPathError, NextdeployError, Projec
 from nextdeploy.executor import remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import tree_stats
+from nextdeploy.nextjs import prepare as nextjs_prepare
 from nextdeploy.ops import Run
 from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
@@ -189,7 +190,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
             )
     if source.next_cache_dir.is_dir():
         ctx.executor.apply_all(build_plan.save_cache_ops(source.next_cache_dir, saved_cache))
-    if not (source.standalone_dir).is_dir():
+    if config.release.mode == "standalone" and not source.standalone_dir.is_dir():
         raise ProjectError(
             f"the build produced no standalone output ({source.standalone_dir} is missing)",
             hint=standalone_hint(info),
@@ -223,10 +224,11 @@ def app_rel_of(source: SourceLayout) -> str:
 def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: ProjectInfo,
               revision: str | None) -> BuiltRelease:
     config, paths = ctx.config, ctx.paths
-    layout = ReleaseLayout(paths.release_dir(release_id), app_rel_of(source))
+    app_rel = app_rel_of(source) if config.release.mode == "standalone" else nextjs_prepare.traced_app_rel(source)
+    layout = ReleaseLayout(paths.release_dir(release_id), app_rel)
     with ctx.reporter.step("assemble the release"):
         ctx.executor.apply_all(release_plan.begin_release_ops(layout))
-        copy_ops = release_plan.copy_release_ops(source, layout, LAUNCHER_SOURCE, source.public_dir.is_dir())
+        copy_ops = nextjs_prepare.copy_ops(ctx, source, layout, LAUNCHER_SOURCE)
         ctx.executor.apply(copy_ops[0])
         checkpoint("mid-copy")
         ctx.executor.apply_all(copy_ops[1:])
@@ -234,6 +236,7 @@ def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: Project
         ctx.executor.apply_all(
             release_plan.shared_link_ops(paths.shared_dir, config.release.shared_files, present, layout)
         )
+        nextjs_facts = nextjs_prepare.prepare_release(ctx, source, layout)
         stats = tree_stats(layout.release_dir)
         manifest = {
             "id": release_id,
@@ -249,6 +252,7 @@ def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: Project
             "files": stats.files,
             "bytes": stats.bytes,
             "symlinks": stats.symlinks,
+            **nextjs_facts,
         }
         ctx.executor.apply_all(release_plan.finish_release_ops(layout, manifest))
     return BuiltRelease(release_id, layout, manifest)

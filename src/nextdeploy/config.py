@@ -85,8 +85,13 @@ class ReleaseConfig(_Section):
     mode: Literal["standalone", "traced"] = "standalone"
     # Files of <root>/shared/ linked into every release at the app's path, when present.
     shared_files: list[str] = Field(default_factory=lambda: [".env.production"])
+    # Globs relative to the source root (forward slashes): files to add to / drop from every release.
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
+    # .next/cache/images of every release links to <root>/shared/cache/images.
+    share_image_cache: bool = True
+    # When the app uses next/image with optimisation on and sharp does not load from the release.
+    sharp_check: Literal["fail", "warn", "off"] = "fail"
 
     @field_validator("shared_files", "include", "exclude")
     @classmethod

@@ -22,6 +22,7 @@ from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import is_complete
+from nextdeploy.nextjs.skew import bridge_static_assets
 from nextdeploy.paths import UNFINISHED_MARKER
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.runtime import runtime_env
@@ -74,6 +75,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
         secrets = {SERVER_ACTIONS_ENV: key}
         built = build_release(ctx, release_id, secrets)
         checkpoint("assembled")
+        bridge_static_assets(ctx, release_id)
         preflight(ctx, built, secrets)
         previous = current_release(ctx)
         report = activate(ctx, pm2, release_id, previous)
@@ -105,6 +107,7 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
         target = to or rollback_target(records, current)
         _check_rollback_target(ctx, records, target, current)
         assert target is not None
+        bridge_static_assets(ctx, target)
         report = activate(ctx, pm2, target, current, event="rolled_back")
     return DeployResult(target, current, time.monotonic() - started, report.seconds)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nextdeploy.config import Config
 from nextdeploy.errors import PreflightError
+from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.probe import ProbeResult, free_port, health_problem, http_get
 
@@ -50,6 +51,7 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
         )
         try:
             report = _gate(config, process, port, started)
+            report.checks.extend(run_smoke(config.health, port))
         except PreflightError as exc:
             _stop(process)
             exc.details = _tail(log_file) + exc.details

@@ -73,7 +73,9 @@ def test_example_release_is_complete_and_self_contained(site: Site) -> None:
     # pnpm's layout survives: node_modules/next is still a relative symlink, not a copy.
     assert (release_dir / "node_modules" / "next").is_symlink()
     assert not (release_dir / ".nextdeploy-unfinished").exists()
-    assert not (release_dir / ".next" / "cache").exists()
+    # No build cache in the release: only the link to the shared image cache (issue 5).
+    assert [path.name for path in (release_dir / ".next" / "cache").iterdir()] == ["images"]
+    assert (release_dir / ".next" / "cache" / "images").is_symlink()
     # The deployment id reached the build, so asset URLs carry it.
     assert f"dpl={release_id}" in site.get("/")[1]
     assert_release_serves(release_dir, "", "build version", "hello.txt")

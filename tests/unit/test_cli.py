@@ -36,7 +36,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str
 
 
 def test_missing_config_is_one_line_with_a_fix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, err = run(capsys, "releases", "-c", str(tmp_path / "nope.toml"))
+    code, _, err = run(capsys, "releases", "-c", str(tmp_path / "nope.toml"))
     assert code == ExitCode.CONFIG
     assert err.strip().count("\n") == 0 and err.startswith("error: no config file") and "(fix: " in err
 

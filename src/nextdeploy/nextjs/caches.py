@@ -1,0 +1,70 @@
+"""Caches that outlive one release, and what ISR does with several PM2 instances.
+
+Image cache: Next keeps optimised images in ``<app>/.next/cache/images``. A new release would start cold
+and re-run sharp for every image, so by default (``[release] share_image_cache = true``) that folder is a
+link to ``<root>/shared/cache/images``, shared by all releases. Entries are keyed by the image URL, width,
+quality and format (statically imported images carry a content hash in their URL), and each entry has its
+own expiry, so sharing is safe; one caveat: a ``public/`` image replaced under the same name may be served
+from the cache until that entry expires (``images.minimumCacheTTL``, or the image's own max-age).
+
+ISR: with the default cache handler every worker keeps its own in-memory cache (``cacheMaxMemorySize``,
+50 MB by default) in front of the files in the release. With more than one instance, a revalidation
+(time-based, ``revalidatePath`` or ``revalidateTag``) happens in the process that served it only, so
+workers can answer with different versions of a page until each has revalidated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nextdeploy.ops import MakeDirs, Op, Remove, Symlink
+from nextdeploy.paths import ReleaseLayout
+
+INTERNAL_ROUTES = frozenset({"/_not-found", "/_global-error", "/_error", "/404", "/500"})
+
+
+def image_cache_dir(shared_dir: Path) -> Path:
+    return shared_dir / "cache" / "images"
+
+
+def image_cache_ops(shared_dir: Path, layout: ReleaseLayout) -> list[Op]:
+    """Make the release's ``.next/cache/images`` a link to the shared image cache."""
+    link = layout.next_dir / "cache" / "images"
+    return [MakeDirs(image_cache_dir(shared_dir)), MakeDirs(link.parent), Remove(link),
+            Symlink(str(image_cache_dir(shared_dir)), link)]
+
+
+def uses_isr(next_config: dict[str, Any], prerender_manifest: dict[str, Any]) -> bool:
+    """Whether the app has pages the ISR cache serves and revalidates (heuristic, from the build).
+
+    Any prerendered route of the app (not Next's internal error pages: every prerendered page can be
+    revalidated on demand), any dynamic route with prerendered params, or ``cacheComponents``/``useCache``."""
+    experimental = next_config.get("experimental") or {}
+    if next_config.get("cacheComponents") or (isinstance(experimental, dict) and experimental.get("useCache")):
+        return True
+    routes = prerender_manifest.get("routes") or {}
+    dynamic = prerender_manifest.get("dynamicRoutes") or {}
+    app_routes = [route for route in routes if isinstance(route, str) and route not in INTERNAL_ROUTES]
+    return bool(app_routes) or bool(dynamic)
+
+
+def isr_warning(next_config: dict[str, Any], prerender_manifest: dict[str, Any], instances: int) -> str | None:
+    """The warning for several instances each with its own ISR cache, or None when it does not apply."""
+    if instances <= 1 or not uses_isr(next_config, prerender_manifest):
+        return None
+    handlers = next_config.get("cacheHandlers")
+    shared_handler = bool(next_config.get("cacheHandler")) or (isinstance(handlers, dict) and any(handlers.values()))
+    memory = next_config.get("cacheMaxMemorySize")
+    if shared_handler and memory == 0:
+        return None
+    if not shared_handler:
+        why = "no cacheHandler/cacheHandlers is configured"
+    else:
+        why = f"cacheMaxMemorySize is {memory}, not 0"
+    return (
+        f"{instances} instances and {why}: each worker keeps its own in-memory ISR cache, so a revalidation "
+        "(time-based, revalidatePath or revalidateTag) happens per process and workers may serve different "
+        "versions of a page until each has revalidated; for one shared cache set a cacheHandler (and "
+        "cacheHandlers for 'use cache') with cacheMaxMemorySize: 0 in next.config"
+    )

@@ -1,0 +1,224 @@
+"""The Next.js steps of assembling a release, called by the builder (``nextdeploy.builder._assemble``).
+
+    copy_ops         standalone copy, or the traced assembly for ``[release] mode = "traced"``
+    prepare_release  once the files are in place, before the release counts as complete:
+                     include/exclude, trace check, Server Actions key scrub, own static list,
+                     shared image cache, Node/sharp checks, the ISR warning
+
+Any ReleaseError raised here fails the build: the half-made release is removed, nothing live changes.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from pathlib import Path
+from typing import Any
+
+from nextdeploy.context import Context
+from nextdeploy.errors import ReleaseError
+from nextdeploy.nextjs import caches, envcheck, skew, traced
+from nextdeploy.nextjs.build import BuildOutput, inspect_build
+from nextdeploy.nextjs.traces import (
+    TraceSet,
+    excluded_files,
+    included_files,
+    listing,
+    missing_in,
+    read_traces,
+    reject_escaping,
+    walk_files,
+)
+from nextdeploy.ops import CopyFile, MakeDirs, Op, Remove, Symlink, WriteFile
+from nextdeploy.paths import META_DIR, ReleaseLayout, SourceLayout
+from nextdeploy.plans import release as release_plan
+from nextdeploy.project import find_lockfile
+from nextdeploy.secrets import files_containing, scrub_ops, stored_server_actions_key
+from nextdeploy.tools import node_version, require_tool
+
+
+def traced_app_rel(source: SourceLayout) -> str:
+    """The app's path in a traced release: the app below the tracing root (standalone's layout)."""
+    return inspect_build(source).app_rel
+
+
+def copy_ops(ctx: Context, source: SourceLayout, layout: ReleaseLayout, launcher: Path) -> list[Op]:
+    """The ops that put the server's files into the release. Traced mode may first trace, into the build,
+    what a build without standalone output did not (see ``nextjs.traced``)."""
+    if ctx.config.release.mode == "traced":
+        build = inspect_build(source)
+        traces = read_traces(build.next_dir, build.tracing_root)
+        if traced.lacks_server_entries(traces):
+            lockfile = find_lockfile(build.app_dir, source.source_root.resolve(), ctx.config.app.package_manager)
+            if not traced.ensure_server_entries_trace(require_tool("node"), build, ctx.paths.cache_dir / "traces",
+                                                      lockfile.path if lockfile else None):
+                ctx.reporter.info("traced the files a standalone server needs (the build has no standalone output)")
+            traces = read_traces(build.next_dir, build.tracing_root)
+        return traced.traced_release_ops(build, traces, layout, launcher)
+    return release_plan.copy_release_ops(source, layout, launcher, source.public_dir.is_dir())
+
+
+def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -> dict[str, Any]:
+    """Check and finish the assembled release; returns facts for its manifest. Raises ReleaseError."""
+    config = ctx.config.release
+    build = inspect_build(source)
+    traces = read_traces(build.next_dir, build.tracing_root)
+    reject_escaping(traces, build.tracing_root)
+    project_root = source.source_root.resolve()
+
+    ctx.executor.apply_all(include_ops(build, project_root, config.include, layout))
+    excluded = exclude_targets(build, project_root, config.exclude, layout)
+    ctx.executor.apply_all(Remove(layout.release_dir / relative) for relative in excluded)
+    check_traced_files(build, traces, layout, set(excluded))
+
+    _scrub_key(ctx, layout)
+    own_static = skew.list_static(layout)
+    ctx.executor.apply_all([MakeDirs(layout.meta_dir),
+                            WriteFile(skew.static_list_path(layout), skew.static_list_json(own_static))])
+    if config.share_image_cache:
+        ctx.executor.apply_all(caches.image_cache_ops(ctx.paths.shared_dir, layout))
+    _check_node(layout)
+    _check_sharp(ctx, build, source, layout)
+    warning = caches.isr_warning(build.next_config, _read_json(build.next_dir / "prerender-manifest.json"),
+                                 ctx.config.server.instances)
+    if warning:
+        ctx.reporter.warn(warning)
+    return {"traced_files": len(traces.files), "static_files": len(own_static)}
+
+
+# --- include / exclude ------------------------------------------------------------------------------------
+
+
+def _in_release(build: BuildOutput, project_root: Path, project_rel: str) -> str | None:
+    """A project-relative path as a release-relative one; None when it is outside the tracing root."""
+    relative = build.root_rel(project_root / project_rel)
+    return None if relative == ".." or relative.startswith("../") else relative
+
+
+def include_ops(build: BuildOutput, project_root: Path, patterns: list[str], layout: ReleaseLayout) -> list[Op]:
+    """Copy the files matching ``[release] include`` that the release lacks (links stay links).
+
+    Raises ReleaseError for a match outside the tracing root, or a link leading out of it."""
+    if not patterns:
+        return []
+    ops: list[Op] = []
+    outside: list[str] = []
+    for project_rel in included_files(project_root, patterns):
+        relative = _in_release(build, project_root, project_rel)
+        source = project_root / project_rel
+        if relative is None:
+            outside.append(project_rel)
+            continue
+        target = layout.release_dir / relative
+        if target.exists() or target.is_symlink():
+            continue
+        if source.is_symlink():
+            link = traced.link_target(build.tracing_root, relative, str(source.readlink()))
+            if link is None:
+                outside.append(f"{project_rel} -> {source.readlink()}")
+                continue
+            ops.extend([MakeDirs(target.parent),
+                        Symlink(posixpath.relpath(link, posixpath.dirname(relative) or "."), target)])
+        else:
+            ops.append(CopyFile(source, target))
+    if outside:
+        raise ReleaseError(
+            f"[release] include matches {len(outside)} path(s) outside the tracing root {build.tracing_root}",
+            hint="include only files inside outputFileTracingRoot (or set it to the workspace root)",
+            details=listing(outside),
+        )
+    return ops
+
+
+def exclude_targets(build: BuildOutput, project_root: Path, patterns: list[str],
+                    layout: ReleaseLayout) -> list[str]:
+    """Release-relative paths matching ``[release] exclude`` (patterns are project-relative)."""
+    if not patterns:
+        return []
+    by_project_path: dict[str, str] = {}
+    for relative in walk_files(layout.release_dir, prune={META_DIR}):
+        project_rel = posixpath.relpath((build.tracing_root / relative).as_posix(), project_root.as_posix())
+        if not project_rel.startswith("../"):
+            by_project_path[project_rel] = relative
+    return sorted(by_project_path[path] for path in excluded_files(by_project_path, patterns))
+
+
+# --- checks -----------------------------------------------------------------------------------------------
+
+
+def required_paths(build: BuildOutput, traces: TraceSet) -> set[str]:
+    """Release-relative paths the server needs: every traced file and link, and required-server-files."""
+    prefix = f"{build.app_rel}/" if build.app_rel else ""
+    return traces.files | set(traces.symlinks) | {posixpath.normpath(prefix + f) for f in build.required_files}
+
+
+def check_traced_files(build: BuildOutput, traces: TraceSet, layout: ReleaseLayout, excluded: set[str]) -> None:
+    """Every file the traces name must be in the release; raises ReleaseError listing the missing ones."""
+    missing = missing_in(layout.release_dir, required_paths(build, traces))
+    if not missing:
+        return
+    by_exclude = [path for path in missing if path in excluded]
+    hint = ("the server loads these files: remove the matching [release] exclude pattern (to leave a file out "
+            "on purpose, drop it from the trace with outputFileTracingExcludes in next.config)"
+            if by_exclude else
+            "the build output is incomplete: rebuild; if files are still missing, add them with [release] include "
+            "or outputFileTracingIncludes in next.config")
+    raise ReleaseError(
+        f"{len(missing)} file(s) named by the build's traces are missing from the release"
+        + (f" ({len(by_exclude)} removed by [release] exclude)" if by_exclude else ""),
+        hint=hint,
+        details=listing(missing),
+    )
+
+
+def _scrub_key(ctx: Context, layout: ReleaseLayout) -> None:
+    """Remove the Server Actions key Next copied into the release, then make sure no other copy is left."""
+    try:
+        ctx.executor.apply_all(scrub_ops(layout.next_dir / "server"))
+    except ValueError as exc:
+        raise ReleaseError(f"cannot read the release's server reference manifest: {exc}",
+                           hint="rebuild; if it persists, report it with your Next.js version") from None
+    key = stored_server_actions_key(ctx.config, ctx.paths)
+    leaks = files_containing(layout.release_dir, key) if key else []
+    if leaks:
+        raise ReleaseError(
+            f"the Server Actions key appears in {len(leaks)} file(s) of the release",
+            hint="something in the build copies NEXT_SERVER_ACTIONS_ENCRYPTION_KEY into its output "
+                 "(e.g. next.config `env`); remove that, the key must stay secret",
+            details=listing(leaks),
+        )
+
+
+def _check_node(layout: ReleaseLayout) -> None:
+    engines = envcheck.next_engines(layout.app_dir)
+    problem = envcheck.node_engine_problem(node_version(require_tool("node")), engines)
+    if problem:
+        raise ReleaseError(f"refusing to activate: {problem}",
+                           hint=f"install a Node.js that satisfies {engines} on this host (see `node --version`)")
+
+
+def _check_sharp(ctx: Context, build: BuildOutput, source: SourceLayout, layout: ReleaseLayout) -> None:
+    policy = ctx.config.release.sharp_check
+    if policy == "off" or not envcheck.image_optimization_on(build.next_config):
+        return
+    if not envcheck.uses_next_image(source.source_root):
+        return
+    probe = envcheck.probe_sharp(require_tool("node"), layout.app_dir)
+    if probe.ok:
+        return
+    message = (f"the app uses next/image with optimisation on, but sharp does not load from the release "
+               f"({probe.error}); every /_next/image request would answer 500")
+    hint = (f"build on the server's OS/arch/libc so that {probe.expected} is installed (pnpm: check "
+            "supportedArchitectures), or set images.unoptimized in next.config, or set [release] sharp_check")
+    if policy == "warn":
+        ctx.reporter.warn(f"{message} (fix: {hint})")
+        return
+    raise ReleaseError(message, hint=hint)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,96 @@
+"""Issue 5, items 5 and 7: releases the traces or the smoke routes prove broken are rejected before the
+switch, under bounded load, with zero failed requests.
+
+- a traced file missing from the release: a ``[release] exclude`` glob removes a file the route traces name;
+- a trace naming a path outside the tracing root: ``[app] build_command`` runs the real build, then adds
+  such a path to a route trace, as a compromised build step could (``mode = "traced"``, the mode that would
+  copy it); the file outside must not be copied anywhere;
+- a page that answers 500 while /api/health is fine (variant ``page-throws``): rejected with
+  ``[health] smoke = ["/"]``, and - the control - accepted without smoke routes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nextdeploy.errors import ExitCode
+from nextdeploy.secrets import files_containing
+from support.site import Site
+
+pytest.importorskip("aiohttp")
+from nextdeploy.loadgen import BackgroundLoad
+
+pytestmark = pytest.mark.integration
+
+RATE = 100
+MAX_SECONDS = 300
+
+INJECT_ESCAPE = """
+// Test-only: add a path outside the tracing root to the trace of the home page.
+const fs = require("fs");
+const path = require("path");
+const trace = path.join(__dirname, ".next/server/app/page.js.nft.json");
+const data = JSON.parse(fs.readFileSync(trace, "utf8"));
+data.files.push(path.relative(path.dirname(trace), process.env.OUTSIDE_FILE));
+fs.writeFileSync(trace, JSON.stringify(data));
+"""
+
+
+def expect_rejected(site: Site, code: ExitCode, *fragments: str) -> str:
+    before = site.current()
+    result = site.deploy()
+    assert result.code == code, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, (fragment, result.output)
+    assert site.current() == before
+    return result.output
+
+
+def test_broken_releases_are_rejected_before_the_switch(site: Site) -> None:
+    site.write_config(health={"smoke": ["/", "/action"]})
+    good = site.deploy("v1")
+    assert good.code == 0, good.output
+    live = site.current()
+    outside = site.base / "outside-secret.txt"
+    outside.write_text("TOP-SECRET-OUTSIDE-THE-SOURCE\n")
+    (site.app_dir / "inject-escape.js").write_text(INJECT_ESCAPE)
+
+    load = BackgroundLoad(site.url + "/api/health", rate=RATE, duration=MAX_SECONDS, mode="keepalive",
+                          connections=8)
+    load.start()
+    try:
+        site.write_config(health={"smoke": ["/"]}, release={"exclude": ["**/next/dist/lib/picocolors.js"]})
+        output = expect_rejected(site, ExitCode.RELEASE_INVALID, "missing from the release",
+                                 "removed by [release] exclude", "next/dist/lib/picocolors.js")
+
+        site.write_config(release={"mode": "traced"}, app={
+            "build_command": f"pnpm run build && OUTSIDE_FILE={outside} node inject-escape.js"})
+        output = expect_rejected(site, ExitCode.RELEASE_INVALID, "outside the tracing root",
+                                 "outside-secret.txt")
+
+        site.write_config(health={"smoke": ["/"]})
+        site.set_version("v2", "page-throws")
+        output = expect_rejected(site, ExitCode.PREFLIGHT_FAILED, "smoke route check failed", "GET / answered 500")
+    finally:
+        load.stop()
+    result = load.result(timeout=MAX_SECONDS + 30)
+    assert result.total >= RATE * 10, result.summary()
+    assert result.failed == 0, result.errors()
+    assert set(result.releases_seen()) == {live}
+    assert "TOP-SECRET" not in output
+    assert files_containing(site.root, "TOP-SECRET-OUTSIDE-THE-SOURCE") == []
+    failed = [e for e in site.log_events() if e["event"] == "failed"]
+    assert len(failed) == 3 and all(not (site.root / "releases" / e["release"]).exists() for e in failed[:2])
+
+    # The control: the same page-throws release passes without smoke routes (the health route is fine).
+    site.write_config()
+    passed = site.deploy()
+    assert passed.code == 0, passed.output
+    assert site.current() != live
+    assert site.get("/")[0] == 500
+    manifest = json.loads((site.root / "releases" / str(site.current()) / ".nextdeploy" / "manifest.json")
+                          .read_text())
+    assert manifest["traced_files"] > 500
