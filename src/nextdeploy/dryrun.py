@@ -83,6 +83,8 @@ def print_deploy_plan(ctx: Context) -> None:
     for title, ops in plan:
         ctx.reporter.info(f"# {title}")
         ctx.executor.apply_all(ops)
+    ctx.reporter.info("# before the preflight: check every traced file is in the release, link the "
+                      "/_next/static files of recent releases (skew protection)")
     ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "
                       f"probe http://{ctx.config.server.hostname}:{ctx.config.server.port}"
                       f"{ctx.config.health.path}, roll back on failure, keep {ctx.config.releases.keep} releases")

@@ -46,6 +46,11 @@ stable_for = 4                  # seconds it must then stay up and healthy
 
 [release]
 shared_files = [".env.production"]   # linked from <root>/shared/ into every release when present
+# mode = "standalone"           # or "traced": assembled from the .nft.json traces
+# include = []                  # globs (from the source root) the tracer missed
+
+[skew]
+# keep_assets_of = 5            # releases whose /_next/static files stay served (open tabs keep working)
 
 [releases]
 keep = 5
