@@ -140,7 +140,7 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
 
 
 def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_new_pids: bool = True) -> list[Worker]:
-    """Wait until every worker is online on ``release_id``, watch restarts, then probe the public port."""
+    """Wait until every worker is online on ``release_id``, then probe the public port while watching restarts."""
     config = ctx.config
     deadline = time.monotonic() + VERIFY_TIMEOUT
     while True:
@@ -151,14 +151,22 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
         if time.monotonic() >= deadline:
             raise Pm2Error(f"workers not running release {release_id}: {problem}")
         time.sleep(POLL)
-    time.sleep(RESTART_WINDOW)
+    # Probe the public port inside the restart-watch window instead of after it.
+    window_ends = time.monotonic() + RESTART_WINDOW
+    _probe_public_port(ctx, release_id)
+    time.sleep(max(0.0, window_ends - time.monotonic()))
     later = {worker.pm_id: worker for worker in pm2.workers(config.app.name)}
     for worker in workers:
         again = later.get(worker.pm_id)
         if again is None or again.pid != worker.pid or again.restarts != worker.restarts:
             raise Pm2Error(f"worker {worker.pm_id} restarted within {RESTART_WINDOW} s of starting (crash loop)")
+    return list(later.values())
+
+
+def _probe_public_port(ctx: Context, release_id: str) -> None:
+    """The public port answers healthy, from ``release_id`` (several probes: round-robin reaches every worker)."""
+    config = ctx.config
     host = "127.0.0.1" if config.server.hostname in ("0.0.0.0", "::", "") else config.server.hostname
-    # Several probes, so that with round-robin every worker is likely asked at least once.
     for _ in range(2 * config.server.instances):
         result = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
         problem = health_problem(result, config.health)
@@ -166,7 +174,6 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
             raise Pm2Error(f"the public port {config.server.port} is not healthy: {problem}")
         if result.release is not None and result.release != release_id:
             raise Pm2Error(f"port {config.server.port} answered from release {result.release}, not {release_id}")
-    return list(later.values())
 
 
 def _workers_problem(ctx: Context, workers: list[Worker], release_id: str, old_pids: set[int]) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from nextdeploy import __version__
 from nextdeploy.context import Context
 from nextdeploy.errors import BuildError, HostPathError, NextdeployError, ProjectError, ReleaseError
-from nextdeploy.executor import remove_path
+from nextdeploy.executor import remove_in_background, remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import tree_stats
 from nextdeploy.nextjs import prepare as nextjs_prepare
@@ -37,6 +38,7 @@ class BuiltRelease:
     id: str
     layout: ReleaseLayout
     manifest: dict[str, Any]
+    cleanup: threading.Thread | None = None  # removal of the build dir, still running
 
 
 def prepare_root(ctx: Context) -> None:
@@ -84,12 +86,17 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
     except NextdeployError as exc:
         ctx.log.append("failed", release_id, reason=exc.message)
         remove_path(paths.release_dir(release_id))
-        raise
-    finally:
-        # On an interrupt the release dir stays, marked unfinished; the next run cleans it.
         remove_path(build_dir)
+        raise
+    except BaseException:
+        # An interrupt: the release dir stays, marked unfinished; the next run cleans it.
+        remove_path(build_dir)
+        raise
     ctx.log.append("built", release_id, revision=revision, files=built.manifest["files"],
                    bytes=built.manifest["bytes"])
+    # Deleting the build dir (thousands of node_modules files) takes seconds: do it while the
+    # preflight waits out its stability window. deploy() joins it; recover() sweeps leftovers.
+    built.cleanup = remove_in_background(build_dir)
     return built
 
 

@@ -74,12 +74,16 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
         key = ensure_server_actions_key(ctx.config, ctx.paths)
         secrets = {SERVER_ACTIONS_ENV: key}
         built = build_release(ctx, release_id, secrets)
-        checkpoint("assembled")
-        bridge_static_assets(ctx, release_id)
-        preflight(ctx, built, secrets)
-        previous = current_release(ctx)
-        report = activate(ctx, pm2, release_id, previous)
-        removed = retain(ctx)
+        try:
+            checkpoint("assembled")
+            bridge_static_assets(ctx, release_id)
+            preflight(ctx, built, secrets)
+            previous = current_release(ctx)
+            report = activate(ctx, pm2, release_id, previous)
+            removed = retain(ctx)
+        finally:
+            if built.cleanup is not None:
+                built.cleanup.join()
     return DeployResult(release_id, previous, time.monotonic() - started, report.seconds, removed, built.manifest)
 
 

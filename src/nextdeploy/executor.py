@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,3 +166,11 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
     elif path.is_dir():
         shutil.rmtree(path, ignore_errors=False)
+
+
+def remove_in_background(path: Path) -> threading.Thread:
+    """Start deleting ``path`` in a thread; errors are ignored (a later run sweeps what is left)."""
+    thread = threading.Thread(target=shutil.rmtree, args=(path,), kwargs={"ignore_errors": True},
+                              name=f"remove {path.name}", daemon=True)
+    thread.start()
+    return thread
