@@ -1,7 +1,8 @@
 'use strict';
 // nextdeploy launcher: runs a Next.js `output: 'standalone'` server.js under PM2 cluster mode
 // (or directly with `node launcher.cjs`) and adds what plain server.js lacks for zero-downtime reloads:
-//   - readiness: process.send('ready') only after a real request through this worker succeeded;
+//   - readiness: the public port is only listened on (and PM2 told 'ready') once a real request through this
+//     worker succeeded, so no connection is ever routed to a worker that cannot answer yet;
 //   - graceful drain on SIGINT / SIGTERM / PM2's 'shutdown' message, without resetting keep-alive clients;
 //   - an `x-nextdeploy-release` header on every response.
 // Layout: <release>/.nextdeploy/launcher.cjs + manifest.json {"id", "server"}; server relative to <release>.
@@ -102,19 +103,28 @@ for (const method of ['off', 'removeListener']) {
 
 // ---------------------------------------------------------------------------------------------
 // Capture Next's http.Server. Next 16's start-server.js does `http.createServer(requestListener)` and
-// then `server.listen(port, hostname)` (listening BEFORE its handlers are loaded). Shadowing
-// Server.prototype.listen for the first call catches it however it was created.
+// then `server.listen(port, hostname)`, listening BEFORE its handlers are loaded: in cluster mode the
+// primary would route connections to this worker while it still boots (a slow boot = hanging requests).
+// So Next's server listens on a private loopback port instead; the public port is opened by a small
+// front listener only once the worker answers (see waitReady), and its connections go into Next's server.
 
 let server = null;
 let serverListening = null; // Promise resolved on the server's 'listening' event
+let front = null; // the public listener, opened when ready
+let publicPort = 3000;
+let publicHost = undefined;
 const sockets = new Set();
 const pendingResponses = new Set();
 
 const originalListen = net.Server.prototype.listen;
-http.Server.prototype.listen = function () {
+http.Server.prototype.listen = function (port, hostname) {
   delete http.Server.prototype.listen; // one-shot: later servers use the normal method
-  if (server === null) adoptServer(this);
-  return originalListen.apply(this, arguments);
+  if (server !== null) return originalListen.apply(this, arguments);
+  adoptServer(this);
+  publicPort = port;
+  publicHost = typeof hostname === 'string' ? hostname : undefined;
+  // exclusive: a private port of this worker, never shared through the cluster primary.
+  return originalListen.call(this, { host: '127.0.0.1', port: 0, exclusive: true });
 };
 
 function adoptServer(srv) {
@@ -150,8 +160,8 @@ function adoptServer(srv) {
 
 // ---------------------------------------------------------------------------------------------
 // Readiness. The cluster 'listening' event fires before Next's handlers are loaded, and a probe through
-// the shared port may be answered by another worker. So we open a private listener (exclusive: true keeps
-// it out of the cluster primary) and feed its connections straight into Next's server.
+// the shared port may be answered by another worker. So we probe Next's private port, which only this
+// worker listens on, until the ready path answers.
 
 function probeOnce(port) {
   return new Promise((resolve, reject) => {
@@ -183,29 +193,33 @@ async function waitReady() {
   await Promise.race([serverListening, sleep(Math.max(0, deadline - Date.now()))]);
   if (!server.listening) throw new Error('server never started listening');
 
-  const probe = net.createServer((socket) => server.emit('connection', socket));
-  await new Promise((resolve, reject) => {
-    probe.once('error', reject);
-    probe.listen({ host: '127.0.0.1', port: 0, exclusive: true }, resolve);
-  });
-  const port = probe.address().port;
+  const port = server.address().port;
   let last = 'no attempt';
-  try {
-    while (!timedOut() && !draining) {
-      try {
-        const status = await probeOnce(port);
-        if (status < 500) return status;
-        last = `status ${status}`;
-      } catch (err) {
-        last = err && err.message ? err.message : String(err);
-      }
-      await sleep(PROBE_RETRY_MS);
+  while (!timedOut() && !draining) {
+    try {
+      const status = await probeOnce(port);
+      if (status < 500) return status;
+      last = `status ${status}`;
+    } catch (err) {
+      last = err && err.message ? err.message : String(err);
     }
-  } finally {
-    probe.close();
+    await sleep(PROBE_RETRY_MS);
   }
   if (draining) return null;
   throw new Error(`GET ${READY_PATH} did not answer < 500 within ${READY_TIMEOUT_MS} ms (last: ${last})`);
+}
+
+// The public listener: in PM2 cluster mode a shared handle through the primary, which starts routing
+// connections to this worker from now on. Each connection is handed to Next's server as its own.
+function openFront() {
+  return new Promise((resolve, reject) => {
+    front = net.createServer((socket) => server.emit('connection', socket));
+    front.once('error', reject);
+    front.listen(publicPort, publicHost, () => {
+      front.removeListener('error', reject);
+      resolve();
+    });
+  });
 }
 
 function sleep(ms) {
@@ -235,6 +249,7 @@ function shutdown(reason) {
 
   // Net-level close: stop accepting, but unlike http.Server#close() leave idle keep-alive sockets alone
   // (a client may be writing its next request on one right now).
+  if (front !== null && front.listening) front.close();
   const stopAccepting = () => net.Server.prototype.close.call(server, () => {});
   if (server.listening) stopAccepting();
   else server.once('listening', stopAccepting); // listen() still in flight
@@ -314,14 +329,16 @@ function main() {
     return failBoot(`${manifest.server} failed at startup:\n${err && err.stack ? err.stack : err}`);
   }
 
-  waitReady().then(
-    (status) => {
+  waitReady()
+    .then(async (status) => {
       if (status === null) return; // shut down while booting
-      log(`ready in ${Date.now() - BOOT_TIME} ms (GET ${READY_PATH} -> ${status})`);
+      await openFront();
+      if (draining) return front.close();
+      process.env.PORT = String(publicPort); // Next set it to its private port; app code expects the public one
+      log(`ready in ${Date.now() - BOOT_TIME} ms (GET ${READY_PATH} -> ${status}), serving on port ${publicPort}`);
       if (typeof process.send === 'function' && process.connected) process.send('ready');
-    },
-    (err) => failBoot(`not ready: ${err && err.message ? err.message : err}`),
-  );
+    })
+    .catch((err) => failBoot(`not ready: ${err && err.message ? err.message : err}`));
 }
 
 main();
