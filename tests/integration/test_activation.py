@@ -155,3 +155,16 @@ def test_two_deploys_at_once_exactly_one_proceeds(site: Site) -> None:
     assert third.code == 0, third.output
     assert f"took over the lock of an interrupted run: pid {holder.pid}" in third.output
     assert site.version() == "v2"
+
+
+def test_a_slow_booting_release_goes_live_without_failed_requests(site: Site) -> None:
+    # Each worker of this release needs 10 s before it can answer: no connection may be routed to it
+    # before then (the launcher only opens the public port once the worker answers).
+    site.write_config(health={"timeout": 20, "stable_for": 1})
+    assert site.deploy().code == 0
+    site.set_version("v2", "slow-start")
+    with under_load(site, "new-connection") as box:
+        result = site.deploy()
+    assert result.code == 0, result.output
+    assert_no_failures(box["load"])
+    assert site.version() == "v2"
