@@ -1,0 +1,124 @@
+"""nextdeploy.benchkit.measure: steps from progress lines, windows, latency, cutover, disk usage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiohttp")
+
+from nextdeploy.benchkit.measure import (
+    cutover_seconds,
+    disk_usage,
+    error_kinds,
+    failed_around,
+    find_step,
+    in_window,
+    latency,
+    parse_steps,
+    release_of,
+    timeline,
+)
+from nextdeploy.loadgen import RequestRecord
+
+
+def rec(start: float, latency: float = 0.01, status: int | None = 200, error: str | None = None,
+        release: str | None = "A") -> RequestRecord:
+    return RequestRecord(start=start, latency=latency, status=status, error=error, release=release)
+
+
+LINES = [
+    (10.0, "release 20261121-070058-556-fc4f"),
+    (10.1, "... export source"),
+    (10.2, "ok  export source (0.1 s)"),
+    (10.2, "... build the app (next build)"),
+    (13.2, "ok  build the app (next build) (3.0 s)"),
+    (13.3, "... preflight: health gate on a private port (4 s window)"),
+    (14.0, "FAILED preflight: health gate on a private port (4 s window) (0.7 s)"),
+    (14.1, "error: the new release exited with code 1 (fix: ...)"),
+    (14.2, "... never ends"),
+]
+
+
+def test_parse_steps_pairs_start_and_end_lines() -> None:
+    steps = parse_steps(LINES)
+    assert [step.name for step in steps] == [
+        "export source", "build the app (next build)", "preflight: health gate on a private port (4 s window)",
+        "never ends",
+    ]
+    build = find_step(steps, "build the app")
+    assert build is not None and build.start == 10.2 and build.end == 13.2 and build.ok
+    assert build.seconds == pytest.approx(3.0)
+    preflight = find_step(steps, "preflight")
+    assert preflight is not None and preflight.ok is False
+    unfinished = find_step(steps, "never ends")
+    assert unfinished is not None and unfinished.end is None and unfinished.seconds is None
+
+
+def test_an_end_line_without_its_start_uses_the_reported_duration() -> None:
+    steps = parse_steps([(5.0, "ok  pm2 save (0.5 s)")])
+    assert steps[0].start == pytest.approx(4.5) and steps[0].end == 5.0
+
+
+def test_release_of_finds_the_announced_id() -> None:
+    assert release_of(LINES) == "20261121-070058-556-fc4f"
+    assert release_of([(0.0, "nothing")]) is None
+
+
+def test_windows_latency_and_error_kinds() -> None:
+    records = [rec(0.5, 0.010), rec(1.0, 0.020), rec(1.5, 0.030, status=None, error="ServerDisconnectedError"),
+               rec(2.0, 0.040, status=502)]
+    assert len(in_window(records, (1.0, 2.0))) == 2  # start inclusive, end exclusive
+    stats = latency(records)
+    assert (stats.count, stats.p50_ms, stats.max_ms) == (4, 20.0, 40.0)
+    assert latency([]).p99_ms is None
+    assert error_kinds(records) == {"ServerDisconnectedError": 1, "HTTP 502": 1}
+
+
+def test_cutover_is_the_last_answer_of_another_release() -> None:
+    records = [rec(0.0, release="old"), rec(1.0, 0.5, release="old"), rec(1.2, release="new"),
+               rec(2.0, release="new"), rec(2.5, error="ClientOSError", status=None, release=None)]
+    assert cutover_seconds(records, 0.5, "new") == pytest.approx(1.0)  # old answered until 1.5
+    assert cutover_seconds(records, 1.6, "new") == 0.0
+    assert cutover_seconds(records, 0.0, "other") is None
+
+
+def test_failed_around_counts_failures_in_flight_or_just_sent_at_the_instant() -> None:
+    records = [rec(1.0, 0.5, status=None, error="ServerDisconnectedError"), rec(1.2, 0.1),
+               rec(1.4, 0.01, status=None, error="ClientOSError"), rec(0.5, 0.1, status=500),
+               rec(2.0, 0.1, status=None, error="ClientConnectorError")]
+    assert failed_around(records, 1.3) == [records[0], records[2]]
+
+
+def test_timeline_bins_requests_by_start() -> None:
+    records = [rec(0.1), rec(0.2, status=500), rec(0.6), rec(1.7, 0.2)]
+    bins = timeline(records, 0.5)
+    assert [(b.t, b.ok, b.failed) for b in bins] == [(0.0, 1, 1), (0.5, 1, 0), (1.0, 0, 0), (1.5, 1, 0)]
+    assert bins[3].max_ms == 200.0
+
+
+def test_disk_usage_counts_hard_links_once_across_releases(tmp_path: Path) -> None:
+    old, new = tmp_path / "releases" / "a", tmp_path / "releases" / "b"
+    old.mkdir(parents=True)
+    new.mkdir()
+    (old / "shared.js").write_bytes(b"x" * 50_000)
+    os.link(old / "shared.js", new / "shared.js")
+    (new / "own.js").write_bytes(b"y" * 30_000)
+    os.symlink("own.js", new / "link.js")
+
+    usage = disk_usage(new, [old])
+    assert usage.files == 2
+    assert usage.apparent_bytes == 80_000
+    assert usage.shared_inodes == 1
+    own_blocks = os.lstat(new / "own.js").st_blocks * 512
+    assert own_blocks <= usage.disk_bytes < own_blocks + 50_000  # the shared file is not counted again
+    alone = disk_usage(new, [])
+    assert alone.disk_bytes >= usage.disk_bytes + 50_000
+
+
+def test_cutover_stops_at_the_next_deploy() -> None:
+    records = [rec(1.0, release="new"), rec(2.0, release="newer"), rec(3.0, release="newer")]
+    assert cutover_seconds(records, 0.5, "new", until=1.8) == 0.0
+    assert cutover_seconds(records, 0.5, "new") == pytest.approx(2.51)
