@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nextdeploy.activate import activate, current_release, start_or_reload, switch_to, verify
+from nextdeploy.activate import activate, current_release, start_or_reload, switch_to, verify, write_ecosystem
 from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
 from nextdeploy.errors import NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
@@ -156,6 +156,17 @@ def recover(ctx: Context, pm2: Pm2) -> None:
                 pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
                 remove_path(paths.current_link)
     current = current_release(ctx)
+    if current and is_complete(paths.release_dir(current)) and not pm2.workers(ctx.config.app.name):
+        # PM2 lost the app (daemon killed, reboot without startup): serve the live release again now,
+        # not only after this deploy's build and preflight.
+        try:
+            with ctx.reporter.step(f"restart the live release {current} (PM2 had no workers)"):
+                write_ecosystem(ctx)
+                start_or_reload(ctx, pm2)
+                verify(ctx, pm2, current, set(), require_new_pids=False)
+        except NextdeployError as exc:
+            # Still deploy: the new release may be the fix. Its activation starts the app afresh.
+            ctx.reporter.warn(f"could not restart {current}: {exc.message}; deploying anyway")
     records = {record.id: record for record in ctx.log.records()}
     for release_dir in sorted(paths.releases_dir.glob("*")):
         if release_dir.name == current or not release_dir.is_dir():

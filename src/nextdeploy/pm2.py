@@ -48,6 +48,7 @@ class Pm2:
         self.binary = binary
         self.home = home
         self.executor = executor
+        self._pinged = False
 
     @property
     def env(self) -> dict[str, str]:
@@ -84,7 +85,9 @@ class Pm2:
         """PM2's process list. ``pm2 ping`` first: a daemon spawning prints lines before the JSON."""
         if self.executor.dry_run:
             return []
-        self.check(pm2_plan.ping_argv(self.binary), "start its daemon", timeout=60)
+        if not self._pinged:  # each pm2 call spawns node: ping once, not before every listing
+            self.check(pm2_plan.ping_argv(self.binary), "start its daemon", timeout=60)
+            self._pinged = True
         result = self.check(pm2_plan.jlist_argv(self.binary), "list processes", timeout=60)
         return parse_jlist(result.stdout)
 
