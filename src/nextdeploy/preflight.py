@@ -50,7 +50,7 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         try:
-            report = _gate(config, process, port, started)
+            report = _gate(config, process, port, started, log_file)
             report.checks.extend(run_smoke(config.health, port))
         except PreflightError as exc:
             _stop(process)
@@ -67,7 +67,8 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
     return report
 
 
-def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: float) -> PreflightReport:
+def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: float,
+          log_file: Path) -> PreflightReport:
     health = config.health
     deadline = started + health.timeout
     first_healthy: float | None = None
@@ -100,11 +101,21 @@ def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: 
             )
         elif now >= deadline:
             raise PreflightError(
-                f"the new release was not healthy within {health.timeout:g} s: {problem}",
+                f"the new release was not healthy within {health.timeout:g} s: {problem}{_launcher_reason(log_file)}",
                 hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
                      "the old release is still serving",
             )
         time.sleep(POLL_INTERVAL)
+
+
+def _launcher_reason(log_file: Path) -> str:
+    """The launcher's last 'not ready' line: why the public port never opened (e.g. health answered 500)."""
+    try:
+        lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    reasons = [line.split("not ready: ", 1)[1] for line in lines if "] not ready: " in line]
+    return f" (the server: {reasons[-1]})" if reasons else ""
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -543,4 +543,4 @@ def test_unhealthy_ready_path_exits_at_ready_timeout(
     assert code == 1
     assert 2.0 <= elapsed < 6, elapsed
     err = d.stderr.read_text()
-    assert "not ready" in err and "status 500" in err, err
+    assert "not ready" in err and "answered 500" in err, err

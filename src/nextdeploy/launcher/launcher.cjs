@@ -196,13 +196,17 @@ async function waitReady() {
   const port = server.address().port;
   let last = 'no attempt';
   while (!timedOut() && !draining) {
+    let now;
     try {
       const status = await probeOnce(port);
       if (status < 500) return status;
-      last = `status ${status}`;
+      now = `answered ${status}`;
     } catch (err) {
-      last = err && err.message ? err.message : String(err);
+      now = `failed: ${err && err.message ? err.message : String(err)}`;
     }
+    // Say why we are not ready yet (once per change): the preflight quotes this line on failure.
+    if (now !== last) log(`not ready: GET ${READY_PATH} ${now}`);
+    last = now;
     await sleep(PROBE_RETRY_MS);
   }
   if (draining) return null;
