@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nextdeploy.benchkit.target import kill_processes_under
 from nextdeploy.exampleapp import copy_example, set_version
 from nextdeploy.probe import free_port
 
@@ -145,25 +144,6 @@ class Site:
     def close(self) -> None:
         self.pm2("kill")
         kill_processes_under(self.base)
-
-
-def kill_processes_under(base: Path) -> None:
-    """SIGKILL every process whose cwd or command line is inside ``base`` (strays of a failed test)."""
-    me = os.getpid()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
-            continue
-        try:
-            cwd = os.readlink(proc / "cwd")
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cwd.startswith(str(base)) or str(base) in cmdline:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except OSError:
-                pass
-    time.sleep(0.2)
 
 
 def _toml(value: Any) -> str:
