@@ -17,7 +17,7 @@ from nextdeploy.activate import activate, current_release, start_or_reload, swit
 from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
 from nextdeploy.errors import NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
-from nextdeploy.executor import remove_path
+from nextdeploy.executor import remove_path, stop_processes_under
 from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
@@ -175,6 +175,8 @@ def recover(ctx: Context, pm2: Pm2) -> None:
         if (release_dir / UNFINISHED_MARKER).exists() or (record and record.status is Status.UNFINISHED):
             remove_path(release_dir)
             ctx.log.append("removed", release_dir.name, reason="unfinished (interrupted build)")
+    # An interrupted build leaves orphans (pnpm, next build) still writing into its build dir.
+    stop_processes_under(paths.builds_dir)
     for build_dir in paths.builds_dir.glob("*"):
         remove_path(build_dir)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -174,3 +175,23 @@ def remove_in_background(path: Path) -> threading.Thread:
                               name=f"remove {path.name}", daemon=True)
     thread.start()
     return thread
+
+
+def stop_processes_under(directory: Path) -> list[int]:
+    """SIGKILL every process working inside ``directory`` (orphans of a killed run); returns their pids."""
+    prefix = str(directory.resolve()) + os.sep
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd") + os.sep
+        except OSError:
+            continue
+        if cwd.startswith(prefix):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except OSError:
+                pass
+    return killed

@@ -26,10 +26,12 @@ def start_deploy(site: Site, pause_at: str | None = None) -> subprocess.Popen[st
 
 def wait_for_pause(deploy: subprocess.Popen[str], name: str) -> None:
     assert deploy.stderr is not None
+    seen = []
     for line in deploy.stderr:
         if f"paused at {name}" in line:
             return
-    raise AssertionError(f"the deploy ended without reaching {name}")
+        seen.append(line)
+    raise AssertionError(f"the deploy ended without reaching {name}: {''.join(seen[-15:])}")
 
 
 def wait_for_child(deploy: subprocess.Popen[str], needle: str, timeout: float = 120) -> None:
