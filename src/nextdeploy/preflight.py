@@ -21,6 +21,8 @@ from nextdeploy.paths import ReleaseLayout
 from nextdeploy.probe import ProbeResult, free_port, health_problem, http_get
 
 POLL_INTERVAL = 0.2
+# After a failed probe in the stability window, how long to wait for the process to exit (clearer error).
+EXIT_GRACE = 0.5
 # Server output that means the release is broken even if its health route answers.
 FATAL_OUTPUT_MARKERS = ("MODULE_NOT_FOUND", "Cannot find module")
 
@@ -95,8 +97,15 @@ def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: 
                     return PreflightReport(port, first_healthy - started)
                 continue
         elif first_healthy is not None:
+            # A reset connection is often a process on its way out: let the exit (and its code) show first.
+            try:
+                process.wait(timeout=EXIT_GRACE)
+                continue
+            except subprocess.TimeoutExpired:
+                pass
             raise PreflightError(
-                f"the new release became unhealthy {now - first_healthy:.1f} s after its first good answer: {problem}",
+                f"the new release became unhealthy {now - first_healthy:.1f} s after its first good answer, "
+                f"during the {health.stable_for:g} s stability window: {problem}",
                 hint="fix the error shown above (the old release is still serving)",
             )
         elif now >= deadline:
