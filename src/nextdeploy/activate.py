@@ -8,6 +8,7 @@ keep a flat restart count, and the public port must answer healthy from the new 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +54,14 @@ def switch_to(ctx: Context, release_id: str) -> None:
     ctx.executor.apply(Symlink(f"releases/{release_id}", ctx.paths.current_link))
 
 
-def start_or_reload(ctx: Context, pm2: Pm2) -> None:
-    """Start the app the first time; reload it (one worker at a time) afterwards. Idempotent."""
+def start_or_reload(ctx: Context, pm2: Pm2, workers: list[Worker] | None = None) -> None:
+    """Start the app the first time; reload it (one worker at a time) afterwards. Idempotent.
+
+    ``workers``: the app's PM2 processes if the caller just listed them (each listing spawns node).
+    """
     name, ecosystem = ctx.config.app.name, ctx.paths.ecosystem_file
-    workers = pm2.workers(name)
+    if workers is None:
+        workers = pm2.workers(name)
     if not workers:
         pm2.check(pm2_plan.start_argv(pm2.binary, ecosystem, name), "start the app")
         return
@@ -89,7 +94,8 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
              event: str = "activated") -> ActivationReport:
     """Switch to ``release_id`` and verify it; on failure put ``previous`` back and raise ActivationError."""
     started = time.monotonic()
-    old_pids = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
+    old_workers = pm2.workers(ctx.config.app.name)
+    old_pids = {worker.pid for worker in old_workers}
     write_ecosystem(ctx)
     protect_pm2_dump(Path(pm2.env["PM2_HOME"]))  # before `pm2 save` writes the key into it
     ctx.log.append("switching", release_id, **{"from": previous})
@@ -98,9 +104,9 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             switch_to(ctx, release_id)
         checkpoint("switched")
         with ctx.reporter.step("start workers" if not old_pids else "reload workers one by one"):
-            start_or_reload(ctx, pm2)
+            start_or_reload(ctx, pm2, old_workers)
         with ctx.reporter.step("verify every worker runs the new release"):
-            workers = verify(ctx, pm2, release_id, old_pids)
+            workers = verify(ctx, pm2, release_id, old_pids, during_watch=lambda: _save(ctx, pm2))
     except NextdeployError as exc:
         ctx.log.append("failed", release_id, reason=f"after the switch: {exc.message}")
         _put_back(ctx, pm2, previous, failed=release_id)
@@ -112,9 +118,13 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         ) from None
     extra = {"from": previous} if event == "rolled_back" else {}
     ctx.log.append(event, release_id, **extra)
-    with ctx.reporter.step("pm2 save (restore this release on reboot)"):
-        pm2.check(pm2_plan.save_argv(pm2.binary), "save its process list")
     return ActivationReport(release_id, time.monotonic() - started, workers)
+
+
+def _save(ctx: Context, pm2: Pm2) -> None:
+    """``pm2 save`` so a reboot restores this release. Runs while verify watches for restarts (it would
+    only wait anyway); if the watch then fails, the rollback saves the previous release's list again."""
+    pm2.check(pm2_plan.save_argv(pm2.binary), "save its process list (for reboots)")
 
 
 def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None:
@@ -139,8 +149,12 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
     pm2.run(pm2_plan.save_argv(pm2.binary))
 
 
-def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_new_pids: bool = True) -> list[Worker]:
-    """Wait until every worker is online on ``release_id``, then probe the public port while watching restarts."""
+def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_new_pids: bool = True,
+           during_watch: Callable[[], None] | None = None) -> list[Worker]:
+    """Wait until every worker is online on ``release_id``, then probe the public port while watching restarts.
+
+    ``during_watch`` runs inside the restart-watch window, which is otherwise spent sleeping.
+    """
     config = ctx.config
     deadline = time.monotonic() + VERIFY_TIMEOUT
     while True:
@@ -154,6 +168,8 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
     # Probe the public port inside the restart-watch window instead of after it.
     window_ends = time.monotonic() + RESTART_WINDOW
     _probe_public_port(ctx, release_id)
+    if during_watch is not None:
+        during_watch()
     time.sleep(max(0.0, window_ends - time.monotonic()))
     later = {worker.pm_id: worker for worker in pm2.workers(config.app.name)}
     for worker in workers:

@@ -6,9 +6,11 @@ An SSH executor would implement the same ``apply``.
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -65,10 +67,11 @@ class LocalExecutor(Executor):
             op.path.mkdir(parents=True, exist_ok=True)
         elif isinstance(op, CopyTree):
             ignore = shutil.ignore_patterns(*op.ignore) if op.ignore else None
-            shutil.copytree(op.src, op.dst, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+            copy = _copy_replacing if op.link_from is None else _linking_copy(op.dst, op.link_from)
+            shutil.copytree(op.src, op.dst, symlinks=True, ignore=ignore, dirs_exist_ok=True, copy_function=copy)
         elif isinstance(op, CopyFile):
             op.dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(op.src, op.dst, follow_symlinks=False)
+            _copy_replacing(op.src, op.dst)
         elif isinstance(op, Symlink):
             switch_symlink(op.link, op.target)
         elif isinstance(op, Rename):
@@ -78,6 +81,40 @@ class LocalExecutor(Executor):
         else:  # pragma: no cover - the Op union is closed
             raise TypeError(f"unknown op {op!r}")
         return RunResult(0)
+
+
+def _copy_replacing(src: str | Path, dst: str | Path) -> None:
+    """copy2 into a new inode: a destination hard-linked from another release must not be written through."""
+    if os.path.lexists(dst) and not os.path.isdir(dst):
+        os.unlink(dst)
+    shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _linking_copy(dst_root: Path, link_from: Path) -> Callable[[str, str], None]:
+    """A copytree copy function that hard-links ``node_modules`` files identical under ``link_from``."""
+    def copy(src: str, dst: str) -> None:
+        relative = Path(dst).relative_to(dst_root)
+        earlier = link_from / relative
+        if "node_modules" in relative.parts and _same_regular_file(src, earlier):
+            if os.path.lexists(dst):
+                os.unlink(dst)
+            try:
+                os.link(earlier, dst)
+                return
+            except OSError:
+                pass  # another filesystem, link limit: copy instead
+        _copy_replacing(src, dst)
+    return copy
+
+
+def _same_regular_file(src: str, earlier: Path) -> bool:
+    try:
+        a, b = os.lstat(src), os.lstat(earlier)
+    except OSError:
+        return False
+    if not (stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode)) or a.st_size != b.st_size or a.st_mode != b.st_mode:
+        return False
+    return filecmp.cmp(src, earlier, shallow=False)
 
 
 class DryRunExecutor(Executor):

@@ -41,6 +41,22 @@ def deploy(site: Site, version: str) -> str:
     return release_id
 
 
+def total_files(root: Path) -> int:
+    return sum(1 for path in root.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def shared_files(earlier: Path, later: Path, under: str) -> tuple[int, int]:
+    """(files under ``later/under`` that are the same inode as in ``earlier``, all regular files there)."""
+    shared = total = 0
+    for path in (later / under).rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        total += 1
+        twin = earlier / path.relative_to(later)
+        shared += twin.is_file() and os.path.samefile(path, twin)
+    return shared, total
+
+
 def test_old_tabs_keep_their_assets_within_the_window_and_lose_them_after(site: Site) -> None:
     site.write_config(skew={"keep_assets_of": 2})
     a = deploy(site, "v1")
@@ -62,6 +78,11 @@ def test_old_tabs_keep_their_assets_within_the_window_and_lose_them_after(site: 
         name = path.removeprefix("/_next/static/")
         in_a = site.root / "releases" / a / ".next" / "static" / name
         assert os.path.samefile(in_a, site.root / "releases" / b / ".next" / "static" / name)
+    # Issue 4 (disk per release): B hard-links A's unchanged dependency files; its own build output is its own.
+    shared, total = shared_files(site.root / "releases" / a, site.root / "releases" / b, "node_modules")
+    assert total > 100 and shared / total > 0.9, (shared, total)
+    assert shared_files(site.root / "releases" / a, site.root / "releases" / b, ".next/server") == (0, total_files(
+        site.root / "releases" / b / ".next" / "server"))
 
     c = deploy(site, "v3")
     urls_b = asset_urls(page_b)

@@ -9,7 +9,7 @@ import pytest
 
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
-from nextdeploy.ops import CopyTree, Run, Symlink, WriteFile
+from nextdeploy.ops import CopyFile, CopyTree, Run, Symlink, WriteFile
 
 
 def test_switch_replaces_a_link_atomically(tmp_path: Path) -> None:
@@ -36,6 +36,37 @@ def test_copy_keeps_symlinks(tmp_path: Path) -> None:
     LocalExecutor().apply(CopyTree(source, tmp_path / "dst"))
     copied = tmp_path / "dst" / "node_modules" / "next"
     assert copied.is_symlink() and os.readlink(copied) == ".pnpm/next"
+
+
+def test_copy_hard_links_identical_dependency_files_only(tmp_path: Path) -> None:
+    def tree(root: Path, dep: str, changed: str, app: str) -> Path:
+        (root / "node_modules" / "dep").mkdir(parents=True)
+        (root / "node_modules" / "dep" / "index.js").write_text(dep)
+        (root / "node_modules" / "dep" / "changed.js").write_text(changed)
+        (root / "server.js").write_text(app)
+        return root
+
+    earlier = tree(tmp_path / "earlier", "same", "old", "same app")
+    source = tree(tmp_path / "src", "same", "new", "same app")
+    dst = tmp_path / "dst"
+    LocalExecutor().apply(CopyTree(source, dst, link_from=earlier))
+
+    def shared(relative: str) -> bool:
+        return (dst / relative).stat().st_ino == (earlier / relative).stat().st_ino
+
+    assert shared("node_modules/dep/index.js")
+    assert not shared("node_modules/dep/changed.js") and (dst / "node_modules/dep/changed.js").read_text() == "new"
+    assert not shared("server.js")  # outside node_modules: the app's own files are never shared
+    # A later copy onto a linked file replaces it; the earlier release's file stays as it was.
+    (tmp_path / "patch.js").write_text("patched")
+    LocalExecutor().apply(CopyFile(tmp_path / "patch.js", dst / "node_modules/dep/index.js"))
+    assert (earlier / "node_modules/dep/index.js").read_text() == "same"
+    assert (dst / "node_modules/dep/index.js").read_text() == "patched"
+
+
+def test_copy_link_from_shows_in_dry_run(tmp_path: Path) -> None:
+    line = CopyTree(tmp_path / "a", tmp_path / "b", link_from=tmp_path / "live").render()
+    assert line.startswith("cp -a ") and "hard-linked" in line
 
 
 def test_write_file_mode(tmp_path: Path) -> None:

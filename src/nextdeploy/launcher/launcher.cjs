@@ -28,7 +28,7 @@ const READY_TIMEOUT_MS = envMs('NEXTDEPLOY_READY_TIMEOUT_MS', 30000);
 const DRAIN_TIMEOUT_MS = envMs('NEXTDEPLOY_DRAIN_TIMEOUT_MS', 8000);
 // Exiting the instant the drain completes can drop a connection the cluster primary handed over just
 // before it saw our close; staying up this long after the drain began avoids that (measured).
-const MIN_DRAIN_MS = 1000;
+const MIN_DRAIN_MS = envMs('NEXTDEPLOY_MIN_DRAIN_MS', 1000);
 // A socket with no request for this long during the drain is closed; a busy keep-alive client sends
 // its next request well within it and gets `Connection: close` instead of an EOF.
 const IDLE_CLOSE_MS = 1000;

@@ -17,6 +17,7 @@ from typing import Any
 
 from nextdeploy.context import Context
 from nextdeploy.errors import ReleaseError
+from nextdeploy.manifest import is_complete
 from nextdeploy.nextjs import caches, envcheck, skew, traced
 from nextdeploy.nextjs.build import BuildOutput, inspect_build
 from nextdeploy.nextjs.traces import (
@@ -55,7 +56,16 @@ def copy_ops(ctx: Context, source: SourceLayout, layout: ReleaseLayout, launcher
                 ctx.reporter.info("traced the files a standalone server needs (the build has no standalone output)")
             traces = read_traces(build.next_dir, build.tracing_root)
         return traced.traced_release_ops(build, traces, layout, launcher)
-    return release_plan.copy_release_ops(source, layout, launcher, source.public_dir.is_dir())
+    return release_plan.copy_release_ops(source, layout, launcher, source.public_dir.is_dir(), _live_release(ctx))
+
+
+def _live_release(ctx: Context) -> Path | None:
+    """The complete release ``current`` points at, if any (the new release shares its unchanged deps)."""
+    link = ctx.paths.current_link
+    if not link.is_symlink():
+        return None
+    release_dir = ctx.paths.releases_dir / Path(str(link.readlink())).name
+    return release_dir if is_complete(release_dir) else None
 
 
 def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -> dict[str, Any]:

@@ -20,10 +20,14 @@ def begin_release_ops(layout: ReleaseLayout) -> list[Op]:
     ]
 
 
-def copy_release_ops(source: SourceLayout, layout: ReleaseLayout, launcher: Path, has_public: bool) -> list[Op]:
-    """Standalone tree (symlinks preserved), then static and public at the app's relative path."""
+def copy_release_ops(source: SourceLayout, layout: ReleaseLayout, launcher: Path, has_public: bool,
+                     link_from: Path | None = None) -> list[Op]:
+    """Standalone tree (symlinks preserved), then static and public at the app's relative path.
+
+    ``link_from``: the live release, whose identical dependency files the new one hard-links.
+    """
     ops: list[Op] = [
-        CopyTree(source.standalone_dir, layout.release_dir),
+        CopyTree(source.standalone_dir, layout.release_dir, link_from=link_from),
         CopyTree(source.static_dir, layout.static_dir),
     ]
     if has_public:
