@@ -178,7 +178,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
 
     yarn_berry = (info.lockfile.install_dir / ".yarnrc.yml").is_file()
     install = Run(build_plan.install_argv(tool, manager, yarn_berry), cwd=info.lockfile.install_dir,
-                  env=env, log_file=log_file, secret_env=hidden)
+                  env=env, log_file=log_file, secret_env=hidden, nice=config.app.build_nice)
     with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
         if not ctx.executor.apply(install).ok:
             raise BuildError(
@@ -187,7 +187,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
                 details=log_tail(log_file),
             )
     build = Run(build_plan.build_argv(tool, config.app.build_command), cwd=source.app_dir, env=env,
-                log_file=log_file, secret_env=hidden)
+                log_file=log_file, secret_env=hidden, nice=config.app.build_nice)
     with ctx.reporter.step("build the app (next build)"):
         if not ctx.executor.apply(build).ok:
             raise BuildError(

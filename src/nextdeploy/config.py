@@ -36,6 +36,8 @@ class AppConfig(_Section):
     package_manager: Literal["auto", "pnpm", "npm", "yarn"] = "auto"
     build_command: str | None = None
     build_env: dict[str, str] = Field(default_factory=dict)
+    # Niceness of install and build: a build on the serving host competes with the live app for CPU.
+    build_nice: Annotated[int, Field(ge=0, le=19)] = 10
 
     @field_validator("path")
     @classmethod

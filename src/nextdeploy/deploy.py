@@ -21,7 +21,8 @@ from nextdeploy.executor import remove_path, stop_processes_under
 from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
-from nextdeploy.manifest import is_complete
+from nextdeploy.manifest import is_complete, layout_of
+from nextdeploy.nextjs.prepare import check_node
 from nextdeploy.nextjs.skew import bridge_static_assets
 from nextdeploy.paths import UNFINISHED_MARKER
 from nextdeploy.plans import pm2 as pm2_plan
@@ -111,6 +112,9 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
         target = to or rollback_target(records, current)
         _check_rollback_target(ctx, records, target, current)
         assert target is not None
+        layout = layout_of(ctx.paths.release_dir(target))
+        if layout is not None:
+            check_node(layout)
         bridge_static_assets(ctx, target)
         report = activate(ctx, pm2, target, current, event="rolled_back")
     return DeployResult(target, current, time.monotonic() - started, report.seconds)

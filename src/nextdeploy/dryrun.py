@@ -46,19 +46,21 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     preflight_env["PORT"] = "<free port>"
     ecosystem = pm2_plan.ecosystem_source(config, paths, secret_files(paths))
     pm2 = "pm2"
-    first = current_release(ctx) is None
+    live = current_release(ctx)
+    first = live is None
     return [
         ("prepare the deploy root", [MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir, paths.logs_dir)]),
         ("export source", export),
         ("install and build", [
             Run(build_plan.install_argv(manager, manager), cwd=install_dir, env=env,
-                log_file=paths.build_log(release_id), secret_env=hidden),
+                log_file=paths.build_log(release_id), secret_env=hidden, nice=config.app.build_nice),
             Run(build_plan.build_argv(manager, config.app.build_command), cwd=source.app_dir, env=env,
-                log_file=paths.build_log(release_id), secret_env=hidden),
+                log_file=paths.build_log(release_id), secret_env=hidden, nice=config.app.build_nice),
         ]),
         ("assemble the release", [
             *release_plan.begin_release_ops(layout),
-            *release_plan.copy_release_ops(source, layout, LAUNCHER_SOURCE, has_public=True),
+            *release_plan.copy_release_ops(source, layout, LAUNCHER_SOURCE, has_public=True,
+                                           link_from=paths.release_dir(live) if live else None),
             *release_plan.shared_link_ops(paths.shared_dir, config.release.shared_files,
                                           set(config.release.shared_files), layout),
             *release_plan.finish_release_ops(layout, {"id": release_id}),
@@ -83,8 +85,14 @@ def print_deploy_plan(ctx: Context) -> None:
     for title, ops in plan:
         ctx.reporter.info(f"# {title}")
         ctx.executor.apply_all(ops)
-    ctx.reporter.info("# before the preflight: check every traced file is in the release, link the "
-                      "/_next/static files of recent releases (skew protection)")
+    ctx.reporter.info("# before the preflight: check every traced file is in the release ([release] include/"
+                      "exclude applied), Node against next's engines, sharp if next/image optimises images "
+                      f"([release] sharp_check = {ctx.config.release.sharp_check!r}), strip the Server Actions "
+                      "key from the build output, link the /_next/static files of recent releases (skew protection)")
+    health = ctx.config.health
+    smoke = f", then the smoke routes {', '.join(health.smoke)}" if health.smoke else ""
+    ctx.reporter.info(f"# preflight passes when {health.path} answers {health.expect_status} within "
+                      f"{health.timeout:g} s and stays healthy for {health.stable_for:g} s{smoke}")
     ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "
                       f"probe http://{ctx.config.server.hostname}:{ctx.config.server.port}"
                       f"{ctx.config.health.path}, roll back on failure, keep {ctx.config.releases.keep} releases")

@@ -134,6 +134,7 @@ class DryRunExecutor(Executor):
 
 def _run(op: Run) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
+    lower_priority = _lower_priority(op.nice)
     try:
         if op.log_file is not None:
             op.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -142,12 +143,12 @@ def _run(op: Run) -> RunResult:
                 log.flush()
                 logged = subprocess.run(
                     op.argv, cwd=op.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, timeout=op.timeout, check=False,
+                    stdin=subprocess.DEVNULL, timeout=op.timeout, check=False, preexec_fn=lower_priority,
                 )
             return RunResult(logged.returncode)
         completed = subprocess.run(
             op.argv, cwd=op.cwd, env=env, capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=op.timeout, check=False,
+            stdin=subprocess.DEVNULL, timeout=op.timeout, check=False, preexec_fn=lower_priority,
         )
         return RunResult(completed.returncode, completed.stdout, completed.stderr)
     except FileNotFoundError:
@@ -159,6 +160,16 @@ def _run(op: Run) -> RunResult:
         ) from None
     except subprocess.TimeoutExpired:
         return RunResult(124, "", f"timed out after {op.timeout} s: {op.render()}")
+
+
+def _lower_priority(niceness: int) -> Callable[[], None] | None:
+    """A preexec_fn that raises the child's niceness (no privileges needed to lower one's priority)."""
+    if not niceness:
+        return None
+
+    def lower() -> None:
+        os.nice(niceness)
+    return lower
 
 
 def _write_atomic(path: Path, content: str, mode: int) -> None:

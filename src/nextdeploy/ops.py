@@ -26,6 +26,7 @@ class Run:
     clean_env: bool = False
     # Env names whose values never reach a dry run, a log or an error message.
     secret_env: frozenset[str] = frozenset()
+    nice: int = 0  # added niceness (lower CPU priority), e.g. for a build beside the live app
 
     def render(self) -> str:
         env = " ".join(
@@ -33,6 +34,8 @@ class Run:
             for name, value in self.env.items()
         )
         command = shlex.join(self.argv)
+        if self.nice:
+            command = f"nice -n {self.nice} {command}"
         line = f"{env} {command}" if env else command
         if self.clean_env:
             line = f"env -i {line}"

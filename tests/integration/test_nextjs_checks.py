@@ -94,3 +94,17 @@ def test_broken_releases_are_rejected_before_the_switch(site: Site) -> None:
     manifest = json.loads((site.root / "releases" / str(site.current()) / ".nextdeploy" / "manifest.json")
                           .read_text())
     assert manifest["traced_files"] > 500
+
+    # Node engines are checked again before a rollback: Node may have changed since the release was built.
+    # (Replace the file, never edit it in place: releases share unchanged dependency files by hard links.)
+    package = site.root / "releases" / live / "node_modules" / "next" / "package.json"
+    data = json.loads(package.read_text())
+    data["engines"] = {"node": ">=99"}
+    replacement = package.parent / "package.json.tmp"
+    replacement.write_text(json.dumps(data))
+    replacement.replace(package)
+    broken_live = site.current()
+    refused = site.nextdeploy("rollback", "--to", str(live))
+    assert refused.code == ExitCode.RELEASE_INVALID, refused.output
+    assert "refusing to activate" in refused.output and ">=99" in refused.output and "Traceback" not in refused.output
+    assert site.current() == broken_live

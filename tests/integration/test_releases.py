@@ -107,7 +107,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(site: Site) -> None:
     result = site.nextdeploy("deploy", "--dry-run")
     assert result.code == 0, result.output
     for expected in ("pnpm install --frozen-lockfile", "pnpm run build", "ln -sfn releases/",
-                     "pm2 start", "launcher.cjs", "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY=***"):
+                     "pm2 start", "launcher.cjs", "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY=***",
+                     "stays healthy for 4 s", "Node against next's engines"):
         assert expected in result.stdout, expected
     assert not site.root.exists()
 

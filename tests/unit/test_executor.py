@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,12 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
                         Run(("pm2", "reload", "x"))])
     assert not any(tmp_path.iterdir())
     assert lines[-1] == "pm2 reload x" and lines[0].startswith("ln -sfn releases/a")
+
+
+def test_run_with_nice_lowers_the_child_priority_only(tmp_path: Path) -> None:
+    op = Run((sys.executable, "-c", "import os; print(os.nice(0))"), nice=7)
+    assert op.render().startswith("nice -n 7 ")
+    base = os.nice(0)
+    result = LocalExecutor().apply(op)
+    assert result.ok and int(result.stdout) == min(19, base + 7)
+    assert os.nice(0) == base  # the deployer itself keeps its priority

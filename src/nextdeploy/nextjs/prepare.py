@@ -87,7 +87,7 @@ def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -
                             WriteFile(skew.static_list_path(layout), skew.static_list_json(own_static))])
     if config.share_image_cache:
         ctx.executor.apply_all(caches.image_cache_ops(ctx.paths.shared_dir, layout))
-    _check_node(layout)
+    check_node(layout)
     _check_sharp(ctx, build, source, layout)
     warning = caches.isr_warning(build.next_config, _read_json(build.next_dir / "prerender-manifest.json"),
                                  ctx.config.server.instances)
@@ -199,7 +199,9 @@ def _scrub_key(ctx: Context, layout: ReleaseLayout) -> None:
         )
 
 
-def _check_node(layout: ReleaseLayout) -> None:
+def check_node(layout: ReleaseLayout) -> None:
+    """Refuse a release whose ``next`` needs another Node than this host's (also before a rollback:
+    Node may have been upgraded since the release was built)."""
     engines = envcheck.next_engines(layout.app_dir)
     problem = envcheck.node_engine_problem(node_version(require_tool("node")), engines)
     if problem:
