@@ -14,7 +14,7 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,21 +225,28 @@ def remove_in_background(path: Path) -> threading.Thread:
     return thread
 
 
-def stop_processes_under(directory: Path) -> list[int]:
-    """SIGKILL every process working inside ``directory`` (orphans of a killed run); returns their pids."""
-    prefix = str(directory.resolve()) + os.sep
-    killed = []
+def live_processes() -> Iterator[tuple[int, str, str]]:
+    """(pid, cwd, command line) of every process we may inspect, except our own."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            cwd = os.readlink(proc / "cwd") + os.sep
+            cwd = os.readlink(proc / "cwd")
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if cwd.startswith(prefix):
+        yield int(proc.name), cwd, cmdline
+
+
+def stop_processes_under(directory: Path) -> list[int]:
+    """SIGKILL every process working inside ``directory`` (orphans of a killed run); returns their pids."""
+    prefix = str(directory.resolve()) + os.sep
+    killed = []
+    for pid, cwd, _ in live_processes():
+        if (cwd + os.sep).startswith(prefix):
             try:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
             except OSError:
                 pass
     return killed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 pytest.importorskip("aiohttp")
 
 from conftest import have_node_tools
+from nextdeploy.executor import live_processes
 from support.site import kill_processes_under, tool_env
 
 pytestmark = [
@@ -24,18 +24,8 @@ pytestmark = [
 
 def processes_under(base: Path) -> list[str]:
     """Command lines of live processes whose cwd or command line is inside ``base``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(proc / "cwd")
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cwd.startswith(str(base)) or str(base) in cmdline:
-            found.append(f"{proc.name}: {cmdline}")
-    return found
+    return [f"{pid}: {cmdline}" for pid, cwd, cmdline in live_processes()
+            if cwd.startswith(str(base)) or str(base) in cmdline]
 
 
 def test_demo_deploys_under_load_rejects_a_broken_release_rolls_back_and_stops(tmp_path: Path) -> None:

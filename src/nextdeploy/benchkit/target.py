@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.exampleapp import copy_example, set_version
+from nextdeploy.executor import live_processes
 from nextdeploy.pm2 import parse_jlist, process_cwd
 from nextdeploy.probe import ProbeResult, free_port, http_get
 from nextdeploy.tools import find_tool
@@ -172,18 +173,13 @@ def kill_processes_under(base: Path) -> list[int]:
     # Never our own process or its parents (a shell whose command line names ``base``).
     spared = _ancestors(os.getpid())
     killed: list[int] = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) in spared:
-            continue
-        try:
-            cwd = os.readlink(proc / "cwd")
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+    for pid, cwd, cmdline in live_processes():
+        if pid in spared:
             continue
         if cwd == str(base) or cwd.startswith(str(base) + "/") or str(base) + "/" in cmdline:
             try:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
             except OSError:
                 pass
     if killed:

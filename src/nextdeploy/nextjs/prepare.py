@@ -15,6 +15,7 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+from nextdeploy.activate import current_release
 from nextdeploy.context import Context
 from nextdeploy.errors import ReleaseError
 from nextdeploy.manifest import is_complete
@@ -61,11 +62,9 @@ def copy_ops(ctx: Context, source: SourceLayout, layout: ReleaseLayout, launcher
 
 def _live_release(ctx: Context) -> Path | None:
     """The complete release ``current`` points at, if any (the new release shares its unchanged deps)."""
-    link = ctx.paths.current_link
-    if not link.is_symlink():
-        return None
-    release_dir = ctx.paths.releases_dir / Path(str(link.readlink())).name
-    return release_dir if is_complete(release_dir) else None
+    live = current_release(ctx)
+    release_dir = ctx.paths.release_dir(live) if live else None
+    return release_dir if release_dir is not None and is_complete(release_dir) else None
 
 
 def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -> dict[str, Any]:
