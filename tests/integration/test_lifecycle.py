@@ -6,7 +6,9 @@ import time
 
 import pytest
 
+from nextdeploy import pm2rpc
 from nextdeploy.errors import ExitCode
+from nextdeploy.pm2 import parse_jlist
 from support.site import Site
 
 pytestmark = pytest.mark.integration
@@ -50,8 +52,16 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
     logs = site.nextdeploy("logs", "--lines", "20")
     assert logs.code == 0 and "ready in" in logs.output  # the launcher's line, time-stamped by PM2
 
+    # nextdeploy reads the process list from the daemon's socket: the very list `pm2 jlist` prints.
+    def summary(entries: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        return [(e["pm_id"], e["pid"], e["name"], e["pm2_env"]["status"]) for e in entries]  # type: ignore[index]
+    from_socket = summary(pm2rpc.process_list(site.pm2_home))
+    assert from_socket == summary(parse_jlist(site.pm2("jlist").stdout)) and len(from_socket) == 2
+
     # A reboot, as PM2 sees it: the daemon dies, `pm2 resurrect` restores the saved process list.
     site.pm2("kill")
+    with pytest.raises(pm2rpc.RpcUnavailable):  # no daemon: nextdeploy falls back to the CLI
+        pm2rpc.process_list(site.pm2_home)
     resurrect = site.pm2("resurrect")
     assert resurrect.returncode == 0, resurrect.stderr
     deadline = time.monotonic() + 30
