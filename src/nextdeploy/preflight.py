@@ -20,6 +20,8 @@ from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.probe import ProbeResult, free_port, health_problem, http_get
 
+# Polls before the first good answer are cheap (a refused connect): poll fast so a boot is seen early.
+BOOT_POLL_INTERVAL = 0.05
 POLL_INTERVAL = 0.2
 # After a failed probe in the stability window, how long to wait for the process to exit (clearer error).
 EXIT_GRACE = 0.5
@@ -53,7 +55,6 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
         )
         try:
             report = _gate(config, process, port, started, log_file)
-            report.checks.extend(run_smoke(config.health, port))
         except PreflightError as exc:
             _stop(process)
             exc.details = _tail(log_file) + exc.details
@@ -75,6 +76,7 @@ def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: 
     deadline = started + health.timeout
     first_healthy: float | None = None
     last: ProbeResult | None = None
+    checks: list[str] = []
     while True:
         exit_code = process.poll()
         now = time.monotonic()
@@ -91,10 +93,14 @@ def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: 
         if problem is None:
             if first_healthy is None:
                 first_healthy = now
+                # The smoke routes run inside the stability window (it only waits otherwise); the window
+                # still ends after them, and MODULE_NOT_FOUND they provoke is caught after the window.
+                checks = run_smoke(health, port)
+                continue
             if now - first_healthy >= health.stable_for:
                 # One more liveness look: the process must still be there at the end of the window.
                 if process.poll() is None:
-                    return PreflightReport(port, first_healthy - started)
+                    return PreflightReport(port, first_healthy - started, checks)
                 continue
         elif first_healthy is not None:
             # A reset connection is often a process on its way out: let the exit (and its code) show first.
@@ -114,7 +120,7 @@ def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: 
                 hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
                      "the old release is still serving",
             )
-        time.sleep(POLL_INTERVAL)
+        time.sleep(POLL_INTERVAL if first_healthy is not None else BOOT_POLL_INTERVAL)
 
 
 def _launcher_reason(log_file: Path) -> str:
