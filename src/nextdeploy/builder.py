@@ -24,6 +24,7 @@ from nextdeploy.nextjs import prepare as nextjs_prepare
 from nextdeploy.ops import Run
 from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
+from nextdeploy.plans import deps as deps_plan
 from nextdeploy.plans import release as release_plan
 from nextdeploy.project import ProjectInfo, inspect_project, standalone_hint
 from nextdeploy.releaselog import now_iso
@@ -81,8 +82,10 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
     try:
         source, revision = _export_source(ctx, release_id)
         info = _inspect_build(ctx, source)
-        _install_and_build(ctx, release_id, source, info, secrets or {})
+        deps_key = _install_and_build(ctx, release_id, source, info, secrets or {})
         built = _assemble(ctx, release_id, source, info, revision)
+        if deps_key is not None:
+            _hand_on_dependencies(ctx, source, deps_key, build_dir)
     except NextdeployError as exc:
         ctx.log.append("failed", release_id, reason=exc.message)
         remove_path(paths.release_dir(release_id))
@@ -163,7 +166,9 @@ def _inspect_build(ctx: Context, source: SourceLayout) -> ProjectInfo:
 
 
 def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info: ProjectInfo,
-                       secrets: dict[str, str]) -> None:
+                       secrets: dict[str, str]) -> str | None:
+    """Install (or reuse the last build's node_modules) and build. Returns the dependencies' cache key,
+    or None when they are not to be handed on (reuse off, yarn berry)."""
     config, paths = ctx.config, ctx.paths
     assert info.lockfile is not None
     manager = info.lockfile.package_manager
@@ -177,10 +182,17 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
         ctx.executor.apply_all(build_plan.restore_cache_ops(saved_cache, source.next_cache_dir))
 
     yarn_berry = (info.lockfile.install_dir / ".yarnrc.yml").is_file()
+    # Yarn berry keeps its install in .yarn/ and .pnp.cjs, not (only) node_modules: always install.
+    key = None
+    if config.app.reuse_dependencies and not yarn_berry:
+        inputs = deps_plan.scan_source(source.source_root).inputs
+        key = deps_plan.deps_key(inputs, manager, tool, require_tool("node"), config.app.build_env)
     install = Run(build_plan.install_argv(tool, manager, yarn_berry), cwd=info.lockfile.install_dir,
                   env=env, log_file=log_file, secret_env=hidden, nice=config.app.build_nice)
-    with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
-        if not ctx.executor.apply(install).ok:
+    if key is None or not _take_dependencies(ctx, source, key):
+        with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
+            installed = ctx.executor.apply(install).ok
+        if not installed:
             raise BuildError(
                 f"`{manager} {' '.join(install.argv[1:])}` failed (full log: {log_file})",
                 hint="fix the dependency error shown above; if the lockfile is out of date, update and commit it",
@@ -202,6 +214,38 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
             f"the build produced no standalone output ({source.standalone_dir} is missing)",
             hint=standalone_hint(info),
         )
+    return key
+
+
+def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
+    """Move the last successful build's node_modules in, if they were installed from the same inputs."""
+    cache = ctx.paths.deps_cache_dir
+    dirs = deps_plan.cached_dirs(cache, key)
+    if dirs is None or any((source.source_root / rel).exists() for rel in dirs):
+        return False
+    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules"):
+        try:
+            ctx.executor.apply_all(deps_plan.take_ops(cache, dirs, source.source_root))
+        except OSError as exc:
+            # Half taken: clear what arrived and install from scratch (the cache is void: its key is gone).
+            ctx.reporter.warn(f"could not reuse the cached node_modules ({exc}); installing")
+            for rel in dirs:
+                remove_path(source.source_root / rel)
+            return False
+    return True
+
+
+def _hand_on_dependencies(ctx: Context, source: SourceLayout, key: str, build_dir: Path) -> None:
+    """Keep this successful build's node_modules for the next build (renames; the old cache goes to the trash)."""
+    dirs = deps_plan.scan_source(source.source_root).node_modules
+    if not dirs:
+        return
+    cache = ctx.paths.deps_cache_dir
+    try:
+        ctx.executor.apply_all(deps_plan.hand_on_ops(source.source_root, dirs, key, cache, build_dir / "trash",
+                                                     cache_exists=cache.exists()))
+    except OSError as exc:  # only costs the next build an install
+        ctx.reporter.warn(f"could not keep node_modules for the next build: {exc}")
 
 
 def _cache_key(app_path: str) -> str:

@@ -38,6 +38,9 @@ class AppConfig(_Section):
     build_env: dict[str, str] = Field(default_factory=dict)
     # Niceness of install and build: a build on the serving host competes with the live app for CPU.
     build_nice: Annotated[int, Field(ge=0, le=19)] = 10
+    # Skip the install when lockfile, package.json files, package-manager config, node, the package manager
+    # and build_env are all unchanged since the last successful build: its node_modules are moved in.
+    reuse_dependencies: bool = True
 
     @field_validator("path")
     @classmethod

@@ -51,7 +51,9 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     return [
         ("prepare the deploy root", [MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir, paths.logs_dir)]),
         ("export source", export),
-        ("install and build", [
+        ("install and build" + (" (no install if the install inputs match the last good build's: the cached"
+                                " node_modules are moved in, [app] reuse_dependencies)"
+                                if config.app.reuse_dependencies else ""), [
             Run(build_plan.install_argv(manager, manager), cwd=install_dir, env=env,
                 log_file=paths.build_log(release_id), secret_env=hidden, nice=config.app.build_nice),
             Run(build_plan.build_argv(manager, config.app.build_command), cwd=source.app_dir, env=env,

@@ -8,7 +8,7 @@ Nothing here touches the disk, so the same answers hold for a dry run and (later
       releases.jsonl               the append-only release log: the only source of ordering
       shared/                      env files and the Server Actions key, linked into every release
       builds/<id>/                 throwaway build dirs (never the user's working tree)
-      cache/                       .next/cache between builds, the git mirror
+      cache/                       .next/cache between builds, the last build's node_modules, the git mirror
       logs/                        build, preflight and PM2 logs, outside the releases
       ecosystem.config.cjs         the generated PM2 ecosystem file
       .lock                        flock held while a deploy, rollback or stop runs
@@ -60,6 +60,11 @@ class DeployPaths:
     @property
     def next_cache_dir(self) -> Path:
         return self.cache_dir / "next"
+
+    @property
+    def deps_cache_dir(self) -> Path:
+        """The last successful build's node_modules, reused while the install inputs are unchanged."""
+        return self.cache_dir / "deps"
 
     @property
     def git_mirror_dir(self) -> Path:

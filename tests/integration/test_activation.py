@@ -114,16 +114,25 @@ def test_broken_releases_never_take_traffic_and_rollback_skips_them(site: Site) 
 def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(site: Site) -> None:
     site.write_config(releases={"keep": 2}, health={"stable_for": 1})
     ids = []
+    installs = []
     for version in ("v1", "v2", "v3"):
-        assert site.deploy(version).code == 0
+        if version == "v3":  # an install input changes: the cached node_modules must not be used
+            package = site.app_dir / "package.json"
+            package.write_text(package.read_text().replace('"private"', '"description": "v3", "private"', 1))
+        result = site.deploy(version)
+        assert result.code == 0, result.output
+        installs.append("install dependencies (pnpm, frozen lockfile)" in result.output)
         ids.append(site.current())
+    assert installs == [True, False, True]  # v2: same inputs as v1, node_modules reused
     on_disk = {p.name for p in (site.root / "releases").iterdir()}
     assert on_disk == {ids[1], ids[2]}
 
     # Roll back to v2; then a new deploy must keep itself and v2 (its rollback target), dropping v3.
     assert site.nextdeploy("rollback").code == 0
     assert site.current() == ids[1]
-    assert site.deploy("v4").code == 0
+    site.write_config(releases={"keep": 2}, health={"stable_for": 1}, app={"reuse_dependencies": False})
+    fourth = site.deploy("v4")
+    assert fourth.code == 0 and "install dependencies (pnpm, frozen lockfile)" in fourth.output, fourth.output
     v4 = site.current()
     on_disk = {p.name for p in (site.root / "releases").iterdir()}
     assert on_disk == {v4, ids[1]}, on_disk

@@ -89,6 +89,8 @@ def test_monorepo_deploys_redeploys_traced_and_rolls_back(site: Site, tmp_path: 
     with under_load(site) as box:
         second = site.deploy()
         assert second.code == 0, second.output
+        # Same lockfile and package.json files: no install; the traced copy reads the reused node_modules.
+        assert "reusing the last build's node_modules" in second.output, second.output
         traced = site.current()
         rolled = site.nextdeploy("rollback")
         assert rolled.code == 0, rolled.output

@@ -83,6 +83,9 @@ def test_example_release_is_complete_and_self_contained(site: Site) -> None:
     assert not any((site.root / "builds").iterdir())
     assert (site.root / "logs" / f"build-{release_id}.log").exists()
     assert (site.root / "cache" / "next" / "root").is_dir()
+    # Its node_modules wait in the cache for the next build with the same install inputs.
+    assert (site.root / "cache" / "deps" / "dirs").read_text().split() == ["node_modules"]
+    assert (site.root / "cache" / "deps" / "tree" / "node_modules" / ".pnpm").is_dir()
     listed = site.releases()
     assert [(r["id"], r["status"], r["current"]) for r in listed] == [(release_id, "active", True)]
     assert {"id", "status", "current", "created_at", "revision"} <= set(listed[0])

@@ -19,6 +19,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.server.port == 3000 and config.server.instances == 2
     assert config.health.path == "/api/health" and config.releases.keep == 5
     assert not config.app.is_git
+    assert config.app.reuse_dependencies and config.app.build_nice == 10
 
 
 @pytest.mark.parametrize(
