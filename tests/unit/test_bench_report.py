@@ -61,6 +61,8 @@ def test_figures_of_a_good_run() -> None:
     assert action["build_s"] == pytest.approx(3.0)
     assert action["activation_s"] == pytest.approx(5.5)  # switch 12.5 -> verify end 18.0
     assert action["overhead_s"] == pytest.approx(action["deploy_s"] - 3.0)
+    assert action["stability_window_s"] == 4.0  # from the preflight step's name
+    assert action["overhead_beyond_window_s"] == pytest.approx(action["overhead_s"] - 4.0)
     assert action["gaps"][0] == {"after": "start of the command", "seconds": pytest.approx(0.1)}
     figures = data["figures"]["keepalive"]
     assert figures["failed"] == 1 and figures["errors"] == {"ClientOSError": 1}
@@ -117,6 +119,8 @@ def test_markdown_has_the_headline_table_targets_and_every_run() -> None:
     assert "| `good` | 1 | – |" in text
     assert "**Activation ≤ 5 s** (switch → every worker verified, 2 instances): median 5.5 s" in text
     assert "| build the app (next build) | 3.00 |" in text
+    overhead = results["summary"]["overhead_beyond_window_s"]["median"]
+    assert "stability window (`[health] stable_for`, 4.0 s" in text and f"the rest: median {overhead:.1f} s" in text
     summary = results["summary"]
     assert summary["contract_failed_requests"] == 1
     assert summary["our_deploys"] == 1

@@ -21,6 +21,8 @@ _STEP_END = re.compile(r"^(?P<mark>ok |FAILED) (?P<name>.+) \((?P<seconds>[0-9.]
 _RELEASE = re.compile(r"^release (?P<id>\S+)$")
 
 BUILD_STEP = "build the app (next build)"
+PREFLIGHT_STEP = "preflight:"
+_WINDOW = re.compile(r"\((\d+(?:\.\d+)?) s window\)")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,13 @@ def find_step(steps: Sequence[Step], prefix: str, last: bool = False) -> Step | 
     if not matching:
         return None
     return matching[-1] if last else matching[0]
+
+
+def stability_window(steps: Sequence[Step]) -> float | None:
+    """The preflight's stability window in seconds, read from its step name ("... (4 s window)")."""
+    preflight = find_step(steps, PREFLIGHT_STEP)
+    match = _WINDOW.search(preflight.name) if preflight else None
+    return float(match.group(1)) if match else None
 
 
 def release_of(lines: Iterable[tuple[float, str]]) -> str | None:
