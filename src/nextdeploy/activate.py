@@ -165,8 +165,11 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
         if time.monotonic() >= deadline:
             raise Pm2Error(f"workers not running release {release_id}: {problem}")
         time.sleep(POLL)
-    # Probe the public port inside the restart-watch window instead of after it.
-    window_ends = time.monotonic() + RESTART_WINDOW
+    # Every worker must survive its first RESTART_WINDOW s. The window counts from each worker's start,
+    # so the workers replaced early in the reload are already past it; the public probe and
+    # ``during_watch`` run while the youngest worker finishes its window.
+    youngest = min((worker.age if worker.age is not None else 0.0) for worker in workers)
+    window_ends = time.monotonic() + max(0.0, RESTART_WINDOW - youngest)
     _probe_public_port(ctx, release_id)
     if during_watch is not None:
         during_watch()

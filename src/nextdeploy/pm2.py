@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class Worker:
     restarts: int
     memory: int
     cwd: str | None  # the real working directory, from /proc/<pid>/cwd
+    age: float | None = None  # seconds since the process started, from /proc/<pid>/stat
 
     def release_in(self, releases_dir: Path) -> str | None:
         """The release this worker runs from (its cwd is inside ``releases/<id>/``)."""
@@ -130,6 +132,7 @@ def worker_of(entry: dict[str, Any]) -> Worker:
         restarts=int(pm2_env.get("restart_time", 0) or 0),
         memory=int((entry.get("monit") or {}).get("memory", 0) or 0),
         cwd=process_cwd(pid),
+        age=process_age(pid),
     )
 
 
@@ -140,6 +143,18 @@ def process_cwd(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return None
+
+
+def process_age(pid: int) -> float | None:
+    """Seconds since ``pid`` started (its start time in /proc is in clock ticks since boot)."""
+    if pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may contain spaces
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def startup_configured() -> bool:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from nextdeploy.errors import Pm2Error
-from nextdeploy.pm2 import Worker, parse_jlist, worker_of
+from nextdeploy.pm2 import Worker, parse_jlist, process_age, worker_of
 
 
 def test_jlist_skips_daemon_lines() -> None:
@@ -29,3 +32,17 @@ def test_release_of_a_worker(tmp_path: Path) -> None:
     worker = Worker(0, 1, "online", 0, 0, str(releases / "r1" / "apps" / "web"))
     assert worker.release_in(releases) == "r1"
     assert Worker(0, 1, "online", 0, 0, "/elsewhere").release_in(releases) is None
+
+
+def test_process_age_from_proc() -> None:
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        time.sleep(0.3)
+        age = process_age(child.pid)
+        assert age is not None and 0.2 <= age < 3.0, age
+    finally:
+        child.kill()
+        child.wait()
+    own = process_age(os.getpid())
+    assert own is not None and own > age
+    assert process_age(0) is None and process_age(2**22 + 12345) is None
