@@ -226,7 +226,7 @@ def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
     with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules"):
         try:
             ctx.executor.apply_all(deps_plan.take_ops(cache, dirs, source.source_root))
-        except OSError as exc:
+        except (OSError, HostPathError) as exc:
             # Half taken: clear what arrived and install from scratch (the cache is void: its key is gone).
             ctx.reporter.warn(f"could not reuse the cached node_modules ({exc}); installing")
             for rel in dirs:
@@ -244,7 +244,7 @@ def _hand_on_dependencies(ctx: Context, source: SourceLayout, key: str, build_di
     try:
         ctx.executor.apply_all(deps_plan.hand_on_ops(source.source_root, dirs, key, cache, build_dir / "trash",
                                                      cache_exists=cache.exists()))
-    except OSError as exc:  # only costs the next build an install
+    except (OSError, HostPathError) as exc:  # only costs the next build an install
         ctx.reporter.warn(f"could not keep node_modules for the next build: {exc}")
 
 

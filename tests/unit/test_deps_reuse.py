@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nextdeploy.builder import _take_dependencies
+from nextdeploy.config import parse_config
+from nextdeploy.context import Context
 from nextdeploy.executor import LocalExecutor
 from nextdeploy.ops import Remove, Rename, WriteFile
+from nextdeploy.paths import SourceLayout
 from nextdeploy.plans import deps
+from nextdeploy.ui import Reporter
 
 
 def make_monorepo(root: Path) -> None:
@@ -85,3 +90,25 @@ def test_a_damaged_cache_is_no_cache(tmp_path: Path) -> None:
     assert deps.cached_dirs(cache, "K") is None
     (cache / "dirs").write_text("node_modules\n")
     assert deps.cached_dirs(cache, "K") == ["node_modules"]
+
+
+def test_a_cache_that_cannot_be_moved_in_means_a_fresh_install(tmp_path: Path) -> None:
+    config = parse_config({"app": {"name": "x", "source": "app"}, "server": {"root": str(tmp_path / "root")}},
+                          tmp_path)
+    printed: list[str] = []
+    reporter = Reporter(force_plain=True)
+    reporter._line = printed.append  # type: ignore[method-assign]
+    ctx = Context(config, LocalExecutor(), reporter)
+    built = tmp_path / "b1" / "src"
+    make_monorepo(built)
+    dirs = deps.scan_source(built).node_modules
+    LocalExecutor().apply_all(deps.hand_on_ops(built, dirs, "K", ctx.paths.deps_cache_dir, tmp_path / "trash",
+                                               cache_exists=False))
+    source = tmp_path / "b2" / "src"
+    source.mkdir(parents=True)
+    (source / "packages").mkdir()
+    (source / "packages" / "ui").write_text("a file where the package dir should be")  # the last move fails
+    assert not _take_dependencies(ctx, SourceLayout(source), "K")
+    assert any("could not reuse the cached node_modules" in line for line in printed), printed
+    assert not (source / "node_modules").exists() and not (source / "apps" / "web" / "node_modules").exists()
+    assert deps.cached_dirs(ctx.paths.deps_cache_dir, "K") is None  # and the void cache is never used
