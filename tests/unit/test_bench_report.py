@@ -123,7 +123,7 @@ def test_markdown_has_the_headline_table_targets_and_every_run() -> None:
     assert "stability window (`[health] stable_for`, 4.0 s" in text and f"the rest: median {overhead:.1f} s" in text
     summary = results["summary"]
     assert summary["contract_failed_requests"] == 1
-    assert summary["our_deploys"] == 1
+    assert summary["our_deploys"] == 1 and summary["our_rollbacks"] == 0 and summary["our_runs"] == 1
 
 
 def test_step_kinds_merge_what_varies_between_deploys() -> None:

@@ -289,10 +289,13 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 p99 = run["figures"][label][f"latency_{window}"]["p99_ms"]
                 if reference and p99 is not None:
                     ratios[window].append(p99 / reference)
-    deploys = sum(1 for run in ours for action in run["actions"] if action["kind"] == "deploy")
+    contract_runs = [run for run in ours if run["scenario"] in CONTRACT_SCENARIOS]
+    kinds = [action["kind"] for run in contract_runs for action in run["actions"]]
     return {
-        "our_deploys": deploys,
-        "our_runs": len(ours),
+        # Counted over the contract scenarios only: what the 0-failed-requests verdict covers.
+        "our_deploys": kinds.count("deploy"),
+        "our_rollbacks": kinds.count("rollback"),
+        "our_runs": len(contract_runs),
         "contract_failed_requests": sum(contract_failures.values()),
         "contract_runs_with_failures": {key: value for key, value in contract_failures.items() if value},
         "contract_end_states_ok": all(run["meets_contract"] for run in ours if run["scenario"] in CONTRACT_SCENARIOS),
@@ -467,7 +470,8 @@ def targets_lines(summary: dict[str, Any]) -> list[str]:
     failures = summary["contract_failed_requests"]
     lines = [
         f"- **0 failed requests** in the good, broken and rollback scenarios, both client modes "
-        f"({summary['our_deploys']} deploys of ours in {summary['our_runs']} runs): "
+        f"({summary['our_deploys']} deploys and {summary.get('our_rollbacks', 0)} rollbacks of ours in "
+        f"{summary['our_runs']} runs): "
         f"{failures} failed; end states as promised: {'yes' if summary['contract_end_states_ok'] else 'NO'} "
         f"→ {verdict(failures == 0 and summary['contract_end_states_ok'])}",
         f"- **Activation ≤ 5 s** (switch → every worker verified, 2 instances): "
