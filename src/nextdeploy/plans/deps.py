@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nextdeploy.ops import MakeDirs, Op, Remove, Rename, WriteFile
+from nextdeploy.plans.build import IGNORED_IN_SOURCE
 
 # Files whose bytes decide what an install puts into node_modules.
 INSTALL_INPUTS = frozenset({
     "package.json", "pnpm-lock.yaml", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock",
     "pnpm-workspace.yaml", ".pnpmfile.cjs", ".npmrc", ".yarnrc",
 })
-SKIPPED_DIRS = frozenset({"node_modules", ".git", ".next", ".turbo", ".vercel"})
+# Never walked: dependencies, build output, VCS data (what a source export leaves out anyway).
+SKIPPED_DIRS = frozenset(IGNORED_IN_SOURCE)
 KEY_FILE = "key"
 DIRS_FILE = "dirs"
 TREE_DIR = "tree"
