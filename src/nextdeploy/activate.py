@@ -17,16 +17,17 @@ from nextdeploy.errors import ActivationError, NextdeployError, Pm2Error, Rollba
 from nextdeploy.executor import remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import is_complete
-from nextdeploy.ops import Symlink, WriteFile
+from nextdeploy.ops import ReloadWorkers, Remove, Symlink, WriteFile
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import Pm2, Worker
 from nextdeploy.probe import health_problem, http_get
-from nextdeploy.secrets import protect_pm2_dump, secret_files
+from nextdeploy.secrets import protect_pm2_dump, secret_files, secret_values
 
 VERIFY_TIMEOUT = 20.0
 RESTART_WINDOW = 1.0  # the preflight already watched for late crashes
 RELOAD_LOCK_WAIT = 40.0  # PM2's reload lock expires after 30 s
 POLL = 0.1  # a listing costs ~2 ms on the daemon socket
+GIVEN_UP = ("errored", "stopped")  # PM2 will not start these workers again by itself: no use waiting
 
 
 @dataclass
@@ -55,19 +56,64 @@ def switch_to(ctx: Context, release_id: str) -> None:
 
 
 def start_or_reload(ctx: Context, pm2: Pm2, workers: list[Worker] | None = None) -> None:
-    """Start the app the first time; reload it (one worker at a time) afterwards. Idempotent.
+    """Start the app the first time; reload it afterwards. Idempotent.
 
-    ``workers``: the app's PM2 processes if the caller just listed them (each listing spawns node).
+    ``workers``: the app's PM2 processes if the caller just listed them.
     """
     name, ecosystem = ctx.config.app.name, ctx.paths.ecosystem_file
     if workers is None:
         workers = pm2.workers(name)
     if not workers:
         pm2.check(pm2_plan.start_argv(pm2.binary, ecosystem, name), "start the app")
+        _record_applied(ctx)
+        return
+    if _reload_in_place(ctx, pm2):
         return
     _reload(ctx, pm2)
     if len(workers) != ctx.config.server.instances:
         pm2.check(pm2_plan.scale_argv(pm2.binary, name, ctx.config.server.instances), "scale the app")
+    _record_applied(ctx)
+
+
+def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
+    """Replace the workers ``[server] reload_at_once`` at a time when nothing but the release changes (a
+    code-only deploy, a rollback); False when the ecosystem file must be (re)applied, or if this failed."""
+    if ctx.executor.dry_run:
+        return False
+    config, paths = ctx.config, ctx.paths
+    secrets = secret_values(paths)
+    if secrets is None:
+        return False
+    source = pm2_plan.ecosystem_source(config, paths, secret_files(paths))
+    try:
+        applied: str | None = paths.ecosystem_applied_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        applied = None
+    app_env = {**pm2_plan.ecosystem_env(config), **secrets}
+    ids = pm2_plan.in_place_reload_ids(pm2.processes(), config.app.name, config.server.instances, source,
+                                       applied, app_env, pm2.env)
+    if not ids:
+        return False
+    # One worker's boot to 'ready' plus the old worker's drain, with room to spare.
+    timeout = (config.server.listen_timeout + config.server.kill_timeout) / 1000 + 10
+    op = ReloadWorkers(pm2.home_dir / "rpc.sock", ids, config.server.reload_at_once, timeout)
+    result = ctx.executor.apply(op)
+    if result.ok:
+        return True
+    ctx.reporter.info(f"reloading through the PM2 daemon failed ({result.stderr}); reloading with pm2 instead")
+    return False
+
+
+def _record_applied(ctx: Context) -> None:
+    """Remember which ecosystem file PM2 loaded (the one on disk), for ``_reload_in_place``."""
+    if ctx.executor.dry_run:
+        return
+    try:
+        loaded = ctx.paths.ecosystem_file.read_text(encoding="utf-8")
+    except OSError:
+        ctx.executor.apply(Remove(ctx.paths.ecosystem_applied_file))
+        return
+    ctx.executor.apply(WriteFile(ctx.paths.ecosystem_applied_file, pm2_plan.ecosystem_digest(loaded) + "\n"))
 
 
 def _reload(ctx: Context, pm2: Pm2) -> None:
@@ -103,7 +149,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         with ctx.reporter.step(f"switch current -> {release_id}"):
             switch_to(ctx, release_id)
         checkpoint("switched")
-        with ctx.reporter.step("start workers" if not old_pids else "reload workers one by one"):
+        with ctx.reporter.step("start workers" if not old_pids else "reload workers"):
             start_or_reload(ctx, pm2, old_workers)
         with ctx.reporter.step("verify every worker runs the new release"):
             workers = verify(ctx, pm2, release_id, old_pids, during_watch=lambda: _save(ctx, pm2))
@@ -138,8 +184,16 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
     try:
         with ctx.reporter.step(f"roll back to {previous}"):
             switch_to(ctx, previous)
-            start_or_reload(ctx, pm2)
-            verify(ctx, pm2, previous, old_pids, require_new_pids=False)
+            try:
+                start_or_reload(ctx, pm2)
+                verify(ctx, pm2, previous, old_pids, require_new_pids=False)
+            except NextdeployError as exc:
+                # Workers of the failed release that crash-loop can make `pm2 reload` skip some (PM2: "process
+                # already started") or leave them errored. Nothing healthy is serving then: start afresh.
+                ctx.reporter.info(f"the reload did not bring {previous} back ({exc.message}); restarting the app")
+                pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
+                start_or_reload(ctx, pm2, workers=[])
+                verify(ctx, pm2, previous, set(), require_new_pids=False)
     except NextdeployError as exc:
         raise RollbackError(
             f"release {failed} failed and the rollback to {previous} failed too: {exc.message}",
@@ -162,7 +216,7 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
         problem = _workers_problem(ctx, workers, release_id, old_pids if require_new_pids else set())
         if problem is None:
             break
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or any(worker.status in GIVEN_UP for worker in workers):
             raise Pm2Error(f"workers not running release {release_id}: {problem}")
         time.sleep(POLL)
     # Every worker must survive its first RESTART_WINDOW s. The window counts from each worker's start,

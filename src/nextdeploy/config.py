@@ -66,6 +66,9 @@ class ServerConfig(_Section):
     listen_timeout: Annotated[int, Field(ge=1000, le=600_000)] = 15_000
     # PM2 SIGKILLs an old worker after this; the launcher drains for at most kill_timeout - 2 s.
     kill_timeout: Annotated[int, Field(ge=3000, le=600_000)] = 10_000
+    # Workers replaced at the same time by a reload that only changes the release (each old worker
+    # serves until its replacement is ready). 1 = one at a time, PM2's own way for <= 2 instances.
+    reload_at_once: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 class Pm2Config(_Section):

@@ -160,11 +160,16 @@ def recover(ctx: Context, pm2: Pm2) -> None:
                 pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
                 remove_path(paths.current_link)
     current = current_release(ctx)
-    if current and is_complete(paths.release_dir(current)) and not pm2.workers(ctx.config.app.name):
-        # PM2 lost the app (daemon killed, reboot without startup): serve the live release again now,
-        # not only after this deploy's build and preflight.
+    workers = pm2.workers(ctx.config.app.name) if current else []
+    # A worker whose cwd cannot be read (another user's process) is not counted as a stray.
+    strays = [w for w in workers if w.release_in(paths.releases_dir) not in (None, current)]
+    if current and is_complete(paths.release_dir(current)) and (strays or not workers):
+        # PM2 lost the app (daemon killed, reboot without startup), or a run killed during a reload left
+        # workers on another release: serve the live release again now, not after this deploy's build.
+        step = (f"restart the live release {current} (PM2 had no workers)" if not workers else
+                f"reload {len(strays)} worker(s) on another release back to the live release {current}")
         try:
-            with ctx.reporter.step(f"restart the live release {current} (PM2 had no workers)"):
+            with ctx.reporter.step(step):
                 write_ecosystem(ctx)
                 start_or_reload(ctx, pm2)
                 verify(ctx, pm2, current, set(), require_new_pids=False)

@@ -95,6 +95,10 @@ def print_deploy_plan(ctx: Context) -> None:
     smoke = f", then the smoke routes {', '.join(health.smoke)}" if health.smoke else ""
     ctx.reporter.info(f"# preflight passes when {health.path} answers {health.expect_status} within "
                       f"{health.timeout:g} s and stays healthy for {health.stable_for:g} s{smoke}")
+    if current_release(ctx) is not None:
+        ctx.reporter.info(f"# the reload: if PM2 last loaded this same ecosystem file and its workers have its env "
+                          f"(a code-only deploy), they are reloaded {ctx.config.server.reload_at_once} at a time "
+                          "through the PM2 daemon's socket (reloadProcessId) instead of `pm2 reload`")
     ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "
                       f"probe http://{ctx.config.server.hostname}:{ctx.config.server.port}"
                       f"{ctx.config.health.path}, roll back on failure, keep {ctx.config.releases.keep} releases")

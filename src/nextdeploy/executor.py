@@ -15,11 +15,13 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
-from nextdeploy.ops import CopyFile, CopyTree, MakeDirs, Op, Remove, Rename, Run, Symlink, WriteFile
+from nextdeploy.ops import CopyFile, CopyTree, MakeDirs, Op, ReloadWorkers, Remove, Rename, Run, Symlink, WriteFile
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class LocalExecutor(Executor):
     def _apply(self, op: Op) -> RunResult:
         if isinstance(op, Run):
             return _run(op)
+        if isinstance(op, ReloadWorkers):
+            return _reload_workers(op)
         if isinstance(op, WriteFile):
             _write_atomic(op.path, op.content, op.mode)
         elif isinstance(op, MakeDirs):
@@ -81,6 +85,20 @@ class LocalExecutor(Executor):
         else:  # pragma: no cover - the Op union is closed
             raise TypeError(f"unknown op {op!r}")
         return RunResult(0)
+
+
+def _reload_workers(op: ReloadWorkers) -> RunResult:
+    """Each reload is one RPC call that returns once the new worker is ready and the old one stopped."""
+    def reload(pm_id: int) -> str | None:
+        try:
+            pm2rpc.call(op.socket, "reloadProcessId", {"id": pm_id, "env": {}}, timeout=op.timeout)
+        except pm2rpc.RpcUnavailable as exc:
+            return f"worker {pm_id}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, op.at_once)) as pool:
+        problems = [problem for problem in pool.map(reload, op.ids) if problem]
+    return RunResult(1 if problems else 0, stderr="; ".join(problems))
 
 
 def _copy_replacing(src: str | Path, dst: str | Path) -> None:

@@ -132,4 +132,23 @@ class Remove:
         return f"rm -rf {shlex.quote(str(self.path))}"
 
 
-Op = Run | WriteFile | MakeDirs | CopyTree | CopyFile | Symlink | Rename | Remove
+@dataclass(frozen=True)
+class ReloadWorkers:
+    """Reload PM2 workers by id through the daemon's RPC socket, ``at_once`` at a time.
+
+    Each worker keeps its env and options (``reloadProcessId`` with an empty env): PM2 starts a new
+    worker, waits for its 'ready', then stops the old one. The CLI cannot do this: ``pm2 reload <name>``
+    replaces 2 workers strictly one after the other, and ``pm2 reload <id>`` passes the id as a string,
+    so PM2 misses the new worker's 'ready' and waits out ``listen_timeout`` (PM2 7.0.4)."""
+
+    socket: Path
+    ids: tuple[int, ...]
+    at_once: int = 2
+    timeout: float = 60.0  # per worker: its boot to 'ready' plus the old worker's drain
+
+    def render(self) -> str:
+        calls = " ".join(f"reloadProcessId({{id: {pm_id}}})" for pm_id in self.ids)
+        return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}, {self.at_once} at a time"
+
+
+Op = Run | WriteFile | MakeDirs | CopyTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers

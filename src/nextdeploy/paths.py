@@ -79,6 +79,11 @@ class DeployPaths:
         return self.root / "ecosystem.config.cjs"
 
     @property
+    def ecosystem_applied_file(self) -> Path:
+        """The sha256 of the ecosystem file PM2 last loaded successfully (see ``plans.pm2.in_place_reload_ids``)."""
+        return self.root / "ecosystem.applied"
+
+    @property
     def tools_dir(self) -> Path:
         return self.root / "tools"
 

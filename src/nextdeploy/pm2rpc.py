@@ -1,4 +1,4 @@
-"""Reading PM2's process list straight from its daemon, without spawning the pm2 CLI.
+"""Talking to the PM2 daemon over its socket, without spawning the pm2 CLI.
 
 Every ``pm2 jlist`` starts node and loads PM2's CLI: 0.25 s here, and a deploy lists the processes
 four times or more, most of it between the switch and "every worker verified". The daemon answers the
@@ -11,9 +11,12 @@ The protocol is PM2's bundled pm2-axon (a req/rep socket) + pm2-axon-rpc, framed
     request = [j:{"type": "call", "method": M, "args": [...]}, s:<request id>]
     reply   = [j:{"args": [result, ...]}  or  j:{"error": message}, s:<request id>]
 
-Read-only calls only: anything that changes PM2 (start, reload, save) still goes through the CLI and the
-executor. Any problem here (no daemon, refused, timeout, unexpected bytes) raises ``RpcUnavailable`` and the
-caller falls back to ``pm2 jlist``, which also starts a daemon when there is none.
+Two uses: the process list (``getMonitorData``), and reloading workers by id with their own env and
+options (``reloadProcessId``, the executor's ``ReloadWorkers`` op; see ``plans.pm2.in_place_reload_ids``
+for when that equals ``pm2 reload <ecosystem>``). Everything else that changes PM2 (start, a reload with a
+new env, save, delete) goes through the CLI. Any problem here (no daemon, refused, timeout, an error reply,
+unexpected bytes) raises ``RpcUnavailable``; the callers fall back to the CLI (``pm2 jlist``, which also
+starts a daemon when there is none; ``pm2 reload <ecosystem>``).
 """
 
 from __future__ import annotations

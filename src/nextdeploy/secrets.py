@@ -75,6 +75,14 @@ def secret_files(paths: DeployPaths) -> dict[str, Path]:
     return {SERVER_ACTIONS_ENV: path} if path.exists() else {}
 
 
+def secret_values(paths: DeployPaths) -> dict[str, str] | None:
+    """What the ecosystem file reads from ``secret_files`` (trimmed as it does); None if one is unreadable."""
+    try:
+        return {name: path.read_text(encoding="utf-8").strip() for name, path in secret_files(paths).items()}
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def stored_server_actions_key(config: Config, paths: DeployPaths) -> str | None:
     """The key builds get (configured, else stored), without creating one; None before the first deploy."""
     if config.security.server_actions_key is not None:

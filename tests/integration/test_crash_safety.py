@@ -54,6 +54,18 @@ def wait_for_child(deploy: subprocess.Popen[str], needle: str, timeout: float = 
     raise AssertionError(f"no `{needle}` child within {timeout} s")
 
 
+def wait_for_pm2_log(deploy: subprocess.Popen[str], site: Site, offset: int, needle: str,
+                     timeout: float = 120) -> None:
+    """Wait until PM2's daemon logs ``needle`` after byte ``offset`` of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle.encode() in (site.pm2_home / "pm2.log").read_bytes()[offset:]:
+            return
+        assert deploy.poll() is None, "the deploy ended before the step to interrupt"
+        time.sleep(0.05)
+    raise AssertionError(f"PM2 did not log {needle!r} within {timeout} s")
+
+
 def kill(deploy: subprocess.Popen[str]) -> None:
     """SIGKILL the deploy process alone, as the OOM killer or a lost SSH session would."""
     os.kill(deploy.pid, signal.SIGKILL)
@@ -100,20 +112,37 @@ def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     assert_serving_a_healthy_release(site, {"v1", "v4"})
     assert site.version() == "v1"
 
-    # During the PM2 reload (the next run first repairs the interrupted activation above).
+    # During the PM2 reload (the next run first repairs the interrupted activation above). Only the release
+    # changes, so the workers are reloaded in place through the daemon's socket: no pm2 child to wait for.
     site.set_version("v5")
+    offset = (site.pm2_home / "pm2.log").stat().st_size
     deploy = start_deploy(site)
-    wait_for_child(deploy, " reload ")
+    wait_for_pm2_log(deploy, site, offset, "starting in -cluster mode")
     kill(deploy)
     time.sleep(8)  # PM2's daemon finishes or abandons the reload on its own
     assert_serving_a_healthy_release(site, {"v1", "v5"})
 
-    # The next deploy repairs whatever is half-done and succeeds.
+    # During `pm2 reload <ecosystem>`, which a config change goes through (once this run has repaired the
+    # interrupted reload above and switched to v6: the repair may reload too).
+    site.write_config(health={"stable_for": 1}, server={"env": {"GREETING": "hi"}})
     site.set_version("v6")
+    switches = [e for e in site.log_events() if e["event"] == "switching"]
+    deploy = start_deploy(site)
+    deadline = time.monotonic() + 120
+    while [e for e in site.log_events() if e["event"] == "switching"] == switches:
+        assert deploy.poll() is None and time.monotonic() < deadline, "the deploy never switched"
+        time.sleep(0.05)
+    wait_for_child(deploy, " reload ")
+    kill(deploy)
+    time.sleep(8)
+    assert_serving_a_healthy_release(site, {"v1", "v5", "v6"})
+
+    # The next deploy repairs whatever is half-done and succeeds.
+    site.set_version("v7")
     result = site.deploy()
     assert result.code == 0, result.output
     assert "interrupted while activating" in result.output
-    assert site.version() == "v6"
+    assert site.version() == "v7"
     status = site.nextdeploy("status", "--json").json()
     assert {w["release"] for w in status["workers"]} == {site.current()}
     assert len(status["workers"]) == 2 and all(w["status"] == "online" for w in status["workers"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import time
 
 import pytest
@@ -83,3 +85,48 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
     # The next deploy starts the app again from scratch.
     assert site.deploy("v2").code == 0
     assert site.version() == "v2"
+
+
+def _reload_events(site: Site, offset: int) -> list[str]:
+    """The worker starts and stops PM2 logged after byte ``offset`` of its log, in order."""
+    events = []
+    for line in (site.pm2_home / "pm2.log").read_bytes()[offset:].decode(errors="replace").splitlines():
+        if started := re.search(r"App \[hello:(\d+)\] starting in", line):
+            events.append(f"start {started[1]}")
+        elif stopped := re.search(r"Stopping app:hello id:_old_(\d+)", line):
+            events.append(f"stop {stopped[1]}")
+    return events
+
+
+def _deploy_and_watch_reload(site: Site, version: str) -> list[str]:
+    offset = (site.pm2_home / "pm2.log").stat().st_size
+    result = site.deploy(version)
+    assert result.code == 0, result.output
+    assert site.version() == version
+    return _reload_events(site, offset)
+
+
+def test_code_only_reloads_replace_workers_at_once_and_env_changes_go_through_the_ecosystem(site: Site) -> None:
+    site.write_config(health={"stable_for": 1})
+    assert site.deploy().code == 0
+
+    # Only the release changes: both workers are replaced at the same time (through the daemon's socket).
+    events = _deploy_and_watch_reload(site, "v2")
+    assert sorted(events[:2]) == ["start 0", "start 1"] and sorted(events[2:]) == ["stop 0", "stop 1"], events
+
+    # A config change reloads from the ecosystem file (one worker at a time) and the new env is applied.
+    site.write_config(health={"stable_for": 1}, server={"env": {"GREETING": "hi"}})
+    assert _deploy_and_watch_reload(site, "v3") == ["start 0", "stop 0", "start 1", "stop 1"]
+    assert [e["pm2_env"]["env"].get("GREETING") for e in pm2rpc.process_list(site.pm2_home)] == ["hi", "hi"]
+
+    # So does a rotated secret: the ecosystem file is the same, the key it reads is not.
+    key_file = site.root / "shared" / "server-actions.key"
+    new_key = base64.b64encode(bytes(range(32))).decode()
+    key_file.write_text(new_key + "\n")
+    assert _deploy_and_watch_reload(site, "v4") == ["start 0", "stop 0", "start 1", "stop 1"]
+    workers = pm2rpc.process_list(site.pm2_home)
+    assert [e["pm2_env"]["env"]["NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"] for e in workers] == [new_key, new_key]
+
+    # Back to code-only deploys: at once again.
+    events = _deploy_and_watch_reload(site, "v5")
+    assert sorted(events[:2]) == ["start 0", "start 1"], events

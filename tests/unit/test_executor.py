@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
-from nextdeploy.ops import CopyFile, CopyTree, Run, Symlink, WriteFile
+from nextdeploy.ops import CopyFile, CopyTree, ReloadWorkers, Run, Symlink, WriteFile
 
 
 def test_switch_replaces_a_link_atomically(tmp_path: Path) -> None:
@@ -96,3 +101,72 @@ def test_run_with_nice_lowers_the_child_priority_only(tmp_path: Path) -> None:
     result = LocalExecutor().apply(op)
     assert result.ok and int(result.stdout) == min(19, base + 7)
     assert os.nice(0) == base  # the deployer itself keeps its priority
+
+
+def _fake_pm2_daemon(path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> list[float]:
+    """A unix socket that answers each call (one per connection, all at once) after 0.3 s; returns the
+    list of (start, end) times it fills in, to see whether calls overlapped."""
+    from nextdeploy import pm2rpc
+
+    spans: list[float] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+
+    def handle(connection: socket.socket) -> None:
+        with connection:
+            request = b""
+            while pm2rpc.decode_frame(request) is None:
+                request += connection.recv(4096)
+            parts, _ = pm2rpc.decode_frame(request)  # type: ignore[misc]
+            started = time.monotonic()
+            time.sleep(0.3)
+            body = answer(pm2rpc.unpack(parts[0]))
+            connection.sendall(pm2rpc.encode_frame([pm2rpc.pack(body), parts[1]]))
+            spans.extend((started, time.monotonic()))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return spans
+
+
+def test_reload_workers_calls_the_daemon_for_each_id_at_once(tmp_path: Path) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        calls.append(request)
+        return {"args": [{"pm_id": request["args"][0]["id"]}]}
+
+    spans = _fake_pm2_daemon(tmp_path / "rpc.sock", answer)
+    result = LocalExecutor().apply(ReloadWorkers(tmp_path / "rpc.sock", (0, 1), at_once=2, timeout=5))
+    assert result.ok, result.stderr
+    assert sorted(c["args"][0]["id"] for c in calls) == [0, 1]
+    assert all(c["method"] == "reloadProcessId" and c["args"][0]["env"] == {} for c in calls)
+    first_end, second_start = min(spans[1::2]), max(spans[0::2])
+    assert second_start < first_end  # both reloads were in flight together
+
+
+def test_reload_workers_reports_each_failed_worker(tmp_path: Path) -> None:
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        if request["args"][0]["id"] == 1:
+            return {"error": "Reload already in progress for process id 1, retry later"}
+        return {"args": [{}]}
+
+    _fake_pm2_daemon(tmp_path / "rpc.sock", answer)
+    result = LocalExecutor().apply(ReloadWorkers(tmp_path / "rpc.sock", (0, 1), timeout=5))
+    assert not result.ok and result.stderr.startswith("worker 1:") and "in progress" in result.stderr
+    missing = LocalExecutor().apply(ReloadWorkers(tmp_path / "nothing.sock", (0,), timeout=5))
+    assert not missing.ok and "worker 0" in missing.stderr
+
+
+def test_reload_workers_renders_as_a_comment_in_a_dry_run() -> None:
+    lines: list[str] = []
+    DryRunExecutor(lines.append).apply(ReloadWorkers(Path("/p/rpc.sock"), (0, 1)))
+    assert lines == ["# pm2 daemon /p/rpc.sock: reloadProcessId({id: 0}) reloadProcessId({id: 1}), 2 at a time"]

@@ -65,3 +65,37 @@ def test_ecosystem_runs_the_launcher_through_current(tmp_path: Path) -> None:
     assert "readFileSync(\"/srv/hello/shared/k\"" in source
     assert pm2.reload_argv("pm2", Path("/e.cjs"), "hello") == ("pm2", "reload", "/e.cjs", "--only", "hello",
                                                                "--update-env")
+
+
+def _worker(pm_id: int, name: str = "hello", status: str = "online", **env: str) -> dict[str, object]:
+    app_env = {"PORT": "3000", "KEY": "k1", **env}
+    return {"pm_id": pm_id, "name": name,
+            "pm2_env": {"status": status, "env": app_env, "PATH": "/bin", "PM2_HOME": "/p"}}
+
+
+IN_PLACE = {"name": "hello", "instances": 2, "source": "eco-v1", "app_env": {"PORT": "3000", "KEY": "k1"},
+            "process_env": {"PATH": "/bin", "PM2_HOME": "/p"}}
+
+
+def test_a_reload_that_changes_nothing_but_the_release_replaces_every_worker_in_place() -> None:
+    entries = [_worker(1), _worker(0), _worker(5, name="other", PORT="4000")]
+    applied = pm2.ecosystem_digest("eco-v1")
+    assert pm2.in_place_reload_ids(entries, applied_digest=applied, **IN_PLACE) == (0, 1)  # type: ignore[arg-type]
+
+
+def test_any_difference_sends_the_reload_through_the_ecosystem_file() -> None:
+    applied = pm2.ecosystem_digest("eco-v1")
+    changed: list[tuple[list[dict[str, object]], str | None]] = [
+        ([_worker(0), _worker(1)], None),  # PM2 never loaded an ecosystem of ours
+        ([_worker(0), _worker(1)], pm2.ecosystem_digest("eco-v2")),  # options or env changed in the config
+        ([_worker(0)], applied),  # a worker missing (instances changed, or one was deleted)
+        ([_worker(0), _worker(1), _worker(2)], applied),
+        ([_worker(0), _worker(1, status="errored")], applied),
+        ([_worker(0), {**_worker(1), "pm2_env": {**_worker(1)["pm2_env"], "unstable_restarts": 3}}], applied),  # type: ignore[dict-item]
+        ([_worker(0), _worker(1, KEY="k0")], applied),  # a rotated secret (the file is the same)
+        ([_worker(0), _worker(1, PORT="3001")], applied),  # a manual `pm2 reload --update-env`
+    ]
+    for entries, digest in changed:
+        assert pm2.in_place_reload_ids(entries, applied_digest=digest, **IN_PLACE) is None, (entries, digest)  # type: ignore[arg-type]
+    other_cli_env = {**IN_PLACE, "process_env": {"PATH": "/usr/bin", "PM2_HOME": "/p"}}
+    assert pm2.in_place_reload_ids([_worker(0), _worker(1)], applied_digest=applied, **other_cli_env) is None  # type: ignore[arg-type]

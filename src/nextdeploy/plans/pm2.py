@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from nextdeploy.config import Config
 from nextdeploy.paths import META_DIR, DeployPaths
@@ -29,8 +32,13 @@ def ecosystem_app(config: Config, paths: DeployPaths) -> dict[str, object]:
         "merge_logs": True,
         "out_file": str(paths.logs_dir / f"pm2-{config.app.name}.out.log"),
         "error_file": str(paths.logs_dir / f"pm2-{config.app.name}.err.log"),
-        "env": runtime_env(config, config.server.port, config.server.hostname),
+        "env": ecosystem_env(config),
     }
+
+
+def ecosystem_env(config: Config) -> dict[str, str]:
+    """The app's env in the ecosystem file (secrets are added from their files when PM2 loads it)."""
+    return runtime_env(config, config.server.port, config.server.hostname)
 
 
 def ecosystem_source(config: Config, paths: DeployPaths, secret_files: dict[str, Path] | None = None) -> str:
@@ -54,6 +62,39 @@ def start_argv(pm2: str, ecosystem: Path, name: str) -> tuple[str, ...]:
 def reload_argv(pm2: str, ecosystem: Path, name: str) -> tuple[str, ...]:
     # Reloading from the ecosystem file applies the new env (a bare `pm2 reload` keeps the old one).
     return (pm2, "reload", str(ecosystem), "--only", name, "--update-env")
+
+
+def ecosystem_digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def in_place_reload_ids(entries: list[dict[str, Any]], name: str, instances: int, source: str,
+                        applied_digest: str | None, app_env: Mapping[str, str],
+                        process_env: Mapping[str, str]) -> tuple[int, ...] | None:
+    """The ids of the app's workers when a reload only has to swap the release under them, else None.
+
+    That is the case when PM2 last loaded this very ecosystem file (``source``; so the options are the same)
+    and every worker is online, not crash-looping, with exactly the env the file gives (its values, secrets
+    included, and the pm2 CLI env it was loaded with). Then reloading each worker with its own env equals
+    ``pm2 reload <ecosystem> --update-env``, and the workers can be replaced several at a time.
+    Any difference (changed config or secret, a manual ``pm2`` change, a worker down) means None: the
+    reload goes through the ecosystem file, one worker at a time.
+    """
+    if applied_digest != ecosystem_digest(source):
+        return None
+    mine = [entry for entry in entries if entry.get("name") == name]
+    if len(mine) != instances:
+        return None
+    for entry in mine:
+        pm2_env = entry.get("pm2_env") or {}
+        env = pm2_env.get("env") or {}
+        if pm2_env.get("status") != "online" or pm2_env.get("unstable_restarts") or not isinstance(env, dict):
+            return None  # a worker down or crash-looping: PM2's reload has the logic for those
+        if any(env.get(key) != value for key, value in app_env.items()):
+            return None
+        if any(pm2_env.get(key) != value for key, value in process_env.items()):
+            return None
+    return tuple(sorted(int(entry["pm_id"]) for entry in mine))
 
 
 def scale_argv(pm2: str, name: str, instances: int) -> tuple[str, ...]:
