@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG timelines")
     parser.add_argument("--publish", type=Path, default=None,
                         help="also copy RESULTS.md and timeline.png to this dir (e.g. docs/bench)")
+    parser.add_argument("--reload-at-once", type=int, default=None, metavar="N",
+                        help="nextdeploy's [server] reload_at_once (default: its own, 2; 1 = one worker at a time)")
     args = parser.parse_args(argv)
     modes = tuple(mode.strip() for mode in args.modes.split(",") if mode.strip())
     strategies = tuple(key.strip() for key in args.strategies.split(",") if key.strip())
@@ -60,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         rate=args.rate, path=args.path, page_rate=args.page_rate, modes=cast(tuple[Mode, ...], modes),
         concurrent_modes=args.concurrent_modes,
         strategies=strategies, scenarios=scenarios, work=args.work, plots=not args.no_plots,
-        publish=args.publish,
+        publish=args.publish, reload_at_once=args.reload_at_once,
     )
 
 

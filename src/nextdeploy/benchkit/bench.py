@@ -55,6 +55,7 @@ class BenchOptions:
     pre: float = 4.0
     post: float = 3.0
     publish: Path | None = None  # also copy RESULTS.md and timeline.png here (e.g. docs/bench)
+    reload_at_once: int | None = None  # nextdeploy's [server] reload_at_once (None: its default)
     runs: list[Run] = field(default_factory=list)
 
 
@@ -165,7 +166,7 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict[str, Any]:
     try:
         for key in options.strategies:
             strategy = STRATEGIES[key]
-            target = Target(work / key)
+            target = Target(work / key, reload_at_once=options.reload_at_once)
             session = Session(strategy, target, echo)
             try:
                 echo(f"[{key}] initial deploy of v1 (no load) at {target.url}")

@@ -58,6 +58,7 @@ class Target:
     instances: int = 2
     health_timeout: float = 15.0
     smoke: tuple[str, ...] = ("/",)
+    reload_at_once: int | None = None
 
     def __post_init__(self) -> None:
         self.base = self.base.resolve()
@@ -84,7 +85,9 @@ class Target:
             "[server]\n"
             f"root = {json.dumps(str(self.root))}\n"
             f"port = {self.port}\n"
-            f"instances = {self.instances}\n\n"
+            f"instances = {self.instances}\n"
+            + (f"reload_at_once = {self.reload_at_once}\n" if self.reload_at_once else "")
+            + "\n"
             "[pm2]\n"
             f"home = {json.dumps(str(self.pm2_home))}\n\n"
             "[health]\n"
