@@ -106,7 +106,10 @@ class Pm2:
         return parse_jlist(result.stdout)
 
     def workers(self, name: str) -> list[Worker]:
-        return [worker_of(entry) for entry in self.processes() if entry.get("name") == name]
+        """The app's processes. A reload in progress also lists the outgoing worker, under the id
+        ``_old_<id>`` until PM2 has stopped it: not one of the app's workers any more."""
+        return [worker_of(entry) for entry in self.processes()
+                if entry.get("name") == name and isinstance(entry.get("pm_id"), int)]
 
 
 def parse_jlist(output: str) -> list[dict[str, Any]]:

@@ -94,6 +94,7 @@ def test_any_difference_sends_the_reload_through_the_ecosystem_file() -> None:
         ([_worker(0), {**_worker(1), "pm2_env": {**_worker(1)["pm2_env"], "unstable_restarts": 3}}], applied),  # type: ignore[dict-item]
         ([_worker(0), _worker(1, KEY="k0")], applied),  # a rotated secret (the file is the same)
         ([_worker(0), _worker(1, PORT="3001")], applied),  # a manual `pm2 reload --update-env`
+        ([_worker(0), {**_worker(1), "pm_id": "_old_1"}], applied),  # a reload still in progress
     ]
     for entries, digest in changed:
         assert pm2.in_place_reload_ids(entries, applied_digest=digest, **IN_PLACE) is None, (entries, digest)  # type: ignore[arg-type]

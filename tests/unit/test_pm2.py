@@ -46,3 +46,15 @@ def test_process_age_from_proc() -> None:
     own = process_age(os.getpid())
     assert own is not None and own > age
     assert process_age(0) is None and process_age(2**22 + 12345) is None
+
+
+def test_the_outgoing_worker_of_a_reload_in_progress_is_not_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nextdeploy.executor import LocalExecutor
+    from nextdeploy.pm2 import Pm2
+
+    listed = [{"name": "hello", "pm_id": 0, "pid": 0, "pm2_env": {"status": "online"}},
+              {"name": "hello", "pm_id": "_old_0", "pid": 0, "pm2_env": {"status": "stopping"}},
+              {"name": "other", "pm_id": 1, "pid": 0, "pm2_env": {"status": "online"}}]
+    pm2 = Pm2("pm2", None, LocalExecutor())
+    monkeypatch.setattr(pm2, "processes", lambda: listed)
+    assert [worker.pm_id for worker in pm2.workers("hello")] == [0]

@@ -77,13 +77,14 @@ def in_place_reload_ids(entries: list[dict[str, Any]], name: str, instances: int
     and every worker is online, not crash-looping, with exactly the env the file gives (its values, secrets
     included, and the pm2 CLI env it was loaded with). Then reloading each worker with its own env equals
     ``pm2 reload <ecosystem> --update-env``, and the workers can be replaced several at a time.
-    Any difference (changed config or secret, a manual ``pm2`` change, a worker down) means None: the
-    reload goes through the ecosystem file, one worker at a time.
+    Any difference (changed config or secret, a manual ``pm2`` change, a worker down, a reload still in
+    progress: its outgoing worker is listed as ``_old_<id>``) means None: the reload goes through the
+    ecosystem file, one worker at a time.
     """
     if applied_digest != ecosystem_digest(source):
         return None
     mine = [entry for entry in entries if entry.get("name") == name]
-    if len(mine) != instances:
+    if len(mine) != instances or any(not isinstance(entry.get("pm_id"), int) for entry in mine):
         return None
     for entry in mine:
         pm2_env = entry.get("pm2_env") or {}
