@@ -151,7 +151,7 @@ def recover(ctx: Context, pm2: Pm2) -> None:
                 switch_to(ctx, previous)
                 workers = pm2.workers(ctx.config.app.name)
                 if any(w.release_in(paths.releases_dir) != previous for w in workers) or not workers:
-                    start_or_reload(ctx, pm2)
+                    start_or_reload(ctx, pm2, workers)
                 verify(ctx, pm2, previous, set(), require_new_pids=False)
                 ctx.log.append("rolled_back", previous, **{"from": pending.release})
                 pm2.run(pm2_plan.save_argv(pm2.binary))
@@ -171,7 +171,7 @@ def recover(ctx: Context, pm2: Pm2) -> None:
         try:
             with ctx.reporter.step(step):
                 write_ecosystem(ctx)
-                start_or_reload(ctx, pm2)
+                start_or_reload(ctx, pm2, workers)
                 verify(ctx, pm2, current, set(), require_new_pids=False)
         except NextdeployError as exc:
             # Still deploy: the new release may be the fix. Its activation starts the app afresh.

@@ -59,7 +59,7 @@ def wait_for_pm2_log(deploy: subprocess.Popen[str], site: Site, offset: int, nee
     """Wait until PM2's daemon logs ``needle`` after byte ``offset`` of its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if needle.encode() in (site.pm2_home / "pm2.log").read_bytes()[offset:]:
+        if needle in site.pm2_log_since(offset):
             return
         assert deploy.poll() is None, "the deploy ended before the step to interrupt"
         time.sleep(0.05)
@@ -115,7 +115,7 @@ def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     # During the PM2 reload (the next run first repairs the interrupted activation above). Only the release
     # changes, so the workers are reloaded in place through the daemon's socket: no pm2 child to wait for.
     site.set_version("v5")
-    offset = (site.pm2_home / "pm2.log").stat().st_size
+    offset = site.pm2_log_size()
     deploy = start_deploy(site)
     wait_for_pm2_log(deploy, site, offset, "starting in -cluster mode")
     kill(deploy)

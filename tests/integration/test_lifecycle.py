@@ -90,7 +90,7 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
 def _reload_events(site: Site, offset: int) -> list[str]:
     """The worker starts and stops PM2 logged after byte ``offset`` of its log, in order."""
     events = []
-    for line in (site.pm2_home / "pm2.log").read_bytes()[offset:].decode(errors="replace").splitlines():
+    for line in site.pm2_log_since(offset).splitlines():
         if started := re.search(r"App \[hello:(\d+)\] starting in", line):
             events.append(f"start {started[1]}")
         elif stopped := re.search(r"Stopping app:hello id:_old_(\d+)", line):
@@ -99,7 +99,7 @@ def _reload_events(site: Site, offset: int) -> list[str]:
 
 
 def _deploy_and_watch_reload(site: Site, version: str) -> list[str]:
-    offset = (site.pm2_home / "pm2.log").stat().st_size
+    offset = site.pm2_log_size()
     result = site.deploy(version)
     assert result.code == 0, result.output
     assert site.version() == version

@@ -135,6 +135,13 @@ class Site:
         data: list[dict[str, Any]] = result.json()
         return data
 
+    def pm2_log_size(self) -> int:
+        """Where PM2's daemon log ends now: pass it to ``pm2_log_since`` to read what follows."""
+        return (self.pm2_home / "pm2.log").stat().st_size
+
+    def pm2_log_since(self, offset: int) -> str:
+        return (self.pm2_home / "pm2.log").read_bytes()[offset:].decode(errors="replace")
+
     def log_events(self) -> list[dict[str, Any]]:
         log = self.root / "releases.jsonl"
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
