@@ -219,7 +219,9 @@ async function waitReady() {
 // connections to this worker from now on. Each connection is handed to Next's server as its own.
 function openFront() {
   return new Promise((resolve, reject) => {
-    front = net.createServer((socket) => server.emit('connection', socket));
+    // noDelay as http.createServer has it: without it Nagle holds back the second write of every
+    // keep-alive response until the client's delayed ACK, +40 ms per request after a connection's first.
+    front = net.createServer({ noDelay: true }, (socket) => server.emit('connection', socket));
     front.once('error', reject);
     front.listen(publicPort, publicHost, () => {
       front.removeListener('error', reject);
