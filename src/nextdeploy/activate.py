@@ -170,7 +170,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
 def _save(ctx: Context, pm2: Pm2) -> None:
     """``pm2 save`` so a reboot restores this release. Runs while verify watches for restarts (it would
     only wait anyway); if the watch then fails, the rollback saves the previous release's list again."""
-    pm2.check(pm2_plan.save_argv(pm2.binary), "save its process list (for reboots)")
+    pm2.save()
 
 
 def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None:
@@ -200,7 +200,7 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
             hint="check `nextdeploy status` and `nextdeploy logs` now",
         ) from None
     ctx.log.append("rolled_back", previous, **{"from": failed})
-    pm2.run(pm2_plan.save_argv(pm2.binary))
+    pm2.save(required=False)
 
 
 def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_new_pids: bool = True,

@@ -154,7 +154,7 @@ def recover(ctx: Context, pm2: Pm2) -> None:
                     start_or_reload(ctx, pm2, workers)
                 verify(ctx, pm2, previous, set(), require_new_pids=False)
                 ctx.log.append("rolled_back", previous, **{"from": pending.release})
-                pm2.run(pm2_plan.save_argv(pm2.binary))
+                pm2.save(required=False)
             else:
                 # A first deploy died mid-activation: nothing was serving before, start clean.
                 pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))

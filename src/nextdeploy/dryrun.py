@@ -99,6 +99,8 @@ def print_deploy_plan(ctx: Context) -> None:
         ctx.reporter.info(f"# the reload: if PM2 last loaded this same ecosystem file and its workers have its env "
                           f"(a code-only deploy), they are reloaded {ctx.config.server.reload_at_once} at a time "
                           "through the PM2 daemon's socket (reloadProcessId) instead of `pm2 reload`")
+    ctx.reporter.info("# `pm2 save`: with the daemon's socket at hand, nextdeploy writes the same dump.pm2 (0600) "
+                      "itself, from the daemon's process list")
     ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "
                       f"probe http://{ctx.config.server.hostname}:{ctx.config.server.port}"
                       f"{ctx.config.health.path}, roll back on failure, keep {ctx.config.releases.keep} releases")

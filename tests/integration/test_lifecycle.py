@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 
@@ -59,6 +60,19 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
         return [(e["pm_id"], e["pid"], e["name"], e["pm2_env"]["status"]) for e in entries]  # type: ignore[index]
     from_socket = summary(pm2rpc.process_list(site.pm2_home))
     assert from_socket == summary(parse_jlist(site.pm2("jlist").stdout)) and len(from_socket) == 2
+
+    # nextdeploy wrote the dump itself (from the socket): what `pm2 save` writes, but for values that
+    # change by the second (metrics). The reboot below resurrects from nextdeploy's own dump.
+    dump = site.pm2_home / "dump.pm2"
+    ours = dump.read_text()
+    assert site.pm2("save", "--force").returncode == 0
+    theirs = json.loads(dump.read_text())
+    dump.write_text(ours)
+    assert len(json.loads(ours)) == len(theirs) == 2
+
+    def stable(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: v for k, v in e.items() if k not in ("axm_monitor",)} for e in entries]
+    assert stable(json.loads(ours)) == stable(theirs)
 
     # A reboot, as PM2 sees it: the daemon dies, `pm2 resurrect` restores the saved process list.
     site.pm2("kill")

@@ -5,6 +5,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,67 @@ def test_the_outgoing_worker_of_a_reload_in_progress_is_not_a_worker(monkeypatch
     pm2 = Pm2("pm2", None, LocalExecutor())
     monkeypatch.setattr(pm2, "processes", lambda: listed)
     assert [worker.pm_id for worker in pm2.workers("hello")] == [0]
+
+
+def test_dump_is_what_pm2_save_writes_without_outgoing_workers() -> None:
+    from nextdeploy.plans.pm2 import dump_content
+
+    listed = [
+        {"name": "hello", "pm_id": 0, "pm2_env": {"name": "hello", "pm_id": 0, "instances": 2,
+                                                   "prev_restart_delay": 0, "env": {"PORT": "3000", "K": "é"}}},
+        {"name": "hello", "pm_id": "_old_1", "pm2_env": {"name": "hello", "pm_id": "_old_1"}},
+        {"name": "pm2-logrotate", "pm_id": 2, "pm2_env": {"name": "pm2-logrotate", "pmx_module": True}},
+    ]
+    assert json.loads(dump_content(listed)) == [{"name": "hello", "env": {"PORT": "3000", "K": "é"}}]
+    assert listed[0]["pm2_env"]["pm_id"] == 0  # the daemon's list is not changed
+    assert dump_content([]) == "[]"
+
+
+def _pm2_with_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listed: list[Any] | None) -> Any:
+    """A Pm2 whose daemon socket lists ``listed`` (None: no daemon); its CLI calls are recorded."""
+    from nextdeploy import pm2rpc
+    from nextdeploy.executor import LocalExecutor, RunResult
+    from nextdeploy.pm2 import Pm2
+
+    def process_list(home: Path) -> list[Any]:
+        if listed is None:
+            raise pm2rpc.RpcUnavailable("no daemon")
+        return listed
+    monkeypatch.setattr(pm2rpc, "process_list", process_list)
+    pm2 = Pm2("pm2", tmp_path, LocalExecutor())
+    pm2.cli_calls = []  # type: ignore[attr-defined]
+
+    def run(argv: tuple[str, ...], timeout: float | None = 300) -> RunResult:
+        pm2.cli_calls.append(argv)  # type: ignore[attr-defined]
+        return RunResult(0)
+    monkeypatch.setattr(pm2, "run", run)
+    return pm2
+
+
+def test_save_writes_the_dump_from_the_socket_and_keeps_the_old_one(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import stat
+
+    listed = [{"name": "hello", "pm_id": 0, "pm2_env": {"name": "hello", "pm_id": 0}}]
+    pm2 = _pm2_with_daemon(monkeypatch, tmp_path, listed)
+    (tmp_path / "dump.pm2").write_text('[{"name": "before"}]')
+    pm2.save()
+    assert pm2.cli_calls == []
+    assert json.loads((tmp_path / "dump.pm2").read_text()) == [{"name": "hello"}]
+    assert json.loads((tmp_path / "dump.pm2.bak").read_text()) == [{"name": "before"}]
+    assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("dump.pm2", "dump.pm2.bak")} == {0o600}
+
+
+def test_save_falls_back_to_pm2_save(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pm2 = _pm2_with_daemon(monkeypatch, tmp_path, None)  # no daemon
+    pm2.save()
+    assert pm2.cli_calls == [("pm2", "save", "--force")]
+    assert not (tmp_path / "dump.pm2").exists()
+
+    elsewhere = tmp_path / "kept-elsewhere.json"
+    elsewhere.write_text("[]")
+    (tmp_path / "dump.pm2").symlink_to(elsewhere)  # a dump someone keeps elsewhere: PM2 writes through it
+    pm2 = _pm2_with_daemon(monkeypatch, tmp_path, [])
+    pm2.save(required=False)
+    assert pm2.cli_calls == [("pm2", "save", "--force")]
+    assert (tmp_path / "dump.pm2").is_symlink() and elsewhere.read_text() == "[]"

@@ -119,7 +119,7 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
         with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2"):
             if pm2.workers(ctx.config.app.name):
                 pm2.check(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name), "delete the app")
-            pm2.check(pm2_plan.save_argv(pm2.binary), "save its process list")
+            pm2.save()
 
 
 @click.command("logs")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.config import Config
+from nextdeploy.ops import WriteFile
 from nextdeploy.paths import META_DIR, DeployPaths
 from nextdeploy.plans.runtime import runtime_env
 
@@ -108,6 +109,37 @@ def delete_argv(pm2: str, name: str) -> tuple[str, ...]:
 
 def save_argv(pm2: str) -> tuple[str, ...]:
     return (pm2, "save", "--force")
+
+
+# What `pm2 save` writes (PM2 7, lib/API/Startup.js, CLI.prototype.dump): the pm2_env of every process that
+# is not a PM2 module, without these keys; `pm2 resurrect` starts each entry again.
+DUMP_DROPPED_KEYS = ("instances", "pm_id", "prev_restart_delay")
+
+
+def dump_content(processes: list[dict[str, Any]]) -> str:
+    """The dump file `pm2 save` would write for ``processes`` (the daemon's getMonitorData list).
+
+    One difference: a worker on its way out of a reload (listed as ``_old_<id>``) is left out; PM2 would
+    dump it and a resurrect would start it as one worker too many."""
+    envs = []
+    for entry in processes:
+        env = dict(entry.get("pm2_env") or {})
+        if env.get("pmx_module") or str(entry.get("pm_id", "")).startswith("_old_"):
+            continue
+        for key in DUMP_DROPPED_KEYS:
+            env.pop(key, None)
+        envs.append(env)
+    return json.dumps(envs, indent=2, ensure_ascii=False)
+
+
+def save_ops(pm2_home: Path, processes: list[dict[str, Any]], previous_dump: str | None) -> list[WriteFile]:
+    """`pm2 save` as two file writes: the old dump to ``dump.pm2.bak`` (as PM2 does), the new one.
+    Both 0600: the env in them holds the Server Actions key."""
+    ops = []
+    if previous_dump is not None:
+        ops.append(WriteFile(pm2_home / "dump.pm2.bak", previous_dump, mode=0o600, secret=True))
+    ops.append(WriteFile(pm2_home / "dump.pm2", dump_content(processes), mode=0o600, secret=True))
+    return ops
 
 
 def jlist_argv(pm2: str) -> tuple[str, ...]:
