@@ -69,23 +69,36 @@ class MakeDirs:
 
 @dataclass(frozen=True)
 class CopyTree:
-    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth.
-
-    ``link_from``: an earlier copy of the tree. A file inside a ``node_modules`` directory whose bytes
-    equal the file at the same path there is hard-linked instead of copied (dependencies rarely change
-    between releases, and nothing rewrites them at runtime, unlike ``.next``'s ISR output).
-    """
+    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth."""
 
     src: Path
     dst: Path
     ignore: tuple[str, ...] = ()
-    link_from: Path | None = None
 
     def render(self) -> str:
         excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
-        line = f"cp -a{excludes} {shlex.quote(str(self.src))}/. {shlex.quote(str(self.dst))}/"
+        return f"cp -a{excludes} {shlex.quote(str(self.src))}/. {shlex.quote(str(self.dst))}/"
+
+
+@dataclass(frozen=True)
+class MoveTree:
+    """Move the entries of ``src`` into ``dst`` by renames: ``src`` is used up (a build's output, thrown
+    away after the release is assembled). An entry that cannot be renamed (another filesystem, a name
+    already in ``dst``) is copied instead, as ``CopyTree`` would.
+
+    ``link_from``: an earlier copy of the tree. A file inside a ``node_modules`` directory whose bytes
+    equal the file at the same path there is hard-linked to it instead of moved (dependencies rarely
+    change between releases, and nothing rewrites them at runtime, unlike ``.next``'s ISR output).
+    """
+
+    src: Path
+    dst: Path
+    link_from: Path | None = None
+
+    def render(self) -> str:
+        line = f"mv {shlex.quote(str(self.src))}/* {shlex.quote(str(self.dst))}/  # dotfiles too"
         if self.link_from is not None:
-            line += f"  # node_modules files identical in {shlex.quote(str(self.link_from))} are hard-linked"
+            line += f"; node_modules files identical in {shlex.quote(str(self.link_from))} are hard-linked"
         return line
 
 
@@ -151,4 +164,4 @@ class ReloadWorkers:
         return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}, {self.at_once} at a time"
 
 
-Op = Run | WriteFile | MakeDirs | CopyTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers
+Op = Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers

@@ -15,7 +15,7 @@ import pytest
 
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
-from nextdeploy.ops import CopyFile, CopyTree, ReloadWorkers, Run, Symlink, WriteFile
+from nextdeploy.ops import CopyFile, CopyTree, MoveTree, ReloadWorkers, Run, Symlink, WriteFile
 
 
 def test_switch_replaces_a_link_atomically(tmp_path: Path) -> None:
@@ -44,18 +44,23 @@ def test_copy_keeps_symlinks(tmp_path: Path) -> None:
     assert copied.is_symlink() and os.readlink(copied) == ".pnpm/next"
 
 
-def test_copy_hard_links_identical_dependency_files_only(tmp_path: Path) -> None:
+def test_move_hard_links_identical_dependency_files_only(tmp_path: Path) -> None:
     def tree(root: Path, dep: str, changed: str, app: str) -> Path:
         (root / "node_modules" / "dep").mkdir(parents=True)
         (root / "node_modules" / "dep" / "index.js").write_text(dep)
         (root / "node_modules" / "dep" / "changed.js").write_text(changed)
+        (root / "node_modules" / "next").symlink_to("dep")
         (root / "server.js").write_text(app)
         return root
 
     earlier = tree(tmp_path / "earlier", "same", "old", "same app")
     source = tree(tmp_path / "src", "same", "new", "same app")
+    moved_inode = (source / "node_modules/dep/changed.js").stat().st_ino
     dst = tmp_path / "dst"
-    LocalExecutor().apply(CopyTree(source, dst, link_from=earlier))
+    LocalExecutor().apply(MoveTree(source, dst, link_from=earlier))
+    assert not (source / "server.js").exists()  # renamed, not copied; linked files stay behind
+    assert (dst / "node_modules/dep/changed.js").stat().st_ino == moved_inode
+    assert os.readlink(dst / "node_modules/next") == "dep"
 
     def shared(relative: str) -> bool:
         return (dst / relative).stat().st_ino == (earlier / relative).stat().st_ino
@@ -63,6 +68,7 @@ def test_copy_hard_links_identical_dependency_files_only(tmp_path: Path) -> None
     assert shared("node_modules/dep/index.js")
     assert not shared("node_modules/dep/changed.js") and (dst / "node_modules/dep/changed.js").read_text() == "new"
     assert not shared("server.js")  # outside node_modules: the app's own files are never shared
+    assert not list(dst.rglob("*.nextdeploy-link"))
     # A later copy onto a linked file replaces it; the earlier release's file stays as it was.
     (tmp_path / "patch.js").write_text("patched")
     LocalExecutor().apply(CopyFile(tmp_path / "patch.js", dst / "node_modules/dep/index.js"))
@@ -70,9 +76,22 @@ def test_copy_hard_links_identical_dependency_files_only(tmp_path: Path) -> None
     assert (dst / "node_modules/dep/index.js").read_text() == "patched"
 
 
-def test_copy_link_from_shows_in_dry_run(tmp_path: Path) -> None:
-    line = CopyTree(tmp_path / "a", tmp_path / "b", link_from=tmp_path / "live").render()
-    assert line.startswith("cp -a ") and "hard-linked" in line
+def test_move_copies_what_it_cannot_rename(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "app" / ".next").mkdir(parents=True)
+    (source / "app" / ".next" / "BUILD_ID").write_text("b1")
+    (source / "server.js").write_text("new")
+    dst = tmp_path / "dst"
+    (dst / "app").mkdir(parents=True)
+    (dst / "app" / "kept.txt").write_text("kept")  # a name already there: merged by a copy
+    LocalExecutor().apply(MoveTree(source, dst))
+    assert (dst / "app" / ".next" / "BUILD_ID").read_text() == "b1" and (dst / "app" / "kept.txt").exists()
+    assert (dst / "server.js").read_text() == "new" and not (source / "server.js").exists()
+
+
+def test_move_link_from_shows_in_dry_run(tmp_path: Path) -> None:
+    line = MoveTree(tmp_path / "a", tmp_path / "b", link_from=tmp_path / "live").render()
+    assert line.startswith("mv ") and "hard-linked" in line
 
 
 def test_write_file_mode(tmp_path: Path) -> None:

@@ -33,10 +33,10 @@ def test_switch_is_temp_link_plus_rename() -> None:
 def test_release_assembly_for_a_monorepo() -> None:
     source = SourceLayout(Path("/b/src"), "apps/web")
     layout = ReleaseLayout(Path("/srv/h/releases/r1"), "apps/web")
-    ops = release.copy_release_ops(source, layout, Path("/pkg/launcher.cjs"), has_public=True)
+    ops = release.standalone_release_ops(source, layout, Path("/pkg/launcher.cjs"), has_public=True)
     assert [op.render() for op in ops] == [
-        "cp -a /b/src/apps/web/.next/standalone/. /srv/h/releases/r1/",
-        "cp -a /b/src/apps/web/.next/static/. /srv/h/releases/r1/apps/web/.next/static/",
+        "mv /b/src/apps/web/.next/standalone/* /srv/h/releases/r1/  # dotfiles too",
+        "mv /b/src/apps/web/.next/static/* /srv/h/releases/r1/apps/web/.next/static/  # dotfiles too",
         "cp -a /b/src/apps/web/public/. /srv/h/releases/r1/apps/web/public/",
         "cp -p /pkg/launcher.cjs /srv/h/releases/r1/.nextdeploy/launcher.cjs",
     ]

@@ -57,7 +57,8 @@ def copy_ops(ctx: Context, source: SourceLayout, layout: ReleaseLayout, launcher
                 ctx.reporter.info("traced the files a standalone server needs (the build has no standalone output)")
             traces = read_traces(build.next_dir, build.tracing_root)
         return traced.traced_release_ops(build, traces, layout, launcher)
-    return release_plan.copy_release_ops(source, layout, launcher, source.public_dir.is_dir(), _live_release(ctx))
+    return release_plan.standalone_release_ops(source, layout, launcher, source.public_dir.is_dir(),
+                                               _live_release(ctx))
 
 
 def _live_release(ctx: Context) -> Path | None:
