@@ -52,7 +52,9 @@ class BenchOptions:
     work: Path | None = None
     keep_work: bool = False
     plots: bool = True
-    pre: float = 4.0
+    # Seconds of load before the first command; the first second is warm-up. 7 s of steady state give the
+    # steady p99 (the ratio's denominator) ~1,400 samples: with 3 s it moved between 24 and 125 ms run to run.
+    pre: float = 8.0
     post: float = 3.0
     publish: Path | None = None  # also copy RESULTS.md and timeline.png here (e.g. docs/bench)
     reload_at_once: int | None = None  # nextdeploy's [server] reload_at_once (None: its default)
