@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("aiohttp")
@@ -130,3 +132,24 @@ def test_step_kinds_merge_what_varies_between_deploys() -> None:
     assert report.step_kind("switch current -> 20261121-070058-556-fc4f") == "switch current"
     assert report.step_kind("remove 3 old releases") == report.step_kind("remove 1 old release")
     assert report.step_kind("preflight: health gate on a private port (4 s window)").endswith("(4 s window)")
+
+
+def test_publish_says_what_it_copied_and_flags_a_stale_plot(tmp_path: Path) -> None:
+    from nextdeploy.benchkit.bench import publish
+
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    out.mkdir()
+    (out / "RESULTS.md").write_text("# new")
+    docs.mkdir()
+    (docs / "timeline.png").write_bytes(b"old plot")
+    lines: list[str] = []
+    publish(out, docs, lines.append)
+    assert (docs / "RESULTS.md").read_text() == "# new"
+    assert lines[0] == f"published RESULTS.md to {docs}"
+    assert "is from an earlier run" in lines[1]
+
+    (out / "timeline.png").write_bytes(b"new plot")
+    lines.clear()
+    publish(out, docs, lines.append)
+    assert lines == [f"published RESULTS.md and timeline.png to {docs}"]
+    assert (docs / "timeline.png").read_bytes() == b"new plot"

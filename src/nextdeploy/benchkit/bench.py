@@ -265,10 +265,12 @@ def overview_rows(runs: Sequence[dict[str, Any]], label: str) -> list[list[dict[
 def publish(out: Path, docs: Path, echo: Echo) -> None:
     """Copy the markdown report and the overview plot to ``docs`` (e.g. docs/bench) for the README."""
     docs.mkdir(parents=True, exist_ok=True)
-    for name in ("RESULTS.md", "timeline.png"):
-        if (out / name).exists():
-            shutil.copyfile(out / name, docs / name)
-    echo(f"published RESULTS.md and timeline.png to {docs}")
+    copied = [name for name in ("RESULTS.md", "timeline.png") if (out / name).exists()]
+    for name in copied:
+        shutil.copyfile(out / name, docs / name)
+    echo(f"published {' and '.join(copied)} to {docs}")
+    if "timeline.png" not in copied and (docs / "timeline.png").exists():
+        echo(f"warning: {docs / 'timeline.png'} is from an earlier run (no plot this time: {plots.PLOT_HINT})")
 
 
 def main_guard(function: Callable[[], int]) -> int:
