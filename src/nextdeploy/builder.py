@@ -279,10 +279,10 @@ def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: Project
     layout = ReleaseLayout(paths.release_dir(release_id), app_rel)
     with ctx.reporter.step("assemble the release"):
         ctx.executor.apply_all(release_plan.begin_release_ops(layout))
-        copy_ops = nextjs_prepare.copy_ops(ctx, source, layout, LAUNCHER_SOURCE)
-        ctx.executor.apply(copy_ops[0])
+        file_ops = nextjs_prepare.server_files_ops(ctx, source, layout, LAUNCHER_SOURCE)
+        ctx.executor.apply(file_ops[0])
         checkpoint("mid-copy")
-        ctx.executor.apply_all(copy_ops[1:])
+        ctx.executor.apply_all(file_ops[1:])
         present = {name for name in config.release.shared_files if (paths.shared_dir / name).exists()}
         ctx.executor.apply_all(
             release_plan.shared_link_ops(paths.shared_dir, config.release.shared_files, present, layout)

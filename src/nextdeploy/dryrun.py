@@ -62,7 +62,7 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
         ("assemble the release", [
             *release_plan.begin_release_ops(layout),
             *release_plan.standalone_release_ops(source, layout, LAUNCHER_SOURCE, has_public=True,
-                                           link_from=paths.release_dir(live) if live else None),
+                                                 link_from=paths.release_dir(live) if live else None),
             *release_plan.shared_link_ops(paths.shared_dir, config.release.shared_files,
                                           set(config.release.shared_files), layout),
             *release_plan.finish_release_ops(layout, {"id": release_id}),

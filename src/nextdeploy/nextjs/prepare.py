@@ -1,6 +1,6 @@
 """The Next.js steps of assembling a release, called by the builder (``nextdeploy.builder._assemble``).
 
-    copy_ops         standalone copy, or the traced assembly for ``[release] mode = "traced"``
+    server_files_ops the standalone tree moved in, or the traced assembly for ``[release] mode = "traced"``
     prepare_release  once the files are in place, before the release counts as complete:
                      include/exclude, trace check, Server Actions key scrub, own static list,
                      shared image cache, Node/sharp checks, the ISR warning
@@ -44,7 +44,7 @@ def traced_app_rel(source: SourceLayout) -> str:
     return inspect_build(source).app_rel
 
 
-def copy_ops(ctx: Context, source: SourceLayout, layout: ReleaseLayout, launcher: Path) -> list[Op]:
+def server_files_ops(ctx: Context, source: SourceLayout, layout: ReleaseLayout, launcher: Path) -> list[Op]:
     """The ops that put the server's files into the release. Traced mode may first trace, into the build,
     what a build without standalone output did not (see ``nextjs.traced``)."""
     if ctx.config.release.mode == "traced":

