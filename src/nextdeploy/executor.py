@@ -83,9 +83,7 @@ class LocalExecutor(Executor):
         elif isinstance(op, MakeDirs):
             op.path.mkdir(parents=True, exist_ok=True)
         elif isinstance(op, CopyTree):
-            ignore = shutil.ignore_patterns(*op.ignore) if op.ignore else None
-            shutil.copytree(op.src, op.dst, symlinks=True, ignore=ignore, dirs_exist_ok=True,
-                            copy_function=_copy_replacing)
+            _copy_tree(op.src, op.dst, op.ignore)
         elif isinstance(op, MoveTree):
             _move_tree(op)
         elif isinstance(op, CopyFile):
@@ -114,6 +112,12 @@ def _reload_workers(op: ReloadWorkers) -> RunResult:
     with ThreadPoolExecutor(max_workers=max(1, op.at_once)) as pool:
         problems = [problem for problem in pool.map(reload, op.ids) if problem]
     return RunResult(1 if problems else 0, stderr="; ".join(problems))
+
+
+def _copy_tree(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = ()) -> None:
+    """``cp -a`` into ``dst`` (merging), symlinks kept, every file a new inode (see ``_copy_replacing``)."""
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns(*ignore) if ignore else None,
+                    dirs_exist_ok=True, copy_function=_copy_replacing)
 
 
 def _copy_replacing(src: str | Path, dst: str | Path) -> None:
@@ -156,7 +160,7 @@ def _move_entries(src: Path, dst: Path, relative: Path, link_from: Path | None) 
                 if exc.errno != errno.EXDEV:
                     raise
         if entry.is_dir(follow_symlinks=False):
-            shutil.copytree(entry.path, target, symlinks=True, dirs_exist_ok=True, copy_function=_copy_replacing)
+            _copy_tree(entry.path, target)
         else:
             _copy_replacing(entry.path, target)
 

@@ -133,10 +133,9 @@ class Pm2:
         return parse_jlist(result.stdout)
 
     def workers(self, name: str) -> list[Worker]:
-        """The app's processes. A reload in progress also lists the outgoing worker, under the id
-        ``_old_<id>`` until PM2 has stopped it: not one of the app's workers any more."""
+        """The app's processes; a reload's outgoing worker is not one of them any more."""
         return [worker_of(entry) for entry in self.processes()
-                if entry.get("name") == name and isinstance(entry.get("pm_id"), int)]
+                if entry.get("name") == name and not pm2_plan.is_outgoing_worker(entry)]
 
 
 def parse_jlist(output: str) -> list[dict[str, Any]]:

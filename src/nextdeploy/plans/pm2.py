@@ -65,6 +65,11 @@ def reload_argv(pm2: str, ecosystem: Path, name: str) -> tuple[str, ...]:
     return (pm2, "reload", str(ecosystem), "--only", name, "--update-env")
 
 
+def is_outgoing_worker(entry: Mapping[str, Any]) -> bool:
+    """A worker on its way out of a reload: PM2 lists it under the id ``_old_<id>`` until it has stopped."""
+    return not isinstance(entry.get("pm_id"), int)
+
+
 def ecosystem_digest(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
@@ -85,7 +90,7 @@ def in_place_reload_ids(entries: list[dict[str, Any]], name: str, instances: int
     if applied_digest != ecosystem_digest(source):
         return None
     mine = [entry for entry in entries if entry.get("name") == name]
-    if len(mine) != instances or any(not isinstance(entry.get("pm_id"), int) for entry in mine):
+    if len(mine) != instances or any(is_outgoing_worker(entry) for entry in mine):
         return None
     for entry in mine:
         pm2_env = entry.get("pm2_env") or {}
@@ -124,7 +129,7 @@ def dump_content(processes: list[dict[str, Any]]) -> str:
     envs = []
     for entry in processes:
         env = dict(entry.get("pm2_env") or {})
-        if env.get("pmx_module") or str(entry.get("pm_id", "")).startswith("_old_"):
+        if env.get("pmx_module") or is_outgoing_worker(entry):
             continue
         for key in DUMP_DROPPED_KEYS:
             env.pop(key, None)
