@@ -27,6 +27,8 @@ VERIFY_TIMEOUT = 20.0
 RESTART_WINDOW = 1.0  # the preflight already watched for late crashes
 RELOAD_LOCK_WAIT = 40.0  # PM2's reload lock expires after 30 s
 POLL = 0.1  # a listing costs ~2 ms on the daemon socket
+# How long after the reload the public port may still answer from an old worker closing its listener.
+OLD_LISTENER_GRACE = 2.0
 GIVEN_UP = ("errored", "stopped")  # PM2 will not start these workers again by itself: no use waiting
 
 
@@ -61,6 +63,7 @@ def start_or_reload(ctx: Context, pm2: Pm2, workers: list[Worker] | None = None)
     ``workers``: the app's PM2 processes if the caller just listed them.
     """
     name, ecosystem = ctx.config.app.name, ctx.paths.ecosystem_file
+    settle(ctx)  # PM2 refuses to reload a worker whose previous reload is still stopping the old one
     if workers is None:
         workers = pm2.workers(name)
     if not workers:
@@ -96,12 +99,20 @@ def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
         return False
     # One worker's boot to 'ready' plus the old worker's drain, with room to spare.
     timeout = (config.server.listen_timeout + config.server.kill_timeout) / 1000 + 10
-    op = ReloadWorkers(pm2.home_dir / "rpc.sock", ids, config.server.reload_at_once, timeout)
+    # The old workers' drain goes on during verify (they no longer take connections); see settle().
+    op = ReloadWorkers(pm2.home_dir / "rpc.sock", ids, config.server.reload_at_once, timeout, until_serving=True)
     result = ctx.executor.apply(op)
     if result.ok:
         return True
     ctx.reporter.info(f"reloading through the PM2 daemon failed ({result.stderr}); reloading with pm2 instead")
     return False
+
+
+def settle(ctx: Context) -> None:
+    """Wait until the old workers of the last reload have drained and exited. Their new workers were
+    verified already, so a late problem is only worth a warning."""
+    for problem in ctx.executor.settle():
+        ctx.reporter.warn(f"PM2 reported after the reload: {problem}")
 
 
 def _record_applied(ctx: Context) -> None:
@@ -191,6 +202,7 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
                 # Workers of the failed release that crash-loop can make `pm2 reload` skip some (PM2: "process
                 # already started") or leave them errored. Nothing healthy is serving then: start afresh.
                 ctx.reporter.info(f"the reload did not bring {previous} back ({exc.message}); restarting the app")
+                settle(ctx)
                 pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
                 start_or_reload(ctx, pm2, workers=[])
                 verify(ctx, pm2, previous, set(), require_new_pids=False)
@@ -237,16 +249,25 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
 
 
 def _probe_public_port(ctx: Context, release_id: str) -> None:
-    """The public port answers healthy, from ``release_id`` (several probes: round-robin reaches every worker)."""
+    """The public port answers healthy, from ``release_id``: 2 answers per worker in a row (round-robin
+    reaches every worker). An old worker of an in-place reload may still answer for a moment: PM2 tells it
+    to stop on its successor's 'ready', and it closes its listener a few ms later (``ReloadWorkers``)."""
     config = ctx.config
     host = "127.0.0.1" if config.server.hostname in ("0.0.0.0", "::", "") else config.server.hostname
-    for _ in range(2 * config.server.instances):
+    others_until = time.monotonic() + OLD_LISTENER_GRACE
+    in_a_row = 0
+    while in_a_row < 2 * config.server.instances:
         result = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
         problem = health_problem(result, config.health)
         if problem:
             raise Pm2Error(f"the public port {config.server.port} is not healthy: {problem}")
         if result.release is not None and result.release != release_id:
-            raise Pm2Error(f"port {config.server.port} answered from release {result.release}, not {release_id}")
+            if time.monotonic() >= others_until:
+                raise Pm2Error(f"port {config.server.port} answered from release {result.release}, not {release_id}")
+            in_a_row = 0
+            time.sleep(0.02)
+            continue
+        in_a_row += 1
 
 
 def _workers_problem(ctx: Context, workers: list[Worker], release_id: str, old_pids: set[int]) -> str | None:

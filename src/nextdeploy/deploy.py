@@ -13,7 +13,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nextdeploy.activate import activate, current_release, start_or_reload, switch_to, verify, write_ecosystem
+from nextdeploy.activate import (
+    activate,
+    current_release,
+    settle,
+    start_or_reload,
+    switch_to,
+    verify,
+    write_ecosystem,
+)
 from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
 from nextdeploy.errors import NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
@@ -83,6 +91,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             report = activate(ctx, pm2, release_id, previous)
             removed = retain(ctx)
         finally:
+            settle(ctx)  # the old workers' drain, overlapped with verify and retention
             if built.cleanup is not None:
                 built.cleanup.join()
     return DeployResult(release_id, previous, time.monotonic() - started, report.seconds, removed, built.manifest)
@@ -116,7 +125,10 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
         if layout is not None:
             check_node(layout)
         bridge_static_assets(ctx, target)
-        report = activate(ctx, pm2, target, current, event="rolled_back")
+        try:
+            report = activate(ctx, pm2, target, current, event="rolled_back")
+        finally:
+            settle(ctx)
     return DeployResult(target, current, time.monotonic() - started, report.seconds)
 
 
@@ -188,6 +200,7 @@ def recover(ctx: Context, pm2: Pm2) -> None:
     stop_processes_under(paths.builds_dir)
     for build_dir in paths.builds_dir.glob("*"):
         remove_path(build_dir)
+    settle(ctx)
 
 
 def retain(ctx: Context) -> list[str]:

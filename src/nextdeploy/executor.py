@@ -16,7 +16,8 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,10 @@ from nextdeploy.ops import (
     Symlink,
     WriteFile,
 )
+from nextdeploy.plans import pm2 as pm2_plan
+
+# How long a reload with ``until_serving`` waits on PM2's bus before it looks at its calls again.
+SERVING_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,20 @@ class Executor:
         for op in ops:
             self.apply(op)
 
+    def settle(self) -> list[str]:
+        """Wait for what ops left running in the background (a reload's drain); returns their problems."""
+        return []
+
 
 class LocalExecutor(Executor):
     """Runs ops on this machine."""
+
+    def __init__(self) -> None:
+        self._unsettled: list[Future[str | None]] = []
+
+    def settle(self) -> list[str]:
+        unsettled, self._unsettled = self._unsettled, []
+        return [problem for future in unsettled if (problem := future.result())]
 
     def apply(self, op: Op) -> RunResult:
         try:
@@ -77,7 +93,9 @@ class LocalExecutor(Executor):
         if isinstance(op, Run):
             return _run(op)
         if isinstance(op, ReloadWorkers):
-            return _reload_workers(op)
+            result, unsettled = _reload_workers(op)
+            self._unsettled += unsettled
+            return result
         if isinstance(op, WriteFile):
             _write_atomic(op.path, op.content, op.mode)
         elif isinstance(op, MakeDirs):
@@ -100,8 +118,10 @@ class LocalExecutor(Executor):
         return RunResult(0)
 
 
-def _reload_workers(op: ReloadWorkers) -> RunResult:
-    """Each reload is one RPC call that returns once the new worker is ready and the old one stopped."""
+def _reload_workers(op: ReloadWorkers) -> tuple[RunResult, list[Future[str | None]]]:
+    """Each reload is one RPC call that returns once the new worker is ready and the old one stopped.
+
+    Returns the result and, with ``until_serving``, the calls still running (old workers draining)."""
     def reload(pm_id: int) -> str | None:
         try:
             pm2rpc.call(op.socket, "reloadProcessId", {"id": pm_id, "env": {}}, timeout=op.timeout)
@@ -109,9 +129,44 @@ def _reload_workers(op: ReloadWorkers) -> RunResult:
             return f"worker {pm_id}: {exc}"
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, op.at_once)) as pool:
-        problems = [problem for problem in pool.map(reload, op.ids) if problem]
-    return RunResult(1 if problems else 0, stderr="; ".join(problems))
+    # Subscribed before the first call, so no 'ready' can pass unseen. No bus: wait for the calls.
+    events = _pm2_events(op.socket.with_name("pub.sock")) if op.until_serving else None
+    try:
+        pool = ThreadPoolExecutor(max_workers=max(1, op.at_once))
+        calls = {pm_id: pool.submit(reload, pm_id) for pm_id in op.ids}
+        pool.shutdown(wait=False)  # the threads end with their calls
+        if events is not None:
+            _wait_until_serving(calls, events)
+    finally:
+        if events is not None:
+            events.close()
+    if events is None or any(call.done() and call.result() for call in calls.values()):
+        futures_wait(calls.values())  # after a failure too: every call ends, the caller falls back to the CLI
+    problems = [problem for call in calls.values() if call.done() and (problem := call.result())]
+    if problems:
+        return RunResult(1, stderr="; ".join(problems)), []
+    return RunResult(0), [call for call in calls.values() if not call.done()]
+
+
+def _pm2_events(path: Path) -> pm2rpc.EventStream | None:
+    try:
+        return pm2rpc.EventStream(path)
+    except pm2rpc.RpcUnavailable:
+        return None
+
+
+def _wait_until_serving(calls: dict[int, Future[str | None]], events: pm2rpc.EventStream) -> None:
+    """Until each call has ended or its new worker said 'ready' (it serves; PM2 now stops the old one)."""
+    ready: set[int] = set()
+    while not all(call.done() or pm_id in ready for pm_id, call in calls.items()):
+        if any(call.done() and call.result() for call in calls.values()):
+            return
+        try:
+            event = events.next_event(timeout=SERVING_POLL)
+        except pm2rpc.RpcUnavailable:
+            return  # the bus went away: the caller waits for the calls themselves
+        if event is not None and (pm_id := pm2_plan.readied_worker(*event)) is not None:
+            ready.add(pm_id)
 
 
 def _copy_tree(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = ()) -> None:

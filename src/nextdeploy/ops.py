@@ -152,16 +152,22 @@ class ReloadWorkers:
     Each worker keeps its env and options (``reloadProcessId`` with an empty env): PM2 starts a new
     worker, waits for its 'ready', then stops the old one. The CLI cannot do this: ``pm2 reload <name>``
     replaces 2 workers strictly one after the other, and ``pm2 reload <id>`` passes the id as a string,
-    so PM2 misses the new worker's 'ready' and waits out ``listen_timeout`` (PM2 7.0.4)."""
+    so PM2 misses the new worker's 'ready' and waits out ``listen_timeout`` (PM2 7.0.4).
+
+    ``until_serving``: return once every new worker is serving, while the old ones still drain (PM2
+    answers only after the old worker exited, 0.3 s or more later); ``Executor.settle()`` waits for the
+    rest. A failure before that point waits for every call, so the caller can fall back at once."""
 
     socket: Path
     ids: tuple[int, ...]
     at_once: int = 2
     timeout: float = 60.0  # per worker: its boot to 'ready' plus the old worker's drain
+    until_serving: bool = False
 
     def render(self) -> str:
         calls = " ".join(f"reloadProcessId({{id: {pm_id}}})" for pm_id in self.ids)
-        return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}, {self.at_once} at a time"
+        until = ", on once the new workers serve" if self.until_serving else ""
+        return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}, {self.at_once} at a time{until}"
 
 
 Op = Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers

@@ -17,6 +17,10 @@ for when that equals ``pm2 reload <ecosystem>``). Everything else that changes P
 new env, save, delete) goes through the CLI. Any problem here (no daemon, refused, timeout, an error reply,
 unexpected bytes) raises ``RpcUnavailable``; the callers fall back to the CLI (``pm2 jlist``, which also
 starts a daemon when there is none; ``pm2 reload <ecosystem>``).
+
+The daemon also publishes its event bus on ``<PM2_HOME>/pub.sock`` (an axon pub socket, frames
+``[s:event, j:data]``). ``EventStream`` reads it, to see a new worker's 'ready' while PM2's answer to its
+reload still waits for the old worker's exit.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -119,3 +125,55 @@ def process_list(pm2_home: Path, timeout: float = 5.0) -> list[dict[str, Any]]:
     if not values or not isinstance(values[0], list):
         raise RpcUnavailable("getMonitorData returned no list")
     return [entry for entry in values[0] if isinstance(entry, dict)]
+
+
+class EventStream:
+    """PM2's event bus, read from ``<PM2_HOME>/pub.sock``: what PM2 itself waits on in a reload."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._buffer = b""
+        try:
+            self._sock.connect(str(socket_path))
+        except OSError as exc:
+            self._sock.close()
+            raise RpcUnavailable(str(exc)) from None
+
+    def next_event(self, timeout: float) -> tuple[str, Any] | None:
+        """The next ``(event, data)``, or None if none came within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while (decoded := decode_frame(self._buffer)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except TimeoutError:
+                return None
+            except OSError as exc:
+                raise RpcUnavailable(str(exc)) from None
+            if not chunk:
+                raise RpcUnavailable("the daemon closed its event stream")
+            self._buffer += chunk
+            if len(self._buffer) > MAX_REPLY_BYTES:
+                raise RpcUnavailable("event too large")
+        parts, used = decoded
+        self._buffer = self._buffer[used:]
+        try:
+            values = [unpack(part) for part in parts]
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RpcUnavailable(f"undecodable event: {exc}") from None
+        if len(values) != 2 or not isinstance(values[0], str):
+            return "", None  # not an event we know: the caller skips it
+        return values[0], values[1]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -7,12 +7,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
 from nextdeploy.ops import CopyFile, CopyTree, MoveTree, ReloadWorkers, Run, Symlink, WriteFile
@@ -122,10 +123,10 @@ def test_run_with_nice_lowers_the_child_priority_only(tmp_path: Path) -> None:
     assert os.nice(0) == base  # the deployer itself keeps its priority
 
 
-def _fake_pm2_daemon(path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> list[float]:
-    """A unix socket that answers each call (one per connection, all at once) after 0.3 s; returns the
-    list of (start, end) times it fills in, to see whether calls overlapped."""
-    from nextdeploy import pm2rpc
+def _fake_pm2_daemon(path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]],
+                     delay: Callable[[dict[str, Any]], float] = lambda request: 0.3) -> list[float]:
+    """A unix socket that answers each call (one per connection, all at once) after ``delay`` (0.3 s);
+    returns the list of (start, end) times it fills in, to see whether calls overlapped."""
 
     spans: list[float] = []
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -139,7 +140,7 @@ def _fake_pm2_daemon(path: Path, answer: Callable[[dict[str, Any]], dict[str, An
                 request += connection.recv(4096)
             parts, _ = pm2rpc.decode_frame(request)  # type: ignore[misc]
             started = time.monotonic()
-            time.sleep(0.3)
+            time.sleep(delay(pm2rpc.unpack(parts[0])))
             body = answer(pm2rpc.unpack(parts[0]))
             connection.sendall(pm2rpc.encode_frame([pm2rpc.pack(body), parts[1]]))
             spans.extend((started, time.monotonic()))
@@ -183,6 +184,84 @@ def test_reload_workers_reports_each_failed_worker(tmp_path: Path) -> None:
     assert not result.ok and result.stderr.startswith("worker 1:") and "in progress" in result.stderr
     missing = LocalExecutor().apply(ReloadWorkers(tmp_path / "nothing.sock", (0,), timeout=5))
     assert not missing.ok and "worker 0" in missing.stderr
+
+
+def _reloading_daemon(path: Path, opened: list[socket.socket], fail: tuple[int, ...] = ()) -> dict[str, float]:
+    """A daemon whose reloads publish the new worker's 'ready' on its bus (pub.sock) after 0.5 s and
+    answer after 1.5 s (the old worker drained), or answer an error at once for the ids in ``fail``;
+    returns when each reload answered. Its bus sockets go to ``opened``, for the test to close."""
+    subscribers: list[socket.socket] = []
+    answered: dict[str, float] = {}
+    bus = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    opened.append(bus)
+    bus.bind(str(path.with_name("pub.sock")))
+    bus.listen(4)
+
+    def subscribe() -> None:
+        subscriber, _ = bus.accept()
+        subscribers.append(subscriber)
+        opened.append(subscriber)
+
+    threading.Thread(target=subscribe, daemon=True).start()
+
+    def publish_ready(pm_id: int) -> None:
+        time.sleep(0.5)
+        event = {"raw": "ready", "process": {"pm_id": pm_id, "name": "hello"}}
+        for subscriber in subscribers:
+            try:
+                subscriber.sendall(pm2rpc.encode_frame([pm2rpc.pack("log:out"), pm2rpc.pack({"data": "x"})]))
+                subscriber.sendall(pm2rpc.encode_frame([pm2rpc.pack("process:msg"), pm2rpc.pack(event)]))
+            except OSError:
+                pass  # the subscriber left (PM2 skips sockets no longer writable)
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        pm_id = request["args"][0]["id"]
+        answered[str(pm_id)] = time.monotonic()
+        return {"error": "PM2 ID unknown"} if pm_id in fail else {"args": [{}]}
+
+    def delay(request: dict[str, Any]) -> float:
+        pm_id = request["args"][0]["id"]
+        if pm_id in fail:
+            return 0.0
+        threading.Thread(target=publish_ready, args=(pm_id,), daemon=True).start()
+        return 1.5
+
+    _fake_pm2_daemon(path, answer, delay)
+    return answered
+
+
+@pytest.fixture
+def opened() -> Iterator[list[socket.socket]]:
+    sockets: list[socket.socket] = []
+    yield sockets
+    for sock in sockets:
+        sock.close()
+
+
+def test_reload_until_serving_returns_when_the_old_workers_stop_and_settle_waits_for_their_exit(
+        tmp_path: Path, opened: list[socket.socket]) -> None:
+    answered = _reloading_daemon(tmp_path / "rpc.sock", opened)
+    executor = LocalExecutor()
+    began = time.monotonic()
+    result = executor.apply(ReloadWorkers(tmp_path / "rpc.sock", (0, 1), timeout=5, until_serving=True))
+    returned = time.monotonic()
+    assert result.ok, result.stderr
+    assert 0.5 <= returned - began < 1.3 and not answered  # past 'ready', before PM2's answers
+    assert executor.settle() == [] and sorted(answered) == ["0", "1"]
+    assert executor.settle() == []  # nothing left
+    # Without until_serving the op waits for PM2's answers.
+    answered.clear()
+    assert LocalExecutor().apply(ReloadWorkers(tmp_path / "rpc.sock", (0, 1), timeout=5)).ok
+    assert sorted(answered) == ["0", "1"]
+
+
+def test_reload_until_serving_waits_for_every_call_when_one_fails(tmp_path: Path,
+                                                                  opened: list[socket.socket]) -> None:
+    answered = _reloading_daemon(tmp_path / "rpc.sock", opened, fail=(1,))
+    executor = LocalExecutor()
+    result = executor.apply(ReloadWorkers(tmp_path / "rpc.sock", (0, 1), timeout=5, until_serving=True))
+    assert not result.ok and result.stderr.startswith("worker 1:") and "unknown" in result.stderr
+    assert sorted(answered) == ["0", "1"] and executor.settle() == []  # nothing left running behind
 
 
 def test_reload_workers_renders_as_a_comment_in_a_dry_run() -> None:

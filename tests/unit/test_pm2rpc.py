@@ -96,3 +96,31 @@ def test_no_daemon_means_use_the_cli(tmp_path: Path) -> None:
     stale.close()
     with pytest.raises(RpcUnavailable):
         pm2rpc.process_list(tmp_path)
+
+
+def test_the_event_stream_reads_split_frames_skips_odd_ones_and_times_out(tmp_path: Path) -> None:
+    path = tmp_path / "pub.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    ready = reply("process:msg", {"raw": "ready", "process": {"pm_id": 1}})
+    stream = (reply("log:out", {"data": "x"}) + encode_frame([b"s:odd"]) + ready)
+
+    def publish() -> None:
+        connection, _ = server.accept()
+        with connection:
+            for cut in range(0, len(stream), 7):  # 7-byte writes: frames split anywhere
+                connection.sendall(stream[cut:cut + 7])
+            connection.recv(1)  # until the reader closes
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    with pm2rpc.EventStream(path) as events:
+        assert events.next_event(timeout=5) == ("log:out", {"data": "x"})
+        assert events.next_event(timeout=5) == ("", None)  # not an [event, data] frame
+        assert events.next_event(timeout=5) == ("process:msg", {"raw": "ready", "process": {"pm_id": 1}})
+        assert events.next_event(timeout=0.1) is None
+    thread.join(timeout=5)
+    server.close()
+    with pytest.raises(RpcUnavailable):
+        pm2rpc.EventStream(tmp_path / "no-daemon.sock")

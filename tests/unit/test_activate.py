@@ -1,0 +1,63 @@
+"""Verify's look at the public port (a real HTTP server on loopback; the whole activation: integration)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nextdeploy import activate
+from nextdeploy.config import parse_config
+from nextdeploy.context import Context
+from nextdeploy.errors import Pm2Error
+from nextdeploy.executor import DryRunExecutor
+from nextdeploy.ui import Reporter
+
+
+def _serving(releases: Iterator[str]) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """A server that answers the health path healthy, each answer from the next release of ``releases``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("x-nextdeploy-release", next(releases))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def _context(tmp_path: Path, port: int) -> Context:
+    config = parse_config({"app": {"name": "hello", "source": "."},
+                           "server": {"root": str(tmp_path / "root"), "port": port}}, tmp_path)
+    return Context(config, DryRunExecutor(lambda line: None), Reporter(force_plain=True))
+
+
+def test_old_workers_closing_their_listeners_may_answer_for_a_moment(tmp_path: Path) -> None:
+    server, port = _serving(iter(["old"] * 3 + ["new"] * 10))
+    try:
+        activate._probe_public_port(_context(tmp_path, port), "new")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_port_that_keeps_answering_from_another_release_fails_verify(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(activate, "OLD_LISTENER_GRACE", 0.3)
+    server, port = _serving(iter(["new"] * 3 + ["old"] * 1000))
+    try:
+        with pytest.raises(Pm2Error, match="answered from release old, not new"):
+            activate._probe_public_port(_context(tmp_path, port), "new")
+    finally:
+        server.shutdown()
+        server.server_close()
