@@ -15,10 +15,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass
@@ -45,9 +46,16 @@ class Reporter:
             and progress_stream.isatty()
         )
         self._out = progress_stream
+
+    @cached_property
+    def console(self) -> Console:
+        # rich is imported on first use: off a terminal a deploy prints plain lines and never needs it
+        # (its ~50 modules are a tenth of the command's start-up).
+        from rich.console import Console
+
         # Off a terminal, a wide fixed width keeps tables (release ids) from being cut.
-        self.console = Console(file=progress_stream, highlight=False, no_color="NO_COLOR" in os.environ,
-                               force_terminal=self.rich or None, width=None if self.rich else 160)
+        return Console(file=self._out, highlight=False, no_color="NO_COLOR" in os.environ,
+                       force_terminal=self.rich or None, width=None if self.rich else 160)
 
     # Progress -------------------------------------------------------------------------------------
 
@@ -58,6 +66,8 @@ class Reporter:
         ok = False
         try:
             if self.rich:
+                from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
                 columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
                 with Progress(*columns, console=self.console, transient=True) as progress:
                     progress.add_task(title, total=None)

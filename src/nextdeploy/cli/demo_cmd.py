@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from nextdeploy.cli.options import debug_option
 from nextdeploy.errors import HostPathError, NextdeployError, ToolMissingError
@@ -139,6 +138,8 @@ def _print_results(reporter: Reporter, run: Run, run_json: dict[str, Any], url: 
     """A row per step (requests counted from its start to the next one's), then the totals."""
     load = run.loads["keepalive"]
     t0 = load.t0_monotonic
+    from rich.table import Table
+
     table = Table("step", "outcome", "seconds", "requests", "failed", "answered by")
     edges = [action.command.started - t0 for action in run.actions] + [float("inf")]
     for index, (action, figures) in enumerate(zip(run.actions, run_json["actions"], strict=True)):

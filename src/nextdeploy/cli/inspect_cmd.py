@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from nextdeploy.activate import current_release
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
@@ -49,6 +48,8 @@ def releases_command(config_path: Path, json_mode: bool) -> None:
     if not rows:
         ctx.reporter.info("no releases yet: run `nextdeploy deploy`")
         return
+    from rich.table import Table
+
     table = Table("", "id", "status", "created", "revision", "size", "note")
     for row in rows:
         size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else ""
@@ -93,6 +94,8 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     info(f"app {config.app.name} at {data['url']}  root {ctx.paths.root}")
     info(f"current release: {current or 'none'}")
     info(f"health {config.health.path}: {'ok' if problem is None else problem}")
+    from rich.table import Table
+
     table = Table("pm id", "pid", "status", "restarts", "memory", "release")
     for w in workers:
         table.add_row(str(w.pm_id), str(w.pid), w.status, str(w.restarts), f"{w.memory / 1e6:.1f} MB",
