@@ -166,7 +166,7 @@ class ReloadWorkers:
 
     def render(self) -> str:
         calls = " ".join(f"reloadProcessId({{id: {pm_id}}})" for pm_id in self.ids)
-        until = ", on once the new workers serve" if self.until_serving else ""
+        until = ", returning once the new workers serve" if self.until_serving else ""
         return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}, {self.at_once} at a time{until}"
 
 

@@ -48,7 +48,7 @@ def _pm2_killed(context: RunContext) -> None:
 
 
 def _worker_killed(context: RunContext) -> None:
-    context.deploy("good", on_line=context.kill_worker_during_reload(delay=1.0))
+    context.deploy("good", on_line=context.kill_worker_during_reload(delay=0.5))
 
 
 GOOD = _deploy("good")
@@ -61,7 +61,7 @@ BACK_TO_BACK = Scenario("back-to-back", "two good deploys in a row with no pause
 PM2_KILLED = Scenario(
     "pm2-killed", "`pm2 kill` (daemon and workers gone), then a deploy; failures count only once the deploy "
     "has started the app again", "live", _pm2_killed)
-WORKER_KILLED = Scenario("worker-killed", "SIGKILL one worker 1 s into the reload", "live", _worker_killed)
+WORKER_KILLED = Scenario("worker-killed", "SIGKILL one worker 0.5 s into the reload", "live", _worker_killed)
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario for scenario in
