@@ -140,7 +140,7 @@ def _reload_workers(op: ReloadWorkers) -> tuple[RunResult, list[Future[str | Non
     finally:
         if events is not None:
             events.close()
-    if events is None or any(call.done() and call.result() for call in calls.values()):
+    if events is None or _failed(calls):
         futures_wait(calls.values())  # after a failure too: every call ends, the caller falls back to the CLI
     problems = [problem for call in calls.values() if call.done() and (problem := call.result())]
     if problems:
@@ -155,11 +155,15 @@ def _pm2_events(path: Path) -> pm2rpc.EventStream | None:
         return None
 
 
+def _failed(calls: dict[int, Future[str | None]]) -> bool:
+    return any(call.done() and call.result() for call in calls.values())
+
+
 def _wait_until_serving(calls: dict[int, Future[str | None]], events: pm2rpc.EventStream) -> None:
     """Until each call has ended or its new worker said 'ready' (it serves; PM2 now stops the old one)."""
     ready: set[int] = set()
     while not all(call.done() or pm_id in ready for pm_id, call in calls.items()):
-        if any(call.done() and call.result() for call in calls.values()):
+        if _failed(calls):
             return
         try:
             event = events.next_event(timeout=SERVING_POLL)
