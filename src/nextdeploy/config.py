@@ -37,6 +37,7 @@ class AppConfig(_Section):
     build_command: str | None = None
     build_env: dict[str, str] = Field(default_factory=dict)
     # Niceness of install and build: a build on the serving host competes with the live app for CPU.
+    # 0 runs them like any command; otherwise in a session of their own (see executor._lower_priority).
     build_nice: Annotated[int, Field(ge=0, le=19)] = 10
     # Skip the install when lockfile, package.json files, package-manager config, node, the package manager
     # and build_env are all unchanged since the last successful build: its node_modules are moved in.

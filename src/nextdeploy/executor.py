@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
@@ -251,23 +252,27 @@ class DryRunExecutor(Executor):
 
 def _run(op: Run) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
-    lower_priority = _lower_priority(op.nice)
+    # A lowered priority needs a session of its own: see _lower_priority.
+    own_session = bool(op.nice)
+    process: subprocess.Popen[Any]
     try:
         if op.log_file is not None:
             op.log_file.parent.mkdir(parents=True, exist_ok=True)
             with op.log_file.open("ab") as log:
                 log.write(f"$ {op.render()}\n".encode())
                 log.flush()
-                logged = subprocess.run(
-                    op.argv, cwd=op.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, timeout=op.timeout, check=False, preexec_fn=lower_priority,
+                process = subprocess.Popen(
+                    op.argv, cwd=op.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=own_session, preexec_fn=_lower_priority(op.nice),
                 )
-            return RunResult(logged.returncode)
-        completed = subprocess.run(
-            op.argv, cwd=op.cwd, env=env, capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=op.timeout, check=False, preexec_fn=lower_priority,
-        )
-        return RunResult(completed.returncode, completed.stdout, completed.stderr)
+                stdout, stderr = _wait(process, op, own_session)
+        else:
+            process = subprocess.Popen(
+                op.argv, cwd=op.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL, text=True, start_new_session=own_session,
+                preexec_fn=_lower_priority(op.nice),
+            )
+            stdout, stderr = _wait(process, op, own_session)
     except FileNotFoundError:
         if op.cwd is not None and not op.cwd.is_dir():
             raise HostPathError(f"working directory {op.cwd} does not exist") from None
@@ -277,15 +282,49 @@ def _run(op: Run) -> RunResult:
         ) from None
     except subprocess.TimeoutExpired:
         return RunResult(124, "", f"timed out after {op.timeout} s: {op.render()}")
+    return RunResult(process.returncode, stdout or "", stderr or "")
+
+
+def _wait(process: subprocess.Popen[Any], op: Run, own_session: bool) -> tuple[str | None, str | None]:
+    """Wait for a command; on a timeout or an interrupt (Ctrl-C), kill it with everything it started."""
+    try:
+        return process.communicate(timeout=op.timeout)
+    except BaseException:
+        if own_session:
+            # Its own process group: a build's package manager, `next build` and its workers go together.
+            _kill_group(process.pid)
+        process.kill()
+        process.communicate()
+        raise
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _lower_priority(niceness: int) -> Callable[[], None] | None:
-    """A preexec_fn that raises the child's niceness (no privileges needed to lower one's priority)."""
+    """A preexec_fn that lowers the child's CPU priority (no privileges needed for that).
+
+    With autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on by default in Debian's
+    and Ubuntu's kernels) the CPU is shared between sessions first and niceness counts only inside a
+    session: a niced build in the deploy's session still got as much CPU as the PM2 daemon's whole
+    session. So the child runs in a session of its own (``start_new_session``) whose autogroup gets the
+    same niceness.
+    """
     if not niceness:
         return None
 
     def lower() -> None:
         os.nice(niceness)
+        try:
+            with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:
+                autogroup.write(str(niceness))
+        except OSError:
+            pass  # no autogroup scheduling (or not Linux): the niceness alone does it
+
     return lower
 
 

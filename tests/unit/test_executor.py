@@ -123,6 +123,47 @@ def test_run_with_nice_lowers_the_child_priority_only(tmp_path: Path) -> None:
     assert os.nice(0) == base  # the deployer itself keeps its priority
 
 
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+@pytest.mark.skipif(not AUTOGROUP.exists(), reason="the kernel has no autogroup scheduling")
+def test_run_with_nice_gets_a_session_whose_autogroup_has_the_niceness() -> None:
+    # With autogroup, CPU is shared between sessions before niceness counts: a niced build in the
+    # deployer's session would compete as an equal with the PM2 daemon's session.
+    script = "import os; print(os.getsid(0)); print(open('/proc/self/autogroup').read())"
+    result = LocalExecutor().apply(Run((sys.executable, "-c", script), nice=9))
+    sid, autogroup = result.stdout.splitlines()[:2]
+    assert int(sid) != os.getsid(0)
+    assert autogroup.endswith(" nice 9") and autogroup.split()[0] != AUTOGROUP.read_text().split()[0]
+    plain = LocalExecutor().apply(Run((sys.executable, "-c", script)))
+    assert int(plain.stdout.splitlines()[0]) == os.getsid(0)  # without nice: nothing changes
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_a_timed_out_niced_run_is_killed_with_everything_it_started(tmp_path: Path, log: bool) -> None:
+    pid_file = tmp_path / "pid"
+    # Like `pnpm run build` -> `next build`: the grandchild must not outlive the timeout.
+    op = Run(("sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait"), nice=5, timeout=1,
+             log_file=tmp_path / "log" if log else None)
+    started = time.monotonic()
+    result = LocalExecutor().apply(op)
+    assert result.returncode == 124 and "timed out after 1 s" in result.stderr
+    assert time.monotonic() - started < 10
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
 def _fake_pm2_daemon(path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]],
                      delay: Callable[[dict[str, Any]], float] = lambda request: 0.3) -> list[float]:
     """A unix socket that answers each call (one per connection, all at once) after ``delay`` (0.3 s);
