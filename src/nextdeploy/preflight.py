@@ -48,7 +48,8 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_file.open("wb") as log:
-        # Own session: stopping the process group also stops anything the server spawned.
+        # Own session: stopping the process group also stops anything the server spawned. Not niced like
+        # the build: on a host the live app keeps busy, a starved server would miss its health timeout.
         process = subprocess.Popen(
             spawn_argv(node, layout), cwd=layout.app_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
