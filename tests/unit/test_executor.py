@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -155,6 +157,34 @@ def test_a_timed_out_niced_run_is_killed_with_everything_it_started(tmp_path: Pa
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(grandchild)
+
+
+def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path: Path) -> None:
+    # In its own session the build no longer gets the terminal's SIGINT: the deployer must stop it.
+    pid_file = tmp_path / "pid"
+    script = (
+        "from nextdeploy.executor import LocalExecutor\n"
+        "from nextdeploy.ops import Run\n"
+        f"LocalExecutor().apply(Run(('sh', '-c', 'sleep 30 & echo $! > {pid_file}; wait'), nice=5))\n"
+    )
+    deployer = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline and deployer.poll() is None
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+        deployer.send_signal(signal.SIGINT)
+        _, err = deployer.communicate(timeout=10)
+        assert deployer.returncode != 0 and "KeyboardInterrupt" in err
+        deadline = time.monotonic() + 5
+        while _alive(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(grandchild)
+    finally:
+        if deployer.poll() is None:
+            os.killpg(deployer.pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
