@@ -252,27 +252,15 @@ class DryRunExecutor(Executor):
 
 def _run(op: Run) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
-    # A lowered priority needs a session of its own: see _lower_priority.
-    own_session = bool(op.nice)
-    process: subprocess.Popen[Any]
     try:
         if op.log_file is not None:
             op.log_file.parent.mkdir(parents=True, exist_ok=True)
             with op.log_file.open("ab") as log:
                 log.write(f"$ {op.render()}\n".encode())
                 log.flush()
-                process = subprocess.Popen(
-                    op.argv, cwd=op.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=own_session, preexec_fn=_lower_priority(op.nice),
-                )
-                stdout, stderr = _wait(process, op, own_session)
+                stdout, stderr, code = _run_to_end(op, env, log, subprocess.STDOUT, text=False)
         else:
-            process = subprocess.Popen(
-                op.argv, cwd=op.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL, text=True, start_new_session=own_session,
-                preexec_fn=_lower_priority(op.nice),
-            )
-            stdout, stderr = _wait(process, op, own_session)
+            stdout, stderr, code = _run_to_end(op, env, subprocess.PIPE, subprocess.PIPE, text=True)
     except FileNotFoundError:
         if op.cwd is not None and not op.cwd.is_dir():
             raise HostPathError(f"working directory {op.cwd} does not exist") from None
@@ -282,20 +270,43 @@ def _run(op: Run) -> RunResult:
         ) from None
     except subprocess.TimeoutExpired:
         return RunResult(124, "", f"timed out after {op.timeout} s: {op.render()}")
-    return RunResult(process.returncode, stdout or "", stderr or "")
+    return RunResult(code, stdout or "", stderr or "")
 
 
-def _wait(process: subprocess.Popen[Any], op: Run, own_session: bool) -> tuple[str | None, str | None]:
-    """Wait for a command; on a timeout or an interrupt (Ctrl-C), kill it with everything it started."""
+def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
+                text: bool) -> tuple[str | None, str | None, int]:
+    """Run a command and wait for it; on a timeout or an interrupt (Ctrl-C), kill it with all it started.
+
+    A niced command runs in a session of its own (see _lower_priority), out of reach of the terminal's
+    Ctrl-C. SIGINT is held from before its start until the wait that would kill it is in place: a
+    Ctrl-C in between is raised then, not lost with the build left running.
+    """
+    own_session = bool(op.nice)
+    holding = own_session and threading.current_thread() is threading.main_thread()
+    if holding:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    process: subprocess.Popen[Any] | None = None
     try:
-        return process.communicate(timeout=op.timeout)
+        process = subprocess.Popen(
+            op.argv, cwd=op.cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=text,
+            start_new_session=own_session, preexec_fn=_lower_priority(op.nice, unblock_sigint=holding),
+        )
+        if holding:
+            holding = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held Ctrl-C is raised here
+        out, err = process.communicate(timeout=op.timeout)
+        return out, err, process.returncode
     except BaseException:
-        if own_session:
-            # Its own process group: a build's package manager, `next build` and its workers go together.
-            _kill_group(process.pid)
-        process.kill()
-        process.communicate()
+        if process is not None:
+            if own_session:
+                # Its own process group: a build's package manager, `next build` and its workers go together.
+                _kill_group(process.pid)
+            process.kill()
+            process.communicate()
         raise
+    finally:
+        if holding:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _kill_group(pgid: int) -> None:
@@ -305,19 +316,21 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _lower_priority(niceness: int) -> Callable[[], None] | None:
+def _lower_priority(niceness: int, unblock_sigint: bool = False) -> Callable[[], None] | None:
     """A preexec_fn that lowers the child's CPU priority (no privileges needed for that).
 
     With autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on by default in Debian's
     and Ubuntu's kernels) the CPU is shared between sessions first and niceness counts only inside a
     session: a niced build in the deploy's session still got as much CPU as the PM2 daemon's whole
     session. So the child runs in a session of its own (``start_new_session``) whose autogroup gets the
-    same niceness.
+    same niceness. ``unblock_sigint``: the child inherits the parent's held SIGINT; it must not keep it.
     """
     if not niceness:
         return None
 
     def lower() -> None:
+        if unblock_sigint:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         os.nice(niceness)
         try:
             with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:

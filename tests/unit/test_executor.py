@@ -159,23 +159,42 @@ def test_a_timed_out_niced_run_is_killed_with_everything_it_started(tmp_path: Pa
     assert not _alive(grandchild)
 
 
-def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path: Path) -> None:
+# The Ctrl-C lands once the command runs but before the deployer waits for it (a wrapped Popen).
+_CTRL_C_AS_IT_STARTS = """
+import os, signal, subprocess, time
+from pathlib import Path
+started = subprocess.Popen.__init__
+def start_then_ctrl_c(self, *args, **kwargs):
+    started(self, *args, **kwargs)
+    while not Path({pid_file!r}).read_text().strip():
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+subprocess.Popen.__init__ = start_then_ctrl_c
+"""
+
+
+@pytest.mark.parametrize("when", ["while it runs", "as it starts"])
+def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path: Path, when: str) -> None:
     # In its own session the build no longer gets the terminal's SIGINT: the deployer must stop it.
     pid_file = tmp_path / "pid"
+    pid_file.touch()
     script = (
-        "from nextdeploy.executor import LocalExecutor\n"
-        "from nextdeploy.ops import Run\n"
-        f"LocalExecutor().apply(Run(('sh', '-c', 'sleep 30 & echo $! > {pid_file}; wait'), nice=5))\n"
+        (_CTRL_C_AS_IT_STARTS.format(pid_file=str(pid_file)) if when == "as it starts" else "")
+        + "from nextdeploy.executor import LocalExecutor\n"
+        + "from nextdeploy.ops import Run\n"
+        + f"LocalExecutor().apply(Run(('sh', '-c', 'sleep 30 & echo $! > {pid_file}; wait'), nice=5))\n"
     )
     deployer = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while not pid_file.exists() or not pid_file.read_text().strip():
-            assert time.monotonic() < deadline and deployer.poll() is None
+        while not pid_file.read_text().strip():
+            assert time.monotonic() < deadline, "the command did not start"
             time.sleep(0.05)
         grandchild = int(pid_file.read_text())
-        deployer.send_signal(signal.SIGINT)
+        if when == "while it runs":
+            deployer.send_signal(signal.SIGINT)
         _, err = deployer.communicate(timeout=10)
         assert deployer.returncode != 0 and "KeyboardInterrupt" in err
         deadline = time.monotonic() + 5
@@ -185,6 +204,13 @@ def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path:
     finally:
         if deployer.poll() is None:
             os.killpg(deployer.pid, signal.SIGKILL)
+
+
+def test_a_niced_run_does_not_inherit_a_held_ctrl_c() -> None:
+    script = "print([line for line in open('/proc/self/status') if line.startswith('SigBlk:')][0])"
+    result = LocalExecutor().apply(Run((sys.executable, "-c", script), nice=3))
+    assert int(result.stdout.split()[1], 16) & (1 << (signal.SIGINT - 1)) == 0
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # nor does the deployer
 
 
 def _alive(pid: int) -> bool:
