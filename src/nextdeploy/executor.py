@@ -300,7 +300,7 @@ def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
         if process is not None:
             if own_session:
                 # Its own process group: a build's package manager, `next build` and its workers go together.
-                _kill_group(process.pid)
+                kill_process_group(process.pid)
             process.kill()
             process.communicate()
         raise
@@ -309,10 +309,11 @@ def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _kill_group(pgid: int) -> None:
+def kill_process_group(pgid: int) -> None:
+    """SIGKILL a process started in a session of its own, with everything it started; gone is fine."""
     try:
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
         pass
 
 

@@ -8,7 +8,6 @@ users). Its output goes to ``logs/preflight-<id>.log``; the tail is shown on fai
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from nextdeploy.config import Config
 from nextdeploy.errors import PreflightError
+from nextdeploy.executor import kill_process_group
 from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.probe import ProbeResult, free_port, health_problem, http_get
@@ -136,10 +136,7 @@ def _launcher_reason(log_file: Path) -> str:
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Kill the preflight server and everything it spawned. It never had users: no drain needed."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    kill_process_group(process.pid)
     process.wait()
 
 

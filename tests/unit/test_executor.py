@@ -125,7 +125,6 @@ def test_run_with_nice_lowers_the_child_priority_only(tmp_path: Path) -> None:
     assert os.nice(0) == base  # the deployer itself keeps its priority
 
 
-
 AUTOGROUP = Path("/proc/self/autogroup")
 
 
@@ -145,18 +144,15 @@ def test_run_with_nice_gets_a_session_whose_autogroup_has_the_niceness() -> None
 @pytest.mark.parametrize("log", [False, True])
 def test_a_timed_out_niced_run_is_killed_with_everything_it_started(tmp_path: Path, log: bool) -> None:
     pid_file = tmp_path / "pid"
-    # Like `pnpm run build` -> `next build`: the grandchild must not outlive the timeout.
-    op = Run(("sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait"), nice=5, timeout=1,
+    # The grandchild must not outlive the timeout.
+    op = Run(_with_grandchild(pid_file), nice=5, timeout=1,
              log_file=tmp_path / "log" if log else None)
     started = time.monotonic()
     result = LocalExecutor().apply(op)
     assert result.returncode == 124 and "timed out after 1 s" in result.stderr
     assert time.monotonic() - started < 10
     grandchild = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(grandchild)
+    assert _gone_soon(grandchild)
 
 
 # The Ctrl-C lands once the command runs but before the deployer waits for it (a wrapped Popen).
@@ -183,7 +179,7 @@ def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path:
         (_CTRL_C_AS_IT_STARTS.format(pid_file=str(pid_file)) if when == "as it starts" else "")
         + "from nextdeploy.executor import LocalExecutor\n"
         + "from nextdeploy.ops import Run\n"
-        + f"LocalExecutor().apply(Run(('sh', '-c', 'sleep 30 & echo $! > {pid_file}; wait'), nice=5))\n"
+        + f"LocalExecutor().apply(Run({_with_grandchild(pid_file)!r}, nice=5))\n"
     )
     deployer = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -197,10 +193,7 @@ def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path:
             deployer.send_signal(signal.SIGINT)
         _, err = deployer.communicate(timeout=10)
         assert deployer.returncode != 0 and "KeyboardInterrupt" in err
-        deadline = time.monotonic() + 5
-        while _alive(grandchild) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(grandchild)
+        assert _gone_soon(grandchild)
     finally:
         if deployer.poll() is None:
             os.killpg(deployer.pid, signal.SIGKILL)
@@ -213,12 +206,23 @@ def test_a_niced_run_does_not_inherit_a_held_ctrl_c() -> None:
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # nor does the deployer
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+def _with_grandchild(pid_file: Path) -> tuple[str, ...]:
+    """A command that starts a process of its own (as `pnpm run build` starts `next build`) and waits."""
+    return ("sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait")
+
+
+def _gone_soon(pid: int) -> bool:
+    """Whether ``pid`` stops running within 5 s (a zombie waiting for init to reap it counts as gone)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
 
 def _fake_pm2_daemon(path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]],
                      delay: Callable[[dict[str, Any]], float] = lambda request: 0.3) -> list[float]:

@@ -6,8 +6,6 @@ event loop for the GIL: the bench process only sends requests and reads pipes.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from nextdeploy.benchkit.measure import Step, parse_steps, release_of
+from nextdeploy.executor import kill_process_group
 
 LineHook = Callable[[float, str], None]
 
@@ -87,10 +86,7 @@ def run_command(argv: Sequence[str], env: dict[str, str], timeout: float, on_lin
         record.exit_code = process.wait(timeout)
     except subprocess.TimeoutExpired:
         record.timed_out = True
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_process_group(process.pid)
         record.exit_code = process.wait()
     record.ended = time.monotonic()
     for reader in readers:
