@@ -136,7 +136,11 @@ def test_run_with_nice_gets_a_session_whose_autogroup_has_the_niceness() -> None
     result = LocalExecutor().apply(Run((sys.executable, "-c", script), nice=9))
     sid, autogroup = result.stdout.splitlines()[:2]
     assert int(sid) != os.getsid(0)
-    assert autogroup.endswith(" nice 9") and autogroup.split()[0] != AUTOGROUP.read_text().split()[0]
+    assert autogroup.endswith(" nice 9")
+    # The kernel prints nothing for the root autogroup, where a process lives whose ancestors never
+    # called setsid (as under CI's runner): then any autogroup line means a group of its own.
+    ours = AUTOGROUP.read_text().split()
+    assert not ours or autogroup.split()[0] != ours[0]
     plain = LocalExecutor().apply(Run((sys.executable, "-c", script)))
     assert int(plain.stdout.splitlines()[0]) == os.getsid(0)  # without nice: nothing changes
 
