@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nextdeploy.context import Context
-from nextdeploy.errors import ActivationError, NextdeployError, Pm2Error, RollbackError
+from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, RollbackError
 from nextdeploy.executor import remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import is_complete
@@ -164,12 +164,24 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             start_or_reload(ctx, pm2, old_workers)
         with ctx.reporter.step("verify every worker runs the new release"):
             workers = verify(ctx, pm2, release_id, old_pids, during_watch=lambda: _save(ctx, pm2))
-    except NextdeployError as exc:
-        ctx.log.append("failed", release_id, reason=f"after the switch: {exc.message}")
-        _put_back(ctx, pm2, previous, failed=release_id)
+    except (NextdeployError, KeyboardInterrupt) as exc:
+        # Ctrl-C, SIGTERM or SIGHUP here undoes the switch too: the new release was never verified.
+        stopped_by = getattr(exc, "signal_name", "SIGINT") if isinstance(exc, KeyboardInterrupt) else None
+        reason = f"interrupted by {stopped_by}" if stopped_by else str(exc)
+        # "failed" is logged once the put-back is over: a run killed (or interrupted again) during it
+        # leaves the switch pending in the log, and the next run's recovery puts the previous release back.
+        try:
+            _put_back(ctx, pm2, previous, failed=release_id)
+        except NextdeployError:
+            ctx.log.append("failed", release_id, reason=f"after the switch: {reason}")
+            raise
+        ctx.log.append("failed", release_id, reason=f"after the switch: {reason}")
+        outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
+        if stopped_by:
+            raise Interrupted(stopped_by, f"{reason} while activating {release_id}; {outcome}") from None
+        assert isinstance(exc, NextdeployError)
         raise ActivationError(
-            f"release {release_id} failed after the switch ({exc.message}); "
-            + (f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"),
+            f"release {release_id} failed after the switch ({exc.message}); {outcome}",
             hint="see `nextdeploy logs` for the workers' output",
             details=exc.details,
         ) from None

@@ -4,12 +4,15 @@
     rollback = lock, recover, switch back, reload, verify, save
 
 Everything before the switch happens beside the live release; a failure there changes nothing
-live. A failure after the switch puts the previous release back.
+live. A failure after the switch puts the previous release back. So does an interrupt (Ctrl-C,
+SIGTERM, SIGHUP: ``nextdeploy.interrupts``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +27,7 @@ from nextdeploy.activate import (
 )
 from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
-from nextdeploy.errors import NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
+from nextdeploy.errors import Interrupted, NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
 from nextdeploy.executor import remove_path, stop_processes_under
 from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
@@ -82,11 +85,13 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
         ctx.reporter.info(f"release {release_id}")
         key = ensure_server_actions_key(ctx.config, ctx.paths)
         secrets = {SERVER_ACTIONS_ENV: key}
-        built = build_release(ctx, release_id, secrets)
+        with _before_the_switch(release_id):
+            built = build_release(ctx, release_id, secrets)
         try:
-            checkpoint("assembled")
-            bridge_static_assets(ctx, release_id)
-            preflight(ctx, built, secrets)
+            with _before_the_switch(release_id):
+                checkpoint("assembled")
+                bridge_static_assets(ctx, release_id)
+                preflight(ctx, built, secrets)
             previous = current_release(ctx)
             report = activate(ctx, pm2, release_id, previous)
             removed = retain(ctx)
@@ -95,6 +100,17 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             if built.cleanup is not None:
                 built.cleanup.join()
     return DeployResult(release_id, previous, time.monotonic() - started, report.seconds, removed, built.manifest)
+
+
+@contextmanager
+def _before_the_switch(release_id: str) -> Iterator[None]:
+    """An interrupt here says that nothing live changed (the build and preflight server die with it)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signal_name", "SIGINT")
+        raise Interrupted(name, f"interrupted by {name} before release {release_id} went live; nothing live "
+                                "changed") from None
 
 
 def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> None:
@@ -157,20 +173,15 @@ def recover(ctx: Context, pm2: Pm2) -> None:
     if pending is not None:
         previous = pending.previous
         ctx.reporter.warn(f"a previous run was interrupted while activating {pending.release}; repairing")
+        # "failed" is logged once the repair is over: a run killed during it leaves the switch pending, and
+        # the next run repairs again (every step here can be repeated). A repair that fails is not retried:
+        # the deploy after it goes on (the new release may be the fix).
+        try:
+            _repair_activation(ctx, pm2, pending.release, previous)
+        except NextdeployError:
+            ctx.log.append("failed", pending.release, reason="interrupted during activation")
+            raise
         ctx.log.append("failed", pending.release, reason="interrupted during activation")
-        with ctx.reporter.step("recover from the interrupted activation"):
-            if previous and is_complete(paths.release_dir(previous)):
-                switch_to(ctx, previous)
-                workers = pm2.workers(ctx.config.app.name)
-                if any(w.release_in(paths.releases_dir) != previous for w in workers) or not workers:
-                    start_or_reload(ctx, pm2, workers)
-                verify(ctx, pm2, previous, set(), require_new_pids=False)
-                ctx.log.append("rolled_back", previous, **{"from": pending.release})
-                pm2.save(required=False)
-            else:
-                # A first deploy died mid-activation: nothing was serving before, start clean.
-                pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
-                remove_path(paths.current_link)
     current = current_release(ctx)
     workers = pm2.workers(ctx.config.app.name) if current else []
     # A worker whose cwd cannot be read (another user's process) is not counted as a stray.
@@ -201,6 +212,24 @@ def recover(ctx: Context, pm2: Pm2) -> None:
     for build_dir in paths.builds_dir.glob("*"):
         remove_path(build_dir)
     settle(ctx)
+
+
+def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | None) -> None:
+    """Put back what ``release``'s interrupted activation replaced."""
+    paths = ctx.paths
+    with ctx.reporter.step("recover from the interrupted activation"):
+        if previous and is_complete(paths.release_dir(previous)):
+            switch_to(ctx, previous)
+            workers = pm2.workers(ctx.config.app.name)
+            if any(w.release_in(paths.releases_dir) != previous for w in workers) or not workers:
+                start_or_reload(ctx, pm2, workers)
+            verify(ctx, pm2, previous, set(), require_new_pids=False)
+            ctx.log.append("rolled_back", previous, **{"from": release})
+            pm2.save(required=False)
+        else:
+            # A first deploy died mid-activation: nothing was serving before, start clean.
+            pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
+            remove_path(paths.current_link)
 
 
 def retain(ctx: Context) -> list[str]:

@@ -17,6 +17,8 @@ place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback on
     ├── LockError              another deploy holds the lock
     ├── ReleaseNotFoundError   no such release
     └── Pm2Error               PM2 misbehaved
+
+    Interrupted (a KeyboardInterrupt)  Ctrl-C, SIGTERM or SIGHUP: exit code 130
 """
 
 from __future__ import annotations
@@ -104,3 +106,16 @@ class ReleaseNotFoundError(NextdeployError):
 
 class Pm2Error(NextdeployError):
     exit_code = ExitCode.PM2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: stop now, but clean up like Ctrl-C does (see ``nextdeploy.interrupts``).
+
+    A KeyboardInterrupt, not an Exception: ``except Exception`` must not swallow it. ``message`` says
+    what the interrupted run left live, once something knows (the activation does).
+    """
+
+    def __init__(self, signal_name: str = "SIGINT", message: str | None = None) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.message = message or f"interrupted by {signal_name}"

@@ -24,6 +24,7 @@ from typing import Any
 
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
+from nextdeploy.interrupts import STOP_SIGNALS
 from nextdeploy.ops import (
     CopyFile,
     CopyTree,
@@ -278,22 +279,23 @@ def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
     """Run a command and wait for it; on a timeout or an interrupt (Ctrl-C), kill it with all it started.
 
     A niced command runs in a session of its own (see _lower_priority), out of reach of the terminal's
-    Ctrl-C. SIGINT is held from before its start until the wait that would kill it is in place: a
-    Ctrl-C in between is raised then, not lost with the build left running.
+    Ctrl-C and hang-up. The signals that stop a run (``interrupts.STOP_SIGNALS``) are held from before
+    its start until the wait that would kill it is in place: one in between is raised then, not lost
+    with the build left running.
     """
     own_session = bool(op.nice)
     holding = own_session and threading.current_thread() is threading.main_thread()
     if holding:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     process: subprocess.Popen[Any] | None = None
     try:
         process = subprocess.Popen(
             op.argv, cwd=op.cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=text,
-            start_new_session=own_session, preexec_fn=_lower_priority(op.nice, unblock_sigint=holding),
+            start_new_session=own_session, preexec_fn=_lower_priority(op.nice, unblock_signals=holding),
         )
         if holding:
             holding = False
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held Ctrl-C is raised here
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a held signal is raised here
         out, err = process.communicate(timeout=op.timeout)
         return out, err, process.returncode
     except BaseException:
@@ -306,7 +308,7 @@ def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
         raise
     finally:
         if holding:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def kill_process_group(pgid: int) -> None:
@@ -317,21 +319,22 @@ def kill_process_group(pgid: int) -> None:
         pass
 
 
-def _lower_priority(niceness: int, unblock_sigint: bool = False) -> Callable[[], None] | None:
+def _lower_priority(niceness: int, unblock_signals: bool = False) -> Callable[[], None] | None:
     """A preexec_fn that lowers the child's CPU priority (no privileges needed for that).
 
     With autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on by default in Debian's
     and Ubuntu's kernels) the CPU is shared between sessions first and niceness counts only inside a
     session: a niced build in the deploy's session still got as much CPU as the PM2 daemon's whole
     session. So the child runs in a session of its own (``start_new_session``) whose autogroup gets the
-    same niceness. ``unblock_sigint``: the child inherits the parent's held SIGINT; it must not keep it.
+    same niceness. ``unblock_signals``: the child inherits the parent's held stop signals; it must not
+    keep them.
     """
     if not niceness:
         return None
 
     def lower() -> None:
-        if unblock_sigint:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if unblock_signals:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         os.nice(niceness)
         try:
             with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:

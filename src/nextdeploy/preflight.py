@@ -56,9 +56,11 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
         )
         try:
             report = _gate(config, process, port, started, log_file)
-        except PreflightError as exc:
+        except BaseException as exc:
+            # Also on Ctrl-C, SIGTERM or SIGHUP: in its own session the server gets none of them itself.
             _stop(process)
-            exc.details = _tail(log_file) + exc.details
+            if isinstance(exc, PreflightError):
+                exc.details = _tail(log_file) + exc.details
             raise
         _stop(process)
     fatal = _fatal_output(log_file)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nextdeploy.executor import live_processes
 from support.site import Site, tool_env
 
 pytestmark = pytest.mark.integration
@@ -151,3 +152,72 @@ def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     assert not any((site.root / "builds").iterdir())
     good = [r for r in site.releases() if r["status"] == "active"]
     assert [r["current"] for r in good][-1] is True
+
+
+def processes_under(directory: Path) -> list[tuple[int, str]]:
+    """Live processes working in ``directory`` or naming it on their command line."""
+    prefix = str(directory.resolve()) + os.sep
+    return [(pid, cmdline) for pid, cwd, cmdline in live_processes()
+            if (cwd + os.sep).startswith(prefix) or prefix in cmdline]
+
+
+def stop_and_wait(deploy: subprocess.Popen[str], signum: int) -> tuple[int, list[str]]:
+    deploy.send_signal(signum)
+    _, err = deploy.communicate(timeout=120)
+    return deploy.returncode, err.strip().splitlines()
+
+
+def test_sigterm_or_sighup_cleans_up_like_ctrl_c(site: Site) -> None:
+    """CI cancelling a job sends SIGTERM, a dropped SSH session SIGHUP: the run stops as it would on
+    Ctrl-C, putting the previous release back if it was activating, and leaves nothing running."""
+    site.write_config(health={"stable_for": 1})
+    assert site.deploy().code == 0
+    live = site.current()
+    assert live is not None
+
+    # Right after the switch: the previous release is put back before the command exits.
+    site.set_version("v2")
+    deploy = start_deploy(site, "switched")
+    wait_for_pause(deploy, "switched")
+    switched_to = site.log_events()[-1]["release"]
+    code, err = stop_and_wait(deploy, signal.SIGTERM)
+    assert code == 130, err
+    assert err[-1] == f"error: interrupted by SIGTERM while activating {switched_to}; rolled back to {live}"
+    assert site.current() == live and site.version() == "v1"
+    assert not any("Traceback" in line for line in err)
+
+    # During the in-place reload, new workers booting: they are replaced by the previous release's again.
+    site.set_version("v3")
+    offset = site.pm2_log_size()
+    deploy = start_deploy(site)
+    wait_for_pm2_log(deploy, site, offset, "starting in -cluster mode")
+    reloading = [e for e in site.log_events() if e["event"] == "switching"][-1]["release"]
+    code, err = stop_and_wait(deploy, signal.SIGTERM)
+    assert code == 130 and err[-1].startswith("error: interrupted by SIGTERM while activating"), err
+    assert site.current() == live
+    assert_serving_a_healthy_release(site, {"v1"})
+    status = site.nextdeploy("status", "--json").json()
+    assert [w["release"] for w in status["workers"]] == [live, live]
+    assert all(w["status"] == "online" for w in status["workers"])
+    failed = {r["id"]: r for r in site.releases() if r["status"] == "failed"}
+    assert failed[switched_to]["reason"] == failed[reloading]["reason"] == "after the switch: interrupted by SIGTERM"
+    assert not processes_under(site.root / "releases" / reloading)
+
+    # During `next build` (in its own session, so the hang-up never reached it): nothing keeps building.
+    site.set_version("v4")
+    deploy = start_deploy(site)
+    wait_for_child(deploy, "run build")
+    building = site.log_events()[-1]["release"]
+    code, err = stop_and_wait(deploy, signal.SIGHUP)
+    assert code == 130, err
+    assert err[-1] == f"error: interrupted by SIGHUP before release {building} went live; nothing live changed"
+    time.sleep(0.5)
+    assert not processes_under(site.root / "builds")
+    assert_serving_a_healthy_release(site, {"v1"})
+
+    # Nothing was left half-done: the next deploy has nothing to repair.
+    site.set_version("v5")
+    result = site.deploy()
+    assert result.code == 0, result.output
+    assert "interrupted while activating" not in result.output
+    assert site.version() == "v5"

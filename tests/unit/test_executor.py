@@ -19,6 +19,7 @@ from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
 from nextdeploy.ops import CopyFile, CopyTree, MoveTree, ReloadWorkers, Run, Symlink, WriteFile
+from support.processes import gone_soon
 
 
 def test_switch_replaces_a_link_atomically(tmp_path: Path) -> None:
@@ -156,33 +157,38 @@ def test_a_timed_out_niced_run_is_killed_with_everything_it_started(tmp_path: Pa
     assert result.returncode == 124 and "timed out after 1 s" in result.stderr
     assert time.monotonic() - started < 10
     grandchild = int(pid_file.read_text())
-    assert _gone_soon(grandchild)
+    assert gone_soon(grandchild)
 
 
-# The Ctrl-C lands once the command runs but before the deployer waits for it (a wrapped Popen).
-_CTRL_C_AS_IT_STARTS = """
+# The signal lands once the command runs but before the deployer waits for it (a wrapped Popen).
+_SIGNAL_AS_IT_STARTS = """
 import os, signal, subprocess, time
 from pathlib import Path
 started = subprocess.Popen.__init__
-def start_then_ctrl_c(self, *args, **kwargs):
+def start_then_signal(self, *args, **kwargs):
     started(self, *args, **kwargs)
     while not Path({pid_file!r}).read_text().strip():
         time.sleep(0.01)
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), {signum})
     time.sleep(0.2)
-subprocess.Popen.__init__ = start_then_ctrl_c
+subprocess.Popen.__init__ = start_then_signal
 """
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 @pytest.mark.parametrize("when", ["while it runs", "as it starts"])
-def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path: Path, when: str) -> None:
-    # In its own session the build no longer gets the terminal's SIGINT: the deployer must stop it.
+def test_a_stop_signal_during_a_niced_run_kills_it_with_everything_it_started(tmp_path: Path, when: str,
+                                                                               signum: int) -> None:
+    # In its own session the build gets neither the terminal's Ctrl-C nor its hang-up, nor a SIGTERM sent to
+    # the deployer: the deployer must stop it.
     pid_file = tmp_path / "pid"
     pid_file.touch()
     script = (
-        (_CTRL_C_AS_IT_STARTS.format(pid_file=str(pid_file)) if when == "as it starts" else "")
+        (_SIGNAL_AS_IT_STARTS.format(pid_file=str(pid_file), signum=int(signum)) if when == "as it starts" else "")
+        + "from nextdeploy import interrupts\n"
         + "from nextdeploy.executor import LocalExecutor\n"
         + "from nextdeploy.ops import Run\n"
+        + "interrupts.install()\n"
         + f"LocalExecutor().apply(Run({_with_grandchild(pid_file)!r}, nice=5))\n"
     )
     deployer = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
@@ -194,38 +200,29 @@ def test_ctrl_c_during_a_niced_run_kills_it_with_everything_it_started(tmp_path:
             time.sleep(0.05)
         grandchild = int(pid_file.read_text())
         if when == "while it runs":
-            deployer.send_signal(signal.SIGINT)
+            deployer.send_signal(signum)
         _, err = deployer.communicate(timeout=10)
-        assert deployer.returncode != 0 and "KeyboardInterrupt" in err
-        assert _gone_soon(grandchild)
+        raised = "KeyboardInterrupt" if signum == signal.SIGINT else f"Interrupted: {signal.Signals(signum).name}"
+        assert deployer.returncode != 0 and raised in err
+        assert gone_soon(grandchild)
     finally:
         if deployer.poll() is None:
             os.killpg(deployer.pid, signal.SIGKILL)
 
 
-def test_a_niced_run_does_not_inherit_a_held_ctrl_c() -> None:
+def test_a_niced_run_does_not_inherit_held_stop_signals() -> None:
     script = "print([line for line in open('/proc/self/status') if line.startswith('SigBlk:')][0])"
     result = LocalExecutor().apply(Run((sys.executable, "-c", script), nice=3))
-    assert int(result.stdout.split()[1], 16) & (1 << (signal.SIGINT - 1)) == 0
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # nor does the deployer
+    blocked = int(result.stdout.split()[1], 16)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        assert blocked & (1 << (signum - 1)) == 0
+        assert signum not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # nor does the deployer
 
 
 def _with_grandchild(pid_file: Path) -> tuple[str, ...]:
     """A command that starts a process of its own (as `pnpm run build` starts `next build`) and waits."""
     return ("sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait")
 
-
-def _gone_soon(pid: int) -> bool:
-    """Whether ``pid`` stops running within 5 s (a zombie waiting for init to reap it counts as gone)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-                return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _fake_pm2_daemon(path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]],

@@ -49,4 +49,5 @@ def test_pending_switch() -> None:
     assert pending_switch([{**e, "from": "a"} for e in events(("switching", "b"))]).previous == "a"  # type: ignore[union-attr]
     assert pending_switch(events(("switching", "b"), ("activated", "b"))) is None
     assert pending_switch(events(("switching", "b"), ("failed", "b"), ("rolled_back", "a"))) is None
+    assert pending_switch(events(("switching", "b"), ("rolled_back", "a"), ("failed", "b"))) is None
     assert pending_switch(events(("activated", "a"))) is None

@@ -7,12 +7,12 @@ import traceback
 
 import click
 
-from nextdeploy import __version__
+from nextdeploy import __version__, interrupts
 from nextdeploy.cli.demo_cmd import demo_command
 from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
-from nextdeploy.errors import ExitCode, NextdeployError
+from nextdeploy.errors import ExitCode, Interrupted, NextdeployError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map every failure to one message and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    interrupts.install()  # SIGTERM and SIGHUP clean up as Ctrl-C does
     try:
         cli.main(args=args, prog_name="nextdeploy", standalone_mode=False)
     except NextdeployError as error:
@@ -50,14 +51,15 @@ def main(argv: list[str] | None = None) -> None:
         for line in format_error(error):
             print(line, file=sys.stderr)
         sys.exit(int(error.exit_code))
-    except click.exceptions.Abort:
-        print("error: interrupted", file=sys.stderr)
+    except click.exceptions.Abort as abort:
+        # click turns a KeyboardInterrupt (so also our Interrupted) into Abort; the cause says more.
+        print(f"error: {_interrupted_message(abort.__cause__)}", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
     except click.ClickException as error:
         error.show()
         sys.exit(int(ExitCode.USAGE))
-    except KeyboardInterrupt:
-        print("error: interrupted (a half-made release is cleaned up by the next run)", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"error: {_interrupted_message(interrupt)}", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as error:  # a bug: say so, briefly, unless --debug
         if debug:
@@ -67,3 +69,12 @@ def main(argv: list[str] | None = None) -> None:
                   "and please report it)", file=sys.stderr)
         sys.exit(int(ExitCode.UNEXPECTED))
     sys.exit(0)
+
+
+def _interrupted_message(cause: BaseException | None) -> str:
+    """What an interrupted run says: the signal, and what it left live when the activation knew."""
+    if isinstance(cause, Interrupted):
+        return cause.message
+    if isinstance(cause, KeyboardInterrupt):
+        return Interrupted().message
+    return "interrupted"

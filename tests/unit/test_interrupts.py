@@ -1,0 +1,117 @@
+"""SIGTERM and SIGHUP stop a run as Ctrl-C does, with its clean-up (real processes, real signals)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nextdeploy.config import parse_config
+from nextdeploy.paths import ReleaseLayout
+from nextdeploy.preflight import run_preflight
+from support.processes import gone_soon
+
+WAIT_FOR_A_SIGNAL = """
+import os, signal, sys, time
+from nextdeploy import interrupts
+from nextdeploy.errors import Interrupted
+{before}
+interrupts.install()
+print("ready", flush=True)
+try:
+    time.sleep(30)
+except Interrupted as exc:
+    print("cleaning up after", exc.signal_name, flush=True)  # after a hang-up: must not raise
+    with open(sys.argv[1], "w") as marker:
+        marker.write(exc.signal_name)
+"""
+
+
+def _start(tmp_path: Path, before: str = "", **streams: int) -> subprocess.Popen[bytes]:
+    script = WAIT_FOR_A_SIGNAL.format(before=before)
+    return subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "marker")], stdin=subprocess.DEVNULL,
+                            start_new_session=True, **streams)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_raise_interrupted(tmp_path: Path, signum: int) -> None:
+    process = _start(tmp_path, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+        assert (tmp_path / "marker").read_text() == signal.Signals(signum).name
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_an_ignored_sighup_stays_ignored_as_nohup_wants(tmp_path: Path) -> None:
+    process = _start(tmp_path, before="signal.signal(signal.SIGHUP, signal.SIG_IGN)", stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert process.poll() is None and not (tmp_path / "marker").exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert (tmp_path / "marker").read_text() == "SIGTERM"
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_after_a_hang_up_the_clean_up_can_still_print(tmp_path: Path) -> None:
+    # The SSH session dropped: the terminal is gone and a write to it fails with EIO, which would break
+    # the clean-up half-way (the put-back of the previous release prints its steps).
+    master, terminal = pty.openpty()
+    process = _start(tmp_path, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    try:
+        assert os.read(master, 100).startswith(b"ready")
+        os.close(master)  # hang up
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(timeout=10) == 0
+        assert (tmp_path / "marker").read_text() == "SIGHUP"
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+HEALTHY_SERVER = """
+require('fs').writeFileSync(process.argv[2], String(process.pid));
+require('http').createServer((req, res) => res.end('{"status":"ok"}')).listen(+process.env.PORT, '127.0.0.1');
+"""
+
+
+def test_an_interrupted_preflight_stops_its_server(tmp_path: Path) -> None:
+    # In its own session, the preflight server gets neither the terminal's Ctrl-C nor a signal sent to the
+    # deployer: the deployer must stop it (it used to on a failed gate only).
+    layout = ReleaseLayout(tmp_path / "release")
+    layout.launcher_file.parent.mkdir(parents=True)
+    pid_file = tmp_path / "server.pid"
+    layout.launcher_file.write_text(HEALTHY_SERVER.replace("process.argv[2]", repr(str(pid_file))))
+    config = parse_config({"app": {"name": "hello", "source": "."}, "server": {"root": str(tmp_path / "root")},
+                           "health": {"path": "/", "stable_for": 30}}, tmp_path)
+
+    def interrupt_once_healthy() -> None:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside the stability window
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_healthy, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_preflight(config, layout, "node", {}, tmp_path / "preflight.log")
+    assert time.monotonic() - started < 20
+    server = int(pid_file.read_text())
+    assert gone_soon(server)
