@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.executor import live_processes
+from support.processes import as_in_a_terminal
 from support.site import Site, tool_env
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,8 @@ def start_deploy(site: Site, pause_at: str | None = None) -> subprocess.Popen[st
     if pause_at:
         env["NEXTDEPLOY_TEST_PAUSE_AT"] = pause_at
     return subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(site.config_path)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_in_a_terminal)
 
 
 def wait_for_pause(deploy: subprocess.Popen[str], name: str) -> None:

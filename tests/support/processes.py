@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -17,3 +18,11 @@ def gone_soon(pid: int, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def as_in_a_terminal() -> None:
+    """preexec_fn: Ctrl-C and hang-up as a terminal's foreground process has them. A job started in the
+    background by a non-interactive shell inherits SIGINT ignored, one under ``nohup`` SIGHUP: the run
+    under test would ignore them too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)

@@ -19,7 +19,7 @@ from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
 from nextdeploy.ops import CopyFile, CopyTree, MoveTree, ReloadWorkers, Run, Symlink, WriteFile
-from support.processes import gone_soon
+from support.processes import as_in_a_terminal, gone_soon
 
 
 def test_switch_replaces_a_link_atomically(tmp_path: Path) -> None:
@@ -192,7 +192,7 @@ def test_a_stop_signal_during_a_niced_run_kills_it_with_everything_it_started(tm
         + f"LocalExecutor().apply(Run({_with_grandchild(pid_file)!r}, nice=5))\n"
     )
     deployer = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=as_in_a_terminal)
     try:
         deadline = time.monotonic() + 10
         while not pid_file.read_text().strip():

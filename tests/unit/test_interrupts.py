@@ -16,7 +16,7 @@ import pytest
 from nextdeploy.config import parse_config
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.preflight import run_preflight
-from support.processes import gone_soon
+from support.processes import as_in_a_terminal, gone_soon
 
 WAIT_FOR_A_SIGNAL = """
 import os, signal, sys, time
@@ -37,7 +37,8 @@ except Interrupted as exc:
 def _start(tmp_path: Path, before: str = "", **streams: int) -> subprocess.Popen[bytes]:
     script = WAIT_FOR_A_SIGNAL.format(before=before)
     return subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "marker")], stdin=subprocess.DEVNULL,
-                            start_new_session=True, **streams)  # type: ignore[call-overload]
+                            start_new_session=True, preexec_fn=as_in_a_terminal,
+                            **streams)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
@@ -108,10 +109,15 @@ def test_an_interrupted_preflight_stops_its_server(tmp_path: Path) -> None:
         time.sleep(0.5)  # inside the stability window
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_once_healthy, daemon=True).start()
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_preflight(config, layout, "node", {}, tmp_path / "preflight.log")
+    # Ctrl-C as a terminal's foreground process has it (a background job of a script ignores SIGINT).
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_once_healthy, daemon=True).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run_preflight(config, layout, "node", {}, tmp_path / "preflight.log")
+    finally:
+        signal.signal(signal.SIGINT, earlier)
     assert time.monotonic() - started < 20
     server = int(pid_file.read_text())
     assert gone_soon(server)
