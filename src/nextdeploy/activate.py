@@ -8,12 +8,13 @@ keep a flat restart count, and the public port must answer healthy from the new 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nextdeploy.context import Context
-from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, RollbackError
+from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, RollbackError, stopped_by
 from nextdeploy.executor import remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import is_complete
@@ -166,19 +167,13 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             workers = verify(ctx, pm2, release_id, old_pids, during_watch=lambda: _save(ctx, pm2))
     except (NextdeployError, KeyboardInterrupt) as exc:
         # Ctrl-C, SIGTERM or SIGHUP here undoes the switch too: the new release was never verified.
-        stopped_by = getattr(exc, "signal_name", "SIGINT") if isinstance(exc, KeyboardInterrupt) else None
-        reason = f"interrupted by {stopped_by}" if stopped_by else str(exc)
-        # "failed" is logged once the put-back is over: a run killed (or interrupted again) during it
-        # leaves the switch pending in the log, and the next run's recovery puts the previous release back.
-        try:
+        signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
+        reason = f"interrupted by {signal_name}" if signal_name else str(exc)
+        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}"):
             _put_back(ctx, pm2, previous, failed=release_id)
-        except NextdeployError:
-            ctx.log.append("failed", release_id, reason=f"after the switch: {reason}")
-            raise
-        ctx.log.append("failed", release_id, reason=f"after the switch: {reason}")
         outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
-        if stopped_by:
-            raise Interrupted(stopped_by, f"{reason} while activating {release_id}; {outcome}") from None
+        if signal_name:
+            raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
         assert isinstance(exc, NextdeployError)
         raise ActivationError(
             f"release {release_id} failed after the switch ({exc.message}); {outcome}",
@@ -188,6 +183,19 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     extra = {"from": previous} if event == "rolled_back" else {}
     ctx.log.append(event, release_id, **extra)
     return ActivationReport(release_id, time.monotonic() - started, workers)
+
+
+@contextmanager
+def failed_once_put_back(ctx: Context, release_id: str, reason: str) -> Iterator[None]:
+    """Log ``release_id`` as failed once the put-back in the block is over, or has failed. Not when it is
+    killed or interrupted: the switch then stays pending in the log, and the next run's recovery puts
+    the previous release back (logged first, the failed release left in ``current`` would pass for live)."""
+    try:
+        yield
+    except NextdeployError:
+        ctx.log.append("failed", release_id, reason=reason)
+        raise
+    ctx.log.append("failed", release_id, reason=reason)
 
 
 def _save(ctx: Context, pm2: Pm2) -> None:

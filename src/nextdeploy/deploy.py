@@ -19,6 +19,7 @@ from typing import Any
 from nextdeploy.activate import (
     activate,
     current_release,
+    failed_once_put_back,
     settle,
     start_or_reload,
     switch_to,
@@ -27,7 +28,14 @@ from nextdeploy.activate import (
 )
 from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
-from nextdeploy.errors import Interrupted, NextdeployError, PreflightError, ReleaseNotFoundError, RollbackError
+from nextdeploy.errors import (
+    Interrupted,
+    NextdeployError,
+    PreflightError,
+    ReleaseNotFoundError,
+    RollbackError,
+    stopped_by,
+)
 from nextdeploy.executor import remove_path, stop_processes_under
 from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
@@ -108,7 +116,7 @@ def _before_the_switch(release_id: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as exc:
-        name = getattr(exc, "signal_name", "SIGINT")
+        name = stopped_by(exc)
         raise Interrupted(name, f"interrupted by {name} before release {release_id} went live; nothing live "
                                 "changed") from None
 
@@ -173,15 +181,10 @@ def recover(ctx: Context, pm2: Pm2) -> None:
     if pending is not None:
         previous = pending.previous
         ctx.reporter.warn(f"a previous run was interrupted while activating {pending.release}; repairing")
-        # "failed" is logged once the repair is over: a run killed during it leaves the switch pending, and
-        # the next run repairs again (every step here can be repeated). A repair that fails is not retried:
-        # the deploy after it goes on (the new release may be the fix).
-        try:
+        # Killed during the repair, the next run repairs again (every step here can be repeated). A repair
+        # that fails is not retried: the deploy after it goes on (the new release may be the fix).
+        with failed_once_put_back(ctx, pending.release, "interrupted during activation"):
             _repair_activation(ctx, pm2, pending.release, previous)
-        except NextdeployError:
-            ctx.log.append("failed", pending.release, reason="interrupted during activation")
-            raise
-        ctx.log.append("failed", pending.release, reason="interrupted during activation")
     current = current_release(ctx)
     workers = pm2.workers(ctx.config.app.name) if current else []
     # A worker whose cwd cannot be read (another user's process) is not counted as a stray.

@@ -119,3 +119,8 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal_name)
         self.signal_name = signal_name
         self.message = message or f"interrupted by {signal_name}"
+
+
+def stopped_by(interrupt: KeyboardInterrupt) -> str:
+    """The signal behind an interrupt: Python's own KeyboardInterrupt is Ctrl-C's SIGINT."""
+    return interrupt.signal_name if isinstance(interrupt, Interrupted) else "SIGINT"

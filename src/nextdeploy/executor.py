@@ -411,15 +411,19 @@ def live_processes() -> Iterator[tuple[int, str, str]]:
         yield int(proc.name), cwd, cmdline
 
 
+def processes_under(directory: Path) -> list[int]:
+    """Pids of the processes working inside ``directory``."""
+    prefix = str(directory.resolve()) + os.sep
+    return [pid for pid, cwd, _ in live_processes() if (cwd + os.sep).startswith(prefix)]
+
+
 def stop_processes_under(directory: Path) -> list[int]:
     """SIGKILL every process working inside ``directory`` (orphans of a killed run); returns their pids."""
-    prefix = str(directory.resolve()) + os.sep
     killed = []
-    for pid, cwd, _ in live_processes():
-        if (cwd + os.sep).startswith(prefix):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                pass
+    for pid in processes_under(directory):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            pass
     return killed

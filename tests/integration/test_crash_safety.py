@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.executor import live_processes
+from nextdeploy.executor import processes_under
 from support.processes import as_in_a_terminal
 from support.site import Site, tool_env
 
@@ -154,13 +154,6 @@ def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     assert not any((site.root / "builds").iterdir())
     good = [r for r in site.releases() if r["status"] == "active"]
     assert [r["current"] for r in good][-1] is True
-
-
-def processes_under(directory: Path) -> list[tuple[int, str]]:
-    """Live processes working in ``directory`` or naming it on their command line."""
-    prefix = str(directory.resolve()) + os.sep
-    return [(pid, cmdline) for pid, cwd, cmdline in live_processes()
-            if (cwd + os.sep).startswith(prefix) or prefix in cmdline]
 
 
 def stop_and_wait(deploy: subprocess.Popen[str], signum: int) -> tuple[int, list[str]]:

@@ -12,7 +12,7 @@ from nextdeploy.cli.demo_cmd import demo_command
 from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
-from nextdeploy.errors import ExitCode, Interrupted, NextdeployError
+from nextdeploy.errors import ExitCode, Interrupted, NextdeployError, stopped_by
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,5 +76,5 @@ def _interrupted_message(cause: BaseException | None) -> str:
     if isinstance(cause, Interrupted):
         return cause.message
     if isinstance(cause, KeyboardInterrupt):
-        return Interrupted().message
+        return f"interrupted by {stopped_by(cause)}"
     return "interrupted"
