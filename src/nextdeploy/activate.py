@@ -7,6 +7,7 @@ keep a flat restart count, and the public port must answer healthy from the new 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -156,6 +157,8 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     old_pids = {worker.pid for worker in old_workers}
     write_ecosystem(ctx)
     protect_pm2_dump(Path(pm2.env["PM2_HOME"]))  # before `pm2 save` writes the key into it
+    error_log = ctx.paths.pm2_error_log(ctx.config.app.name)
+    error_log_offset = _file_size(error_log)
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
         with ctx.reporter.step(f"switch current -> {release_id}"):
@@ -178,11 +181,42 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         raise ActivationError(
             f"release {release_id} failed after the switch ({exc.message}); {outcome}",
             hint="see `nextdeploy logs` for the workers' output",
-            details=exc.details,
+            details=exc.details + _written_since(error_log, error_log_offset),
         ) from None
     extra = {"from": previous} if event == "rolled_back" else {}
     ctx.log.append(event, release_id, **extra)
     return ActivationReport(release_id, time.monotonic() - started, workers)
+
+
+_PM2_TIME_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d: ")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _written_since(log_file: Path, offset: int, lines: int = 5) -> list[str]:
+    """The last lines the workers wrote to ``log_file`` after ``offset``: why a worker did not come up
+    (a port in use, a missing env var) is there, and the error line alone would only say it is "launching"."""
+    try:
+        with log_file.open("rb") as log:
+            size = _file_size(log_file)
+            start = offset if offset <= size else 0  # flushed since (`pm2 flush`): all of it is new
+            log.seek(max(start, size - 16 * 1024))
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    # A crash loop writes the same line again and again: each line once (PM2's time stamp aside), counted.
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        message = _PM2_TIME_STAMP.sub("", line).rstrip()
+        if message:
+            counts[message] = counts.pop(message, 0) + 1  # re-inserted: ordered by last appearance
+    tail = [f"  | {message}" + (f"  (x{count})" if count > 1 else "") for message, count in counts.items()][-lines:]
+    return [f"the workers' error log since the switch ({log_file}):", *tail] if tail else []
 
 
 @contextmanager

@@ -10,6 +10,7 @@ SIGTERM, SIGHUP: ``nextdeploy.interrupts``).
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from nextdeploy.errors import (
     RollbackError,
     stopped_by,
 )
-from nextdeploy.executor import remove_path, stop_processes_under
+from nextdeploy.executor import bind_error, port_holders, remove_path, stop_processes_under
 from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
@@ -47,6 +48,7 @@ from nextdeploy.paths import UNFINISHED_MARKER
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.pm2 import Pm2
+from nextdeploy.ports import port_problem
 from nextdeploy.preflight import run_preflight
 from nextdeploy.probe import free_port
 from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
@@ -88,6 +90,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
         if lock.taken_over:
             ctx.reporter.warn(f"took over the lock of an interrupted run: {lock.taken_over.describe()}")
         pm2 = open_pm2(ctx)
+        check_public_port(ctx, pm2)  # in a millisecond, not after the build and the switch
         recover(ctx, pm2)
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
@@ -133,12 +136,30 @@ def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> Non
             raise
 
 
+def check_public_port(ctx: Context, pm2: Pm2) -> None:
+    """Raise PortError unless the app can listen on its port: free, or held by the live app itself.
+    Before the recovery, which may start the live release again on that port."""
+    server = ctx.config.server
+    error = bind_error(server.hostname, server.port)
+    if error is None:
+        return
+    ours = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
+    daemon = pm2.daemon_pid()
+    if daemon is not None:
+        ours.add(daemon)  # in cluster mode the daemon, the cluster primary, holds the listening socket
+    holders = port_holders(server.port, likely=ours) if error.errno == errno.EADDRINUSE else []
+    problem = port_problem(server.hostname, server.port, error, holders, ours)
+    if problem is not None:
+        raise problem
+
+
 def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> DeployResult:
     """Put an earlier good release back, without rebuilding."""
     started = time.monotonic()
     prepare_root(ctx)
     with DeployLock(ctx.paths.lock_file, "nextdeploy rollback", lock_timeout):
         pm2 = open_pm2(ctx)
+        check_public_port(ctx, pm2)
         recover(ctx, pm2)
         records = ctx.log.records()
         current = current_release(ctx)

@@ -84,6 +84,9 @@ def print_deploy_plan(ctx: Context) -> None:
     release_id = new_release_id()
     ctx.reporter.info(f"dry run: nothing will be changed; the new release would be {release_id}")
     plan = deploy_plan(ctx, release_id)
+    server = ctx.config.server
+    ctx.reporter.info(f"# first: {server.hostname}:{server.port} must be free, or held by this app's PM2 daemon "
+                      "(else: exit 15 naming the process that holds it)")
     for title, ops in plan:
         ctx.reporter.info(f"# {title}")
         ctx.executor.apply_all(ops)

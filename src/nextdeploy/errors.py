@@ -16,7 +16,8 @@ place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback on
     ├── RollbackError          no release to roll back to, or the rollback itself failed
     ├── LockError              another deploy holds the lock
     ├── ReleaseNotFoundError   no such release
-    └── Pm2Error               PM2 misbehaved
+    ├── Pm2Error               PM2 misbehaved
+    └── PortError              the public port is taken by another process, or cannot be listened on
 
     Interrupted (a KeyboardInterrupt)  Ctrl-C, SIGTERM or SIGHUP: exit code 130
 """
@@ -44,6 +45,7 @@ class ExitCode(IntEnum):
     LOCKED = 12
     NOT_FOUND = 13
     PM2 = 14
+    PORT = 15
     INTERRUPTED = 130
 
 
@@ -106,6 +108,10 @@ class ReleaseNotFoundError(NextdeployError):
 
 class Pm2Error(NextdeployError):
     exit_code = ExitCode.PM2
+
+
+class PortError(NextdeployError):
+    exit_code = ExitCode.PORT
 
 
 class Interrupted(KeyboardInterrupt):

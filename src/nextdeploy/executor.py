@@ -11,6 +11,7 @@ import filecmp
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -39,6 +40,7 @@ from nextdeploy.ops import (
     WriteFile,
 )
 from nextdeploy.plans import pm2 as pm2_plan
+from nextdeploy.ports import Holder, Listener, listeners_on
 
 # How long a reload with ``until_serving`` waits on PM2's bus before it looks at its calls again.
 SERVING_POLL = 0.05
@@ -427,3 +429,62 @@ def stop_processes_under(directory: Path) -> list[int]:
         except OSError:
             pass
     return killed
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a listener on ``host:port`` could not be opened now, or None: a bind as Node's (SO_REUSEADDR),
+    closed at once."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return OSError(errno.EADDRNOTAVAIL, str(exc))
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def port_holders(port: int, likely: Iterable[int] = ()) -> list[Holder]:
+    """Who listens on ``port``: each listening socket's process, looked for among ``likely`` pids first."""
+    listeners: list[Listener] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            listeners += listeners_on(Path(table).read_text(), port)
+        except OSError:
+            continue
+    wanted = {listener.inode: listener for listener in listeners}
+    holders: list[Holder] = []
+    candidates = [*likely, *(pid for pid, _, _ in live_processes())]
+    for pid in dict.fromkeys(candidates):  # ordered, without repeats
+        if not wanted:
+            break
+        for inode in _socket_inodes(pid) & wanted.keys():
+            command = _command_line(pid)
+            holders.append(Holder(pid, command, wanted.pop(inode).uid))
+    holders += [Holder(None, None, listener.uid) for listener in wanted.values()]
+    return holders
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def _command_line(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None

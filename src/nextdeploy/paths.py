@@ -99,6 +99,12 @@ class DeployPaths:
     def preflight_log(self, release_id: str) -> Path:
         return self.logs_dir / f"preflight-{release_id}.log"
 
+    def pm2_out_log(self, app_name: str) -> Path:
+        return self.logs_dir / f"pm2-{app_name}.out.log"
+
+    def pm2_error_log(self, app_name: str) -> Path:
+        return self.logs_dir / f"pm2-{app_name}.err.log"
+
 
 @dataclass(frozen=True)
 class ReleaseLayout:

@@ -115,6 +115,14 @@ class Pm2:
     def home_dir(self) -> Path:
         return Path(self.env["PM2_HOME"])
 
+    def daemon_pid(self) -> int | None:
+        """The pid of this PM2_HOME's daemon, if one is running."""
+        try:
+            pid = int((self.home_dir / "pm2.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
     def processes(self) -> list[dict[str, Any]]:
         """PM2's process list: from the daemon's socket (2 ms), else ``pm2 jlist`` (0.25 s, starts a daemon).
 

@@ -37,6 +37,9 @@ def test_failure_after_the_switch_rolls_back_automatically(site: Site) -> None:
     assert result.code == ExitCode.ROLLED_BACK, result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: release ") and f"rolled back to {good}" in last, last
+    # Above it, why: the workers' own words since the switch.
+    assert "the workers' error log since the switch" in result.stderr, result.stderr
+    assert "| " in result.stderr and "crashing under PM2 on purpose" in result.stderr, result.stderr
     assert site.current() == good and site.version() == "v1"
     status = site.nextdeploy("status", "--json").json()
     assert [w["release"] for w in status["workers"]] == [good, good]

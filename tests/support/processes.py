@@ -1,9 +1,13 @@
-"""Helpers for tests that check which processes a run leaves behind."""
+"""Helpers for tests about processes: which ones a run leaves behind, a port held by a stranger."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -26,3 +30,20 @@ def as_in_a_terminal() -> None:
     under test would ignore them too."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+@contextmanager
+def port_held_elsewhere(port: int, host: str = "127.0.0.1") -> Iterator[subprocess.Popen[bytes]]:
+    """Another process (not ours, not PM2) listening on ``host:port`` for the duration of the block."""
+    family = "AF_INET6" if ":" in host else "AF_INET"
+    # SO_REUSEADDR as every server sets it: the app's closed connections in TIME_WAIT do not block it.
+    code = (f"import socket, time\ns = socket.socket(socket.{family})\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(({host!r}, {port}))\ns.listen()\nprint('listening', flush=True)\ntime.sleep(300)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"listening\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -61,3 +61,28 @@ def test_a_port_that_keeps_answering_from_another_release_fails_verify(tmp_path:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_workers_error_log_since_the_switch_is_quoted_once_per_line(tmp_path: Path) -> None:
+    log = tmp_path / "pm2-hello.err.log"
+    log.write_text("2026-11-22T06:00:00: from an earlier deploy\n")
+    offset = log.stat().st_size
+    with log.open("a") as more:
+        for second in range(4):
+            more.write(f"2026-11-22T06:00:0{second}: [nextdeploy r2 pid=1{second}] not ready: bind EADDRINUSE\n")
+        more.write("2026-11-22T06:00:05: Error: Cannot find module 'sharp'\n\n")
+    assert activate._written_since(log, offset) == [
+        f"the workers' error log since the switch ({log}):",
+        "  | [nextdeploy r2 pid=10] not ready: bind EADDRINUSE",
+        "  | [nextdeploy r2 pid=11] not ready: bind EADDRINUSE",
+        "  | [nextdeploy r2 pid=12] not ready: bind EADDRINUSE",
+        "  | [nextdeploy r2 pid=13] not ready: bind EADDRINUSE",
+        "  | Error: Cannot find module 'sharp'",
+    ]
+    with log.open("a") as more:
+        more.write("2026-11-22T06:00:06: Error: Cannot find module 'sharp'\n")
+    assert activate._written_since(log, offset)[-1] == "  | Error: Cannot find module 'sharp'  (x2)"
+    assert activate._written_since(log, log.stat().st_size) == []  # nothing new: no heading either
+    assert activate._written_since(tmp_path / "missing.log", 0) == []
+    log.write_text("2026-11-22T06:01:00: after a pm2 flush\n")  # shorter than the offset: all of it is new
+    assert activate._written_since(log, offset)[1:] == ["  | after a pm2 flush"]

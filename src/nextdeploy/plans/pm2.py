@@ -31,8 +31,8 @@ def ecosystem_app(config: Config, paths: DeployPaths) -> dict[str, object]:
         "autorestart": True,
         "time": True,
         "merge_logs": True,
-        "out_file": str(paths.logs_dir / f"pm2-{config.app.name}.out.log"),
-        "error_file": str(paths.logs_dir / f"pm2-{config.app.name}.err.log"),
+        "out_file": str(paths.pm2_out_log(config.app.name)),
+        "error_file": str(paths.pm2_error_log(config.app.name)),
         "env": ecosystem_env(config),
     }
 
