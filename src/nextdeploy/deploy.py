@@ -79,7 +79,9 @@ class DeployResult:
 
 def open_pm2(ctx: Context) -> Pm2:
     binary = require_tool("pm2", ctx.paths.tools_dir, ctx.config.pm2.bin, install=True)
-    return Pm2(binary, ctx.config.pm2_home, ctx.executor)
+    pm2 = Pm2(binary, ctx.config.pm2_home, ctx.executor)
+    pm2.ensure_home()
+    return pm2
 
 
 def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:

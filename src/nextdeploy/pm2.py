@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ class Pm2:
     def check(self, argv: tuple[str, ...], what: str, timeout: float | None = 300) -> RunResult:
         result = self.run(argv, timeout)
         if not result.ok:
-            raise Pm2Error(f"pm2 could not {what}: {_last_line(result)}",
+            raise Pm2Error(f"pm2 could not {what}: {_telling_line(result)}",
                            hint=f"see `pm2 logs` (PM2_HOME={self.env['PM2_HOME']})")
         return result
 
@@ -110,6 +111,24 @@ class Pm2:
             self.check(pm2_plan.save_argv(self.binary), "save its process list (for reboots)")
         else:
             self.run(pm2_plan.save_argv(self.binary))
+
+    def ensure_home(self) -> None:
+        """Create PM2_HOME if needed; raise HostPathError unless it is a directory this user can write.
+        PM2 itself would fail only later (after the build), with a stack trace."""
+        home = self.home_dir
+        if self.executor.dry_run:
+            return
+        if home.exists() and not home.is_dir():
+            raise HostPathError(f"PM2_HOME {home} is not a directory",
+                                hint="point [pm2] home (or $PM2_HOME) at a directory, or move that file away")
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HostPathError(f"cannot create PM2_HOME {home}: {exc.strerror}",
+                                hint="create it for this user, or set [pm2] home to a writable path") from None
+        if not os.access(home, os.W_OK | os.X_OK):
+            raise HostPathError(f"PM2_HOME {home} is not writable by this user",
+                                hint="fix its owner (chown), or set [pm2] home to a directory of this user")
 
     @property
     def home_dir(self) -> Path:
@@ -200,6 +219,15 @@ def startup_configured() -> bool:
     return units.is_dir() and any(units.glob("pm2-*.service"))
 
 
-def _last_line(result: RunResult) -> str:
-    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+def _telling_line(result: RunResult) -> str:
+    """The line of a failed pm2 command that says why: its last error line, else its last line. A crash of
+    the pm2 CLI ends with a stack trace and "Node.js v20...", which say nothing."""
+    lines = [line.strip() for line in (result.stderr.strip() or result.stdout.strip()).splitlines()]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
+    if errors:
+        return errors[-1]
+    lines = [line for line in lines if line and not line.startswith(("at ", "Node.js v"))]
     return lines[-1] if lines else f"exit code {result.returncode}"
+
+
+_ERROR_LINE = re.compile(r"^(\[PM2\]\[ERROR\]|\w*Error\b:?)")

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from nextdeploy.errors import Pm2Error
-from nextdeploy.pm2 import Worker, parse_jlist, process_age, worker_of
+from nextdeploy.errors import HostPathError, Pm2Error
+from nextdeploy.executor import LocalExecutor, RunResult
+from nextdeploy.pm2 import Pm2, Worker, _telling_line, parse_jlist, process_age, worker_of
 
 
 def test_jlist_skips_daemon_lines() -> None:
@@ -123,3 +124,26 @@ def test_save_falls_back_to_pm2_save(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     pm2.save(required=False)
     assert pm2.cli_calls == [("pm2", "save", "--force")]
     assert (tmp_path / "dump.pm2").is_symlink() and elsewhere.read_text() == "[]"
+
+
+def test_a_failed_pm2_command_is_told_by_its_error_line() -> None:
+    crash = ("Error: ENOTDIR: not a directory, mkdir '/srv/pm2file/logs'\n\n  ___ banner ___\n"
+             "Error: ENOTDIR: not a directory, open '/srv/pm2file/pm2.log'\n"
+             "    at Object.openSync (node:fs:573:18)\n{\n  errno: -20,\n}\n\nNode.js v20.20.2\n")
+    assert _telling_line(RunResult(1, "", crash)) == "Error: ENOTDIR: not a directory, open '/srv/pm2file/pm2.log'"
+    assert _telling_line(RunResult(1, "[PM2][ERROR] Process or Namespace hello not found\n", "")) == (
+        "[PM2][ERROR] Process or Namespace hello not found")
+    stack_only = "something odd\n    at x (y.js:1:1)\n\nNode.js v20.20.2\n"
+    assert _telling_line(RunResult(1, "", stack_only)) == "something odd"
+    assert _telling_line(RunResult(3, "", "")) == "exit code 3"
+
+
+def test_pm2_home_must_be_a_writable_directory(tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b" / ".pm2"
+    Pm2("pm2", nested, LocalExecutor()).ensure_home()
+    assert nested.is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HostPathError, match="is not a directory"):
+        Pm2("pm2", tmp_path / "file", LocalExecutor()).ensure_home()
+    with pytest.raises(HostPathError, match="cannot create PM2_HOME"):
+        Pm2("pm2", tmp_path / "file" / "below", LocalExecutor()).ensure_home()
