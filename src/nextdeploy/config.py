@@ -210,6 +210,12 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = DEFAULT_CON
             hint="fix the keys listed above",
             details=lines,
         ) from None
+    if not config.app.is_git:
+        source = Path(config.source)
+        if config.root == source or source in config.root.parents:
+            # A directory source is copied into <root>/builds/<id>: with the root inside, into itself, forever.
+            raise ConfigError(f"{origin}: [server] root {config.root} is inside [app] source {source}",
+                              hint="move [server] root out of the app's directory, e.g. next to it")
     return config
 
 

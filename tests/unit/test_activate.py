@@ -37,7 +37,7 @@ def _serving(releases: Iterator[str]) -> tuple[http.server.ThreadingHTTPServer, 
 
 
 def _context(tmp_path: Path, port: int) -> Context:
-    config = parse_config({"app": {"name": "hello", "source": "."},
+    config = parse_config({"app": {"name": "hello", "source": "app"},
                            "server": {"root": str(tmp_path / "root"), "port": port}}, tmp_path)
     return Context(config, DryRunExecutor(lambda line: None), Reporter(force_plain=True))
 

@@ -88,6 +88,6 @@ def test_init_in_a_monorepo(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 def test_releases_on_an_empty_root(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     config = tmp_path / "nextdeploy.toml"
-    config.write_text('[app]\nname = "x"\nsource = "."\n[server]\nroot = "root"\n')
+    config.write_text('[app]\nname = "x"\nsource = "app"\n[server]\nroot = "root"\n')
     code, out, _ = run(capsys, "releases", "-c", str(config), "--json")
     assert code == 0 and out.strip() == "[]"

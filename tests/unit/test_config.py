@@ -67,6 +67,19 @@ def test_app_path_must_stay_inside_source(tmp_path: Path) -> None:
     assert caught.value.details[0].startswith("app.path:")
 
 
+@pytest.mark.parametrize("root", ["app/.deploy", "app"])
+def test_the_deploy_root_cannot_be_inside_a_directory_source(tmp_path: Path, root: str) -> None:
+    # Each build copies the source into <root>/builds/<id>: with the root inside the source, into itself.
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**GOOD, "app": {"name": "hello", "source": "app"}, "server": {"root": root}}, tmp_path)
+    assert "[server] root" in caught.value.message and "is inside [app] source" in caught.value.message
+    assert caught.value.hint and "out of the app's directory" in caught.value.hint
+    # Beside it is fine, and so is a git source (checked out, not copied).
+    parse_config({**GOOD, "server": {"root": "app-deploy"}}, tmp_path)
+    parse_config({**GOOD, "app": {"name": "hello", "source": "app", "ref": "main"}, "server": {"root": root}},
+                 tmp_path)
+
+
 @pytest.mark.parametrize("key", ["not base64!!", "c2hvcnQ="])
 def test_bad_server_actions_key(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -99,7 +99,7 @@ def test_an_interrupted_preflight_stops_its_server(tmp_path: Path) -> None:
     layout.launcher_file.parent.mkdir(parents=True)
     pid_file = tmp_path / "server.pid"
     layout.launcher_file.write_text(HEALTHY_SERVER.replace("process.argv[2]", repr(str(pid_file))))
-    config = parse_config({"app": {"name": "hello", "source": "."}, "server": {"root": str(tmp_path / "root")},
+    config = parse_config({"app": {"name": "hello", "source": "app"}, "server": {"root": str(tmp_path / "root")},
                            "health": {"path": "/", "stable_for": 30}}, tmp_path)
 
     def interrupt_once_healthy() -> None:

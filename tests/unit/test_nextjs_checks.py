@@ -189,7 +189,7 @@ def test_sharp_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: s
 
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "page.jsx").write_text('import Image from "next/image";' if uses_image else "")
-    config = parse_config({"app": {"name": "x", "source": str(tmp_path)}, "server": {"root": str(tmp_path / "r")},
+    config = parse_config({"app": {"name": "x", "source": "src"}, "server": {"root": "r"},
                            "release": {"sharp_check": policy}}, tmp_path)
     printed: list[str] = []
     reporter = Reporter(force_plain=True)

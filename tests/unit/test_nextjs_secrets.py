@@ -29,7 +29,7 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def config_for(tmp_path: Path, **security: str) -> object:
-    data: dict[str, object] = {"app": {"name": "x", "source": "."}, "server": {"root": str(tmp_path / "root")}}
+    data: dict[str, object] = {"app": {"name": "x", "source": "app"}, "server": {"root": str(tmp_path / "root")}}
     if security:
         data["security"] = security
     return parse_config(data, tmp_path)
