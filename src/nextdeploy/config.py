@@ -71,6 +71,20 @@ class ServerConfig(_Section):
     # serves until its replacement is ready). 1 = one at a time, PM2's own way for <= 2 instances.
     reload_at_once: Annotated[int, Field(ge=1, le=64)] = 2
 
+    @field_validator("env")
+    @classmethod
+    def _no_controlled_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # nextdeploy sets these itself (plans.runtime); a value here would be silently overridden.
+        taken = {"PORT": "[server] port", "HOSTNAME": "[server] hostname"}
+        for name in value:
+            if name in taken:
+                raise ValueError(f"{name} is set by nextdeploy from {taken[name]}; set that key instead")
+            if name == "NODE_ENV" and value[name] != "production":
+                raise ValueError("NODE_ENV is always production for a Next.js server; use your own variable")
+            if name.startswith("NEXTDEPLOY_"):
+                raise ValueError(f"{name}: NEXTDEPLOY_* variables are nextdeploy's own")
+        return value
+
 
 class Pm2Config(_Section):
     home: str | None = None

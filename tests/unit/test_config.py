@@ -67,6 +67,18 @@ def test_app_path_must_stay_inside_source(tmp_path: Path) -> None:
     assert caught.value.details[0].startswith("app.path:")
 
 
+@pytest.mark.parametrize(("name", "says"), [("PORT", "set by nextdeploy from [server] port"),
+                                             ("HOSTNAME", "set by nextdeploy from [server] hostname"),
+                                             ("NODE_ENV", "always production"),
+                                             ("NEXTDEPLOY_READY_PATH", "nextdeploy's own")])
+def test_server_env_cannot_set_what_nextdeploy_controls(tmp_path: Path, name: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**GOOD, "server": {"root": "root", "env": {"API_URL": "x", name: "4000"}}}, tmp_path)
+    assert caught.value.details[0].startswith("server.env:") and says in caught.value.details[0]
+    allowed = {"API_URL": "x", "NODE_ENV": "production"}
+    assert parse_config({**GOOD, "server": {"root": "root", "env": allowed}}, tmp_path).server.env == allowed
+
+
 @pytest.mark.parametrize("root", ["app/.deploy", "app"])
 def test_the_deploy_root_cannot_be_inside_a_directory_source(tmp_path: Path, root: str) -> None:
     # Each build copies the source into <root>/builds/<id>: with the root inside the source, into itself.
