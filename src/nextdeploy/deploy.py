@@ -31,6 +31,7 @@ from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
 from nextdeploy.errors import (
     Interrupted,
+    NameTakenError,
     NextdeployError,
     PreflightError,
     ReleaseNotFoundError,
@@ -92,7 +93,9 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
         if lock.taken_over:
             ctx.reporter.warn(f"took over the lock of an interrupted run: {lock.taken_over.describe()}")
         pm2 = open_pm2(ctx)
-        check_public_port(ctx, pm2)  # in a millisecond, not after the build and the switch
+        # In milliseconds, not after the build and the switch:
+        check_app_name(ctx, pm2)
+        check_public_port(ctx, pm2)
         recover(ctx, pm2)
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
@@ -138,6 +141,22 @@ def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> Non
             raise
 
 
+def check_app_name(ctx: Context, pm2: Pm2) -> None:
+    """Raise NameTakenError if PM2 runs something else under the app's name: the activation would reload it,
+    and a failed first deploy would delete it."""
+    if not (pm2.home_dir / "rpc.sock").exists():
+        return  # no PM2 daemon: nothing runs under any name
+    name = ctx.config.app.name
+    foreign = pm2_plan.foreign_processes(pm2.processes(), name, ctx.config.root)
+    if foreign:
+        env = foreign[0].get("pm2_env") or {}
+        raise NameTakenError(
+            f"PM2 (PM2_HOME={pm2.home_dir}) already runs an app named {name!r} that is not from "
+            f"{ctx.config.root}: {env.get('pm_exec_path') or '?'} (pid {foreign[0].get('pid') or '-'})",
+            hint=f"`pm2 delete {name}` if it is an old copy of this app, or set [app] name to another name",
+        )
+
+
 def check_public_port(ctx: Context, pm2: Pm2) -> None:
     """Raise PortError unless the app can listen on its port: free, or held by the live app itself.
     Before the recovery, which may start the live release again on that port."""
@@ -161,6 +180,7 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
     prepare_root(ctx)
     with DeployLock(ctx.paths.lock_file, "nextdeploy rollback", lock_timeout):
         pm2 = open_pm2(ctx)
+        check_app_name(ctx, pm2)
         check_public_port(ctx, pm2)
         recover(ctx, pm2)
         records = ctx.log.records()

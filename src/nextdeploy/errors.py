@@ -17,7 +17,8 @@ place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback on
     ├── LockError              another deploy holds the lock
     ├── ReleaseNotFoundError   no such release
     ├── Pm2Error               PM2 misbehaved
-    └── PortError              the public port is taken by another process, or cannot be listened on
+    ├── PortError              the public port is taken by another process, or cannot be listened on
+    └── NameTakenError         PM2 runs another app under the app's name
 
     Interrupted (a KeyboardInterrupt)  Ctrl-C, SIGTERM or SIGHUP: exit code 130
 """
@@ -46,6 +47,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 13
     PM2 = 14
     PORT = 15
+    NAME_TAKEN = 16
     INTERRUPTED = 130
 
 
@@ -112,6 +114,10 @@ class Pm2Error(NextdeployError):
 
 class PortError(NextdeployError):
     exit_code = ExitCode.PORT
+
+
+class NameTakenError(NextdeployError):
+    exit_code = ExitCode.NAME_TAKEN
 
 
 class Interrupted(KeyboardInterrupt):

@@ -110,3 +110,15 @@ def test_any_difference_sends_the_reload_through_the_ecosystem_file() -> None:
         assert pm2.in_place_reload_ids(entries, applied_digest=digest, **IN_PLACE) is None, (entries, digest)  # type: ignore[arg-type]
     other_cli_env = {**IN_PLACE, "process_env": {"PATH": "/usr/bin", "PM2_HOME": "/p"}}
     assert pm2.in_place_reload_ids([_worker(0), _worker(1)], applied_digest=applied, **other_cli_env) is None  # type: ignore[arg-type]
+
+
+def test_foreign_processes_are_those_of_the_name_not_run_from_the_root() -> None:
+    root = Path("/srv/hello")
+    ours = {"name": "hello", "pm2_env": {"pm_exec_path": "/srv/hello/current/.nextdeploy/launcher.cjs"}}
+    by_hand = {"name": "hello", "pm2_env": {"pm_exec_path": "/home/me/hello/server.js"}}
+    beside = {"name": "hello", "pm2_env": {"pm_exec_path": "/srv/hello-old/current/.nextdeploy/launcher.cjs"}}
+    other_name = {"name": "api", "pm2_env": {"pm_exec_path": "/srv/api/server.js"}}
+    no_env = {"name": "hello"}
+    entries = [ours, by_hand, beside, other_name, no_env]
+    assert pm2.foreign_processes(entries, "hello", root) == [by_hand, beside, no_env]
+    assert pm2.foreign_processes([ours, other_name], "hello", root) == []

@@ -114,6 +114,14 @@ def in_place_reload_ids(entries: list[dict[str, Any]], name: str, instances: int
     return tuple(sorted(int(entry["pm_id"]) for entry in mine))
 
 
+def foreign_processes(entries: list[dict[str, Any]], name: str, root: Path) -> list[dict[str, Any]]:
+    """The PM2 processes called ``name`` whose script is not under the deploy ``root``: another app (or
+    this one started by hand) that nextdeploy must neither reload nor delete."""
+    prefix = str(root) + "/"
+    return [entry for entry in entries if entry.get("name") == name
+            and not str((entry.get("pm2_env") or {}).get("pm_exec_path") or "").startswith(prefix)]
+
+
 def scale_argv(pm2: str, name: str, instances: int) -> tuple[str, ...]:
     return (pm2, "scale", name, str(instances))
 
