@@ -66,8 +66,9 @@ def port_problem(host: str, port: int, bind_error: OSError | None, holders: list
         return PortError(f"port {port} is already in use by {_describe(strangers)}",
                          hint="stop that process, or set [server] port to a free port")
     if bind_error.errno == errno.EACCES:
-        return PortError(f"port {port} needs privileges this user does not have (ports below 1024 do)",
-                         hint="set [server] port to 1024 or above and put a reverse proxy in front")
+        # A port below 1024: node may be allowed it where we are not (`setcap cap_net_bind_service` on the
+        # node binary). Node's own error, if any, shows in the workers' log quoted by a failed activation.
+        return None
     if bind_error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
         return PortError(f"[server] hostname {host!r} is not an address of this host",
                          hint="use 127.0.0.1 behind a reverse proxy, 0.0.0.0 for every address, or one of "
