@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import random
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nextdeploy.config import HealthConfig
 
@@ -55,3 +57,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
         probe_socket.bind((host, 0))
         return int(probe_socket.getsockname()[1])
+
+
+def private_port(host: str = "127.0.0.1") -> int:
+    """A free port below the kernel's ephemeral range, for the preflight server. A port from ``free_port``
+    can be handed out again by the next ``listen(0)``: the launcher's own private listen once got the very
+    port the preflight had picked for it (EADDRINUSE, a good release rejected). Below the range, only an
+    explicit bind can take it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    floor = max(1024, low - 10000)
+    for _ in range(50):
+        port = random.randrange(floor, low) if low > floor else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+            probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe_socket.bind((host, port))
+            except OSError:
+                continue
+            return int(probe_socket.getsockname()[1])
+    return free_port(host)

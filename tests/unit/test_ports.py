@@ -102,3 +102,15 @@ def test_our_own_listener_is_found_when_we_say_where_to_look() -> None:
 def test_an_address_of_no_interface_here_is_reported() -> None:
     error = bind_error("192.0.2.1", free_port())  # TEST-NET-1: documentation only, on no interface
     assert error is not None and error.errno == errno.EADDRNOTAVAIL
+
+
+def test_the_preflight_port_is_below_the_ephemeral_range() -> None:
+    # A listen(0) (the launcher's private one) or an outgoing connection never gets it meanwhile.
+    from pathlib import Path
+
+    from nextdeploy.probe import private_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {private_port() for _ in range(20)}
+    assert all(1024 <= port < low for port in ports) and len(ports) > 1
+    assert all(bind_error("127.0.0.1", port) is None for port in ports)
