@@ -7,6 +7,7 @@ keep a flat restart count, and the public port must answer healthy from the new 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -203,7 +204,7 @@ def _written_since(log_file: Path, offset: int, lines: int = 5) -> list[str]:
     (a port in use, a missing env var) is there, and the error line alone would only say it is "launching"."""
     try:
         with log_file.open("rb") as log:
-            size = _file_size(log_file)
+            size = os.fstat(log.fileno()).st_size
             start = offset if offset <= size else 0  # flushed since (`pm2 flush`): all of it is new
             log.seek(max(start, size - 16 * 1024))
             text = log.read().decode("utf-8", errors="replace")

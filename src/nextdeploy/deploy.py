@@ -93,9 +93,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
         if lock.taken_over:
             ctx.reporter.warn(f"took over the lock of an interrupted run: {lock.taken_over.describe()}")
         pm2 = open_pm2(ctx)
-        # In milliseconds, not after the build and the switch:
-        check_app_name(ctx, pm2)
-        check_public_port(ctx, pm2)
+        check_host(ctx, pm2)
         recover(ctx, pm2)
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
@@ -141,13 +139,24 @@ def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> Non
             raise
 
 
-def check_app_name(ctx: Context, pm2: Pm2) -> None:
+def check_host(ctx: Context, pm2: Pm2) -> None:
+    """What other programs hold that the app needs: its PM2 name, its port. In milliseconds, not after the
+    build and the switch; before the recovery, which may start the live release again."""
+    processes = running_processes(pm2)
+    check_app_name(ctx, pm2, processes)
+    check_public_port(ctx, pm2, processes)
+
+
+def running_processes(pm2: Pm2) -> list[dict[str, Any]]:
+    """PM2's process list, without starting a daemon: no daemon (no ``rpc.sock``), nothing runs."""
+    return pm2.processes() if (pm2.home_dir / "rpc.sock").exists() else []
+
+
+def check_app_name(ctx: Context, pm2: Pm2, processes: list[dict[str, Any]]) -> None:
     """Raise NameTakenError if PM2 runs something else under the app's name: the activation would reload it,
     and a failed first deploy would delete it."""
-    if not (pm2.home_dir / "rpc.sock").exists():
-        return  # no PM2 daemon: nothing runs under any name
     name = ctx.config.app.name
-    foreign = pm2_plan.foreign_processes(pm2.processes(), name, ctx.config.root)
+    foreign = pm2_plan.foreign_processes(processes, name, ctx.config.root)
     if foreign:
         env = foreign[0].get("pm2_env") or {}
         raise NameTakenError(
@@ -157,14 +166,13 @@ def check_app_name(ctx: Context, pm2: Pm2) -> None:
         )
 
 
-def check_public_port(ctx: Context, pm2: Pm2) -> None:
-    """Raise PortError unless the app can listen on its port: free, or held by the live app itself.
-    Before the recovery, which may start the live release again on that port."""
+def check_public_port(ctx: Context, pm2: Pm2, processes: list[dict[str, Any]]) -> None:
+    """Raise PortError unless the app can listen on its port: free, or held by the live app itself."""
     server = ctx.config.server
     error = bind_error(server.hostname, server.port)
     if error is None:
         return
-    ours = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
+    ours = {int(entry["pid"]) for entry in processes if entry.get("name") == ctx.config.app.name and entry.get("pid")}
     daemon = pm2.daemon_pid()
     if daemon is not None:
         ours.add(daemon)  # in cluster mode the daemon, the cluster primary, holds the listening socket
@@ -180,8 +188,7 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
     prepare_root(ctx)
     with DeployLock(ctx.paths.lock_file, "nextdeploy rollback", lock_timeout):
         pm2 = open_pm2(ctx)
-        check_app_name(ctx, pm2)
-        check_public_port(ctx, pm2)
+        check_host(ctx, pm2)
         recover(ctx, pm2)
         records = ctx.log.records()
         current = current_release(ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import filecmp
+import itertools
 import os
 import shutil
 import signal
@@ -400,17 +401,23 @@ def remove_in_background(path: Path) -> threading.Thread:
     return thread
 
 
+def _other_pids() -> Iterator[int]:
+    """Every pid in /proc but our own."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            yield int(proc.name)
+
+
 def live_processes() -> Iterator[tuple[int, str, str]]:
     """(pid, cwd, command line) of every process we may inspect, except our own."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
+    for pid in _other_pids():
         try:
-            cwd = os.readlink(proc / "cwd")
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        yield int(proc.name), cwd, cmdline
+        cmdline = _command_line(pid)
+        if cmdline is not None:
+            yield pid, cwd, cmdline
 
 
 def processes_under(directory: Path) -> list[int]:
@@ -457,13 +464,13 @@ def port_holders(port: int, likely: Iterable[int] = ()) -> list[Holder]:
             continue
     wanted = {listener.inode: listener for listener in listeners}
     holders: list[Holder] = []
-    candidates = [*likely, *(pid for pid, _, _ in live_processes())]
-    for pid in dict.fromkeys(candidates):  # ordered, without repeats
+    # Lazily: usually a likely pid (the live app's PM2 daemon) holds it, and /proc is never walked.
+    likely = list(likely)
+    for pid in itertools.chain(likely, (pid for pid in _other_pids() if pid not in likely)):
         if not wanted:
             break
         for inode in _socket_inodes(pid) & wanted.keys():
-            command = _command_line(pid)
-            holders.append(Holder(pid, command, wanted.pop(inode).uid))
+            holders.append(Holder(pid, _command_line(pid), wanted.pop(inode).uid))
     holders += [Holder(None, None, listener.uid) for listener in wanted.values()]
     return holders
 

@@ -69,8 +69,10 @@ def private_port(host: str = "127.0.0.1") -> int:
     except (OSError, ValueError, IndexError):
         low = 32768
     floor = max(1024, low - 10000)
+    if low <= floor:
+        return free_port(host)
     for _ in range(50):
-        port = random.randrange(floor, low) if low > floor else 0
+        port = random.randrange(floor, low)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
             probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

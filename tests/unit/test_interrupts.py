@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,29 +36,32 @@ except Interrupted as exc:
 """
 
 
-def _start(tmp_path: Path, before: str = "", **streams: int) -> subprocess.Popen[bytes]:
+@contextmanager
+def _waiting_for_a_signal(tmp_path: Path, before: str = "", **streams: int) -> Iterator[subprocess.Popen[bytes]]:
+    """The script above, running; killed at the end if the test left it running."""
     script = WAIT_FOR_A_SIGNAL.format(before=before)
-    return subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "marker")], stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=as_in_a_terminal,
-                            **streams)  # type: ignore[call-overload]
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_and_sighup_raise_interrupted(tmp_path: Path, signum: int) -> None:
-    process = _start(tmp_path, stdout=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "marker")], stdin=subprocess.DEVNULL,
+                               start_new_session=True, preexec_fn=as_in_a_terminal,
+                               **streams)  # type: ignore[call-overload]
     try:
-        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
-        process.send_signal(signum)
-        assert process.wait(timeout=10) == 0
-        assert (tmp_path / "marker").read_text() == signal.Signals(signum).name
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_raise_interrupted(tmp_path: Path, signum: int) -> None:
+    with _waiting_for_a_signal(tmp_path, stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+        assert (tmp_path / "marker").read_text() == signal.Signals(signum).name
+
+
 def test_an_ignored_sighup_stays_ignored_as_nohup_wants(tmp_path: Path) -> None:
-    process = _start(tmp_path, before="signal.signal(signal.SIGHUP, signal.SIG_IGN)", stdout=subprocess.PIPE)
-    try:
+    ignoring = "signal.signal(signal.SIGHUP, signal.SIG_IGN)"
+    with _waiting_for_a_signal(tmp_path, before=ignoring, stdout=subprocess.PIPE) as process:
         assert process.stdout is not None and process.stdout.readline() == b"ready\n"
         process.send_signal(signal.SIGHUP)
         time.sleep(0.5)
@@ -64,26 +69,19 @@ def test_an_ignored_sighup_stays_ignored_as_nohup_wants(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert (tmp_path / "marker").read_text() == "SIGTERM"
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_after_a_hang_up_the_clean_up_can_still_print(tmp_path: Path) -> None:
     # The SSH session dropped: the terminal is gone and a write to it fails with EIO, which would break
     # the clean-up half-way (the put-back of the previous release prints its steps).
     master, terminal = pty.openpty()
-    process = _start(tmp_path, stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    try:
+    with _waiting_for_a_signal(tmp_path, stdout=terminal, stderr=terminal) as process:
+        os.close(terminal)
         assert os.read(master, 100).startswith(b"ready")
         os.close(master)  # hang up
         process.send_signal(signal.SIGHUP)
         assert process.wait(timeout=10) == 0
         assert (tmp_path / "marker").read_text() == "SIGHUP"
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 HEALTHY_SERVER = """

@@ -10,7 +10,7 @@ import click
 
 from nextdeploy.activate import current_release
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
-from nextdeploy.deploy import check_app_name, open_pm2
+from nextdeploy.deploy import check_app_name, open_pm2, running_processes
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
 from nextdeploy.plans import pm2 as pm2_plan
@@ -119,7 +119,7 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
     ctx = make_context(config_path)
     with DeployLock(ctx.paths.lock_file, "nextdeploy stop", lock_timeout):
         pm2 = open_pm2(ctx)
-        check_app_name(ctx, pm2)  # never delete another app that has the same name
+        check_app_name(ctx, pm2, running_processes(pm2))  # never delete another app that has the same name
         with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2"):
             if pm2.workers(ctx.config.app.name):
                 pm2.check(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name), "delete the app")
