@@ -26,8 +26,9 @@ from nextdeploy import interrupts
 from nextdeploy.errors import Interrupted
 {before}
 interrupts.install()
-print("ready", flush=True)
 try:
+    # Inside the try: the signal may land while print() is still returning, after "ready" was written.
+    print("ready", flush=True)
     time.sleep(30)
 except Interrupted as exc:
     print("cleaning up after", exc.signal_name, flush=True)  # after a hang-up: must not raise
