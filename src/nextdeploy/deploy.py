@@ -51,7 +51,7 @@ from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.pm2 import Pm2
 from nextdeploy.ports import port_problem
 from nextdeploy.preflight import run_preflight
-from nextdeploy.probe import private_port
+from nextdeploy.probe import listen_port
 from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.retention import releases_to_remove, rollback_target
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key
@@ -130,7 +130,7 @@ def _before_the_switch(release_id: str) -> Iterator[None]:
 def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> None:
     """The health gate: the release must serve, outside PM2, before it takes traffic."""
     node = require_tool("node")
-    env = runtime_env(ctx.config, private_port(), "127.0.0.1", secrets)
+    env = runtime_env(ctx.config, listen_port(), "127.0.0.1", secrets)
     with ctx.reporter.step(f"preflight: health gate on a private port ({ctx.config.health.stable_for:g} s window)"):
         try:
             run_preflight(ctx.config, built.layout, node, env, ctx.paths.preflight_log(built.id))

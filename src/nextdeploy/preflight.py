@@ -18,7 +18,7 @@ from nextdeploy.errors import PreflightError
 from nextdeploy.executor import kill_process_group
 from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.paths import ReleaseLayout
-from nextdeploy.probe import ProbeResult, health_problem, http_get, private_port
+from nextdeploy.probe import ProbeResult, health_problem, http_get, listen_port
 
 # Polls before the first good answer are cheap (a refused connect): poll fast so a boot is seen early.
 BOOT_POLL_INTERVAL = 0.05
@@ -43,7 +43,7 @@ def spawn_argv(node: str, layout: ReleaseLayout) -> list[str]:
 def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[str, str],
                   log_file: Path) -> PreflightReport:
     """Start the release, gate on health and stability, always stop it. Raises PreflightError."""
-    port = int(env["PORT"]) if env.get("PORT") else private_port()
+    port = int(env["PORT"]) if env.get("PORT") else listen_port()
     env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1"}
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -53,17 +53,18 @@ def health_problem(result: ProbeResult, health: HealthConfig) -> str | None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """An ephemeral port that was free a moment ago."""
+    """An ephemeral port that was free a moment ago: for a bind right now (see ``listen_port``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
         probe_socket.bind((host, 0))
         return int(probe_socket.getsockname()[1])
 
 
-def private_port(host: str = "127.0.0.1") -> int:
-    """A free port below the kernel's ephemeral range, for the preflight server. A port from ``free_port``
-    can be handed out again by the next ``listen(0)``: the launcher's own private listen once got the very
-    port the preflight had picked for it (EADDRINUSE, a good release rejected). Below the range, only an
-    explicit bind can take it."""
+def listen_port(host: str = "127.0.0.1") -> int:
+    """A free port below the kernel's ephemeral range, for a server that listens on it later (the preflight
+    server; the tests' and the bench's sites). A port from ``free_port`` can be handed out again by the
+    next ``listen(0)`` or outgoing connection: the launcher's own private listen once got the very port the
+    preflight had picked for it (EADDRINUSE, a good release rejected). Below the range, only an explicit
+    bind can take it."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):

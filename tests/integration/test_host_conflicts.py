@@ -9,7 +9,7 @@ import time
 import pytest
 
 from nextdeploy.errors import ExitCode
-from nextdeploy.probe import free_port
+from nextdeploy.probe import listen_port
 from support.processes import port_held_elsewhere
 from support.site import Site
 
@@ -51,7 +51,7 @@ def test_a_port_held_by_another_process_is_refused_before_the_build(site: Site) 
 
     # A config moving the app to a port held by someone else: refused, the live release untouched.
     live_port = site.port
-    site.port = free_port()
+    site.port = listen_port()
     site.write_config()
     with port_held_elsewhere(site.port) as holder:
         _port_refused(site, holder.pid, "deploy")

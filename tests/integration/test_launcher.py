@@ -33,6 +33,7 @@ pytest.importorskip("aiohttp")
 import contextlib
 
 from nextdeploy.loadgen import BackgroundLoad, LoadResult
+from nextdeploy.probe import listen_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO / ".tools" / "node_modules" / ".bin"
@@ -94,10 +95,6 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(
@@ -248,7 +245,7 @@ def start_pm2_app(
     for rid in ("A", "B"):
         make_release(build, root, rid)
     switch_current(root, "A")
-    port = free_port()
+    port = listen_port()
     eco = write_ecosystem(root, port, script=script, wait_ready=wait_ready)
     # Short path: the daemon's unix sockets live in PM2_HOME (108-byte limit).
     home = Path(tempfile.mkdtemp(prefix="nd-pm2-"))
@@ -371,7 +368,7 @@ class Direct:
 
 
 def spawn_launcher(release: Path, tmp: Path, **env: str) -> Direct:
-    port = free_port()
+    port = listen_port()
     out, err = tmp / f"launcher-{port}.out", tmp / f"launcher-{port}.err"
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(
@@ -509,7 +506,7 @@ def test_ipc_ready_message_and_shutdown_message(
     """What PM2 relies on: 'ready' over IPC only once the worker serves; the 'shutdown' message drains it."""
     release = make_release(build_dir, tmp_path, "IPC")
     ours, theirs = socket.socketpair()
-    port = free_port()
+    port = listen_port()
     out, err = tmp_path / "ipc.out", tmp_path / "ipc.err"
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(

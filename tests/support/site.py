@@ -18,7 +18,7 @@ from typing import Any
 
 from nextdeploy.benchkit.target import kill_processes_under
 from nextdeploy.exampleapp import copy_example, set_version
-from nextdeploy.probe import free_port
+from nextdeploy.probe import listen_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO / ".tools" / "node_modules" / ".bin"
@@ -51,7 +51,7 @@ class Run:
 @dataclass
 class Site:
     base: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=listen_port)
     instances: int = 2
     app_name: str = "hello"
 

@@ -104,13 +104,13 @@ def test_an_address_of_no_interface_here_is_reported() -> None:
     assert error is not None and error.errno == errno.EADDRNOTAVAIL
 
 
-def test_the_preflight_port_is_below_the_ephemeral_range() -> None:
+def test_a_port_to_listen_on_later_is_below_the_ephemeral_range() -> None:
     # A listen(0) (the launcher's private one) or an outgoing connection never gets it meanwhile.
     from pathlib import Path
 
-    from nextdeploy.probe import private_port
+    from nextdeploy.probe import listen_port
 
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    ports = {private_port() for _ in range(20)}
+    ports = {listen_port() for _ in range(20)}
     assert all(1024 <= port < low for port in ports) and len(ports) > 1
     assert all(bind_error("127.0.0.1", port) is None for port in ports)

@@ -19,7 +19,7 @@ from typing import Any
 from nextdeploy.exampleapp import copy_example, set_version
 from nextdeploy.executor import live_processes
 from nextdeploy.pm2 import parse_jlist, process_cwd
-from nextdeploy.probe import ProbeResult, free_port, http_get
+from nextdeploy.probe import ProbeResult, http_get, listen_port
 from nextdeploy.tools import find_tool
 
 REPO = Path(__file__).resolve().parents[3]
@@ -54,7 +54,7 @@ class Target:
     """One isolated site: ``base/{app,root,pm2}`` plus ``base/nextdeploy.toml``."""
 
     base: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=listen_port)
     instances: int = 2
     health_timeout: float = 15.0
     smoke: tuple[str, ...] = ("/",)
