@@ -21,7 +21,6 @@ from nextdeploy.executor import remove_in_background, remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import tree_stats
 from nextdeploy.nextjs import prepare as nextjs_prepare
-from nextdeploy.ops import Run
 from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
 from nextdeploy.plans import deps as deps_plan
@@ -187,26 +186,31 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
     if config.app.reuse_dependencies and not yarn_berry:
         inputs = deps_plan.scan_source(source.source_root).inputs
         key = deps_plan.deps_key(inputs, manager, tool, require_tool("node"), config.app.build_env)
-    install = Run(build_plan.install_argv(tool, manager, yarn_berry), cwd=info.lockfile.install_dir,
-                  env=env, log_file=log_file, secret_env=hidden, nice=config.app.build_nice)
+    install = build_plan.install_op(tool, manager, config.app, info.lockfile.install_dir, env, log_file, hidden,
+                                    yarn_berry)
+    install_command = f"`{manager} {' '.join(install.argv[1:])}`"
     if key is None or not _take_dependencies(ctx, source, key):
         with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
-            installed = ctx.executor.apply(install).ok
-        if not installed:
+            installed = ctx.executor.apply(install)
+        if installed.timed_out:
+            raise _timed_out(ctx, install_command, log_file)
+        if not installed.ok:
             raise BuildError(
-                f"`{manager} {' '.join(install.argv[1:])}` failed (full log: {log_file})",
+                f"{install_command} failed (full log: {log_file})",
                 hint="fix the dependency error shown above; if the lockfile is out of date, update and commit it",
                 details=log_tail(log_file),
             )
-    build = Run(build_plan.build_argv(tool, config.app.build_command), cwd=source.app_dir, env=env,
-                log_file=log_file, secret_env=hidden, nice=config.app.build_nice)
+    build = build_plan.build_op(tool, config.app, source.app_dir, env, log_file, hidden)
     with ctx.reporter.step("build the app (next build)"):
-        if not ctx.executor.apply(build).ok:
-            raise BuildError(
-                f"the build failed (full log: {log_file})",
-                hint="fix the build error shown above, then deploy again; nothing live was changed",
-                details=log_tail(log_file),
-            )
+        built = ctx.executor.apply(build)
+    if built.timed_out:
+        raise _timed_out(ctx, "the build", log_file)
+    if not built.ok:
+        raise BuildError(
+            f"the build failed (full log: {log_file})",
+            hint="fix the build error shown above, then deploy again; nothing live was changed",
+            details=log_tail(log_file),
+        )
     if source.next_cache_dir.is_dir():
         ctx.executor.apply_all(build_plan.save_cache_ops(source.next_cache_dir, saved_cache))
     if config.release.mode == "standalone" and not source.standalone_dir.is_dir():
@@ -215,6 +219,17 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
             hint=standalone_hint(info),
         )
     return key
+
+
+def _timed_out(ctx: Context, what: str, log_file: Path) -> BuildError:
+    """A hung install or build was killed, with everything it started, at ``[app] build_timeout``."""
+    limit = f"{ctx.config.app.build_timeout:g}"
+    return BuildError(
+        f"{what} did not finish within {limit} s and was stopped (full log: {log_file})",
+        hint="find what hangs from the log above (an open handle or a request that never returns at build "
+             f"time), or raise [app] build_timeout ({limit}); nothing live was changed",
+        details=log_tail(log_file),
+    )
 
 
 def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:

@@ -39,6 +39,9 @@ class AppConfig(_Section):
     # Niceness of install and build: a build on the serving host competes with the live app for CPU.
     # 0 runs them like any command; otherwise in a session of their own (see executor._lower_priority).
     build_nice: Annotated[int, Field(ge=0, le=19)] = 10
+    # Seconds the install, and then the build, may each take: a hung `next build` (an open handle, a fetch
+    # that never returns) would otherwise hold the deploy lock forever. Killed with all it started.
+    build_timeout: Annotated[float, Field(gt=0, le=86_400)] = 1800
     # Skip the install when lockfile, package.json files, package-manager config, node, the package manager
     # and build_env are all unchanged since the last successful build: its node_modules are moved in.
     reuse_dependencies: bool = True

@@ -54,10 +54,9 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
         ("install and build" + (" (no install if the install inputs match the last good build's: the cached"
                                 " node_modules are moved in, [app] reuse_dependencies)"
                                 if config.app.reuse_dependencies else ""), [
-            Run(build_plan.install_argv(manager, manager), cwd=install_dir, env=env,
-                log_file=paths.build_log(release_id), secret_env=hidden, nice=config.app.build_nice),
-            Run(build_plan.build_argv(manager, config.app.build_command), cwd=source.app_dir, env=env,
-                log_file=paths.build_log(release_id), secret_env=hidden, nice=config.app.build_nice),
+            build_plan.install_op(manager, manager, config.app, install_dir, env, paths.build_log(release_id),
+                                  hidden),
+            build_plan.build_op(manager, config.app, source.app_dir, env, paths.build_log(release_id), hidden),
         ]),
         ("assemble the release", [
             *release_plan.begin_release_ops(layout),

@@ -53,6 +53,8 @@ class RunResult:
     stdout: str = ""
     stderr: str = ""
 
+    timed_out: bool = False  # killed at its op's timeout (returncode 124, as timeout(1) has it)
+
     @property
     def ok(self) -> bool:
         return self.returncode == 0
@@ -273,7 +275,7 @@ def _run(op: Run) -> RunResult:
             hint=f"install {op.argv[0]} or put it on PATH",
         ) from None
     except subprocess.TimeoutExpired:
-        return RunResult(124, "", f"timed out after {op.timeout} s: {op.render()}")
+        return RunResult(124, "", f"timed out after {op.timeout:g} s: {op.render()}", timed_out=True)
     return RunResult(code, stdout or "", stderr or "")
 
 
@@ -281,12 +283,13 @@ def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
                 text: bool) -> tuple[str | None, str | None, int]:
     """Run a command and wait for it; on a timeout or an interrupt (Ctrl-C), kill it with all it started.
 
-    A niced command runs in a session of its own (see _lower_priority), out of reach of the terminal's
-    Ctrl-C and hang-up. The signals that stop a run (``interrupts.STOP_SIGNALS``) are held from before
-    its start until the wait that would kill it is in place: one in between is raised then, not lost
-    with the build left running.
+    A niced command, or one with a timeout, runs in a session of its own (see _lower_priority), out of
+    reach of the terminal's Ctrl-C and hang-up. The signals that stop a run (``interrupts.STOP_SIGNALS``)
+    are held from before its start until the wait that would kill it is in place: one in between is
+    raised then, not lost with the build left running.
     """
-    own_session = bool(op.nice)
+    # A timeout needs the whole tree in one group to kill (a build's package manager starts `next build`).
+    own_session = bool(op.nice) or op.timeout is not None
     holding = own_session and threading.current_thread() is threading.main_thread()
     if holding:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -332,12 +335,14 @@ def _lower_priority(niceness: int, unblock_signals: bool = False) -> Callable[[]
     same niceness. ``unblock_signals``: the child inherits the parent's held stop signals; it must not
     keep them.
     """
-    if not niceness:
+    if not niceness and not unblock_signals:
         return None
 
     def lower() -> None:
         if unblock_signals:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if not niceness:
+            return
         os.nice(niceness)
         try:
             with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.errors import ExitCode
-from nextdeploy.probe import free_port
+from nextdeploy.executor import live_processes
+from nextdeploy.probe import listen_port
 from support.site import REPO, Site, tool_env
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 def serve_release_directly(release_dir: Path, app_rel: str = "") -> tuple[subprocess.Popen[bytes], int]:
     """``node server.js`` straight from a release, outside PM2 and the launcher: is it self-contained?"""
-    port = free_port()
+    port = listen_port()
     env = {**tool_env(), "PORT": str(port), "HOSTNAME": "127.0.0.1"}
     server = subprocess.Popen(["node", "server.js"], cwd=release_dir / app_rel, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -170,6 +171,17 @@ def test_bad_inputs_fail_clearly_and_change_nothing_live(site: Site) -> None:
     expect_failure(result.code, result.output, ExitCode.BUILD_FAILED, "the build failed", "full log:")
     still_live()
     site.set_version("v1")
+
+    # A build that hangs (an open handle, a fetch that never returns) is stopped with all it started.
+    hung_marker = f"sleep {900 + site.port % 97}"  # a command line no other test runs
+    site.write_config(app={"build_command": f"echo hanging; {hung_marker} & {hung_marker}", "build_timeout": 2})
+    started = time.monotonic()
+    result = site.deploy()
+    expect_failure(result.code, result.output, ExitCode.BUILD_FAILED, "did not finish within 2 s",
+                   "[app] build_timeout", "hanging")
+    assert time.monotonic() - started < 30
+    assert not [pid for pid, _, command in live_processes() if hung_marker in command]
+    still_live()
 
     blocker = site.base / "a-file"
     blocker.write_text("")

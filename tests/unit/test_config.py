@@ -19,7 +19,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.server.port == 3000 and config.server.instances == 2
     assert config.health.path == "/api/health" and config.releases.keep == 5
     assert not config.app.is_git
-    assert config.app.reuse_dependencies and config.app.build_nice == 10
+    assert config.app.reuse_dependencies and config.app.build_nice == 10 and config.app.build_timeout == 1800
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_git_sources(tmp_path: Path, source: str, ref: str | None, is_git: bool)
 
 def test_every_error_reported_with_its_path(tmp_path: Path) -> None:
     data = {
-        "app": {"name": "Bad Name!", "source": "app", "colour": "blue"},
+        "app": {"name": "Bad Name!", "source": "app", "colour": "blue", "build_timeout": 0},
         "server": {"root": "r", "port": "eighty", "instances": 0},
         "health": {"path": "no-slash"},
         "releases": {"keep": 0},
@@ -43,10 +43,10 @@ def test_every_error_reported_with_its_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data, tmp_path)
     details = "\n".join(caught.value.details)
-    for path in ("app.name", "app.colour: unknown key", "server.port", "server.instances", "health.path",
-                 "releases.keep", "bogus: unknown key"):
+    for path in ("app.name", "app.colour: unknown key", "app.build_timeout", "server.port", "server.instances",
+                 "health.path", "releases.keep", "bogus: unknown key"):
         assert path in details, details
-    assert "7 invalid settings" in caught.value.message
+    assert "8 invalid settings" in caught.value.message
 
 
 def test_missing_required_keys(tmp_path: Path) -> None:

@@ -146,15 +146,16 @@ def test_run_with_nice_gets_a_session_whose_autogroup_has_the_niceness() -> None
     assert int(plain.stdout.splitlines()[0]) == os.getsid(0)  # without nice: nothing changes
 
 
+@pytest.mark.parametrize("nice", [0, 5])
 @pytest.mark.parametrize("log", [False, True])
-def test_a_timed_out_niced_run_is_killed_with_everything_it_started(tmp_path: Path, log: bool) -> None:
+def test_a_timed_out_run_is_killed_with_everything_it_started(tmp_path: Path, log: bool, nice: int) -> None:
     pid_file = tmp_path / "pid"
-    # The grandchild must not outlive the timeout.
-    op = Run(_with_grandchild(pid_file), nice=5, timeout=1,
+    # The grandchild must not outlive the timeout, niced or not ([app] build_nice = 0).
+    op = Run(_with_grandchild(pid_file), nice=nice, timeout=1,
              log_file=tmp_path / "log" if log else None)
     started = time.monotonic()
     result = LocalExecutor().apply(op)
-    assert result.returncode == 124 and "timed out after 1 s" in result.stderr
+    assert result.returncode == 124 and "timed out after 1 s" in result.stderr and result.timed_out
     assert time.monotonic() - started < 10
     grandchild = int(pid_file.read_text())
     assert gone_soon(grandchild)

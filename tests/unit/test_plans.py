@@ -19,6 +19,15 @@ def test_install_and_build_commands() -> None:
     assert build.build_argv("pnpm", "turbo run build") == ("sh", "-c", "turbo run build")
 
 
+def test_install_and_build_are_niced_and_bounded_by_the_build_timeout(tmp_path: Path) -> None:
+    app = parse_config({"app": {"name": "h", "source": "a", "build_nice": 7, "build_timeout": 600},
+                        "server": {"root": "r"}}, tmp_path).app
+    install = build.install_op("pnpm", "pnpm", app, Path("/b"), {}, Path("/l"))
+    built = build.build_op("pnpm", app, Path("/b/app"), {}, Path("/l"))
+    assert install.argv == ("pnpm", "install", "--frozen-lockfile") and built.argv == ("pnpm", "run", "build")
+    assert (install.nice, install.timeout, built.nice, built.timeout) == (7, 600, 7, 600)
+
+
 def test_render_hides_secrets() -> None:
     op = Run(("pnpm", "run", "build"), cwd=Path("/b"), env={"KEY": "s3cret", "A": "b c"}, secret_env=frozenset({"KEY"}))
     assert op.render() == "(cd /b && KEY=*** A='b c' pnpm run build)"

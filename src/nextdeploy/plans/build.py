@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from nextdeploy.config import AppConfig
 from nextdeploy.ops import CopyTree, MakeDirs, Op, Remove, Rename, Run
 from nextdeploy.project import PackageManager
 
@@ -52,6 +53,20 @@ def build_argv(tool: str, build_command: str | None) -> tuple[str, ...]:
     if build_command:
         return ("sh", "-c", build_command)
     return (tool, "run", "build")
+
+
+def install_op(tool: str, package_manager: PackageManager, app: AppConfig, cwd: Path, env: Mapping[str, str],
+               log_file: Path, secret_env: frozenset[str] = frozenset(), yarn_berry: bool = False) -> Run:
+    """The install, niced and bounded by ``[app] build_timeout`` like the build."""
+    return Run(install_argv(tool, package_manager, yarn_berry), cwd=cwd, env=env, log_file=log_file,
+               timeout=app.build_timeout, secret_env=secret_env, nice=app.build_nice)
+
+
+def build_op(tool: str, app: AppConfig, cwd: Path, env: Mapping[str, str], log_file: Path,
+             secret_env: frozenset[str] = frozenset()) -> Run:
+    """The app's build, niced and bounded by ``[app] build_timeout``."""
+    return Run(build_argv(tool, app.build_command), cwd=cwd, env=env, log_file=log_file,
+               timeout=app.build_timeout, secret_env=secret_env, nice=app.build_nice)
 
 
 def build_env(extra: Mapping[str, str], deployment_id: str | None) -> dict[str, str]:
