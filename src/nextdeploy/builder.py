@@ -16,7 +16,8 @@ from typing import Any
 
 from nextdeploy import __version__
 from nextdeploy.context import Context
-from nextdeploy.errors import BuildError, HostPathError, NextdeployError, ProjectError, ReleaseError
+from nextdeploy.disk import disk_full_error, is_disk_full, says_disk_full
+from nextdeploy.errors import BuildError, DiskFullError, HostPathError, NextdeployError, ProjectError, ReleaseError
 from nextdeploy.executor import remove_in_background, remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import tree_stats
@@ -85,10 +86,17 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
         built = _assemble(ctx, release_id, source, info, revision)
         if deps_key is not None:
             _hand_on_dependencies(ctx, source, deps_key, build_dir)
-    except NextdeployError as exc:
-        ctx.log.append("failed", release_id, reason=exc.message)
-        remove_path(paths.release_dir(release_id))
-        remove_path(build_dir)
+    except (NextdeployError, OSError) as exc:
+        disk_full = isinstance(exc, DiskFullError) or is_disk_full(exc)
+        if isinstance(exc, OSError) and not disk_full:
+            remove_path(build_dir)
+            raise  # a bug (an OSError we did not expect): shown as such
+        reason = exc.message if isinstance(exc, NextdeployError) else str(exc)
+        _discard(ctx, release_id, build_dir, reason)
+        if disk_full:
+            # Measured now that this build's files are gone: what the next try has.
+            details = exc.details if isinstance(exc, NextdeployError) else [f"  | {exc}"]
+            raise disk_full_error(paths.root, f"building release {release_id}", details) from None
         raise
     except BaseException:
         # An interrupt: the release dir stays, marked unfinished; the next run cleans it.
@@ -100,6 +108,22 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
     # preflight waits out its stability window. deploy() joins it; recover() sweeps leftovers.
     built.cleanup = remove_in_background(build_dir)
     return built
+
+
+def _discard(ctx: Context, release_id: str, build_dir: Path, reason: str) -> None:
+    """Log a failed build and remove what it made. On a full disk the log line may fit only once the
+    half-made release is gone: then it is written after the removal."""
+    try:
+        ctx.log.append("failed", release_id, reason=reason)
+        logged = True
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        logged = False
+    remove_path(ctx.paths.release_dir(release_id))
+    remove_path(build_dir)
+    if not logged:
+        ctx.log.append("failed", release_id, reason=reason)
 
 
 def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | None]:
@@ -194,6 +218,8 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
             installed = ctx.executor.apply(install)
         if installed.timed_out:
             raise _timed_out(ctx, install_command, log_file)
+        if not installed.ok and says_disk_full(log_tail(log_file)):
+            raise DiskFullError(f"{install_command} ran out of disk space", details=log_tail(log_file))
         if not installed.ok:
             raise BuildError(
                 f"{install_command} failed (full log: {log_file})",
@@ -203,9 +229,16 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
     build = build_plan.build_op(tool, config.app, source.app_dir, env, log_file, hidden)
     with ctx.reporter.step("build the app (next build)"):
         built = ctx.executor.apply(build)
-    if built.timed_out:
-        raise _timed_out(ctx, "the build", log_file)
     if not built.ok:
+        if key is not None:
+            # The install was good: the next build (the fix of this one, likely) needs none. The failed
+            # build's output goes first: on a full disk the cache's two small files need its room.
+            remove_path(source.next_dir)
+            _hand_on_dependencies(ctx, source, key, paths.build_dir(release_id))
+        if built.timed_out:
+            raise _timed_out(ctx, "the build", log_file)
+        if says_disk_full(log_tail(log_file)):
+            raise DiskFullError("the build ran out of disk space", details=log_tail(log_file))
         raise BuildError(
             f"the build failed (full log: {log_file})",
             hint="fix the build error shown above, then deploy again; nothing live was changed",
@@ -251,7 +284,7 @@ def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
 
 
 def _hand_on_dependencies(ctx: Context, source: SourceLayout, key: str, build_dir: Path) -> None:
-    """Keep this successful build's node_modules for the next build (renames; the old cache goes to the trash)."""
+    """Keep this build's node_modules for the next build (renames; the old cache goes to the trash)."""
     dirs = deps_plan.scan_source(source.source_root).node_modules
     if not dirs:
         return

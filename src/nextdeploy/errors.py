@@ -18,7 +18,8 @@ place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback on
     ├── ReleaseNotFoundError   no such release
     ├── Pm2Error               PM2 misbehaved
     ├── PortError              the public port is taken by another process, or cannot be listened on
-    └── NameTakenError         PM2 runs another app under the app's name
+    ├── NameTakenError         PM2 runs another app under the app's name
+    └── DiskFullError          no space left (or over quota) on the disk of the deploy root
 
     Interrupted (a KeyboardInterrupt)  Ctrl-C, SIGTERM or SIGHUP: exit code 130
 """
@@ -48,6 +49,7 @@ class ExitCode(IntEnum):
     PM2 = 14
     PORT = 15
     NAME_TAKEN = 16
+    DISK_FULL = 17
     INTERRUPTED = 130
 
 
@@ -118,6 +120,10 @@ class PortError(NextdeployError):
 
 class NameTakenError(NextdeployError):
     exit_code = ExitCode.NAME_TAKEN
+
+
+class DiskFullError(NextdeployError):
+    exit_code = ExitCode.DISK_FULL
 
 
 class Interrupted(KeyboardInterrupt):

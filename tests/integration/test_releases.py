@@ -180,6 +180,8 @@ def test_bad_inputs_fail_clearly_and_change_nothing_live(site: Site) -> None:
     expect_failure(result.code, result.output, ExitCode.BUILD_FAILED, "did not finish within 2 s",
                    "[app] build_timeout", "hanging")
     assert time.monotonic() - started < 30
+    # The broken build before kept its node_modules (the install was fine): no install here.
+    assert "reusing the last build's node_modules" in result.output, result.output
     assert not [pid for pid, _, command in live_processes() if hung_marker in command]
     still_live()
 

@@ -41,6 +41,14 @@ def test_missing_config_is_one_line_with_a_fix(capsys: pytest.CaptureFixture[str
     assert err.strip().count("\n") == 0 and err.startswith("error: no config file") and "(fix: " in err
 
 
+def test_a_full_disk_anywhere_is_one_line_with_its_own_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    # /dev/full: every write fails with ENOSPC, as on a full disk. Not a bug: no "unexpected", no traceback.
+    code, _, err = run(capsys, "init", str(REPO / "examples" / "hello"), "-c", "/dev/full", "--force")
+    assert code == ExitCode.DISK_FULL, err
+    assert err.strip().splitlines()[-1] == ("error: the disk is full (fix: free space on that disk, then run the "
+                                           "command again (`nextdeploy releases` shows what each release takes))")
+
+
 def test_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "deploy", "--no-such-flag")
     assert code == ExitCode.USAGE and "no-such-flag" in err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -12,7 +14,8 @@ from nextdeploy.cli.demo_cmd import demo_command
 from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
-from nextdeploy.errors import ExitCode, Interrupted, NextdeployError, stopped_by
+from nextdeploy.disk import is_disk_full
+from nextdeploy.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, stopped_by
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,11 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="nextdeploy", standalone_mode=False)
     except NextdeployError as error:
-        if debug:
-            traceback.print_exc()
-        for line in format_error(error):
-            print(line, file=sys.stderr)
-        sys.exit(int(error.exit_code))
+        _fail(error, debug)
     except click.exceptions.Abort as abort:
         # click turns a KeyboardInterrupt (so also our Interrupted) into Abort; the cause says more.
         print(f"error: {_interrupted_message(abort.__cause__)}", file=sys.stderr)
@@ -62,6 +61,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {_interrupted_message(interrupt)}", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as error:  # a bug: say so, briefly, unless --debug
+        if is_disk_full(error):  # not a bug: wherever it struck (the build's own case says more)
+            assert isinstance(error, OSError)
+            what = "your disk quota is used up" if error.errno == errno.EDQUOT else "the disk is full"
+            where = f" (writing {error.filename})" if error.filename else ""
+            _fail(DiskFullError(f"{what}{where}",
+                                hint="free space on that disk, then run the command again (`nextdeploy "
+                                     "releases` shows what each release takes)"), debug)
         if debug:
             traceback.print_exc()
         else:
@@ -69,6 +75,14 @@ def main(argv: list[str] | None = None) -> None:
                   "and please report it)", file=sys.stderr)
         sys.exit(int(ExitCode.UNEXPECTED))
     sys.exit(0)
+
+
+def _fail(error: NextdeployError, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    for line in format_error(error):
+        print(line, file=sys.stderr)
+    sys.exit(int(error.exit_code))
 
 
 def _interrupted_message(cause: BaseException | None) -> str:
