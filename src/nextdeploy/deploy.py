@@ -11,6 +11,7 @@ SIGTERM, SIGHUP: ``nextdeploy.interrupts``).
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from nextdeploy.faults import checkpoint
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import is_complete, layout_of
+from nextdeploy.nextjs import envcheck
 from nextdeploy.nextjs.prepare import check_node
 from nextdeploy.nextjs.skew import bridge_static_assets
 from nextdeploy.paths import UNFINISHED_MARKER
@@ -55,7 +57,7 @@ from nextdeploy.probe import listen_port
 from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.retention import releases_to_remove, rollback_target
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key
-from nextdeploy.tools import require_tool
+from nextdeploy.tools import node_version, require_tool
 
 
 @dataclass
@@ -145,11 +147,27 @@ def check_host(ctx: Context, pm2: Pm2) -> None:
     processes = running_processes(pm2)
     check_app_name(ctx, pm2, processes)
     check_public_port(ctx, pm2, processes)
+    check_runtime_node(pm2)
 
 
 def running_processes(pm2: Pm2) -> list[dict[str, Any]]:
     """PM2's process list, without starting a daemon: no daemon (no ``rpc.sock``), nothing runs."""
     return pm2.processes() if (pm2.home_dir / "rpc.sock").exists() else []
+
+
+def check_runtime_node(pm2: Pm2) -> None:
+    """Raise ToolMissingError if PM2's daemon would run the workers on another Node than the build's and the
+    preflight's: started before Node was upgraded (or nvm switched), it keeps forking its own."""
+    daemon_node = pm2.daemon_node()
+    if daemon_node is None:
+        return  # no daemon: the pm2 command starts one with the node on PATH
+    node = require_tool("node")
+    if os.path.realpath(daemon_node) == os.path.realpath(node):
+        return  # the usual case, decided without running either
+    daemon_version = node_version(daemon_node) if os.path.isfile(daemon_node) else None
+    problem = envcheck.runtime_node_problem(pm2.home_dir, daemon_node, daemon_version, node, node_version(node))
+    if problem is not None:
+        raise problem
 
 
 def check_app_name(ctx: Context, pm2: Pm2, processes: list[dict[str, Any]]) -> None:

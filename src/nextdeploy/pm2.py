@@ -142,6 +142,18 @@ class Pm2:
             return None
         return pid if Path(f"/proc/{pid}").exists() else None
 
+    def daemon_node(self) -> str | None:
+        """The Node binary this PM2_HOME's daemon runs, if one is running: in cluster mode every worker is
+        forked with it (the daemon's ``process.execPath``), whatever ``node`` is on PATH now. A binary
+        replaced in place since (``apt upgrade``) is the new file at the same path, as fork will run it."""
+        pid = self.daemon_pid()
+        if pid is None:
+            return None
+        try:
+            return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        except OSError:
+            return None
+
     def processes(self) -> list[dict[str, Any]]:
         """PM2's process list: from the daemon's socket (2 ms), else ``pm2 jlist`` (0.25 s, starts a daemon).
 

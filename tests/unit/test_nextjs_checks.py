@@ -10,7 +10,7 @@ import pytest
 from nextdeploy.builder import _inspect_build
 from nextdeploy.config import HealthConfig, parse_config
 from nextdeploy.context import Context
-from nextdeploy.errors import PreflightError
+from nextdeploy.errors import ExitCode, PreflightError
 from nextdeploy.executor import DryRunExecutor
 from nextdeploy.nextjs import smoke
 from nextdeploy.nextjs.caches import image_cache_ops, isr_warning, uses_isr
@@ -19,6 +19,7 @@ from nextdeploy.nextjs.envcheck import (
     imports_next_image,
     next_engines,
     node_engine_problem,
+    runtime_node_problem,
     uses_next_image,
 )
 from nextdeploy.paths import ReleaseLayout, SourceLayout
@@ -38,6 +39,22 @@ def test_node_engine_problem(node: str, engines: str | None, problem: bool) -> N
     assert (result is not None) is problem
     if result:
         assert node.lstrip("v") in result and str(engines) in result
+
+
+def test_a_pm2_daemon_on_another_node_version_is_a_problem_with_its_fix() -> None:
+    home = Path("/srv/h/.pm2")
+    # Another binary of the same version (a copy, another prefix) runs the release just the same.
+    assert runtime_node_problem(home, "/usr/bin/node", "20.20.2", "/opt/node/bin/node", "20.20.2") is None
+    upgraded = runtime_node_problem(home, "/usr/bin/node", "20.20.2", "/opt/node22/bin/node", "22.23.5")
+    assert upgraded is not None and upgraded.exit_code == ExitCode.TOOL_MISSING
+    assert upgraded.message == (
+        "PM2's daemon (PM2_HOME=/srv/h/.pm2) runs Node 20.20.2 (/usr/bin/node), but node on PATH is 22.23.5 "
+        "(/opt/node22/bin/node): the workers would run on 20.20.2, not on the Node the release is built and "
+        "checked with")
+    assert upgraded.hint is not None and "`PM2_HOME=/srv/h/.pm2 pm2 update`" in upgraded.hint
+    assert upgraded.hint.endswith("or put Node 20.20.2 first on PATH")
+    gone = runtime_node_problem(home, "/home/u/.nvm/versions/node/v20.1.0/bin/node", None, "/usr/bin/node", "22.1.0")
+    assert gone is not None and "which no longer exists" in gone.message and "pm2 update" in str(gone.hint)
 
 
 def test_next_engines_read_from_the_release(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Does this host fit the release? Node against ``engines.node`` of ``next``, and sharp for ``next/image``.
+"""Does this host fit the release? Node against ``engines.node`` of ``next``, the PM2 daemon's Node against
+the build's, and sharp for ``next/image``.
 
 Sharp policy (``[release] sharp_check``, default ``"fail"``): when the app uses ``next/image`` with
 optimisation on, the release must be able to load sharp - from where Next loads it, with the host's
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nextdeploy.errors import ToolMissingError
 from nextdeploy.nextjs.semver import parse_version, satisfies
 
 SOURCE_SUFFIXES = frozenset({".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".mdx"})
@@ -46,6 +48,28 @@ try {
 }
 process.stdout.write(JSON.stringify(result));
 """
+
+
+def runtime_node_problem(pm2_home: Path, daemon_node: str, daemon_version: str | None, node: str,
+                         version: str) -> ToolMissingError | None:
+    """Why the PM2 daemon's Node, another binary than ``node`` (``daemon_version`` None: it is gone), cannot
+    run a release built and checked with ``node``; None when it is the same version."""
+    if daemon_version == version:
+        return None
+    fix = (f"restart PM2 on this Node with `PM2_HOME={pm2_home} pm2 update` (it saves and restores its apps; "
+           "the site is down for a few seconds)")
+    if daemon_version is None:
+        return ToolMissingError(
+            f"PM2's daemon (PM2_HOME={pm2_home}) runs Node from {daemon_node}, which no longer exists: it could "
+            "start no new worker",
+            hint=fix,
+        )
+    return ToolMissingError(
+        f"PM2's daemon (PM2_HOME={pm2_home}) runs Node {daemon_version} ({daemon_node}), but node on PATH is "
+        f"{version} ({node}): the workers would run on {daemon_version}, not on the Node the release is built and "
+        "checked with",
+        hint=f"{fix}, or put Node {daemon_version} first on PATH",
+    )
 
 
 def node_engine_problem(node_version: str, engines_node: str | None) -> str | None:
