@@ -96,6 +96,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             ctx.reporter.warn(f"took over the lock of an interrupted run: {lock.taken_over.describe()}")
         pm2 = open_pm2(ctx)
         check_host(ctx, pm2)
+        check_runtime_node(pm2)  # not in a rollback: it builds nothing, and must not be held up
         recover(ctx, pm2)
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
@@ -147,7 +148,6 @@ def check_host(ctx: Context, pm2: Pm2) -> None:
     processes = running_processes(pm2)
     check_app_name(ctx, pm2, processes)
     check_public_port(ctx, pm2, processes)
-    check_runtime_node(pm2)
 
 
 def running_processes(pm2: Pm2) -> list[dict[str, Any]]:

@@ -52,6 +52,8 @@ def test_a_pm2_daemon_on_another_node_is_refused_before_the_build(site: Site, tm
     assert f"PM2_HOME={site.pm2_home} pm2 update" in last and f"put Node {machine_node} first on PATH" in last
     assert time.monotonic() - started < 10 and "next build" not in result.output
     assert site.current() == live and site.version() == "v1"
+    # A rollback builds nothing and is not held up by it (here it has no earlier release to go to).
+    assert site.nextdeploy("rollback", env=node22).code == ExitCode.ROLLBACK_FAILED
 
     # The fix the message gives: PM2 restarts on the new Node and brings the live release back by itself.
     updated = subprocess.run([str(TOOLS_BIN / "pm2"), "update"], capture_output=True, text=True, timeout=120,
