@@ -1,7 +1,8 @@
 """The deploy and rollback procedures, as short scripts of named steps.
 
-    deploy   = lock, recover, build, assemble, preflight, switch, start/reload, verify, save, retain
-    rollback = lock, recover, switch back, reload, verify, save
+    deploy   = build lock: [live lock: recover], build, assemble, preflight,
+                           [live lock: switch, start/reload, verify, save, retain]
+    rollback = live lock: recover, switch back, reload, verify, save   (never waits for a build)
 
 Everything before the switch happens beside the live release; a failure there changes nothing
 live. A failure after the switch puts the previous release back. So does an interrupt (Ctrl-C,
@@ -32,6 +33,7 @@ from nextdeploy.builder import BuiltRelease, build_release, prepare_root
 from nextdeploy.context import Context
 from nextdeploy.errors import (
     Interrupted,
+    LockError,
     NameTakenError,
     NextdeployError,
     PreflightError,
@@ -58,6 +60,9 @@ from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.retention import releases_to_remove, rollback_target
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key
 from nextdeploy.tools import node_version, require_tool
+
+# How long a built and preflighted release waits for a rollback or stop that holds the live lock.
+ACTIVATION_LOCK_WAIT = 300.0
 
 
 @dataclass
@@ -88,16 +93,25 @@ def open_pm2(ctx: Context) -> Pm2:
 
 
 def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
-    """Build a new release and put it live with zero downtime, or change nothing live."""
+    """Build a new release and put it live with zero downtime, or change nothing live.
+
+    Two locks: the build lock for the whole run (one build at a time), the live lock only while live
+    state changes (the recovery at the start, the activation at the end). A rollback or a stop needs
+    only the live lock, so it is never held up by a build of several minutes.
+    """
     started = time.monotonic()
     prepare_root(ctx)
-    with DeployLock(ctx.paths.lock_file, "nextdeploy deploy", lock_timeout) as lock:
-        if lock.taken_over:
-            ctx.reporter.warn(f"took over the lock of an interrupted run: {lock.taken_over.describe()}")
-        pm2 = open_pm2(ctx)
-        check_host(ctx, pm2)
-        check_runtime_node(pm2)  # not in a rollback: it builds nothing, and must not be held up
-        recover(ctx, pm2)
+    with DeployLock(ctx.paths.build_lock_file, "nextdeploy deploy", lock_timeout) as build_lock:
+        with DeployLock(ctx.paths.lock_file, "nextdeploy deploy", lock_timeout) as live_lock:
+            # A run killed during its activation held both: say it once.
+            for holder in dict.fromkeys(lock.taken_over.describe() for lock in (build_lock, live_lock)
+                                        if lock.taken_over):
+                ctx.reporter.warn(f"took over the lock of an interrupted run: {holder}")
+            pm2 = open_pm2(ctx)
+            check_host(ctx, pm2)
+            check_runtime_node(pm2)  # not in a rollback: it builds nothing, and must not be held up
+            recover(ctx, pm2)
+            live_before = current_release(ctx)
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
         key = ensure_server_actions_key(ctx.config, ctx.paths)
@@ -109,14 +123,32 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
                 checkpoint("assembled")
                 bridge_static_assets(ctx, release_id)
                 preflight(ctx, built, secrets)
-            previous = current_release(ctx)
-            report = activate(ctx, pm2, release_id, previous)
-            removed = retain(ctx)
+                live_lock = _live_lock_for_activation(ctx, lock_timeout)
+            with live_lock:
+                # What a rollback, a stop or another program changed during the build: checked again.
+                check_host(ctx, pm2)
+                recover(ctx, pm2, clean_builds=False)
+                previous = current_release(ctx)
+                if previous != live_before:
+                    ctx.reporter.info(f"the live release changed during the build ({live_before or 'none'} -> "
+                                      f"{previous or 'none'}, a rollback or stop); replacing {previous or 'none'}")
+                try:
+                    report = activate(ctx, pm2, release_id, previous)
+                    removed = retain(ctx)
+                finally:
+                    settle(ctx)  # the old workers' drain, overlapped with verify and retention
         finally:
-            settle(ctx)  # the old workers' drain, overlapped with verify and retention
             if built.cleanup is not None:
                 built.cleanup.join()
     return DeployResult(release_id, previous, time.monotonic() - started, report.seconds, removed, built.manifest)
+
+
+def _live_lock_for_activation(ctx: Context, lock_timeout: float) -> DeployLock:
+    """The live lock for the activation, taken now: a rollback or stop that holds it takes seconds, and the
+    build before was minutes of work, so this waits for it (at least ACTIVATION_LOCK_WAIT s)."""
+    lock = DeployLock(ctx.paths.lock_file, "nextdeploy deploy", max(lock_timeout, ACTIVATION_LOCK_WAIT))
+    lock.acquire()
+    return lock
 
 
 @contextmanager
@@ -207,7 +239,8 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
     with DeployLock(ctx.paths.lock_file, "nextdeploy rollback", lock_timeout):
         pm2 = open_pm2(ctx)
         check_host(ctx, pm2)
-        recover(ctx, pm2)
+        with _build_lock_if_free(ctx) as no_build_running:
+            recover(ctx, pm2, clean_builds=no_build_running)
         records = ctx.log.records()
         current = current_release(ctx)
         target = to or rollback_target(records, current)
@@ -222,6 +255,22 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
         finally:
             settle(ctx)
     return DeployResult(target, current, time.monotonic() - started, report.seconds)
+
+
+@contextmanager
+def _build_lock_if_free(ctx: Context) -> Iterator[bool]:
+    """Hold the build lock if no deploy is building (True), or yield False at once: a rollback never waits
+    for a build, and leaves its files alone."""
+    try:
+        lock = DeployLock(ctx.paths.build_lock_file, "nextdeploy rollback")
+        lock.acquire()
+    except LockError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def _check_rollback_target(ctx: Context, records: list[ReleaseRecord], target: str | None,
@@ -242,8 +291,11 @@ def _check_rollback_target(ctx: Context, records: list[ReleaseRecord], target: s
         )
 
 
-def recover(ctx: Context, pm2: Pm2) -> None:
-    """Repair what an interrupted run left: a half-done activation, unfinished releases, build dirs."""
+def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True) -> None:
+    """Repair what an interrupted run left: a half-done activation, unfinished releases, build dirs.
+
+    ``clean_builds`` False: a deploy may be building right now (its unfinished release and build dir
+    are not leftovers); only the live state is repaired."""
     paths = ctx.paths
     pending = pending_switch(ctx.log.events())
     if pending is not None:
@@ -270,6 +322,14 @@ def recover(ctx: Context, pm2: Pm2) -> None:
         except NextdeployError as exc:
             # Still deploy: the new release may be the fix. Its activation starts the app afresh.
             ctx.reporter.warn(f"could not restart {current}: {exc.message}; deploying anyway")
+    if clean_builds:
+        _clean_builds(ctx, current)
+    settle(ctx)
+
+
+def _clean_builds(ctx: Context, current: str | None) -> None:
+    """Remove what interrupted builds left: unfinished releases, build dirs and what still runs in them."""
+    paths = ctx.paths
     records = {record.id: record for record in ctx.log.records()}
     for release_dir in sorted(paths.releases_dir.glob("*")):
         if release_dir.name == current or not release_dir.is_dir():
@@ -282,7 +342,6 @@ def recover(ctx: Context, pm2: Pm2) -> None:
     stop_processes_under(paths.builds_dir)
     for build_dir in paths.builds_dir.glob("*"):
         remove_path(build_dir)
-    settle(ctx)
 
 
 def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | None) -> None:

@@ -105,7 +105,8 @@ class DeployLock:
         self._fd = None
 
     def __enter__(self) -> DeployLock:
-        self.acquire()
+        if self._fd is None:  # not acquired beforehand (a deploy takes its activation's lock early)
+            self.acquire()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -11,7 +11,9 @@ Nothing here touches the disk, so the same answers hold for a dry run and (later
       cache/                       .next/cache between builds, the last build's node_modules, the git mirror
       logs/                        build, preflight and PM2 logs, outside the releases
       ecosystem.config.cjs         the generated PM2 ecosystem file
-      .lock                        flock held while a deploy, rollback or stop runs
+      .lock                        flock held while live state changes: a deploy's recovery and activation,
+                                   a rollback, a stop
+      .build.lock                  flock held by a deploy from start to end: one build at a time
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class DeployPaths:
     @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def build_lock_file(self) -> Path:
+        return self.root / ".build.lock"
 
     @property
     def builds_dir(self) -> Path:

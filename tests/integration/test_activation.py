@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,29 +148,58 @@ def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(si
     assert site.current() == ids[1]
 
 
+@contextmanager
+def deploy_paused_at(site: Site, checkpoint: str, **env: str) -> Iterator[subprocess.Popen[str]]:
+    """A deploy in the background, once it paused at ``checkpoint``; killed at the end if still running."""
+    env = {**tool_env(), "NEXTDEPLOY_TEST_PAUSE_AT": checkpoint, **env}
+    process = subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(site.config_path)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if f"paused at {checkpoint}" in line:
+                break
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_two_deploys_at_once_exactly_one_proceeds(site: Site) -> None:
     site.write_config(health={"stable_for": 1})
     assert site.deploy().code == 0
-    env = {**tool_env(), "NEXTDEPLOY_TEST_PAUSE_AT": "assembled"}
-    holder = subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(site.config_path)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert holder.stderr is not None
-        for line in holder.stderr:
-            if "paused at assembled" in line:
-                break
+    with deploy_paused_at(site, "assembled") as holder:
         second: Run = site.nextdeploy("deploy", "--lock-timeout", "1")
         assert second.code == ExitCode.LOCKED, second.output
         assert f"pid {holder.pid}" in second.output and "nextdeploy deploy" in second.output
-        rollback = site.nextdeploy("rollback")
-        assert rollback.code == ExitCode.LOCKED
-    finally:
-        holder.kill()
-        holder.wait()
     third = site.deploy("v2")
     assert third.code == 0, third.output
     assert f"took over the lock of an interrupted run: pid {holder.pid}" in third.output
     assert site.version() == "v2"
+
+
+def test_a_rollback_does_not_wait_for_a_build(site: Site, tmp_path: Path) -> None:
+    # The live release has a bug that no gate saw; its fix is building (minutes, in real apps): the rollback
+    # must go through now, and the fix go live after it.
+    site.write_config(health={"stable_for": 1})
+    assert site.deploy().code == 0
+    v1 = site.current()
+    assert site.deploy("v2").code == 0
+    resume = tmp_path / "resume"
+    site.set_version("v3")
+    with deploy_paused_at(site, "assembled", NEXTDEPLOY_TEST_RESUME_FILE=str(resume)) as fix:
+        started = time.monotonic()
+        rolled = site.nextdeploy("rollback")
+        assert rolled.code == 0, rolled.output
+        assert time.monotonic() - started < 30
+        assert site.current() == v1 and site.version() == "v1"
+        building = [p for p in (site.root / "releases").iterdir() if p.name != v1]
+        assert len(building) == 2  # v2 and the fix being built: the rollback left the build alone
+        resume.touch()
+        out, err = fix.communicate(timeout=300)
+    assert fix.returncode == 0, out + err
+    assert "the live release changed during the build" in out + err and f"replacing {v1}" in out + err
+    assert site.version() == "v3" and worker_releases(site) == [site.current()] * 2
 
 
 def test_a_slow_booting_release_goes_live_without_failed_requests(site: Site) -> None:

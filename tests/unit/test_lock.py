@@ -67,3 +67,14 @@ def test_waiter_gets_the_lock_when_the_holder_finishes(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lock_taken_beforehand_is_not_taken_again_by_with(tmp_path: Path) -> None:
+    # flock locks belong to an open file: a second acquire by the same holder would wait for itself.
+    lock = DeployLock(tmp_path / ".lock", "nextdeploy deploy")
+    lock.acquire()
+    with lock:
+        assert lock.holder() is not None
+    assert lock.holder() is None  # released by the with
+    with DeployLock(tmp_path / ".lock", "nextdeploy rollback", timeout=0):
+        pass
