@@ -134,11 +134,14 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
         if config.app.is_git:
             git = require_tool("git")
             mirror = paths.git_mirror_dir
-            result = ctx.executor.apply(build_plan.git_mirror_op(git, config.source, mirror, mirror.exists()))
+            result = ctx.executor.apply(build_plan.git_mirror_op(git, config.source, mirror, mirror.exists(),
+                                                                 config.app.build_timeout))
             if not result.ok:
                 raise BuildError(
                     f"cannot fetch git source {config.source}: {_first_line(result.stderr)}",
-                    hint="check [app] source (a reachable git URL or repository path)",
+                    hint="check [app] source (a reachable git URL or repository path, with credentials that "
+                         "need no prompt: an SSH key or a credential helper)" + (
+                             ", or raise [app] build_timeout" if result.timed_out else ""),
                 )
             ref = config.app.ref or "HEAD"
             resolved = ctx.executor.apply(build_plan.git_resolve_op(git, mirror, ref))

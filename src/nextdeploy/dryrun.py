@@ -36,7 +36,8 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     hidden = frozenset({SERVER_ACTIONS_ENV})
     if config.app.is_git:
         export: list[Op] = [
-            build_plan.git_mirror_op("git", config.source, paths.git_mirror_dir, paths.git_mirror_dir.exists()),
+            build_plan.git_mirror_op("git", config.source, paths.git_mirror_dir, paths.git_mirror_dir.exists(),
+                                     config.app.build_timeout),
             *build_plan.git_checkout_ops("git", paths.git_mirror_dir, f"<{config.app.ref or 'HEAD'}>",
                                          source.source_root),
         ]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
+from nextdeploy.errors import ExitCode
 from support.site import Site
 
 pytestmark = pytest.mark.integration
@@ -50,3 +55,40 @@ def test_deploys_the_exact_ref_from_a_mirror(site: Site) -> None:
     missing = site.deploy()
     assert missing.code != 0 and "no-such-branch" in missing.output and "Traceback" not in missing.output
     assert site.version() == "v1"
+
+
+def test_a_git_remote_that_asks_for_a_password_or_hangs_fails_fast(site: Site) -> None:
+    # A deploy has nobody to type a password: git must not ask (it would wait on the terminal forever);
+    # a remote that never answers is given up at [app] build_timeout. Both servers on 127.0.0.1.
+    class AsksForAPassword(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="private"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    private = HTTPServer(("127.0.0.1", 0), AsksForAPassword)
+    threading.Thread(target=private.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections are queued, never answered
+    try:
+        site.write_config(app={"source": f"http://127.0.0.1:{private.server_port}/app.git", "ref": "main"})
+        result = site.deploy()
+        assert result.code == ExitCode.BUILD_FAILED, result.output
+        assert "terminal prompts disabled" in result.stderr and "credentials that need no prompt" in result.stderr
+
+        site.write_config(app={"source": f"http://127.0.0.1:{silent.getsockname()[1]}/app.git", "ref": "main",
+                               "build_timeout": 2})
+        started = time.monotonic()
+        result = site.deploy()
+        assert result.code == ExitCode.BUILD_FAILED, result.output
+        assert "timed out after 2 s" in result.stderr and "raise [app] build_timeout" in result.stderr
+        assert time.monotonic() - started < 20
+    finally:
+        private.shutdown()
+        private.server_close()
+        silent.close()

@@ -18,11 +18,14 @@ def export_directory_ops(source: Path, build_src: Path) -> list[Op]:
     return [Remove(build_src), MakeDirs(build_src), CopyTree(source, build_src, ignore=IGNORED_IN_SOURCE)]
 
 
-def git_mirror_op(git: str, url: str, mirror_dir: Path, mirror_exists: bool) -> Run:
-    """Create or refresh the cached bare mirror of a git source."""
+def git_mirror_op(git: str, url: str, mirror_dir: Path, mirror_exists: bool, timeout: float | None = None) -> Run:
+    """Create or refresh the cached bare mirror of a git source. Never asks for a password (a deploy has
+    nobody to answer it: it would wait forever), and gives up after ``timeout`` s (a remote that hangs)."""
+    env = {"GIT_TERMINAL_PROMPT": "0"}
     if mirror_exists:
-        return Run((git, "--git-dir", str(mirror_dir), "fetch", "--prune", "--tags", "--force", "origin"))
-    return Run((git, "clone", "--mirror", "--quiet", url, str(mirror_dir)))
+        return Run((git, "--git-dir", str(mirror_dir), "fetch", "--prune", "--tags", "--force", "origin"), env=env,
+                   timeout=timeout)
+    return Run((git, "clone", "--mirror", "--quiet", url, str(mirror_dir)), env=env, timeout=timeout)
 
 
 def git_resolve_op(git: str, mirror_dir: Path, ref: str) -> Run:
