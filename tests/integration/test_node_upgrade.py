@@ -63,11 +63,17 @@ def test_a_pm2_daemon_on_another_node_is_refused_before_the_build(site: Site, tm
     while time.monotonic() < deadline and _version_or_none(site) != "v1":
         time.sleep(0.2)
     assert site.version() == "v1"
+    # The live release was built on the old Node: status says so (a native module could fail to load).
+    status = site.nextdeploy("status", "--json", env=node22).json()
+    assert status["node"] == {"pm2": other, "built_with": machine_node}
+    told = site.nextdeploy("status", env=node22)
+    assert f"the workers run on Node {other}, but the live release was built with Node {machine_node}" in told.output
 
     result = site.nextdeploy("deploy", env=node22)
     assert result.code == 0, result.output
     assert site.version() == "v2"
     assert _node_of_workers(site) == {os.path.realpath(OTHER_NODE)}
+    assert site.nextdeploy("status", "--json", env=node22).json()["node"] == {"pm2": other, "built_with": other}
 
 
 def _version_or_none(site: Site) -> str | None:

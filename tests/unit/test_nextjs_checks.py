@@ -15,6 +15,7 @@ from nextdeploy.executor import DryRunExecutor
 from nextdeploy.nextjs import smoke
 from nextdeploy.nextjs.caches import image_cache_ops, isr_warning, uses_isr
 from nextdeploy.nextjs.envcheck import (
+    built_node_problem,
     image_optimization_on,
     imports_next_image,
     next_engines,
@@ -39,6 +40,14 @@ def test_node_engine_problem(node: str, engines: str | None, problem: bool) -> N
     assert (result is not None) is problem
     if result:
         assert node.lstrip("v") in result and str(engines) in result
+
+
+def test_a_live_release_built_on_another_node_than_pm2_runs_is_told() -> None:
+    assert built_node_problem("22.23.5", "22.23.5") is None
+    assert built_node_problem(None, "20.20.2") is None and built_node_problem("22.23.5", None) is None
+    assert built_node_problem("22.23.5", "20.20.2") == (
+        "the workers run on Node 22.23.5, but the live release was built with Node 20.20.2: deploy again to "
+        "build it on 22.23.5")
 
 
 def test_a_pm2_daemon_on_another_node_version_is_a_problem_with_its_fix() -> None:

@@ -13,9 +13,11 @@ from nextdeploy.cli.options import config_option, debug_option, json_option, loc
 from nextdeploy.deploy import check_app_name, open_pm2, running_processes
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
+from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import startup_configured
 from nextdeploy.probe import health_problem, http_get
+from nextdeploy.tools import node_version
 
 
 @click.command("releases")
@@ -72,6 +74,11 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     host = "127.0.0.1" if config.server.hostname in ("0.0.0.0", "::") else config.server.hostname
     probe = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
     problem = health_problem(probe, config.health)
+    daemon_node = pm2.daemon_node()
+    node = {
+        "pm2": node_version(daemon_node) if daemon_node and Path(daemon_node).is_file() else None,
+        "built_with": (read_manifest(ctx.paths.release_dir(current)) or {}).get("node_version") if current else None,
+    }
     worker_rows = [
         {"pm_id": w.pm_id, "pid": w.pid, "status": w.status, "restarts": w.restarts,
          "memory_mb": round(w.memory / 1e6, 1), "release": w.release_in(ctx.paths.releases_dir)}
@@ -85,6 +92,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         "healthy": problem is None,
         "health_problem": problem,
         "startup_on_boot": startup_configured(),
+        "node": node,
         "workers": worker_rows,
     }
     if json_mode:
@@ -94,6 +102,11 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     info(f"app {config.app.name} at {data['url']}  root {ctx.paths.root}")
     info(f"current release: {current or 'none'}")
     info(f"health {config.health.path}: {'ok' if problem is None else problem}")
+    mismatch = built_node_problem(node["pm2"], node["built_with"])
+    if mismatch:
+        ctx.reporter.warn(mismatch)
+    elif node["pm2"]:
+        info(f"node {node['pm2']} (PM2's daemon runs every worker on it)")
     from rich.table import Table
 
     table = Table("pm id", "pid", "status", "restarts", "memory", "release")

@@ -72,6 +72,15 @@ def runtime_node_problem(pm2_home: Path, daemon_node: str, daemon_version: str |
     )
 
 
+def built_node_problem(runtime_version: str | None, built_version: str | None) -> str | None:
+    """Why the live release may misbehave on the Node PM2 runs it on (``pm2 update`` onto another Node after
+    the deploy: a native module built for the old one fails to load); None when they agree or are unknown."""
+    if not runtime_version or not built_version or runtime_version == built_version:
+        return None
+    return (f"the workers run on Node {runtime_version}, but the live release was built with Node {built_version}: "
+            f"deploy again to build it on {runtime_version}")
+
+
 def node_engine_problem(node_version: str, engines_node: str | None) -> str | None:
     """Why ``node_version`` does not satisfy ``engines_node``, or None (also when the range is unreadable)."""
     if not engines_node:
