@@ -221,13 +221,14 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
             installed = ctx.executor.apply(install)
         if installed.timed_out:
             raise _timed_out(ctx, install_command, log_file)
-        if not installed.ok and says_disk_full(log_tail(log_file)):
-            raise DiskFullError(f"{install_command} ran out of disk space", details=log_tail(log_file))
         if not installed.ok:
+            tail = log_tail(log_file)
+            if says_disk_full(tail):
+                raise DiskFullError(f"{install_command} ran out of disk space", details=tail)
             raise BuildError(
                 f"{install_command} failed (full log: {log_file})",
                 hint="fix the dependency error shown above; if the lockfile is out of date, update and commit it",
-                details=log_tail(log_file),
+                details=tail,
             )
     build = build_plan.build_op(tool, config.app, source.app_dir, env, log_file, hidden)
     with ctx.reporter.step("build the app (next build)"):
@@ -240,12 +241,13 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
             _hand_on_dependencies(ctx, source, key, paths.build_dir(release_id))
         if built.timed_out:
             raise _timed_out(ctx, "the build", log_file)
-        if says_disk_full(log_tail(log_file)):
-            raise DiskFullError("the build ran out of disk space", details=log_tail(log_file))
+        tail = log_tail(log_file)
+        if says_disk_full(tail):
+            raise DiskFullError("the build ran out of disk space", details=tail)
         raise BuildError(
             f"the build failed (full log: {log_file})",
             hint="fix the build error shown above, then deploy again; nothing live was changed",
-            details=log_tail(log_file),
+            details=tail,
         )
     if source.next_cache_dir.is_dir():
         ctx.executor.apply_all(build_plan.save_cache_ops(source.next_cache_dir, saved_cache))
