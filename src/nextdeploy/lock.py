@@ -66,6 +66,14 @@ class DeployLock:
         except OSError:
             return None
 
+    def running_holder(self) -> LockOwner | None:
+        """Who holds the lock now, if anyone: details left by a holder that died do not count. Read without
+        touching the flock (a test lock taken here could make a deploy starting that instant fail)."""
+        holder = self.holder()
+        if holder is None or holder.host != socket.gethostname() or not Path(f"/proc/{holder.pid}").exists():
+            return None
+        return holder
+
     def acquire(self) -> None:
         try:
             # os.open is close-on-exec by default: PM2's daemon, spawned by us, must never inherit the lock.

@@ -188,6 +188,7 @@ def test_a_rollback_does_not_wait_for_a_build(site: Site, tmp_path: Path) -> Non
     resume = tmp_path / "resume"
     site.set_version("v3")
     with deploy_paused_at(site, "assembled", NEXTDEPLOY_TEST_RESUME_FILE=str(resume)) as fix:
+        assert site.nextdeploy("status", "--json").json()["deploy_running"]["pid"] == fix.pid
         started = time.monotonic()
         rolled = site.nextdeploy("rollback")
         assert rolled.code == 0, rolled.output
@@ -200,6 +201,7 @@ def test_a_rollback_does_not_wait_for_a_build(site: Site, tmp_path: Path) -> Non
     assert fix.returncode == 0, out + err
     assert "the live release changed during the build" in out + err and f"replacing {v1}" in out + err
     assert site.version() == "v3" and worker_releases(site) == [site.current()] * 2
+    assert site.nextdeploy("status", "--json").json()["deploy_running"] is None
 
 
 def test_a_slow_booting_release_goes_live_without_failed_requests(site: Site) -> None:

@@ -78,3 +78,18 @@ def test_a_lock_taken_beforehand_is_not_taken_again_by_with(tmp_path: Path) -> N
     assert lock.holder() is None  # released by the with
     with DeployLock(tmp_path / ".lock", "nextdeploy rollback", timeout=0):
         pass
+
+
+def test_the_running_holder_is_named_and_a_dead_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / ".lock"
+    assert DeployLock(path, "status").running_holder() is None  # no lock file yet
+    holder = hold_in_subprocess(path)
+    try:
+        running = DeployLock(path, "status").running_holder()
+        assert running is not None and running.pid == holder.pid and running.command == "holder"
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed: its details are still in the file (for the take-over), but nobody runs.
+    assert DeployLock(path, "status").holder() is not None
+    assert DeployLock(path, "status").running_holder() is None

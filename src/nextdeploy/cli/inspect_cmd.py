@@ -93,6 +93,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         "health_problem": problem,
         "startup_on_boot": startup_configured(),
         "node": node,
+        "deploy_running": _deploy_running(ctx.paths.build_lock_file),
         "workers": worker_rows,
     }
     if json_mode:
@@ -101,6 +102,10 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     info = ctx.reporter.info
     info(f"app {config.app.name} at {data['url']}  root {ctx.paths.root}")
     info(f"current release: {current or 'none'}")
+    if data["deploy_running"]:
+        running = data["deploy_running"]
+        info(f"a deploy is running: pid {running['pid']} since {running['started_at']} (a rollback does not "
+             "wait for it)")
     info(f"health {config.health.path}: {'ok' if problem is None else problem}")
     mismatch = built_node_problem(node["pm2"], node["built_with"])
     if mismatch:
@@ -121,6 +126,12 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         info("PM2 starts on boot: yes (pm2 startup is configured)")
     else:
         info("PM2 starts on boot: not configured; run `pm2 startup` once and follow its instructions")
+
+
+def _deploy_running(build_lock_file: Path) -> dict[str, Any] | None:
+    """The deploy holding the build lock now, if any."""
+    owner = DeployLock(build_lock_file, "nextdeploy status").running_holder()
+    return owner.__dict__ if owner is not None else None
 
 
 @click.command("stop")
