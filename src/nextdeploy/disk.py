@@ -21,6 +21,7 @@ DISK_FULL_WORDS = ("ENOSPC", "EDQUOT", "No space left on device", "Disk quota ex
 
 
 def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that found no space (or no quota) left."""
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
