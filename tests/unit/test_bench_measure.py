@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("aiohttp")
 
@@ -17,11 +19,13 @@ from nextdeploy.benchkit.measure import (
     find_step,
     in_window,
     latency,
+    latency_histogram,
     parse_steps,
+    pooled_percentile,
     release_of,
     timeline,
 )
-from nextdeploy.loadgen import RequestRecord
+from nextdeploy.loadgen import RequestRecord, percentile
 
 
 def rec(start: float, latency: float = 0.01, status: int | None = 200, error: str | None = None,
@@ -122,3 +126,28 @@ def test_cutover_stops_at_the_next_deploy() -> None:
     records = [rec(1.0, release="new"), rec(2.0, release="newer"), rec(3.0, release="newer")]
     assert cutover_seconds(records, 0.5, "new", until=1.8) == 0.0
     assert cutover_seconds(records, 0.5, "new") == pytest.approx(2.51)
+
+
+def test_latency_histogram_rounds_to_three_significant_digits() -> None:
+    records = [rec(0, 0.0012341), rec(0, 0.0012349), rec(0, 0.02345), rec(0, 0.5), rec(1, 5.0), rec(2, 0.0)]
+    assert latency_histogram(records) == {"0": 1, "1.23": 2, "23.4": 1, "500": 1, "5000": 1}
+
+
+def test_pooled_percentile_is_the_p99_of_all_requests_together() -> None:
+    quiet = latency_histogram([rec(i / 100, 0.002) for i in range(990)] + [rec(10, 0.030)] * 10)
+    stalled = latency_histogram([rec(i / 100, 0.002) for i in range(190)] + [rec(2, 0.150)] * 10)
+    assert pooled_percentile([quiet], 99) == 2.0  # the 10 slow ones are the top 1 %, beyond the p99 rank
+    assert pooled_percentile([stalled], 99) == 150.0  # one short window with a stall: its "p99" is the stall
+    assert pooled_percentile([quiet, stalled], 99) == 30.0  # rank 1,188 of 1,200: the 10 at 30 ms
+    assert pooled_percentile([quiet, stalled], 100) == 150.0
+    assert pooled_percentile([], 99) is None and pooled_percentile([{}], 50) is None
+
+
+@given(st.lists(st.lists(st.floats(min_value=0.0005, max_value=5.0), min_size=1, max_size=40), min_size=1,
+                max_size=5), st.sampled_from([50, 90, 99, 100]))
+def test_pooling_histograms_equals_the_percentile_of_the_union(groups: list[list[float]], q: float) -> None:
+    histograms = [latency_histogram([rec(0, value) for value in group]) for group in groups]
+    union = sorted(value for group in groups for value in group)
+    exact = percentile(union, q)
+    assert exact is not None
+    assert pooled_percentile(histograms, q) == pytest.approx(exact * 1000, rel=0.005)

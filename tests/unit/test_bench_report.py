@@ -153,3 +153,24 @@ def test_publish_says_what_it_copied_and_flags_a_stale_plot(tmp_path: Path) -> N
     publish(out, docs, lines.append)
     assert lines == [f"published RESULTS.md and timeline.png to {docs}"]
     assert (docs / "timeline.png").read_bytes() == b"new plot"
+
+
+def test_the_p99_target_pools_every_request_of_the_deploys() -> None:
+    runs = [report.run_to_json(1, good_run()), report.run_to_json(2, good_run())]
+    pooled = report.summarize(runs)["p99_pooled"]["keepalive"]
+    # Steady 10 ms; the deploys' 290 requests take 30 ms but for one failed 500 ms request each: the top 0.7 %.
+    assert pooled["steady_p99_ms"] == 10.0
+    assert pooled["deploy_p99_ms"] == 30.0 and pooled["deploy_requests"] == 290 and pooled["deploy_ratio"] == 3.0
+    # The activation windows (110 requests) hold both slow ones: the top 1.8 %, so the p99 is one of them.
+    assert pooled["activation_p99_ms"] == 500.0 and pooled["activation_ratio"] == 50.0
+    line = report.p99_line(report.summarize(runs), lambda ok: "met" if ok else "NOT met")
+    assert "keep-alive: whole deploy 3.0× (30.0 ms over 10.0 ms steady, 290 requests)" in line
+    assert line.split(" → ")[1].startswith("NOT met")
+
+
+def test_results_without_latency_histograms_give_no_p99_verdict() -> None:
+    run = report.run_to_json(1, good_run())
+    del run["figures"]["keepalive"]["latency_histogram_ms"]
+    pooled = report.summarize([run])["p99_pooled"]["keepalive"]
+    assert pooled["steady_p99_ms"] is None and pooled["deploy_ratio"] is None
+    assert "→ n/a" in report.p99_line(report.summarize([run]), lambda ok: "n/a" if ok is None else "met")

@@ -17,12 +17,12 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.benchkit.engine import Action, Run
+from nextdeploy.benchkit.engine import NEXTDEPLOY, PM2_RESTART, SEED, Action, Run
 from nextdeploy.benchkit.measure import (
     BUILD_STEP,
     Latency,
@@ -34,6 +34,8 @@ from nextdeploy.benchkit.measure import (
     find_step,
     in_window,
     latency,
+    latency_histogram,
+    pooled_percentile,
     releases_answering,
     stability_window,
     timeline,
@@ -45,6 +47,7 @@ SWITCH_STEP = "switch current"
 CONTRACT_SCENARIOS = ("good", "crash-at-boot", "never-listens", "health-500", "exit-after-3s", "slow-start",
                       "page-throws", "rollback", "back-to-back")
 CLIENT_TITLES = {"keepalive": "keep-alive", "new-connection": "new conn."}
+STRATEGY_TITLES = {strategy.key: strategy.title for strategy in (NEXTDEPLOY, SEED, PM2_RESTART)}
 
 
 # Per action ---------------------------------------------------------------------------------------
@@ -194,6 +197,8 @@ def load_figures(run: Run, label: str) -> dict[str, Any]:
         if span:
             activation.extend(in_window(records, (span[0] - t0, span[1] - t0)))
     counted = in_window(records, spans["counted"]) if "counted" in spans else []
+    steady = in_window(records, spans["steady"])
+    deploy = in_window(records, spans.get("deploy", (0.0, 0.0)))
     figures: dict[str, Any] = {
         "requests": len(records),
         "failed_total": len(failed(records)),
@@ -201,9 +206,12 @@ def load_figures(run: Run, label: str) -> dict[str, Any]:
         "errors": error_kinds(counted),
         "failed_steady": len(failed(in_window(records, spans["steady"]))),
         "failed_expected_down": len(failed(in_window(records, spans.get("before_counted", (0.0, 0.0))))),
-        "latency_steady": asdict(latency(in_window(records, spans["steady"]))),
-        "latency_deploy": asdict(latency(in_window(records, spans.get("deploy", (0.0, 0.0))))),
+        "latency_steady": asdict(latency(steady)),
+        "latency_deploy": asdict(latency(deploy)),
         "latency_activation": asdict(latency(activation)),
+        # For the p99 of many runs' requests together (``pooled_p99``).
+        "latency_histogram_ms": {"steady": latency_histogram(steady), "deploy": latency_histogram(deploy),
+                                 "activation": latency_histogram(activation)},
         "releases": {run.versions.get(release, release): count
                      for release, count in releases_answering(records).items()},
         "achieved_rate": round(len(records) / load.elapsed, 1) if load.elapsed else None,
@@ -310,6 +318,12 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "steady_p99_ms": steady_p99,
         "p99_ratio_deploy": _stats(ratios["deploy"]),
         "p99_ratio_activation": _stats(ratios["activation"]),
+        "p99_pooled": pooled_p99(contract_runs, steady_from=ours),
+        "p99_pooled_good": {
+            key: pooled_p99([run for run in strategy_runs if run["scenario"] == "good"], steady_from=strategy_runs)
+            for key in dict.fromkeys(run["strategy"] for run in runs)
+            if (strategy_runs := [run for run in runs if run["strategy"] == key])
+        },
         "rollback_s": _stats(action["rollback_s"] for run in ours for action in run["actions"]
                              if action["kind"] == "rollback"),
     }
@@ -324,6 +338,30 @@ def pooled_steady_p99(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
             if p99 is not None:
                 values.setdefault(f"{run['strategy']}/{label}", []).append(p99)
     return {key: round(statistics.median(found), 1) for key, found in values.items()}
+
+
+def pooled_p99(runs: Sequence[dict[str, Any]], steady_from: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per client mode: the p99 of every request in the deploy windows of ``runs`` together, and in their
+    activation windows, against the p99 of every steady-state request of ``steady_from``. The p99 of
+    "latency during a deploy" over many deploys; a single run's window is too short to have one."""
+    pooled: dict[str, dict[str, Any]] = {}
+    for label in dict.fromkeys(label for run in steady_from for label in main_loads(run)):
+        steady = pooled_percentile(_histograms(steady_from, label, "steady"), 99)
+        entry: dict[str, Any] = {"steady_p99_ms": steady}
+        for window in ("deploy", "activation"):
+            found = _histograms(runs, label, window)
+            p99 = pooled_percentile(found, 99)
+            entry[f"{window}_p99_ms"] = p99
+            entry[f"{window}_requests"] = sum(sum(histogram.values()) for histogram in found)
+            entry[f"{window}_ratio"] = round(p99 / steady, 2) if p99 is not None and steady else None
+        pooled[label] = entry
+    return pooled
+
+
+def _histograms(runs: Sequence[dict[str, Any]], label: str, window: str) -> list[dict[str, int]]:
+    """The latency histograms of one load and window in ``runs`` (none in results older than them)."""
+    return [run["figures"][label]["latency_histogram_ms"][window] for run in runs
+            if "latency_histogram_ms" in run["figures"].get(label, {})]
 
 
 def step_breakdown(actions: Iterable[dict[str, Any]]) -> dict[str, float]:
@@ -482,14 +520,38 @@ def targets_lines(summary: dict[str, Any]) -> list[str]:
         "that dies 3 s after start must be rejected before it takes traffic) is a wait; the rest: median "
         f"{_cell(beyond['median'])} s, max {_cell(beyond['max'])} s → {verdict(_le(beyond['max'], 5.0))} "
         "without the window",
-        f"- **p99 during a deploy ≤ 3× steady p99**: whole deploy window (build included) median "
-        f"{_cell(deploy_ratio['median'])}×, max {_cell(deploy_ratio['max'])}× → "
-        f"{verdict(_le(deploy_ratio['max'], 3.0))}; activation window median {_cell(activation_ratio['median'])}×, "
-        f"max {_cell(activation_ratio['max'])}× → {verdict(_le(activation_ratio['max'], 3.0))}",
+        p99_line(summary, verdict),
+        f"  Per run instead (each run's own p99; an activation window of ~1 s holds ~200 requests, so its "
+        f"p99 is its 2nd or 3rd slowest): whole deploy median {_cell(deploy_ratio['median'])}×, max "
+        f"{_cell(deploy_ratio['max'])}×; activation median {_cell(activation_ratio['median'])}×, max "
+        f"{_cell(activation_ratio['max'])}×",
         f"- **Disk per additional release** (code-only change, hard links counted once): median "
         f"{_mb(disk['median'])}",
     ]
     return lines
+
+
+def p99_line(summary: dict[str, Any], verdict: Callable[[bool | None], str]) -> str:
+    """The p99 target's verdict, on every request of our deploys pooled; the baselines' good deploys beside."""
+    pooled = summary.get("p99_pooled") or {}
+    parts, ratios = [], []
+    for label, entry in pooled.items():
+        ratios += [entry["deploy_ratio"], entry["activation_ratio"]]
+        parts.append(f"{CLIENT_TITLES.get(label, label)}: whole deploy {_cell(entry['deploy_ratio'])}× "
+                     f"({_cell(entry['deploy_p99_ms'])} ms over {_cell(entry['steady_p99_ms'])} ms steady, "
+                     f"{entry['deploy_requests']} requests), activation {_cell(entry['activation_ratio'])}× "
+                     f"({_cell(entry['activation_p99_ms'])} ms, {entry['activation_requests']} requests)")
+    ok = None if not ratios or None in ratios else max(ratios) <= 3.0
+    modes = " / ".join(CLIENT_TITLES.get(label, label) for label in pooled)
+    baselines = []
+    for key, by_label in (summary.get("p99_pooled_good") or {}).items():
+        cells = [f"{_cell(entry['deploy_ratio'])}×" for entry in by_label.values()]
+        baselines.append(f"{STRATEGY_TITLES.get(key, key)} {' / '.join(cells)}")
+    return (
+        "- **p99 during a deploy ≤ 3× steady p99**, the p99 of every request during our deploys and "
+        f"rollbacks together (contract scenarios, build included): {'; '.join(parts) or 'no data'} → "
+        f"{verdict(ok)}. Good deploys only, whole deploy, same pooling ({modes}): {', '.join(baselines)}"
+    )
 
 
 def _le(value: float | int | None, limit: float) -> bool | None:
