@@ -570,3 +570,29 @@ def test_unhealthy_ready_path_exits_at_ready_timeout(
     assert 2.0 <= elapsed < 6, elapsed
     err = d.stderr.read_text()
     assert "not ready" in err and "answered 500" in err, err
+
+
+def test_warm_routes_are_requested_before_the_public_port_opens(
+    build_dir: Path, tmp_path: Path, direct_launchers: list[Direct]
+) -> None:
+    """[health] smoke routes are requested once before traffic: their first request loads their code, which
+    would stall the worker's first users. What they answer does not hold the worker back."""
+    release = make_release(build_dir, tmp_path, "WARM")
+    d = spawn_launcher(release, tmp_path, NEXTDEPLOY_READY_PATH="/api/health",
+                       NEXTDEPLOY_WARM_PATHS="/\n/api/slow?ms=2000\n/api/fail\n/no-such-page")
+    direct_launchers.append(d)
+    t0 = time.monotonic()
+    while True:
+        assert d.proc.poll() is None and time.monotonic() - t0 < 30, d.output()
+        try:
+            socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    # The slow warm route alone takes 2 s, after the ready path answered: the port opened after it.
+    assert time.monotonic() - t0 >= 2.0
+    wait_serving(d.port, "WARM", timeout=10)
+    ready = next(line for line in d.stdout.read_text().splitlines() if "ready in" in line)
+    assert "(GET /api/health -> 200; warmed / 200 in " in ready, ready
+    assert "/api/slow?ms=2000 200 in 2" in ready and "/api/fail 500 in " in ready, ready
+    assert "/no-such-page 404 in " in ready, ready

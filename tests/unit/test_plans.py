@@ -70,6 +70,11 @@ def test_ecosystem_runs_the_launcher_through_current(tmp_path: Path) -> None:
     env = app["env"]
     assert isinstance(env, dict) and env["PORT"] == "3100" and env["API"] == "x" and env["NODE_ENV"] == "production"
     assert "preserve-symlinks" not in str(app)
+    assert "NEXTDEPLOY_WARM_PATHS" not in env  # no smoke routes: nothing to warm, the env stays as it was
+    warm = parse_config({"app": {"name": "hello", "source": "."}, "server": {"root": "/srv/hello"},
+                         "health": {"smoke": ["/", "/blog"]}}, tmp_path)
+    warm_env = pm2.ecosystem_app(warm, DeployPaths(warm.root))["env"]
+    assert isinstance(warm_env, dict) and warm_env["NEXTDEPLOY_WARM_PATHS"] == "/\n/blog"
     source = pm2.ecosystem_source(config, DeployPaths(config.root), {"SECRET": Path("/srv/hello/shared/k")})
     assert "readFileSync(\"/srv/hello/shared/k\"" in source
     assert pm2.reload_argv("pm2", Path("/e.cjs"), "hello") == ("pm2", "reload", "/e.cjs", "--only", "hello",

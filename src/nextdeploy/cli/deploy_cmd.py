@@ -28,7 +28,8 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
     """Build, check and put a new release live with zero downtime.
 
     Builds in a fresh directory, assembles an immutable release, proves it healthy on a private
-    port, then switches `current`, reloads PM2 one worker at a time and verifies every worker.
+    port, then switches `current`, reloads the PM2 workers (each old one serves until its successor is
+    ready) and verifies every worker.
     Any failure before the switch changes nothing live; after it, the previous release is put back.
     """
     ctx = make_context(config_path, json_mode, dry_run=dry_run)

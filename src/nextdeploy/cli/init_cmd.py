@@ -42,7 +42,7 @@ expect_status = 200
 # expect_body = '"status":"ok"'
 timeout = 30                    # seconds for a new release to become healthy
 stable_for = 4                  # seconds it must then stay up and healthy
-# smoke = ["/"]                 # more routes the preflight requests
+# smoke = ["/"]                 # more routes the preflight requests (and new workers warm up on)
 
 [release]
 shared_files = [".env.production"]   # linked from <root>/shared/ into every release when present

@@ -23,6 +23,10 @@ function envMs(name, fallback) {
 }
 
 const READY_PATH = process.env.NEXTDEPLOY_READY_PATH || '/';
+// Routes requested once after the ready path and before the public port opens ([health] smoke). A route's
+// first request loads its code: ~50 ms of CPU for a page of the example app, during which every
+// connection of this worker waits. Measured with bench/run.py: the stalls right after a reload were these.
+const WARM_PATHS = (process.env.NEXTDEPLOY_WARM_PATHS || '').split('\n').filter((p) => p.startsWith('/'));
 const READY_TIMEOUT_MS = envMs('NEXTDEPLOY_READY_TIMEOUT_MS', 30000);
 // Must stay below PM2's kill_timeout, or PM2 SIGKILLs us mid-drain and every socket resets.
 const DRAIN_TIMEOUT_MS = envMs('NEXTDEPLOY_DRAIN_TIMEOUT_MS', 8000);
@@ -165,13 +169,13 @@ function adoptServer(srv) {
 // the shared port may be answered by another worker. So we probe Next's private port, which only this
 // worker listens on, until the ready path answers.
 
-function probeOnce(port) {
+function probeOnce(port, probePath = READY_PATH) {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
         host: '127.0.0.1',
         port,
-        path: READY_PATH,
+        path: probePath,
         method: 'GET',
         agent: false,
         headers: { connection: 'close', 'user-agent': 'nextdeploy-ready' },
@@ -213,6 +217,23 @@ async function waitReady() {
   }
   if (draining) return null;
   throw new Error(`GET ${READY_PATH} did not answer < 500 within ${READY_TIMEOUT_MS} ms (last: ${last})`);
+}
+
+// Whatever the warm routes answer, the worker goes on: judging them is the preflight's job (smoke routes).
+async function warm(port) {
+  const results = [];
+  for (const warmPath of WARM_PATHS) {
+    if (draining) break;
+    const started = Date.now();
+    let outcome;
+    try {
+      outcome = String(await probeOnce(port, warmPath));
+    } catch (err) {
+      outcome = `failed: ${err && err.message ? err.message : String(err)}`;
+    }
+    results.push(`${warmPath} ${outcome} in ${Date.now() - started} ms`);
+  }
+  return results;
 }
 
 // The public listener: in PM2 cluster mode a shared handle through the primary, which starts routing
@@ -340,10 +361,13 @@ function main() {
   waitReady()
     .then(async (status) => {
       if (status === null) return; // shut down while booting
+      const warmed = await warm(server.address().port);
+      if (draining) return;
       await openFront();
       if (draining) return front.close();
       process.env.PORT = String(publicPort); // Next set it to its private port; app code expects the public one
-      log(`ready in ${Date.now() - BOOT_TIME} ms (GET ${READY_PATH} -> ${status}), serving on port ${publicPort}`);
+      const warmText = warmed.length ? `; warmed ${warmed.join(', ')}` : '';
+      log(`ready in ${Date.now() - BOOT_TIME} ms (GET ${READY_PATH} -> ${status}${warmText}), serving on port ${publicPort}`);
       if (typeof process.send === 'function' && process.connected) process.send('ready');
     })
     .catch((err) => failBoot(`not ready: ${err && err.message ? err.message : err}`));

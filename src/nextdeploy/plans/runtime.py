@@ -18,4 +18,6 @@ def runtime_env(config: Config, port: int, hostname: str, secrets: dict[str, str
         "NEXTDEPLOY_READY_PATH": config.health.path,
         "NEXTDEPLOY_READY_TIMEOUT_MS": str(config.server.listen_timeout - 1000),
         "NEXTDEPLOY_DRAIN_TIMEOUT_MS": str(drain_ms),
+        # Requested once by each new worker before it takes traffic (their first request loads their code).
+        **({"NEXTDEPLOY_WARM_PATHS": "\n".join(config.health.smoke)} if config.health.smoke else {}),
     }
