@@ -596,3 +596,19 @@ def test_warm_routes_are_requested_before_the_public_port_opens(
     assert "(GET /api/health -> 200; warmed / 200 in " in ready, ready
     assert "/api/slow?ms=2000 200 in 2" in ready and "/api/fail 500 in " in ready, ready
     assert "/no-such-page 404 in " in ready, ready
+
+
+def test_warming_up_never_outlasts_the_ready_deadline(
+    build_dir: Path, tmp_path: Path, direct_launchers: list[Direct]
+) -> None:
+    """PM2 stops the old worker at listen_timeout whether or not the new one is ready: a warm route that
+    hangs is given up at the ready deadline, and the worker opens its port."""
+    release = make_release(build_dir, tmp_path, "HANG")
+    d = spawn_launcher(release, tmp_path, NEXTDEPLOY_READY_PATH="/api/health", NEXTDEPLOY_READY_TIMEOUT_MS="4000",
+                       NEXTDEPLOY_WARM_PATHS="/api/slow?ms=30000\n/")
+    direct_launchers.append(d)
+    t0 = time.monotonic()
+    wait_serving(d.port, "HANG", timeout=15)
+    assert time.monotonic() - t0 < 8
+    ready = next(line for line in d.stdout.read_text().splitlines() if "ready in" in line)
+    assert "/api/slow?ms=30000 failed: probe timed out in " in ready and "/ skipped (ready deadline)" in ready, ready

@@ -169,7 +169,8 @@ function adoptServer(srv) {
 // the shared port may be answered by another worker. So we probe Next's private port, which only this
 // worker listens on, until the ready path answers.
 
-function probeOnce(port, probePath = READY_PATH) {
+// Resolves with the status once the headers came, or with `wholeBody` once the body was read too.
+function probeOnce(port, probePath = READY_PATH, timeoutMs = PROBE_ATTEMPT_TIMEOUT_MS, wholeBody = false) {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
@@ -182,10 +183,12 @@ function probeOnce(port, probePath = READY_PATH) {
       },
       (res) => {
         res.resume();
-        resolve(res.statusCode);
+        if (!wholeBody) return resolve(res.statusCode);
+        res.on('end', () => resolve(res.statusCode));
+        res.on('error', reject);
       },
     );
-    req.setTimeout(PROBE_ATTEMPT_TIMEOUT_MS, () => req.destroy(new Error('probe timed out')));
+    req.setTimeout(timeoutMs, () => req.destroy(new Error('probe timed out')));
     req.on('error', reject);
     req.end();
   });
@@ -220,14 +223,22 @@ async function waitReady() {
 }
 
 // Whatever the warm routes answer, the worker goes on: judging them is the preflight's job (smoke routes).
+// Each page is read to its end (a streamed render goes on after the headers). All of it stays within the
+// ready deadline: PM2 stops the old worker at listen_timeout whether or not this one is ready.
 async function warm(port) {
   const results = [];
+  const deadline = BOOT_TIME + READY_TIMEOUT_MS;
   for (const warmPath of WARM_PATHS) {
+    const left = deadline - Date.now();
     if (draining) break;
+    if (left <= 0) {
+      results.push(`${warmPath} skipped (ready deadline)`);
+      continue;
+    }
     const started = Date.now();
     let outcome;
     try {
-      outcome = String(await probeOnce(port, warmPath));
+      outcome = String(await probeOnce(port, warmPath, Math.min(PROBE_ATTEMPT_TIMEOUT_MS, left), true));
     } catch (err) {
       outcome = `failed: ${err && err.message ? err.message : String(err)}`;
     }
