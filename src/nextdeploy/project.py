@@ -29,6 +29,8 @@ HEALTH_ROUTE_CANDIDATES = tuple(
     for route in ("api/health/route",)
     for ext in ("ts", "js", "tsx", "jsx", "mjs")
 ) + tuple(f"{base}api/health.{ext}" for base in ("pages/", "src/pages/") for ext in ("ts", "js"))
+PAGE_EXTENSIONS = ("tsx", "ts", "jsx", "js", "mdx")
+_ROUTE_GROUP = re.compile(r"^\(.+\)$")  # app/(marketing)/page.tsx is still "/"
 
 _STANDALONE = re.compile(r"""output\s*:\s*["'`]standalone["'`]""")
 _TRACING_ROOT = re.compile(r"outputFileTracingRoot\s*:")
@@ -67,6 +69,7 @@ class ProjectInfo:
     sets_deployment_id: bool
     workspace_root: Path | None
     health_route: Path | None
+    home_page: Path | None = None  # the page that serves "/", if the app has one
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -194,7 +197,30 @@ def inspect_project(app_dir: Path, source_root: Path | None = None, prefer: str 
         sets_deployment_id=bool(_DEPLOYMENT_ID.search(config_text)),
         workspace_root=find_workspace_root(app_dir, root),
         health_route=health,
+        home_page=find_home_page(app_dir),
     )
+
+
+def find_home_page(app_dir: Path) -> Path | None:
+    """The file that renders "/": app/page.* (also inside route groups such as app/(site)/) or pages/index.*."""
+    for base in ("app", "src/app"):
+        directory = app_dir / base
+        if not directory.is_dir():
+            continue
+        candidates = [directory / f"page.{ext}" for ext in PAGE_EXTENSIONS]
+        for group in sorted(directory.rglob("page.*")):
+            between = group.parent.relative_to(directory).parts
+            if between and all(_ROUTE_GROUP.match(part) for part in between):
+                candidates.append(group)
+        found = next((path for path in candidates if path.is_file() and path.suffix[1:] in PAGE_EXTENSIONS), None)
+        if found is not None:
+            return found
+    for base in ("pages", "src/pages"):
+        found = next((app_dir / base / f"index.{ext}" for ext in PAGE_EXTENSIONS
+                      if (app_dir / base / f"index.{ext}").is_file()), None)
+        if found is not None:
+            return found
+    return None
 
 
 def _guess_source_root(app_dir: Path) -> Path:

@@ -65,6 +65,8 @@ def test_init_writes_a_valid_commented_config(capsys: pytest.CaptureFixture[str]
     assert config["app"] == {"name": "hello", "source": "hello", "path": ".", "package_manager": "pnpm"}
     assert config["server"]["port"] == 3100 and config["server"]["root"] == "/srv/hello"
     assert "# Reference" in target.read_text()
+    # The home page found (app/page.jsx) is smoke-tested in the preflight and warmed up by new workers.
+    assert config["health"]["smoke"] == ["/"] and "home page: app/page.jsx" in out
     # Never overwrites without --force.
     code, _, err = run(capsys, "init", str(app), "-c", str(target))
     assert code == ExitCode.CONFIG and "already exists" in err and "--force" in err
@@ -81,6 +83,7 @@ def test_init_says_what_is_missing(capsys: pytest.CaptureFixture[str], tmp_path:
     assert 'add `output: "standalone",` to the config object in next.config.mjs' in out
     assert "export async function GET()" in out  # the health route to add
     assert "no lockfile" in out
+    assert "smoke" not in tomllib.loads((tmp_path / "n.toml").read_text())["health"]  # no page serves "/"
 
 
 def test_init_in_a_monorepo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.errors import ProjectError
-from nextdeploy.project import find_lockfile, inspect_project
+from nextdeploy.project import find_home_page, find_lockfile, inspect_project
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,3 +68,20 @@ def test_not_a_next_app(tmp_path: Path, package: dict[str, object] | None) -> No
         (tmp_path / "package.json").write_text(json.dumps(package))
     with pytest.raises(ProjectError, match=r"not a Next\.js app"):
         inspect_project(tmp_path)
+
+
+@pytest.mark.parametrize(("files", "home"), [
+    (["app/page.tsx", "app/about/page.tsx"], "app/page.tsx"),
+    (["src/app/page.js"], "src/app/page.js"),
+    (["app/(site)/(home)/page.mdx", "app/(site)/blog/page.tsx"], "app/(site)/(home)/page.mdx"),
+    (["pages/index.jsx", "pages/api/health.ts"], "pages/index.jsx"),
+    (["src/pages/index.ts"], "src/pages/index.ts"),
+    (["app/about/page.tsx", "app/page.module.css", "pages/about.tsx"], None),  # no page serves "/"
+])
+def test_the_page_that_serves_the_root(tmp_path: Path, files: list[str], home: str | None) -> None:
+    app = make_app(tmp_path / "web")
+    for name in files:
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text("export default function Page() { return null }\n")
+    assert find_home_page(app) == (app / home if home else None)
+    assert inspect_project(app).home_page == find_home_page(app)

@@ -42,7 +42,7 @@ expect_status = 200
 # expect_body = '"status":"ok"'
 timeout = 30                    # seconds for a new release to become healthy
 stable_for = 4                  # seconds it must then stay up and healthy
-# smoke = ["/"]                 # more routes the preflight requests (and new workers warm up on)
+{smoke_line}
 
 [release]
 shared_files = [".env.production"]   # linked from <root>/shared/ into every release when present
@@ -75,7 +75,18 @@ def render_config(info: ProjectInfo, config_dir: Path, root: str, port: int) -> 
         root=root,
         port=port,
         health_path="/api/health",
+        smoke_line=smoke_line(info),
     )
+
+
+def smoke_line(info: ProjectInfo) -> str:
+    """Smoke-test the home page when there is one: a page that throws fails the release (the health route
+    alone would pass), and every new worker loads it before its first user."""
+    if info.home_page is None:
+        return '# smoke = ["/"]                 # more routes the preflight requests (and new workers warm up on)'
+    found = info.home_page.relative_to(info.app_dir).as_posix()
+    return (f'smoke = ["/"]                   # {found}: the preflight requests it (a 5xx fails the release),\n'
+            "                                # and each new worker once before it takes traffic (warm-up)")
 
 
 @click.command("init")
@@ -122,4 +133,7 @@ def findings(info: ProjectInfo) -> list[str]:
     else:
         lines.append("warning: no health route; add this file, or set [health] path to a route you have:")
         lines.extend(f"    {line}" for line in HEALTH_ROUTE_SNIPPET.splitlines())
+    if info.home_page:
+        home = info.home_page.relative_to(info.app_dir)
+        lines.append(f"home page: {home} (the preflight requests /, new workers warm up on it: [health] smoke)")
     return lines
