@@ -203,7 +203,7 @@ def load_figures(run: Run, label: str) -> dict[str, Any]:
         "failed_total": len(failed(records)),
         "failed": len(failed(counted)),
         "errors": error_kinds(counted),
-        "failed_steady": len(failed(in_window(records, spans["steady"]))),
+        "failed_steady": len(failed(steady)),
         "failed_expected_down": len(failed(in_window(records, spans.get("before_counted", (0.0, 0.0))))),
         "latency_steady": asdict(latency(steady)),
         "latency_deploy": asdict(latency(deploy)),
@@ -281,7 +281,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ours = [run for run in runs if run["strategy"] == "nextdeploy"]
     good_actions = [action for run in ours if run["scenario"] in ("good", "back-to-back")
                     for action in run["actions"] if action["exit_code"] == 0]
-    steady_p99 = pooled_steady_p99(runs)
+    steady_p99 = median_steady_p99(runs)
     contract_failures = {
         f"{run['scenario']}/{label}": run["figures"][label]["failed"]
         for run in ours if run["scenario"] in CONTRACT_SCENARIOS for label in main_loads(run)
@@ -324,7 +324,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def pooled_steady_p99(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
+def median_steady_p99(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Median over runs of each run's steady-state p99, per strategy and client mode."""
     values: dict[str, list[float]] = {}
     for run in runs:
