@@ -20,10 +20,10 @@ from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2
 from nextdeploy.executor import remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import is_complete
-from nextdeploy.ops import ReloadWorkers, Remove, Symlink, WriteFile
+from nextdeploy.ops import ReloadWorkers, Remove, StopProcesses, Symlink, WriteFile
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import Pm2, Worker
-from nextdeploy.probe import health_problem, http_get
+from nextdeploy.probe import health_problem, http_get, local_address
 from nextdeploy.secrets import protect_pm2_dump, secret_files, secret_values
 
 VERIFY_TIMEOUT = 20.0
@@ -118,6 +118,16 @@ def settle(ctx: Context) -> None:
         ctx.reporter.warn(f"PM2 reported after the reload: {problem}")
 
 
+def stop_lost_workers(ctx: Context, pm2: Pm2) -> None:
+    """Stop the workers PM2's daemon forked and lost track of (``Pm2.lost_workers``): they serve a release
+    outside PM2's list, where no reload, stop or verify of ours would see them."""
+    lost = pm2.lost_workers(ctx.paths.releases_dir)
+    if not lost:
+        return
+    with ctx.reporter.step(f"stop {len(lost)} worker(s) PM2 lost track of (pid {', '.join(map(str, lost))})"):
+        ctx.executor.apply(StopProcesses(tuple(lost), ctx.config.server.kill_timeout / 1000))
+
+
 def _record_applied(ctx: Context) -> None:
     """Remember which ecosystem file PM2 loaded (the one on disk), for ``_reload_in_place``."""
     if ctx.executor.dry_run:
@@ -190,6 +200,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
 
 
 _PM2_TIME_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d: ")
+_STACK_FRAME = re.compile(r"^\s+at \S")
 
 
 def _file_size(path: Path) -> int:
@@ -199,9 +210,10 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-def _written_since(log_file: Path, offset: int, lines: int = 5) -> list[str]:
+def _written_since(log_file: Path, offset: int, lines: int = 5, since: str = "the switch") -> list[str]:
     """The last lines the workers wrote to ``log_file`` after ``offset``: why a worker did not come up
-    (a port in use, a missing env var) is there, and the error line alone would only say it is "launching"."""
+    (a port in use, a missing env var) is there, and the error line alone would only say it is "launching".
+    Stack frames are left out: a crash loop's last lines would be nothing else."""
     try:
         with log_file.open("rb") as log:
             size = os.fstat(log.fileno()).st_size
@@ -214,10 +226,10 @@ def _written_since(log_file: Path, offset: int, lines: int = 5) -> list[str]:
     counts: dict[str, int] = {}
     for line in text.splitlines():
         message = _PM2_TIME_STAMP.sub("", line).rstrip()
-        if message:
+        if message and not _STACK_FRAME.match(message):
             counts[message] = counts.pop(message, 0) + 1  # re-inserted: ordered by last appearance
     tail = [f"  | {message}" + (f"  (x{count})" if count > 1 else "") for message, count in counts.items()][-lines:]
-    return [f"the workers' error log since the switch ({log_file}):", *tail] if tail else []
+    return [f"the workers' error log since {since} ({log_file}):", *tail] if tail else []
 
 
 @contextmanager
@@ -245,6 +257,7 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
         with ctx.reporter.step("stop the app (nothing earlier to roll back to)"):
             pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
             remove_path(ctx.paths.current_link)
+        stop_lost_workers(ctx, pm2)
         return
     old_pids = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
     try:
@@ -259,6 +272,7 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
                 ctx.reporter.info(f"the reload did not bring {previous} back ({exc.message}); restarting the app")
                 settle(ctx)
                 pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
+                stop_lost_workers(ctx, pm2)
                 start_or_reload(ctx, pm2, workers=[])
                 verify(ctx, pm2, previous, set(), require_new_pids=False)
     except NextdeployError as exc:
@@ -303,12 +317,51 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
     return list(later.values())
 
 
+def serving_problem(ctx: Context, workers: list[Worker], release_id: str) -> str | None:
+    """Why ``release_id`` is not serving as it should right now (its workers, the public port), or None."""
+    problem = _workers_problem(ctx, workers, release_id, set())
+    if problem is not None:
+        return problem
+    config = ctx.config
+    result = http_get(local_address(config.server.hostname), config.server.port, config.health.path,
+                      config.health.request_timeout)
+    problem = health_problem(result, config.health)
+    if problem is not None:
+        return f"the public port {config.server.port} is not healthy: {problem}"
+    if result.release not in (None, release_id):
+        return f"port {config.server.port} answered from release {result.release}"
+    return None
+
+
+def start_live(ctx: Context, pm2: Pm2, release_id: str, workers: list[Worker]) -> ActivationReport:
+    """Serve the live release again without switching anything (after `nextdeploy stop`, a reboot without
+    `pm2 startup`, a killed PM2 daemon): start or reload its workers, verify them, save PM2's list.
+    Raises Pm2Error with what the workers wrote if it does not come up; PM2's state is left as it is."""
+    started = time.monotonic()
+    error_log = ctx.paths.pm2_error_log(ctx.config.app.name)
+    error_log_offset = _file_size(error_log)
+    try:
+        with ctx.reporter.step(f"start the live release {release_id}"):
+            write_ecosystem(ctx)
+            protect_pm2_dump(Path(pm2.env["PM2_HOME"]))
+            start_or_reload(ctx, pm2, workers)
+            verified = verify(ctx, pm2, release_id, set(), require_new_pids=False, during_watch=lambda: _save(ctx, pm2))
+    except Pm2Error as exc:
+        raise Pm2Error(
+            f"the live release {release_id} did not start: {exc.message}",
+            hint="see `nextdeploy logs`; `nextdeploy rollback` puts the previous good release back, "
+                 "`nextdeploy stop` stops PM2 retrying",
+            details=exc.details + _written_since(error_log, error_log_offset, since="the start"),
+        ) from None
+    return ActivationReport(release_id, time.monotonic() - started, verified)
+
+
 def _probe_public_port(ctx: Context, release_id: str) -> None:
     """The public port answers healthy, from ``release_id``: 2 answers per worker in a row (round-robin
     reaches every worker). An old worker of an in-place reload may still answer for a moment: PM2 tells it
     to stop on its successor's 'ready', and it closes its listener a few ms later (``ReloadWorkers``)."""
     config = ctx.config
-    host = "127.0.0.1" if config.server.hostname in ("0.0.0.0", "::", "") else config.server.hostname
+    host = local_address(config.server.hostname)
     others_until = time.monotonic() + OLD_LISTENER_GRACE
     in_a_row = 0
     while in_a_row < 2 * config.server.instances:

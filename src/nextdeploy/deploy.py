@@ -3,6 +3,7 @@
     deploy   = build lock: [live lock: recover], build, assemble, preflight,
                            [live lock: switch, start/reload, verify, save, retain]
     rollback = live lock: recover, switch back, reload, verify, save   (never waits for a build)
+    start    = live lock: recover, start or reload the live release, verify, save (no switch, no build)
 
 Everything before the switch happens beside the live release; a failure there changes nothing
 live. A failure after the switch puts the previous release back. So does an interrupt (Ctrl-C,
@@ -23,8 +24,11 @@ from nextdeploy.activate import (
     activate,
     current_release,
     failed_once_put_back,
+    serving_problem,
     settle,
+    start_live,
     start_or_reload,
+    stop_lost_workers,
     switch_to,
     verify,
     write_ecosystem,
@@ -37,6 +41,7 @@ from nextdeploy.errors import (
     NameTakenError,
     NextdeployError,
     PreflightError,
+    ReleaseError,
     ReleaseNotFoundError,
     RollbackError,
     stopped_by,
@@ -235,12 +240,7 @@ def check_public_port(ctx: Context, pm2: Pm2, processes: list[dict[str, Any]]) -
 def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> DeployResult:
     """Put an earlier good release back, without rebuilding."""
     started = time.monotonic()
-    prepare_root(ctx)
-    with DeployLock(ctx.paths.lock_file, "nextdeploy rollback", lock_timeout):
-        pm2 = open_pm2(ctx)
-        check_host(ctx, pm2)
-        with _build_lock_if_free(ctx) as no_build_running:
-            recover(ctx, pm2, clean_builds=no_build_running)
+    with _changing_live_state(ctx, "nextdeploy rollback", lock_timeout) as pm2:
         records = ctx.log.records()
         current = current_release(ctx)
         target = to or rollback_target(records, current)
@@ -257,12 +257,60 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
     return DeployResult(target, current, time.monotonic() - started, report.seconds)
 
 
+@dataclass
+class StartResult:
+    release: str
+    already_serving: bool
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "already_serving": self.already_serving, "seconds": round(self.seconds, 3)}
+
+
+def start(ctx: Context, lock_timeout: float = 0.0) -> StartResult:
+    """Serve the live release again, without building or switching: after `nextdeploy stop`, a reboot
+    without `pm2 startup`, a killed PM2 daemon. Nothing to do when it serves already."""
+    started = time.monotonic()
+    with _changing_live_state(ctx, "nextdeploy start", lock_timeout, restart_live=False) as pm2:
+        current = current_release(ctx)
+        if current is None:
+            raise ReleaseNotFoundError(f"no release is live in {ctx.paths.root}: nothing to start",
+                                       hint="run `nextdeploy deploy`")
+        if not is_complete(ctx.paths.release_dir(current)):
+            raise ReleaseError(f"the live release {current} is incomplete ({ctx.paths.release_dir(current)})",
+                               hint="`nextdeploy rollback` puts an earlier good release back; or deploy again")
+        layout = layout_of(ctx.paths.release_dir(current))
+        if layout is not None:
+            check_node(layout)
+        workers = pm2.workers(ctx.config.app.name)
+        if workers and serving_problem(ctx, workers, current) is None:
+            return StartResult(current, True, time.monotonic() - started)
+        try:
+            start_live(ctx, pm2, current, workers)
+        finally:
+            settle(ctx)
+    return StartResult(current, False, time.monotonic() - started)
+
+
 @contextmanager
-def _build_lock_if_free(ctx: Context) -> Iterator[bool]:
-    """Hold the build lock if no deploy is building (True), or yield False at once: a rollback never waits
-    for a build, and leaves its files alone."""
+def _changing_live_state(ctx: Context, holder: str, lock_timeout: float, restart_live: bool = True) -> Iterator[Pm2]:
+    """How a rollback and a start begin: the live lock, the host checked, what an interrupted run left
+    repaired (``recover``). Never waits for a build."""
+    prepare_root(ctx)
+    with DeployLock(ctx.paths.lock_file, holder, lock_timeout):
+        pm2 = open_pm2(ctx)
+        check_host(ctx, pm2)
+        with _build_lock_if_free(ctx, holder) as no_build_running:
+            recover(ctx, pm2, clean_builds=no_build_running, restart_live=restart_live)
+        yield pm2
+
+
+@contextmanager
+def _build_lock_if_free(ctx: Context, holder: str) -> Iterator[bool]:
+    """Hold the build lock if no deploy is building (True), or yield False at once: a rollback or a start
+    never waits for a build, and leaves its files alone."""
     try:
-        lock = DeployLock(ctx.paths.build_lock_file, "nextdeploy rollback")
+        lock = DeployLock(ctx.paths.build_lock_file, holder)
         lock.acquire()
     except LockError:
         yield False
@@ -291,11 +339,12 @@ def _check_rollback_target(ctx: Context, records: list[ReleaseRecord], target: s
         )
 
 
-def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True) -> None:
+def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: bool = True) -> None:
     """Repair what an interrupted run left: a half-done activation, unfinished releases, build dirs.
 
     ``clean_builds`` False: a deploy may be building right now (its unfinished release and build dir
-    are not leftovers); only the live state is repaired."""
+    are not leftovers); only the live state is repaired. ``restart_live`` False: the caller serves the
+    live release again itself (``start``, which must fail when it cannot, not warn)."""
     paths = ctx.paths
     pending = pending_switch(ctx.log.events())
     if pending is not None:
@@ -305,11 +354,12 @@ def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True) -> None:
         # that fails is not retried: the deploy after it goes on (the new release may be the fix).
         with failed_once_put_back(ctx, pending.release, "interrupted during activation"):
             _repair_activation(ctx, pm2, pending.release, previous)
+    stop_lost_workers(ctx, pm2)
     current = current_release(ctx)
-    workers = pm2.workers(ctx.config.app.name) if current else []
+    workers = pm2.workers(ctx.config.app.name) if current and restart_live else []
     # A worker whose cwd cannot be read (another user's process) is not counted as a stray.
     strays = [w for w in workers if w.release_in(paths.releases_dir) not in (None, current)]
-    if current and is_complete(paths.release_dir(current)) and (strays or not workers):
+    if restart_live and current and is_complete(paths.release_dir(current)) and (strays or not workers):
         # PM2 lost the app (daemon killed, reboot without startup), or a run killed during a reload left
         # workers on another release: serve the live release again now, not after this deploy's build.
         step = (f"restart the live release {current} (PM2 had no workers)" if not workers else

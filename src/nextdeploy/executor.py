@@ -17,6 +17,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -37,6 +38,7 @@ from nextdeploy.ops import (
     Remove,
     Rename,
     Run,
+    StopProcesses,
     Symlink,
     WriteFile,
 )
@@ -120,6 +122,8 @@ class LocalExecutor(Executor):
             os.replace(op.src, op.dst)
         elif isinstance(op, Remove):
             remove_path(op.path)
+        elif isinstance(op, StopProcesses):
+            _stop_processes(op.pids, op.grace)
         else:  # pragma: no cover - the Op union is closed
             raise TypeError(f"unknown op {op!r}")
         return RunResult(0)
@@ -423,6 +427,43 @@ def live_processes() -> Iterator[tuple[int, str, str]]:
         cmdline = _command_line(pid)
         if cmdline is not None:
             yield pid, cwd, cmdline
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid``, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, what follows its last ')' not.
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _stop_processes(pids: tuple[int, ...], grace: float) -> None:
+    """SIGINT each, wait until they are gone or ``grace`` s passed, SIGKILL the rest. Gone is fine."""
+    left = set()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGINT)
+            left.add(pid)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = {pid for pid in left if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"}
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def processes_under(directory: Path) -> list[int]:

@@ -170,4 +170,17 @@ class ReloadWorkers:
         return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}, {self.at_once} at a time{until}"
 
 
-Op = Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers
+@dataclass(frozen=True)
+class StopProcesses:
+    """SIGINT each process (a launcher drains on it), then SIGKILL whatever is still there after ``grace`` s."""
+
+    pids: tuple[int, ...]
+    grace: float
+
+    def render(self) -> str:
+        pids = " ".join(str(pid) for pid in self.pids)
+        return f"kill -INT {pids}; sleep {self.grace:g}; kill -KILL {pids}  # what is left of them"
+
+
+Op = (Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers
+      | StopProcesses)

@@ -17,7 +17,7 @@ from typing import Any
 
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, Pm2Error
-from nextdeploy.executor import Executor, RunResult
+from nextdeploy.executor import Executor, RunResult, parent_pid, processes_under
 from nextdeploy.ops import Run
 from nextdeploy.plans import pm2 as pm2_plan
 
@@ -170,6 +170,21 @@ class Pm2:
             self._pinged = True
         result = self.check(pm2_plan.jlist_argv(self.binary), "list processes", timeout=60)
         return parse_jlist(result.stdout)
+
+    def lost_workers(self, releases_dir: Path) -> list[int]:
+        """Processes the daemon forked from a release in ``releases_dir`` that are not in its list any more.
+
+        `pm2 delete` (or stop) while PM2 restarts a crash-looping worker can leave the restarted one
+        running outside the list, and it still takes connections through the daemon's cluster port
+        (seen with PM2 7.0.4): `pm2 ls` shows nothing, yet the port answers from that release."""
+        daemon = self.daemon_pid()
+        if daemon is None or self.executor.dry_run:
+            return []
+        children = [pid for pid in processes_under(releases_dir) if parent_pid(pid) == daemon]
+        if not children:
+            return []  # nothing runs from a release: no need to ask the daemon
+        listed = {int(entry["pid"]) for entry in self.processes() if entry.get("pid")}
+        return [pid for pid in children if pid not in listed]
 
     def workers(self, name: str) -> list[Worker]:
         """The app's processes; a reload's outgoing worker is not one of them any more."""

@@ -26,6 +26,11 @@ class ProbeResult:
         return self.headers.get(RELEASE_HEADER)
 
 
+def local_address(hostname: str) -> str:
+    """Where to reach, from this host, a server listening on ``hostname`` (a wildcard: loopback)."""
+    return "127.0.0.1" if hostname in ("0.0.0.0", "::", "") else hostname
+
+
 def http_get(host: str, port: int, path: str, timeout: float) -> ProbeResult:
     """One GET on a fresh connection; network errors become ``ProbeResult.error``."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)

@@ -1,4 +1,4 @@
-"""Issue 3: a failure after the switch rolls back by itself; stop, logs, and surviving a PM2 restart."""
+"""Issue 3: a failure after the switch rolls back by itself; stop, start, logs, and surviving a PM2 restart."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def test_failure_after_the_switch_rolls_back_automatically(site: Site) -> None:
 
 def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
     site.write_config(health={"stable_for": 1})
+    nothing = site.nextdeploy("start")
+    assert nothing.code == ExitCode.NOT_FOUND, nothing.output
+    assert nothing.stderr.strip().endswith("nothing to start (fix: run `nextdeploy deploy`)"), nothing.stderr
     assert site.deploy().code == 0
     live = site.current()
 
@@ -93,6 +96,22 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
             time.sleep(0.3)
     assert site.get()[2]["x-nextdeploy-release"] == live
 
+    # A reboot without `pm2 startup`: `status` says nothing serves, without starting a daemon itself
+    # (the pm2 command would); `start` serves the live release again, no build; a second one does nothing.
+    site.pm2("kill")
+    down = site.nextdeploy("status")
+    assert down.code == 0, down.output
+    assert "PM2's daemon is not running" in down.output and f"nothing serves {live}: `nextdeploy start`" in down.output
+    assert site.nextdeploy("status", "--json").json()["pm2_daemon_running"] is False
+    assert not (site.pm2_home / "pm2.pid").exists()
+    started = site.nextdeploy("start", "--json")
+    assert started.code == 0, started.output
+    assert started.json()["release"] == live and started.json()["already_serving"] is False
+    assert site.get()[2]["x-nextdeploy-release"] == live
+    assert [w["release"] for w in site.nextdeploy("status", "--json").json()["workers"]] == [live, live]
+    again = site.nextdeploy("start")
+    assert again.code == 0 and f"{live} is serving already" in again.output, again.output
+
     stopped = site.nextdeploy("stop")
     assert stopped.code == 0, stopped.output
     assert site.nextdeploy("status", "--json").json()["workers"] == []
@@ -100,8 +119,25 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
         site.get(timeout=2)
     assert site.current() == live and (site.root / "releases" / str(live)).is_dir()
 
+    # A live release that cannot start any more (here: its server.js gone) fails `start` in one line, with
+    # the workers' own words above it.
+    server_js = site.root / "releases" / str(live) / "server.js"
+    server_js.rename(server_js.with_name("server.js.away"))
+    broken = site.nextdeploy("start")
+    assert broken.code == ExitCode.PM2, broken.output
+    assert f"error: the live release {live} did not start: " in broken.stderr, broken.stderr
+    assert "Cannot find module" in broken.stderr, broken.stderr
+    server_js.with_name("server.js.away").rename(server_js)
+    # PM2 is still retrying it, now with its server.js back. A worker it restarts while `pm2 delete` runs can
+    # outlive the delete, outside PM2's list but still on the port (2 runs in 6 before stop ended those too).
+    assert site.nextdeploy("stop").code == 0
+    time.sleep(1)
+    with pytest.raises(OSError):
+        site.get(timeout=2)
+
     # The next deploy starts the app again from scratch.
-    assert site.deploy("v2").code == 0
+    redeployed = site.deploy("v2")
+    assert redeployed.code == 0, redeployed.output
     assert site.version() == "v2"
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import http.server
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +17,8 @@ from nextdeploy import activate
 from nextdeploy.config import parse_config
 from nextdeploy.context import Context
 from nextdeploy.errors import Pm2Error
-from nextdeploy.executor import DryRunExecutor
+from nextdeploy.executor import DryRunExecutor, LocalExecutor
+from nextdeploy.pm2 import Pm2
 from nextdeploy.ui import Reporter
 
 
@@ -71,6 +76,8 @@ def test_the_workers_error_log_since_the_switch_is_quoted_once_per_line(tmp_path
         for second in range(4):
             more.write(f"2026-11-22T06:00:0{second}: [nextdeploy r2 pid=1{second}] not ready: bind EADDRINUSE\n")
         more.write("2026-11-22T06:00:05: Error: Cannot find module 'sharp'\n\n")
+        # A crash's stack frames would push the error itself out of the last lines: left out.
+        more.write("".join(f"2026-11-22T06:00:05:     at frame{i} (/srv/x.js:{i}:1)\n" for i in range(8)))
     assert activate._written_since(log, offset) == [
         f"the workers' error log since the switch ({log}):",
         "  | [nextdeploy r2 pid=10] not ready: bind EADDRINUSE",
@@ -86,3 +93,36 @@ def test_the_workers_error_log_since_the_switch_is_quoted_once_per_line(tmp_path
     assert activate._written_since(tmp_path / "missing.log", 0) == []
     log.write_text("2026-11-22T06:01:00: after a pm2 flush\n")  # shorter than the offset: all of it is new
     assert activate._written_since(log, offset)[1:] == ["  | after a pm2 flush"]
+
+
+def test_workers_the_daemon_lost_track_of_are_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # This test process plays PM2's daemon: its children working in a release are its workers; the one
+    # missing from its process list is lost (`pm2 delete` during a crash loop's restart leaves such).
+    ctx = _context(tmp_path, 1)
+    ctx = Context(ctx.config, LocalExecutor(), ctx.reporter)
+    release = ctx.paths.releases_dir / "r1"
+    release.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # SIGINT's default action set explicitly (an ignored SIGINT would be inherited from the test run), and
+    # only then "ready".
+    sleep = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                                   "print('ready', flush=True); time.sleep(60)"]
+    listed, lost, other = (subprocess.Popen(sleep, cwd=cwd, stdout=subprocess.PIPE, text=True)
+                           for cwd in (release, release, elsewhere))
+    try:
+        assert all(p.stdout is not None and p.stdout.readline() == "ready\n" for p in (listed, lost, other))
+        pm2 = Pm2("pm2", tmp_path / "pm2", ctx.executor)
+        monkeypatch.setattr(pm2, "daemon_pid", os.getpid)
+        monkeypatch.setattr(pm2, "processes", lambda: [{"name": "hello", "pid": listed.pid}])
+        assert pm2.lost_workers(ctx.paths.releases_dir) == [lost.pid]
+        activate.stop_lost_workers(ctx, pm2)
+        assert lost.wait(timeout=5) == -signal.SIGINT
+        assert listed.poll() is None and other.poll() is None
+        assert pm2.lost_workers(ctx.paths.releases_dir) == []
+        monkeypatch.setattr(pm2, "daemon_pid", lambda: None)  # no daemon: nothing of its can be lost
+        assert pm2.lost_workers(ctx.paths.releases_dir) == []
+    finally:
+        for process in (listed, lost, other):
+            process.kill()
+            process.wait()

@@ -18,7 +18,7 @@ import pytest
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
-from nextdeploy.ops import CopyFile, CopyTree, MoveTree, ReloadWorkers, Run, Symlink, WriteFile
+from nextdeploy.ops import CopyFile, CopyTree, MoveTree, ReloadWorkers, Run, StopProcesses, Symlink, WriteFile
 from support.processes import as_in_a_terminal, gone_soon
 
 
@@ -371,3 +371,24 @@ def test_reload_workers_renders_as_a_comment_in_a_dry_run() -> None:
     lines: list[str] = []
     DryRunExecutor(lines.append).apply(ReloadWorkers(Path("/p/rpc.sock"), (0, 1)))
     assert lines == ["# pm2 daemon /p/rpc.sock: reloadProcessId({id: 0}) reloadProcessId({id: 1}), 2 at a time"]
+
+
+def test_stop_processes_interrupts_then_kills_what_stays(tmp_path: Path) -> None:
+    # One exits on SIGINT (as a draining launcher does), one ignores it: SIGKILL after the grace.
+    def child(on_sigint: str) -> subprocess.Popen[str]:
+        code = f"import signal, time\nsignal.signal(signal.SIGINT, signal.{on_sigint})\nprint('ready', flush=True)\n" \
+               "time.sleep(60)"
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    polite, stubborn = child("SIG_DFL"), child("SIG_IGN")
+    try:
+        assert all(p.stdout is not None and p.stdout.readline() == "ready\n" for p in (polite, stubborn))
+        started = time.monotonic()
+        LocalExecutor().apply(StopProcesses((polite.pid, stubborn.pid), grace=1.0))
+        assert polite.wait(timeout=5) == -signal.SIGINT
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL
+        assert 1.0 <= time.monotonic() - started < 3
+    finally:
+        for process in (polite, stubborn):
+            process.kill()
+            process.wait()
+    assert StopProcesses((1, 2), 10).render() == "kill -INT 1 2; sleep 10; kill -KILL 1 2  # what is left of them"

@@ -1,4 +1,4 @@
-"""`nextdeploy deploy` and `nextdeploy rollback`."""
+"""`nextdeploy deploy`, `nextdeploy rollback` and `nextdeploy start`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from nextdeploy.cli.options import (
     lock_timeout_option,
     make_context,
 )
-from nextdeploy.deploy import DeployResult, deploy, rollback
+from nextdeploy.deploy import DeployResult, deploy, rollback, start
 from nextdeploy.dryrun import print_deploy_plan
 from nextdeploy.ui import Reporter
 
@@ -51,6 +51,26 @@ def rollback_command(config_path: Path, json_mode: bool, lock_timeout: float, ta
     ctx = make_context(config_path, json_mode)
     result = rollback(ctx, to=target, lock_timeout=lock_timeout)
     _report(ctx.reporter, result, "rolled back to")
+
+
+@click.command("start")
+@config_option
+@json_option
+@lock_timeout_option
+@debug_option
+def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> None:
+    """Serve the live release again (after `stop`, a reboot without `pm2 startup`, a killed PM2 daemon).
+
+    No build, no switch: starts the live release's PM2 workers and verifies them like a deploy. Does
+    nothing when the live release already serves.
+    """
+    ctx = make_context(config_path, json_mode)
+    result = start(ctx, lock_timeout=lock_timeout)
+    if result.already_serving:
+        ctx.reporter.info(f"{result.release} is serving already; nothing to do")
+    else:
+        ctx.reporter.info(f"started {result.release} in {result.seconds:.1f} s")
+    ctx.reporter.result(result.to_json())
 
 
 def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:

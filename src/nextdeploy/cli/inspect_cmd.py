@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from nextdeploy.activate import current_release
+from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
 from nextdeploy.deploy import check_app_name, open_pm2, running_processes
 from nextdeploy.lock import DeployLock
@@ -16,7 +17,7 @@ from nextdeploy.manifest import read_manifest
 from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import startup_configured
-from nextdeploy.probe import health_problem, http_get
+from nextdeploy.probe import health_problem, http_get, local_address
 from nextdeploy.tools import node_version
 
 
@@ -70,8 +71,11 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     config = ctx.config
     current = current_release(ctx)
     pm2 = open_pm2(ctx)
-    workers = pm2.workers(config.app.name)
-    host = "127.0.0.1" if config.server.hostname in ("0.0.0.0", "::") else config.server.hostname
+    # Asking the pm2 command would start a daemon: a status must change nothing.
+    daemon_running = pm2.daemon_pid() is not None
+    workers = pm2.workers(config.app.name) if daemon_running else []
+    lost = pm2.lost_workers(ctx.paths.releases_dir)
+    host = local_address(config.server.hostname)
     probe = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
     problem = health_problem(probe, config.health)
     daemon_node = pm2.daemon_node()
@@ -91,10 +95,12 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         "url": f"http://{host}:{config.server.port}",
         "healthy": problem is None,
         "health_problem": problem,
+        "pm2_daemon_running": daemon_running,
         "startup_on_boot": startup_configured(),
         "node": node,
         "deploy_running": _deploy_running(ctx.paths.build_lock_file),
         "workers": worker_rows,
+        "lost_workers": lost,
     }
     if json_mode:
         ctx.reporter.result(data)
@@ -120,8 +126,16 @@ def status_command(config_path: Path, json_mode: bool) -> None:
                       w.release_in(ctx.paths.releases_dir) or "?")
     if workers:
         ctx.reporter.console.print(table)
-    else:
+    elif daemon_running:
         info("no PM2 workers for this app")
+    else:
+        info(f"PM2's daemon is not running (PM2_HOME={pm2.home_dir})")
+    if lost:
+        ctx.reporter.warn(f"{len(lost)} worker(s) of a release here run outside PM2's list (pid "
+                          f"{', '.join(map(str, lost))}) and may still take connections: `nextdeploy stop`, "
+                          "`start` or the next deploy stops them")
+    if current and not workers and not lost:
+        info(f"nothing serves {current}: `nextdeploy start` starts it again (no build)")
     if data["startup_on_boot"]:
         info("PM2 starts on boot: yes (pm2 startup is configured)")
     else:
@@ -134,20 +148,29 @@ def _deploy_running(build_lock_file: Path) -> dict[str, Any] | None:
     return owner.__dict__ if owner is not None else None
 
 
+# How long after `pm2 delete` a worker that PM2 was restarting can still appear (its fork follows the exit).
+LOST_WORKER_WAIT = 0.5
+
+
 @click.command("stop")
 @config_option
 @lock_timeout_option
 @debug_option
 def stop_command(config_path: Path, lock_timeout: float) -> None:
-    """Remove the app from PM2. Releases and `current` are kept; `deploy` or `rollback` starts it again."""
+    """Remove the app from PM2. Releases and `current` are kept; `nextdeploy start` serves it again."""
     ctx = make_context(config_path)
     with DeployLock(ctx.paths.lock_file, "nextdeploy stop", lock_timeout):
         pm2 = open_pm2(ctx)
         check_app_name(ctx, pm2, running_processes(pm2))  # never delete another app that has the same name
+        workers = pm2.workers(ctx.config.app.name)
         with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2"):
-            if pm2.workers(ctx.config.app.name):
+            if workers:
                 pm2.check(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name), "delete the app")
             pm2.save()
+        if any(worker.status != "online" for worker in workers):
+            # A crash-looping worker that PM2 was restarting during the delete can outlive it.
+            time.sleep(LOST_WORKER_WAIT)
+        stop_lost_workers(ctx, pm2)
 
 
 @click.command("logs")

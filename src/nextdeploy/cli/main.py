@@ -11,7 +11,7 @@ import click
 
 from nextdeploy import __version__, interrupts
 from nextdeploy.cli.demo_cmd import demo_command
-from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command
+from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command, start_command
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
 from nextdeploy.disk import is_disk_full
@@ -29,7 +29,7 @@ def cli() -> None:
 
 
 for command in (init_command, deploy_command, rollback_command, releases_command, status_command,
-                stop_command, logs_command, demo_command):
+                start_command, stop_command, logs_command, demo_command):
     cli.add_command(command)
 
 
