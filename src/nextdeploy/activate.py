@@ -33,6 +33,8 @@ POLL = 0.1  # a listing costs ~2 ms on the daemon socket
 # How long after the reload the public port may still answer from an old worker closing its listener.
 OLD_LISTENER_GRACE = 2.0
 GIVEN_UP = ("errored", "stopped")  # PM2 will not start these workers again by itself: no use waiting
+# How long after `pm2 delete` a worker PM2 was restarting can still appear (its fork follows the exit).
+LOST_WORKER_WAIT = 0.5
 
 
 @dataclass
@@ -118,9 +120,14 @@ def settle(ctx: Context) -> None:
         ctx.reporter.warn(f"PM2 reported after the reload: {problem}")
 
 
-def stop_lost_workers(ctx: Context, pm2: Pm2) -> None:
+def stop_lost_workers(ctx: Context, pm2: Pm2, after_delete: bool = False) -> None:
     """Stop the workers PM2's daemon forked and lost track of (``Pm2.lost_workers``): they serve a release
-    outside PM2's list, where no reload, stop or verify of ours would see them."""
+    outside PM2's list, where no reload, stop or verify of ours would see them.
+
+    ``after_delete``: right after a `pm2 delete` of workers that may have been crash-looping; a restart PM2
+    had begun can still fork its worker a moment later."""
+    if after_delete and not ctx.executor.dry_run:
+        time.sleep(LOST_WORKER_WAIT)
     lost = pm2.lost_workers(ctx.paths.releases_dir)
     if not lost:
         return
@@ -257,7 +264,7 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
         with ctx.reporter.step("stop the app (nothing earlier to roll back to)"):
             pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
             remove_path(ctx.paths.current_link)
-        stop_lost_workers(ctx, pm2)
+        stop_lost_workers(ctx, pm2, after_delete=True)
         return
     old_pids = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
     try:
@@ -272,7 +279,7 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
                 ctx.reporter.info(f"the reload did not bring {previous} back ({exc.message}); restarting the app")
                 settle(ctx)
                 pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
-                stop_lost_workers(ctx, pm2)
+                stop_lost_workers(ctx, pm2, after_delete=True)
                 start_or_reload(ctx, pm2, workers=[])
                 verify(ctx, pm2, previous, set(), require_new_pids=False)
     except NextdeployError as exc:

@@ -41,9 +41,22 @@ def http_get(host: str, port: int, path: str, timeout: float) -> ProbeResult:
         headers = {name.lower(): value for name, value in response.getheaders()}
         return ProbeResult(response.status, body, None, headers)
     except (TimeoutError, OSError, http.client.HTTPException) as exc:
-        return ProbeResult(None, "", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return ProbeResult(None, "", _network_error(exc, host, port, timeout))
     finally:
         connection.close()
+
+
+def _network_error(exc: Exception, host: str, port: int, timeout: float) -> str:
+    """What went wrong, in words: "connection refused (nothing listens on 127.0.0.1:3000)"."""
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused (nothing listens on {host}:{port})"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, http.client.RemoteDisconnected):  # a ConnectionResetError too: first
+        return "the server closed the connection without answering"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the server"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def health_problem(result: ProbeResult, health: HealthConfig) -> str | None:

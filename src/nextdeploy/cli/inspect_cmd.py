@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +147,6 @@ def _deploy_running(build_lock_file: Path) -> dict[str, Any] | None:
     return owner.__dict__ if owner is not None else None
 
 
-# How long after `pm2 delete` a worker that PM2 was restarting can still appear (its fork follows the exit).
-LOST_WORKER_WAIT = 0.5
-
-
 @click.command("stop")
 @config_option
 @lock_timeout_option
@@ -167,10 +162,8 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
             if workers:
                 pm2.check(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name), "delete the app")
             pm2.save()
-        if any(worker.status != "online" for worker in workers):
-            # A crash-looping worker that PM2 was restarting during the delete can outlive it.
-            time.sleep(LOST_WORKER_WAIT)
-        stop_lost_workers(ctx, pm2)
+        # A crash-looping worker that PM2 was restarting during the delete can outlive it.
+        stop_lost_workers(ctx, pm2, after_delete=any(worker.status != "online" for worker in workers))
 
 
 @click.command("logs")
