@@ -85,10 +85,10 @@ BROKEN = [
 
 def test_broken_releases_never_take_traffic_and_rollback_skips_them(site: Site) -> None:
     site.write_config(health={"timeout": 8, "stable_for": 4})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     v1 = site.current()
     site.set_version("v2")
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     v2 = site.current()
     failed_ids = []
     for variant, reason in BROKEN:
@@ -167,7 +167,7 @@ def deploy_paused_at(site: Site, checkpoint: str, **env: str) -> Iterator[subpro
 
 def test_two_deploys_at_once_exactly_one_proceeds(site: Site) -> None:
     site.write_config(health={"stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     with deploy_paused_at(site, "assembled") as holder:
         second: Run = site.nextdeploy("deploy", "--lock-timeout", "1")
         assert second.code == ExitCode.LOCKED, second.output
@@ -182,9 +182,9 @@ def test_a_rollback_does_not_wait_for_a_build(site: Site, tmp_path: Path) -> Non
     # The live release has a bug that no gate saw; its fix is building (minutes, in real apps): the rollback
     # must go through now, and the fix go live after it.
     site.write_config(health={"stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     v1 = site.current()
-    assert site.deploy("v2").code == 0
+    site.deploy("v2").expect_ok()
     resume = tmp_path / "resume"
     site.set_version("v3")
     with deploy_paused_at(site, "assembled", NEXTDEPLOY_TEST_RESUME_FILE=str(resume)) as fix:
@@ -208,7 +208,7 @@ def test_a_slow_booting_release_goes_live_without_failed_requests(site: Site) ->
     # Each worker of this release needs 10 s before it can answer: no connection may be routed to it
     # before then (the launcher only opens the public port once the worker answers).
     site.write_config(health={"timeout": 20, "stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     site.set_version("v2", "slow-start")
     with under_load(site, "new-connection") as box:
         result = site.deploy()

@@ -89,7 +89,7 @@ def assert_serving_a_healthy_release(site: Site, allowed_versions: set[str]) -> 
 
 def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     site.write_config(health={"stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
 
     # During `next build`.
     site.set_version("v2")
@@ -166,7 +166,7 @@ def test_sigterm_or_sighup_cleans_up_like_ctrl_c(site: Site) -> None:
     """CI cancelling a job sends SIGTERM, a dropped SSH session SIGHUP: the run stops as it would on
     Ctrl-C, putting the previous release back if it was activating, and leaves nothing running."""
     site.write_config(health={"stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     live = site.current()
     assert live is not None
 

@@ -49,7 +49,7 @@ def _fill(disk: Path, leave: int) -> Path:
 def test_a_full_disk_fails_the_build_clearly_and_changes_nothing_live(small_disk_site: Site) -> None:
     site = small_disk_site
     site.write_config(health={"stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     live = site.current()
 
     filler = _fill(site.root, LEFT_FREE)

@@ -29,7 +29,7 @@ CRASH_UNDER_PM2 = """export async function register() {
 
 def test_failure_after_the_switch_rolls_back_automatically(site: Site) -> None:
     site.write_config(server={"listen_timeout": 4000}, health={"stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     good = site.current()
     site.set_version("v2")
     (site.app_dir / "instrumentation.js").write_text(CRASH_UNDER_PM2)
@@ -56,7 +56,7 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
     nothing = site.nextdeploy("start")
     assert nothing.code == ExitCode.NOT_FOUND, nothing.output
     assert nothing.stderr.strip().endswith("nothing to start (fix: run `nextdeploy deploy`)"), nothing.stderr
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     live = site.current()
 
     logs = site.nextdeploy("logs", "--lines", "20")
@@ -162,7 +162,7 @@ def _deploy_and_watch_reload(site: Site, version: str) -> list[str]:
 
 def test_code_only_reloads_replace_workers_at_once_and_env_changes_go_through_the_ecosystem(site: Site) -> None:
     site.write_config(health={"stable_for": 1})
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
 
     # Only the release changes: both workers are replaced at the same time (through the daemon's socket).
     events = _deploy_and_watch_reload(site, "v2")

@@ -127,7 +127,7 @@ def expect_failure(result_code: int, output: str, code: ExitCode, *fragments: st
 
 
 def test_bad_inputs_fail_clearly_and_change_nothing_live(site: Site) -> None:
-    assert site.deploy().code == 0
+    site.deploy().expect_ok()
     live = site.current()
 
     def still_live() -> None:

@@ -47,6 +47,12 @@ class Run:
     def json(self) -> Any:
         return json.loads(self.stdout)
 
+    def expect_ok(self) -> Run:
+        """Fail the test with the command's whole output unless it exited 0 (an assert on ``code`` alone
+        shows a truncated repr: the reason a deploy failed would be cut off)."""
+        assert self.code == 0, f"exit {self.code}:\n{self.output}"
+        return self
+
 
 @dataclass
 class Site:
