@@ -429,14 +429,25 @@ def live_processes() -> Iterator[tuple[int, str, str]]:
             yield pid, cwd, cmdline
 
 
+def _stat_after_comm(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); [] if it is gone.
+    The name may hold spaces and parentheses, what follows its last ')' not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def parent_pid(pid: int) -> int | None:
     """The parent of ``pid``, or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, what follows its last ')' not.
-        return int(stat.rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+    fields = _stat_after_comm(pid)
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def _running(pid: int) -> bool:
+    """Still there, and not a zombie (dead, waiting for its parent to collect its exit status)."""
+    state = _stat_after_comm(pid)[:1]
+    return bool(state) and state != ["Z"]
 
 
 def _stop_processes(pids: tuple[int, ...], grace: float) -> None:
@@ -451,19 +462,12 @@ def _stop_processes(pids: tuple[int, ...], grace: float) -> None:
     deadline = time.monotonic() + grace
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = {pid for pid in left if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"}
+        left = {pid for pid in left if _running(pid)}
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def processes_under(directory: Path) -> list[int]:
