@@ -86,22 +86,10 @@ def start_or_reload(ctx: Context, pm2: Pm2, workers: list[Worker] | None = None)
 def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
     """Replace the workers ``[server] reload_at_once`` at a time when nothing but the release changes (a
     code-only deploy, a rollback); False when the ecosystem file must be (re)applied, or if this failed."""
-    if ctx.executor.dry_run:
-        return False
-    config, paths = ctx.config, ctx.paths
-    secrets = secret_values(paths)
-    if secrets is None:
-        return False
-    source = pm2_plan.ecosystem_source(config, paths, secret_files(paths))
-    try:
-        applied: str | None = paths.ecosystem_applied_file.read_text(encoding="utf-8").strip()
-    except OSError:
-        applied = None
-    app_env = {**pm2_plan.ecosystem_env(config), **secrets}
-    ids = pm2_plan.in_place_reload_ids(pm2.processes(), config.app.name, config.server.instances, source,
-                                       applied, app_env, pm2.env)
+    ids = release_only_change(ctx, pm2)
     if not ids:
         return False
+    config = ctx.config
     # One worker's boot to 'ready' plus the old worker's drain, with room to spare.
     timeout = (config.server.listen_timeout + config.server.kill_timeout) / 1000 + 10
     # The old workers' drain goes on during verify (they no longer take connections); see settle().
@@ -111,6 +99,25 @@ def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
         return True
     ctx.reporter.info(f"reloading through the PM2 daemon failed ({result.stderr}); reloading with pm2 instead")
     return False
+
+
+def release_only_change(ctx: Context, pm2: Pm2) -> tuple[int, ...] | None:
+    """The ids of the app's workers if replacing them changes nothing but the release they run (the ecosystem
+    file PM2 loaded is the one we would write, every worker online with its env): ``in_place_reload_ids``."""
+    if ctx.executor.dry_run:
+        return None
+    config, paths = ctx.config, ctx.paths
+    secrets = secret_values(paths)
+    if secrets is None:
+        return None
+    source = pm2_plan.ecosystem_source(config, paths, secret_files(paths))
+    try:
+        applied: str | None = paths.ecosystem_applied_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        applied = None
+    app_env = {**pm2_plan.ecosystem_env(config), **secrets}
+    return pm2_plan.in_place_reload_ids(pm2.processes(), config.app.name, config.server.instances, source,
+                                        applied, app_env, pm2.env)
 
 
 def settle(ctx: Context) -> None:
@@ -176,7 +183,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     write_ecosystem(ctx)
     protect_pm2_dump(Path(pm2.env["PM2_HOME"]))  # before `pm2 save` writes the key into it
     error_log = ctx.paths.pm2_error_log(ctx.config.app.name)
-    error_log_offset = _file_size(error_log)
+    error_log_offset = file_size(error_log)
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
         with ctx.reporter.step(f"switch current -> {release_id}"):
@@ -191,7 +198,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
         reason = f"interrupted by {signal_name}" if signal_name else str(exc)
         with failed_once_put_back(ctx, release_id, f"after the switch: {reason}"):
-            _put_back(ctx, pm2, previous, failed=release_id)
+            put_back(ctx, pm2, previous, failed=release_id)
         outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
         if signal_name:
             raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
@@ -199,7 +206,7 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         raise ActivationError(
             f"release {release_id} failed after the switch ({exc.message}); {outcome}",
             hint="see `nextdeploy logs` for the workers' output",
-            details=exc.details + _written_since(error_log, error_log_offset),
+            details=exc.details + written_since(error_log, error_log_offset),
         ) from None
     extra = {"from": previous} if event == "rolled_back" else {}
     ctx.log.append(event, release_id, **extra)
@@ -210,14 +217,14 @@ _PM2_TIME_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d: ")
 _STACK_FRAME = re.compile(r"^\s+at \S")
 
 
-def _file_size(path: Path) -> int:
+def file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except OSError:
         return 0
 
 
-def _written_since(log_file: Path, offset: int, lines: int = 5, since: str = "the switch") -> list[str]:
+def written_since(log_file: Path, offset: int, lines: int = 5, since: str = "the switch") -> list[str]:
     """The last lines the workers wrote to ``log_file`` after ``offset``: why a worker did not come up
     (a port in use, a missing env var) is there, and the error line alone would only say it is "launching".
     Stack frames are left out: a crash loop's last lines would be nothing else."""
@@ -258,7 +265,7 @@ def _save(ctx: Context, pm2: Pm2) -> None:
     pm2.save()
 
 
-def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None:
+def put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None:
     """Undo a failed switch. Raises RollbackError if the previous release cannot be restored."""
     if previous is None or not is_complete(ctx.paths.release_dir(previous)):
         with ctx.reporter.step("stop the app (nothing earlier to roll back to)"):
@@ -292,15 +299,16 @@ def _put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None
 
 
 def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_new_pids: bool = True,
-           during_watch: Callable[[], None] | None = None) -> list[Worker]:
+           during_watch: Callable[[], None] | None = None, leaving: frozenset[int] = frozenset()) -> list[Worker]:
     """Wait until every worker is online on ``release_id``, then probe the public port while watching restarts.
 
-    ``during_watch`` runs inside the restart-watch window, which is otherwise spent sleeping.
+    ``during_watch`` runs inside the restart-watch window, which is otherwise spent sleeping. ``leaving``:
+    the ids of workers being deleted (the old ones of a held cut-over), not counted.
     """
     config = ctx.config
     deadline = time.monotonic() + VERIFY_TIMEOUT
     while True:
-        workers = pm2.workers(config.app.name)
+        workers = [worker for worker in pm2.workers(config.app.name) if worker.pm_id not in leaving]
         problem = _workers_problem(ctx, workers, release_id, old_pids if require_new_pids else set())
         if problem is None:
             break
@@ -316,7 +324,7 @@ def verify(ctx: Context, pm2: Pm2, release_id: str, old_pids: set[int], require_
     if during_watch is not None:
         during_watch()
     time.sleep(max(0.0, window_ends - time.monotonic()))
-    later = {worker.pm_id: worker for worker in pm2.workers(config.app.name)}
+    later = {worker.pm_id: worker for worker in pm2.workers(config.app.name) if worker.pm_id not in leaving}
     for worker in workers:
         again = later.get(worker.pm_id)
         if again is None or again.pid != worker.pid or again.restarts != worker.restarts:
@@ -346,7 +354,7 @@ def start_live(ctx: Context, pm2: Pm2, release_id: str, workers: list[Worker]) -
     Raises Pm2Error with what the workers wrote if it does not come up; PM2's state is left as it is."""
     started = time.monotonic()
     error_log = ctx.paths.pm2_error_log(ctx.config.app.name)
-    error_log_offset = _file_size(error_log)
+    error_log_offset = file_size(error_log)
     try:
         with ctx.reporter.step(f"start the live release {release_id}"):
             write_ecosystem(ctx)
@@ -358,7 +366,7 @@ def start_live(ctx: Context, pm2: Pm2, release_id: str, workers: list[Worker]) -
             f"the live release {release_id} did not start: {exc.message}",
             hint="see `nextdeploy logs`; `nextdeploy rollback` puts the previous good release back, "
                  "`nextdeploy stop` stops PM2 retrying",
-            details=exc.details + _written_since(error_log, error_log_offset, since="the start"),
+            details=exc.details + written_since(error_log, error_log_offset, since="the start"),
         ) from None
     return ActivationReport(release_id, time.monotonic() - started, verified)
 

@@ -347,6 +347,8 @@ def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: Project
             "revision": revision,
             "server": layout.server_rel,
             "app_rel": layout.app_rel,
+            # Its workers wait off the public port for the approval (launcher.cjs; see held.py).
+            "hold": True,
             "mode": config.release.mode,
             "next_version": info.next_version,
             "node_version": node_version(require_tool("node")),

@@ -101,7 +101,7 @@ class HealthConfig(_Section):
     timeout: Annotated[float, Field(gt=0, le=600)] = 30
     request_timeout: Annotated[float, Field(gt=0, le=60)] = 5
     # A release must stay up and healthy this long after its first good answer (catches late crashes).
-    stable_for: Annotated[float, Field(ge=0, le=120)] = 4
+    stable_for: Annotated[float, Field(ge=0, le=120)] = 3
     smoke: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
 
 

@@ -1,12 +1,14 @@
 """The deploy and rollback procedures, as short scripts of named steps.
 
-    deploy   = build lock: [live lock: recover], build, assemble, preflight,
-                           [live lock: switch, start/reload, verify, save, retain]
+    deploy   = build lock: [live lock: recover], build, assemble, then either
+                 a code-only change: [live lock: held cut-over (held.py): new workers beside the old ones,
+                                      held off the port through the window, let in; verify, save, retain]
+                 or anything else:   preflight, [live lock: switch, start/reload, verify, save, retain]
     rollback = live lock: recover, switch back, reload, verify, save   (never waits for a build)
     start    = live lock: recover, start or reload the live release, verify, save (no switch, no build)
 
-Everything before the switch happens beside the live release; a failure there changes nothing
-live. A failure after the switch puts the previous release back. So does an interrupt (Ctrl-C,
+Everything before the switch (or a held cut-over's approval) happens beside the live release; a failure
+there changes nothing live. A failure after it puts the previous release back. So does an interrupt (Ctrl-C,
 SIGTERM, SIGHUP: ``nextdeploy.interrupts``).
 """
 
@@ -48,6 +50,14 @@ from nextdeploy.errors import (
 )
 from nextdeploy.executor import bind_error, port_holders, remove_path, stop_processes_under
 from nextdeploy.faults import checkpoint
+from nextdeploy.held import (
+    activate_held,
+    approve,
+    delete_unapproved_workers,
+    delete_workers,
+    held_cutover_ids,
+    wait_until_gone,
+)
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import is_complete, layout_of
@@ -127,7 +137,11 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             with _before_the_switch(release_id):
                 checkpoint("assembled")
                 bridge_static_assets(ctx, release_id)
-                preflight(ctx, built, secrets)
+                # A code-only change goes live by the held cut-over, its window watched on the very workers
+                # that will serve (``held.py``); anything else is preflighted here, outside PM2.
+                held = held_cutover_ids(ctx, pm2, release_id) is not None
+                if not held:
+                    preflight(ctx, built, secrets)
                 live_lock = _live_lock_for_activation(ctx, lock_timeout)
             with live_lock:
                 # What a rollback, a stop or another program changed during the build: checked again.
@@ -138,7 +152,14 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
                     ctx.reporter.info(f"the live release changed during the build ({live_before or 'none'} -> "
                                       f"{previous or 'none'}, a rollback or stop); replacing {previous or 'none'}")
                 try:
-                    report = activate(ctx, pm2, release_id, previous)
+                    held_ids = held_cutover_ids(ctx, pm2, release_id) if held else None
+                    if held and held_ids is None:  # the workers changed during the build: no held cut-over
+                        with _before_the_switch(release_id):
+                            preflight(ctx, built, secrets)
+                    if held_ids is not None:
+                        report = activate_held(ctx, pm2, release_id, previous, held_ids)
+                    else:
+                        report = activate(ctx, pm2, release_id, previous)
                     removed = retain(ctx)
                 finally:
                     settle(ctx)  # the old workers' drain, overlapped with verify and retention
@@ -177,6 +198,7 @@ def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> Non
         except PreflightError as exc:
             ctx.log.append("failed", built.id, reason=f"preflight: {exc.message}")
             raise
+    approve(ctx, built.id)
 
 
 def check_host(ctx: Context, pm2: Pm2) -> None:
@@ -346,6 +368,8 @@ def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: boo
     are not leftovers); only the live state is repaired. ``restart_live`` False: the caller serves the
     live release again itself (``start``, which must fail when it cannot, not warn)."""
     paths = ctx.paths
+    wait_until_gone(ctx, pm2)  # the old workers of the last held cut-over, still draining
+    delete_unapproved_workers(ctx, pm2)
     pending = pending_switch(ctx.log.events())
     if pending is not None:
         previous = pending.previous
@@ -401,6 +425,12 @@ def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | Non
         if previous and is_complete(paths.release_dir(previous)):
             switch_to(ctx, previous)
             workers = pm2.workers(ctx.config.app.name)
+            on_previous = [w for w in workers if w.release_in(paths.releases_dir) == previous]
+            others = [w.pm_id for w in workers if w not in on_previous]
+            if others and len(on_previous) >= ctx.config.server.instances:
+                # A held cut-over killed after its approval: both releases serve. Drop the new workers.
+                delete_workers(ctx, pm2, others)
+                workers = on_previous
             if any(w.release_in(paths.releases_dir) != previous for w in workers) or not workers:
                 start_or_reload(ctx, pm2, workers)
             verify(ctx, pm2, previous, set(), require_new_pids=False)

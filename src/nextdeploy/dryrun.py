@@ -99,9 +99,12 @@ def print_deploy_plan(ctx: Context) -> None:
     ctx.reporter.info(f"# preflight passes when {health.path} answers {health.expect_status} within "
                       f"{health.timeout:g} s and stays healthy for {health.stable_for:g} s{smoke}")
     if current_release(ctx) is not None:
-        ctx.reporter.info(f"# the reload: if PM2 last loaded this same ecosystem file and its workers have its env "
-                          f"(a code-only deploy), they are reloaded {ctx.config.server.reload_at_once} at a time "
-                          "through the PM2 daemon's socket (reloadProcessId) instead of `pm2 reload`")
+        ctx.reporter.info("# if PM2 last loaded this same ecosystem file and its workers have its env (a code-only "
+                          "deploy), no preflight and no reload: the held cut-over starts one more worker like each "
+                          "old one from the new release (duplicateProcessId on the PM2 daemon's socket), held off "
+                          "the public port; the same gate runs on their private ports; then the release is approved "
+                          "(<release>/.nextdeploy/approved: they open the port) and the old workers are deleted "
+                          "(deleteProcessId, they drain)")
     ctx.reporter.info("# `pm2 save`: with the daemon's socket at hand, nextdeploy writes the same dump.pm2 (0600) "
                       "itself, from the daemon's process list")
     ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "

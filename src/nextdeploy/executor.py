@@ -31,6 +31,7 @@ from nextdeploy.interrupts import STOP_SIGNALS
 from nextdeploy.ops import (
     CopyFile,
     CopyTree,
+    DeleteWorkers,
     MakeDirs,
     MoveTree,
     Op,
@@ -38,6 +39,7 @@ from nextdeploy.ops import (
     Remove,
     Rename,
     Run,
+    SpawnWorkers,
     StopProcesses,
     Symlink,
     WriteFile,
@@ -105,6 +107,12 @@ class LocalExecutor(Executor):
             result, unsettled = _reload_workers(op)
             self._unsettled += unsettled
             return result
+        if isinstance(op, SpawnWorkers):
+            return _calls_in_background(op.socket, "duplicateProcessId", [(pm_id,) for pm_id in op.like])
+        if isinstance(op, DeleteWorkers):
+            if not op.wait:
+                return _calls_in_background(op.socket, "deleteProcessId", [(pm_id,) for pm_id in op.ids])
+            return _delete_workers(op)
         if isinstance(op, WriteFile):
             _write_atomic(op.path, op.content, op.mode)
         elif isinstance(op, MakeDirs):
@@ -157,6 +165,43 @@ def _reload_workers(op: ReloadWorkers) -> tuple[RunResult, list[Future[str | Non
     if problems:
         return RunResult(1, stderr="; ".join(problems)), []
     return RunResult(0), [call for call in calls.values() if not call.done()]
+
+
+def _calls_in_background(socket_path: Path, method: str, calls: list[tuple[Any, ...]]) -> RunResult:
+    """Send each call to the daemon now; read the replies in daemon threads, which die with this process
+    (the daemon carries out a call whether or not anyone waits for its reply)."""
+    problems = []
+    for args in calls:
+        try:
+            sock = pm2rpc.send(socket_path, method, *args)
+        except pm2rpc.RpcUnavailable as exc:
+            problems.append(f"{method}({', '.join(map(str, args))}): {exc}")
+            continue
+        sock.settimeout(None)
+        threading.Thread(target=_read_and_close, args=(sock,), daemon=True).start()
+    return RunResult(1, stderr="; ".join(problems)) if problems else RunResult(0)
+
+
+def _read_and_close(sock: socket.socket) -> None:
+    with sock:
+        try:
+            pm2rpc.receive_reply(sock)
+        except pm2rpc.RpcUnavailable:
+            pass  # whoever sent it watches the process list, not this reply
+
+
+def _delete_workers(op: DeleteWorkers) -> RunResult:
+    """Delete the workers at once, each on its own connection; wait for every reply (each worker stopped)."""
+    def delete(pm_id: int) -> str | None:
+        try:
+            pm2rpc.call(op.socket, "deleteProcessId", pm_id, timeout=op.timeout)
+        except pm2rpc.RpcUnavailable as exc:
+            return f"worker {pm_id}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, len(op.ids))) as pool:
+        problems = [problem for problem in pool.map(delete, op.ids) if problem]
+    return RunResult(1, stderr="; ".join(problems)) if problems else RunResult(0)
 
 
 def _pm2_events(path: Path) -> pm2rpc.EventStream | None:

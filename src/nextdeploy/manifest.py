@@ -50,6 +50,18 @@ def layout_of(release_dir: Path) -> ReleaseLayout | None:
     return ReleaseLayout(release_dir, str(manifest.get("app_rel", "")))
 
 
+def holds_until_approved(release_dir: Path) -> bool:
+    """Whether the release's workers stay off the public port until it is approved (releases made by
+    nextdeploy 0.x before the held cut-over never wait)."""
+    manifest = read_manifest(release_dir)
+    return manifest is not None and manifest.get("hold") is True
+
+
+def is_approved(release_dir: Path) -> bool:
+    """Whether the release passed its preflight: its workers may take traffic (always, without a hold)."""
+    return not holds_until_approved(release_dir) or ReleaseLayout(release_dir).approved_file.exists()
+
+
 def is_complete(release_dir: Path) -> bool:
     """A release is complete when it has a manifest and no 'unfinished' marker."""
     layout = ReleaseLayout(release_dir)

@@ -182,5 +182,35 @@ class StopProcesses:
         return f"kill -INT {pids}; sleep {self.grace:g}; kill -KILL {pids}  # what is left of them"
 
 
+@dataclass(frozen=True)
+class SpawnWorkers:
+    """Start one more PM2 worker like each of ``like`` (the daemon's ``duplicateProcessId``: the same env and
+    options, started from ``current``). Returns once the daemon has the requests: it answers each only when
+    its worker said 'ready', which a held worker (``held.py``) does only after its release is approved."""
+
+    socket: Path
+    like: tuple[int, ...]
+
+    def render(self) -> str:
+        calls = " ".join(f"duplicateProcessId({pm_id})" for pm_id in self.like)
+        return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}"
+
+
+@dataclass(frozen=True)
+class DeleteWorkers:
+    """Delete PM2 workers by id (the daemon's ``deleteProcessId``: PM2 asks each to stop, the launcher drains,
+    SIGKILL after ``kill_timeout``). ``wait`` False: return once the daemon has the requests (old workers
+    that already handed the port over drain on their own)."""
+
+    socket: Path
+    ids: tuple[int, ...]
+    wait: bool = True
+    timeout: float = 30.0
+
+    def render(self) -> str:
+        calls = " ".join(f"deleteProcessId({pm_id})" for pm_id in self.ids)
+        return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}" + ("" if self.wait else ", not waiting")
+
+
 Op = (Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers
-      | StopProcesses)
+      | StopProcesses | SpawnWorkers | DeleteWorkers)

@@ -157,6 +157,16 @@ class ReleaseLayout:
         return self.meta_dir / "launcher.cjs"
 
     @property
+    def approved_file(self) -> Path:
+        """Written once the release passed its preflight: its workers may take traffic (launcher.cjs)."""
+        return self.meta_dir / "approved"
+
+    @property
+    def held_dir(self) -> Path:
+        """``held/<pid>``: the private port of each worker waiting for the approval."""
+        return self.meta_dir / "held"
+
+    @property
     def unfinished_marker(self) -> Path:
         return self.release_dir / UNFINISHED_MARKER
 

@@ -35,6 +35,7 @@ class Worker:
     memory: int
     cwd: str | None  # the real working directory, from /proc/<pid>/cwd
     age: float | None = None  # seconds since the process started, from /proc/<pid>/stat
+    exit_code: int | None = None  # of its last exit, if PM2 saw one
 
     def release_in(self, releases_dir: Path) -> str | None:
         """The release this worker runs from (its cwd is inside ``releases/<id>/``)."""
@@ -85,13 +86,13 @@ class Pm2:
                            hint=f"see `pm2 logs` (PM2_HOME={self.env['PM2_HOME']})")
         return result
 
-    def save(self, required: bool = True) -> None:
+    def save(self, required: bool = True, leaving: frozenset[int] = frozenset()) -> None:
         """Store the process list for `pm2 resurrect` (reboots, `pm2 startup`).
 
         From the daemon's socket we write the dump ourselves, as `pm2 save` would (``plans.pm2.dump_content``):
         the CLI costs a node start (0.3-0.5 s of CPU) in the middle of an activation. Without the socket, or
         with a dump file that is a symlink (someone keeps it elsewhere), `pm2 save` does it. ``required``:
-        raise Pm2Error when that fails.
+        raise Pm2Error when that fails. ``leaving``: ids of workers being deleted, left out of the dump.
         """
         home = self.home_dir
         dump, backup = home / "dump.pm2", home / "dump.pm2.bak"
@@ -103,7 +104,7 @@ class Pm2:
                 pass
             else:
                 try:
-                    self.executor.apply_all(pm2_plan.save_ops(home, processes, previous))
+                    self.executor.apply_all(pm2_plan.save_ops(home, processes, previous, leaving))
                     return
                 except (OSError, HostPathError):
                     pass  # PM2's own save says what is wrong (or manages where we could not)
@@ -187,9 +188,19 @@ class Pm2:
         return [pid for pid in children if pid not in listed]
 
     def workers(self, name: str) -> list[Worker]:
-        """The app's processes; a reload's outgoing worker is not one of them any more."""
+        """The app's processes; a worker on its way out (a reload's outgoing one, one PM2 is stopping) is not
+        one of them any more."""
         return [worker_of(entry) for entry in self.processes()
-                if entry.get("name") == name and not pm2_plan.is_outgoing_worker(entry)]
+                if entry.get("name") == name and not pm2_plan.is_outgoing_worker(entry) and not _stopping(entry)]
+
+    def leaving_workers(self, name: str) -> list[Worker]:
+        """The app's workers PM2 is stopping: e.g. the old ones of a held cut-over, draining."""
+        return [worker_of(entry) for entry in self.processes()
+                if entry.get("name") == name and not pm2_plan.is_outgoing_worker(entry) and _stopping(entry)]
+
+
+def _stopping(entry: dict[str, Any]) -> bool:
+    return (entry.get("pm2_env") or {}).get("status") == "stopping"
 
 
 def parse_jlist(output: str) -> list[dict[str, Any]]:
@@ -216,6 +227,7 @@ def worker_of(entry: dict[str, Any]) -> Worker:
         memory=int((entry.get("monit") or {}).get("memory", 0) or 0),
         cwd=process_cwd(pid),
         age=process_age(pid),
+        exit_code=pm2_env["exit_code"] if isinstance(pm2_env.get("exit_code"), int) else None,
     )
 
 

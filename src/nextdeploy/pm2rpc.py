@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 PROTOCOL_VERSION = 1
+REQUEST_ID = "nextdeploy:0"  # one call per connection: the id only has to match
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a process list with its envs is KBs per process; anything near this is not PM2
 
 
@@ -86,29 +87,43 @@ def unpack(part: bytes) -> Any:
 
 def call(socket_path: Path, method: str, *args: Any, timeout: float = 5.0) -> list[Any]:
     """Call ``method`` on the PM2 daemon; returns the reply's values (PM2's callback arguments after err)."""
-    request_id = "nextdeploy:0"
-    request = encode_frame([pack({"type": "call", "method": method, "args": list(args)}), pack(request_id)])
+    with send(socket_path, method, *args, timeout=timeout) as sock:
+        return receive_reply(sock)
+
+
+def send(socket_path: Path, method: str, *args: Any, timeout: float = 5.0) -> socket.socket:
+    """Connect and send the call of ``method``; the caller reads the reply (``receive_reply``) and closes."""
+    request = encode_frame([pack({"type": "call", "method": method, "args": list(args)}), pack(REQUEST_ID)])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        sock.sendall(request)
+    except OSError as exc:  # no socket, refused (daemon gone), timeout, path too long
+        sock.close()
+        raise RpcUnavailable(str(exc)) from None
+    return sock
+
+
+def receive_reply(sock: socket.socket) -> list[Any]:
+    """The values of the reply to the call ``send`` made on ``sock``."""
     received = b""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(socket_path))
-            sock.sendall(request)
-            while (decoded := decode_frame(received)) is None:
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    raise RpcUnavailable("the daemon closed the connection")
-                received += chunk
-                if len(received) > MAX_REPLY_BYTES:
-                    raise RpcUnavailable("reply too large")
-    except OSError as exc:  # no socket, refused (daemon gone), timeout, path too long
+        while (decoded := decode_frame(received)) is None:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise RpcUnavailable("the daemon closed the connection")
+            received += chunk
+            if len(received) > MAX_REPLY_BYTES:
+                raise RpcUnavailable("reply too large")
+    except OSError as exc:  # timeout, reset
         raise RpcUnavailable(str(exc)) from None
     parts, _ = decoded
     try:
         values = [unpack(part) for part in parts]
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RpcUnavailable(f"undecodable reply: {exc}") from None
-    if len(values) != 2 or values[1] != request_id or not isinstance(values[0], dict):
+    if len(values) != 2 or values[1] != REQUEST_ID or not isinstance(values[0], dict):
         raise RpcUnavailable("unexpected reply shape")
     body = values[0]
     if "error" in body:

@@ -44,7 +44,8 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
                   log_file: Path) -> PreflightReport:
     """Start the release, gate on health and stability, always stop it. Raises PreflightError."""
     port = int(env["PORT"]) if env.get("PORT") else listen_port()
-    env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1"}
+    # NEXTDEPLOY_HOLD=0: the launcher serves its port at once (the hold is for workers under PM2).
+    env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1", "NEXTDEPLOY_HOLD": "0"}
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_file.open("wb") as log:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from nextdeploy.errors import ExitCode
+from nextdeploy.executor import processes_under
+from nextdeploy.probe import http_get
 from support.site import Run, Site, tool_env
 
 pytest.importorskip("aiohttp")
@@ -102,6 +104,9 @@ def test_broken_releases_never_take_traffic_and_rollback_skips_them(site: Site) 
         assert box["load"].releases_seen().keys() == {v2}
         assert site.current() == v2
         failed_ids.append(site.log_events()[-1]["release"])
+        # Its workers (held under PM2 beside the old ones) are gone, none left behind by PM2.
+        assert not processes_under(site.root / "releases" / failed_ids[-1])
+        assert worker_releases(site) == [v2, v2]
     statuses = {r["id"]: r["status"] for r in site.releases()}
     assert all(statuses[release_id] == "failed" for release_id in failed_ids), statuses
 
@@ -202,6 +207,47 @@ def test_a_rollback_does_not_wait_for_a_build(site: Site, tmp_path: Path) -> Non
     assert "the live release changed during the build" in out + err and f"replacing {v1}" in out + err
     assert site.version() == "v3" and worker_releases(site) == [site.current()] * 2
     assert site.nextdeploy("status", "--json").json()["deploy_running"] is None
+
+
+def test_held_cutover_new_workers_take_no_request_until_proven_then_take_over(site: Site, tmp_path: Path) -> None:
+    """A code-only deploy boots the new release's workers under PM2 beside the old ones, off the public port,
+    probes them on their private ports through the stability window, then lets the very same workers in."""
+    site.write_config(health={"stable_for": 1})
+    site.deploy().expect_ok()
+    v1 = site.current()
+    old_pids = sorted(w["pid"] for w in site.nextdeploy("status", "--json").json()["workers"])
+    site.set_version("v2")
+    resume = tmp_path / "resume"
+    with under_load(site, "keepalive") as box:
+        with deploy_paused_at(site, "held", NEXTDEPLOY_TEST_RESUME_FILE=str(resume)) as deploy:
+            v2 = site.log_events()[-1]["release"]
+            held_dir = site.root / "releases" / v2 / ".nextdeploy" / "held"
+            deadline = time.monotonic() + 60
+            while len(list(held_dir.glob("*"))) < 2:
+                assert time.monotonic() < deadline, "the new workers never held"
+                time.sleep(0.1)
+            held_pids = sorted(int(path.name) for path in held_dir.iterdir())
+            assert sorted(worker_releases(site)) == sorted([v1, v1, v2, v2])
+            assert {site.get()[2]["x-nextdeploy-release"] for _ in range(20)} == {v1}
+            for path in held_dir.iterdir():  # each held worker answers on its private port, from v2
+                answer = http_get("127.0.0.1", int(path.read_text()), "/api/health", 5)
+                assert answer.status == 200 and answer.release == v2, answer
+            assert {site.get()[2]["x-nextdeploy-release"] for _ in range(20)} == {v1}
+            resume.touch()
+            out, err = deploy.communicate(timeout=120)
+        assert deploy.returncode == 0, out + err
+    assert "switch traffic -> " in out + err
+    assert_no_failures(box["load"])
+    status = site.nextdeploy("status", "--json").json()
+    assert sorted(w["pid"] for w in status["workers"]) == held_pids  # the proven workers serve: no second boot
+    assert not set(held_pids) & set(old_pids)
+    assert [w["release"] for w in status["workers"]] == [v2, v2]
+    assert not list(held_dir.glob("*"))
+    assert {site.get()[2]["x-nextdeploy-release"] for _ in range(8)} == {v2}
+    deadline = time.monotonic() + 15  # the old workers drain, then exit
+    while processes_under(site.root / "releases" / v1):
+        assert time.monotonic() < deadline, "the old workers did not exit"
+        time.sleep(0.1)
 
 
 def test_a_slow_booting_release_goes_live_without_failed_requests(site: Site) -> None:

@@ -90,6 +90,7 @@ def assert_serving_a_healthy_release(site: Site, allowed_versions: set[str]) -> 
 def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     site.write_config(health={"stable_for": 1})
     site.deploy().expect_ok()
+    v1 = site.current()
 
     # During `next build`.
     site.set_version("v2")
@@ -106,29 +107,51 @@ def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     kill(deploy)
     assert_serving_a_healthy_release(site, {"v1"})
 
-    # Right after the switch, before PM2 was told: `current` is the new (preflight-checked) release,
-    # the workers still serve the old one.
+    # In the held cut-over's window (a code-only change): the new workers run under PM2 beside the old ones,
+    # held off the public port. Only the old release answers, then and after the kill.
     site.set_version("v4")
+    deploy = start_deploy(site, "held")
+    wait_for_pause(deploy, "held")
+    held = site.log_events()[-1]["release"]
+    kill(deploy)
+    assert_serving_a_healthy_release(site, {"v1"})
+    assert site.version() == "v1"
+    status = site.nextdeploy("status", "--json").json()
+    assert sorted(w["release"] for w in status["workers"]) == sorted([v1] * 2 + [held] * 2), status["workers"]
+
+    # Right after the approval: the new workers open the public port, the old ones are not deleted yet.
+    # (The next run first deletes v4's held workers and puts v1 back in `current`.)
+    site.set_version("v5")
+    deploy = start_deploy(site, "approved")
+    wait_for_pause(deploy, "approved")
+    kill(deploy)
+    assert_serving_a_healthy_release(site, {"v1", "v5"})
+
+    # Right after the switch, before PM2 was told (a config change: preflight outside PM2, then a reload):
+    # `current` is the new (preflight-checked) release, the workers still serve the old one.
+    site.write_config(health={"stable_for": 1}, server={"env": {"GREETING": "hi"}})
+    site.set_version("v6")
     deploy = start_deploy(site, "switched")
     wait_for_pause(deploy, "switched")
     kill(deploy)
-    assert_serving_a_healthy_release(site, {"v1", "v4"})
+    assert_serving_a_healthy_release(site, {"v1", "v6"})
     assert site.version() == "v1"
 
-    # During the PM2 reload (the next run first repairs the interrupted activation above). Only the release
-    # changes, so the workers are reloaded in place through the daemon's socket: no pm2 child to wait for.
-    site.set_version("v5")
+    # While the held workers boot (no pause: killed as PM2 starts them). Back to the config PM2 runs, so
+    # this is a code-only change again.
+    site.write_config(health={"stable_for": 1})
+    site.set_version("v7")
     offset = site.pm2_log_size()
     deploy = start_deploy(site)
     wait_for_pm2_log(deploy, site, offset, "starting in -cluster mode")
     kill(deploy)
-    time.sleep(8)  # PM2's daemon finishes or abandons the reload on its own
-    assert_serving_a_healthy_release(site, {"v1", "v5"})
+    time.sleep(2)
+    assert_serving_a_healthy_release(site, {"v1"})
 
     # During `pm2 reload <ecosystem>`, which a config change goes through (once this run has repaired the
-    # interrupted reload above and switched to v6: the repair may reload too).
+    # interrupted run above).
     site.write_config(health={"stable_for": 1}, server={"env": {"GREETING": "hi"}})
-    site.set_version("v6")
+    site.set_version("v8")
     switches = [e for e in site.log_events() if e["event"] == "switching"]
     deploy = start_deploy(site)
     deadline = time.monotonic() + 120
@@ -138,14 +161,14 @@ def test_sigkill_at_every_step_leaves_the_site_serving(site: Site) -> None:
     wait_for_child(deploy, " reload ")
     kill(deploy)
     time.sleep(8)
-    assert_serving_a_healthy_release(site, {"v1", "v5", "v6"})
+    assert_serving_a_healthy_release(site, {"v1", "v8"})
 
     # The next deploy repairs whatever is half-done and succeeds.
-    site.set_version("v7")
+    site.set_version("v9")
     result = site.deploy()
     assert result.code == 0, result.output
     assert "interrupted while activating" in result.output
-    assert site.version() == "v7"
+    assert site.version() == "v9"
     status = site.nextdeploy("status", "--json").json()
     assert {w["release"] for w in status["workers"]} == {site.current()}
     assert len(status["workers"]) == 2 and all(w["status"] == "online" for w in status["workers"])
@@ -170,7 +193,9 @@ def test_sigterm_or_sighup_cleans_up_like_ctrl_c(site: Site) -> None:
     live = site.current()
     assert live is not None
 
-    # Right after the switch: the previous release is put back before the command exits.
+    # Right after the switch (a config change: preflight outside PM2, switch, reload): the previous release is
+    # put back before the command exits.
+    site.write_config(health={"stable_for": 1}, server={"env": {"GREETING": "hi"}})
     site.set_version("v2")
     deploy = start_deploy(site, "switched")
     wait_for_pause(deploy, "switched")
@@ -181,22 +206,28 @@ def test_sigterm_or_sighup_cleans_up_like_ctrl_c(site: Site) -> None:
     assert site.current() == live and site.version() == "v1"
     assert not any("Traceback" in line for line in err)
 
-    # During the in-place reload, new workers booting: they are replaced by the previous release's again.
+    # A code-only change (PM2 runs this config now): the held cut-over, stopped while its new workers boot
+    # beside the old ones. They are deleted; the old ones served throughout and still do.
     site.set_version("v3")
+    old_pids = sorted(w["pid"] for w in site.nextdeploy("status", "--json").json()["workers"])
     offset = site.pm2_log_size()
     deploy = start_deploy(site)
     wait_for_pm2_log(deploy, site, offset, "starting in -cluster mode")
-    reloading = [e for e in site.log_events() if e["event"] == "switching"][-1]["release"]
+    held = [e for e in site.log_events() if e["event"] == "switching"][-1]["release"]
     code, err = stop_and_wait(deploy, signal.SIGTERM)
-    assert code == 130 and err[-1].startswith("error: interrupted by SIGTERM while activating"), err
+    assert code == 130, err
+    assert err[-1] == (f"error: interrupted by SIGTERM while release {held} was held off the public port; its "
+                       f"workers were deleted, {live} served throughout"), err
     assert site.current() == live
     assert_serving_a_healthy_release(site, {"v1"})
     status = site.nextdeploy("status", "--json").json()
     assert [w["release"] for w in status["workers"]] == [live, live]
+    assert sorted(w["pid"] for w in status["workers"]) == old_pids
     assert all(w["status"] == "online" for w in status["workers"])
     failed = {r["id"]: r for r in site.releases() if r["status"] == "failed"}
-    assert failed[switched_to]["reason"] == failed[reloading]["reason"] == "after the switch: interrupted by SIGTERM"
-    assert not processes_under(site.root / "releases" / reloading)
+    assert failed[switched_to]["reason"] == "after the switch: interrupted by SIGTERM"
+    assert failed[held]["reason"] == "preflight: interrupted by SIGTERM"
+    assert not processes_under(site.root / "releases" / held)
 
     # During `next build` (in its own session, so the hang-up never reached it): nothing keeps building.
     site.set_version("v4")

@@ -612,3 +612,39 @@ def test_warming_up_never_outlasts_the_ready_deadline(
     assert time.monotonic() - t0 < 8
     ready = next(line for line in d.stdout.read_text().splitlines() if "ready in" in line)
     assert "/api/slow?ms=30000 failed: probe timed out in " in ready and "/ skipped (ready deadline)" in ready, ready
+
+
+def test_a_release_that_holds_stays_off_its_port_until_approved(
+    build_dir: Path, tmp_path: Path, direct_launchers: list[Direct]
+) -> None:
+    """Manifest "hold": the worker answers on its private port (written to held/<pid>) and opens its port only
+    once the `approved` file exists; NEXTDEPLOY_HOLD=0 (the preflight) or an approved release: no hold."""
+    release = make_release(build_dir, tmp_path, "HELD")
+    manifest = release / ".nextdeploy" / "manifest.json"
+    manifest.write_text(json.dumps({"id": "HELD", "server": "server.js", "hold": True}))
+    d = spawn_launcher(release, tmp_path)
+    direct_launchers.append(d)
+    held_file = release / ".nextdeploy" / "held" / str(d.proc.pid)
+    deadline = time.monotonic() + 30
+    while not held_file.exists():
+        assert d.proc.poll() is None and time.monotonic() < deadline, d.output()
+        time.sleep(0.05)
+    private_port = int(held_file.read_text())
+    status, answered_by, _ = get(private_port, "/api/health")
+    assert status == 200 and answered_by == "HELD"
+    time.sleep(0.5)  # still held: nothing listens on its port
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
+    assert "held off port" in d.stdout.read_text()
+
+    (release / ".nextdeploy" / "approved").write_text("approved\n")
+    wait_serving(d.port, "HELD", timeout=5)
+    assert not held_file.exists()
+    assert "ready in" in d.stdout.read_text()
+
+    # Approved (and the preflight's NEXTDEPLOY_HOLD=0 without approval): serves at once, writes no held file.
+    (release / ".nextdeploy" / "approved").unlink()
+    preflight = spawn_launcher(release, tmp_path, NEXTDEPLOY_HOLD="0")
+    direct_launchers.append(preflight)
+    wait_serving(preflight.port, "HELD", timeout=30)
+    assert not (release / ".nextdeploy" / "held" / str(preflight.proc.pid)).exists()

@@ -27,10 +27,39 @@ CRASH_UNDER_PM2 = """export async function register() {
 """
 
 
+def test_a_release_that_fails_only_under_pm2_never_takes_traffic(site: Site) -> None:
+    """A code-only deploy proves the release on the workers that will serve (the held cut-over): a crash
+    that only happens under PM2 is a rejection before any request; the old workers never noticed."""
+    site.write_config(health={"stable_for": 1})
+    site.deploy().expect_ok()
+    good = site.current()
+    old_pids = sorted(w["pid"] for w in site.nextdeploy("status", "--json").json()["workers"])
+    site.set_version("v2")
+    (site.app_dir / "instrumentation.js").write_text(CRASH_UNDER_PM2)
+    result = site.deploy()
+    assert result.code == ExitCode.PREFLIGHT_FAILED, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: a new worker (PM2 id ") and "exited with code 1 before answering" in last, last
+    assert "the workers' error log since the new workers started" in result.stderr, result.stderr
+    assert "crashing under PM2 on purpose" in result.stderr, result.stderr
+    assert site.current() == good and site.version() == "v1"
+    status = site.nextdeploy("status", "--json").json()
+    assert sorted(w["pid"] for w in status["workers"]) == old_pids  # untouched
+    assert [w["release"] for w in status["workers"]] == [good, good] and status["healthy"]
+    assert not status["lost_workers"] and not status["draining_workers"]
+    events = [(e["event"], e["release"]) for e in site.log_events()][-2:]
+    failed = events[0][1]
+    assert events == [("switching", failed), ("failed", failed)]
+    assert {r["id"]: r for r in site.releases()}[failed]["reason"].startswith("preflight: a new worker")
+
+
 def test_failure_after_the_switch_rolls_back_automatically(site: Site) -> None:
+    # A config change goes through the preflight (outside PM2, where this release is healthy), the switch
+    # and PM2's reload: the crash shows only after the switch, and the previous release is put back.
     site.write_config(server={"listen_timeout": 4000}, health={"stable_for": 1})
     site.deploy().expect_ok()
     good = site.current()
+    site.write_config(server={"listen_timeout": 4000, "env": {"GREETING": "hi"}}, health={"stable_for": 1})
     site.set_version("v2")
     (site.app_dir / "instrumentation.js").write_text(CRASH_UNDER_PM2)
     result = site.deploy()
@@ -147,7 +176,7 @@ def _reload_events(site: Site, offset: int) -> list[str]:
     for line in site.pm2_log_since(offset).splitlines():
         if started := re.search(r"App \[hello:(\d+)\] starting in", line):
             events.append(f"start {started[1]}")
-        elif stopped := re.search(r"Stopping app:hello id:_old_(\d+)", line):
+        elif stopped := re.search(r"Stopping app:hello id:(?:_old_)?(\d+)", line):
             events.append(f"stop {stopped[1]}")
     return events
 
@@ -160,27 +189,40 @@ def _deploy_and_watch_reload(site: Site, version: str) -> list[str]:
     return _reload_events(site, offset)
 
 
-def test_code_only_reloads_replace_workers_at_once_and_env_changes_go_through_the_ecosystem(site: Site) -> None:
+def test_code_only_deploys_boot_new_workers_beside_the_old_and_env_changes_go_through_the_ecosystem(
+        site: Site) -> None:
     site.write_config(health={"stable_for": 1})
     site.deploy().expect_ok()
 
-    # Only the release changes: both workers are replaced at the same time (through the daemon's socket).
+    # Only the release changes: the held cut-over starts two new workers beside the old ones, then deletes
+    # the old ones (no reload: PM2 parks no `_old_` worker).
     events = _deploy_and_watch_reload(site, "v2")
-    assert sorted(events[:2]) == ["start 0", "start 1"] and sorted(events[2:]) == ["stop 0", "stop 1"], events
+    assert sorted(events[:2]) == ["start 2", "start 3"] and sorted(events[2:]) == ["stop 0", "stop 1"], events
 
     # A config change reloads from the ecosystem file (one worker at a time) and the new env is applied.
     site.write_config(health={"stable_for": 1}, server={"env": {"GREETING": "hi"}})
-    assert _deploy_and_watch_reload(site, "v3") == ["start 0", "stop 0", "start 1", "stop 1"]
+    assert _deploy_and_watch_reload(site, "v3") == ["start 2", "stop 2", "start 3", "stop 3"]
     assert [e["pm2_env"]["env"].get("GREETING") for e in pm2rpc.process_list(site.pm2_home)] == ["hi", "hi"]
 
     # So does a rotated secret: the ecosystem file is the same, the key it reads is not.
     key_file = site.root / "shared" / "server-actions.key"
     new_key = base64.b64encode(bytes(range(32))).decode()
     key_file.write_text(new_key + "\n")
-    assert _deploy_and_watch_reload(site, "v4") == ["start 0", "stop 0", "start 1", "stop 1"]
+    assert _deploy_and_watch_reload(site, "v4") == ["start 2", "stop 2", "start 3", "stop 3"]
     workers = pm2rpc.process_list(site.pm2_home)
     assert [e["pm2_env"]["env"]["NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"] for e in workers] == [new_key, new_key]
 
-    # Back to code-only deploys: at once again.
+    # Back to code-only deploys: held again; the duplicates keep the env PM2 runs (the new key).
     events = _deploy_and_watch_reload(site, "v5")
-    assert sorted(events[:2]) == ["start 0", "start 1"], events
+    assert sorted(events[:2]) == ["start 4", "start 5"] and sorted(events[2:]) == ["stop 2", "stop 3"], events
+    # (the old workers may still be listed, PM2 stopping them as they drain)
+    workers = [e for e in pm2rpc.process_list(site.pm2_home) if e["pm2_env"]["status"] != "stopping"]
+    assert [e["pm2_env"]["env"]["NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"] for e in workers] == [new_key, new_key]
+
+    # A rollback replaces both workers at the same time, in place (through the daemon's socket).
+    offset = site.pm2_log_size()
+    rolled = site.nextdeploy("rollback")
+    assert rolled.code == 0, rolled.output
+    assert site.version() == "v4"
+    events = _reload_events(site, offset)
+    assert sorted(events[:2]) == ["start 4", "start 5"] and sorted(events[2:]) == ["stop 4", "stop 5"], events

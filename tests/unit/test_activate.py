@@ -78,7 +78,7 @@ def test_the_workers_error_log_since_the_switch_is_quoted_once_per_line(tmp_path
         more.write("2026-11-22T06:00:05: Error: Cannot find module 'sharp'\n\n")
         # A crash's stack frames would push the error itself out of the last lines: left out.
         more.write("".join(f"2026-11-22T06:00:05:     at frame{i} (/srv/x.js:{i}:1)\n" for i in range(8)))
-    assert activate._written_since(log, offset) == [
+    assert activate.written_since(log, offset) == [
         f"the workers' error log since the switch ({log}):",
         "  | [nextdeploy r2 pid=10] not ready: bind EADDRINUSE",
         "  | [nextdeploy r2 pid=11] not ready: bind EADDRINUSE",
@@ -88,11 +88,11 @@ def test_the_workers_error_log_since_the_switch_is_quoted_once_per_line(tmp_path
     ]
     with log.open("a") as more:
         more.write("2026-11-22T06:00:06: Error: Cannot find module 'sharp'\n")
-    assert activate._written_since(log, offset)[-1] == "  | Error: Cannot find module 'sharp'  (x2)"
-    assert activate._written_since(log, log.stat().st_size) == []  # nothing new: no heading either
-    assert activate._written_since(tmp_path / "missing.log", 0) == []
+    assert activate.written_since(log, offset)[-1] == "  | Error: Cannot find module 'sharp'  (x2)"
+    assert activate.written_since(log, log.stat().st_size) == []  # nothing new: no heading either
+    assert activate.written_since(tmp_path / "missing.log", 0) == []
     log.write_text("2026-11-22T06:01:00: after a pm2 flush\n")  # shorter than the offset: all of it is new
-    assert activate._written_since(log, offset)[1:] == ["  | after a pm2 flush"]
+    assert activate.written_since(log, offset)[1:] == ["  | after a pm2 flush"]
 
 
 def test_workers_the_daemon_lost_track_of_are_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,18 @@ import pytest
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
-from nextdeploy.ops import CopyFile, CopyTree, MoveTree, ReloadWorkers, Run, StopProcesses, Symlink, WriteFile
+from nextdeploy.ops import (
+    CopyFile,
+    CopyTree,
+    DeleteWorkers,
+    MoveTree,
+    ReloadWorkers,
+    Run,
+    SpawnWorkers,
+    StopProcesses,
+    Symlink,
+    WriteFile,
+)
 from support.processes import as_in_a_terminal, gone_soon
 
 
@@ -371,6 +382,36 @@ def test_reload_workers_renders_as_a_comment_in_a_dry_run() -> None:
     lines: list[str] = []
     DryRunExecutor(lines.append).apply(ReloadWorkers(Path("/p/rpc.sock"), (0, 1)))
     assert lines == ["# pm2 daemon /p/rpc.sock: reloadProcessId({id: 0}) reloadProcessId({id: 1}), 2 at a time"]
+
+
+def test_spawn_and_delete_workers_go_to_the_daemon_by_id(tmp_path: Path) -> None:
+    # The daemon answers a duplicate only once its worker said 'ready' (a held one: after the approval), and a
+    # delete once the worker stopped: SpawnWorkers and DeleteWorkers(wait=False) return at once regardless.
+    calls: list[tuple[str, Any]] = []
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        calls.append((request["method"], request["args"][0]))
+        return {"error": "id unknown"} if request["args"][0] == 9 else {"args": [{}]}
+
+    _fake_pm2_daemon(tmp_path / "rpc.sock", answer, delay=lambda request: 2.0)
+    executor = LocalExecutor()
+    started = time.monotonic()
+    assert executor.apply(SpawnWorkers(tmp_path / "rpc.sock", (0, 1))).ok
+    assert executor.apply(DeleteWorkers(tmp_path / "rpc.sock", (0, 1), wait=False)).ok
+    assert time.monotonic() - started < 1.0
+    result = executor.apply(DeleteWorkers(tmp_path / "rpc.sock", (2, 9), timeout=5))  # waits, both at once
+    assert 2.0 <= time.monotonic() - started < 3.5
+    assert not result.ok and result.stderr.startswith("worker 9:") and "id unknown" in result.stderr
+    assert sorted(calls) == [("deleteProcessId", 0), ("deleteProcessId", 1), ("deleteProcessId", 2),
+                             ("deleteProcessId", 9), ("duplicateProcessId", 0), ("duplicateProcessId", 1)]
+    # No daemon: said at once, per call.
+    missing = executor.apply(SpawnWorkers(tmp_path / "none.sock", (0,)))
+    assert not missing.ok and missing.stderr.startswith("duplicateProcessId(0): ")
+    lines: list[str] = []
+    DryRunExecutor(lines.append).apply(DeleteWorkers(Path("/p/rpc.sock"), (0, 1), wait=False))
+    DryRunExecutor(lines.append).apply(SpawnWorkers(Path("/p/rpc.sock"), (0, 1)))
+    assert lines == ["# pm2 daemon /p/rpc.sock: deleteProcessId(0) deleteProcessId(1), not waiting",
+                     "# pm2 daemon /p/rpc.sock: duplicateProcessId(0) duplicateProcessId(1)"]
 
 
 def test_stop_processes_interrupts_then_kills_what_stays(tmp_path: Path) -> None:

@@ -50,16 +50,20 @@ def test_process_age_from_proc() -> None:
     assert process_age(0) is None and process_age(2**22 + 12345) is None
 
 
-def test_the_outgoing_worker_of_a_reload_in_progress_is_not_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_on_their_way_out_are_not_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     from nextdeploy.executor import LocalExecutor
     from nextdeploy.pm2 import Pm2
 
     listed = [{"name": "hello", "pm_id": 0, "pid": 0, "pm2_env": {"status": "online"}},
-              {"name": "hello", "pm_id": "_old_0", "pid": 0, "pm2_env": {"status": "stopping"}},
+              {"name": "hello", "pm_id": "_old_0", "pid": 0, "pm2_env": {"status": "stopping"}},  # reload
+              {"name": "hello", "pm_id": 3, "pid": 0, "pm2_env": {"status": "stopping", "exit_code": 0}},  # delete
+              {"name": "hello", "pm_id": 4, "pid": 0, "pm2_env": {"status": "launching", "exit_code": 1}},
               {"name": "other", "pm_id": 1, "pid": 0, "pm2_env": {"status": "online"}}]
     pm2 = Pm2("pm2", None, LocalExecutor())
     monkeypatch.setattr(pm2, "processes", lambda: listed)
-    assert [worker.pm_id for worker in pm2.workers("hello")] == [0]
+    assert [worker.pm_id for worker in pm2.workers("hello")] == [0, 4]
+    assert [worker.exit_code for worker in pm2.workers("hello")] == [None, 1]
+    assert [worker.pm_id for worker in pm2.leaving_workers("hello")] == [3]
 
 
 def test_dump_is_what_pm2_save_writes_without_outgoing_workers() -> None:
@@ -74,6 +78,8 @@ def test_dump_is_what_pm2_save_writes_without_outgoing_workers() -> None:
     assert json.loads(dump_content(listed)) == [{"name": "hello", "env": {"PORT": "3000", "K": "é"}}]
     assert listed[0]["pm2_env"]["pm_id"] == 0  # the daemon's list is not changed
     assert dump_content([]) == "[]"
+    # The old workers of a held cut-over, being deleted, are left out too.
+    assert json.loads(dump_content(listed, leaving={0})) == []
 
 
 def _pm2_with_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listed: list[Any] | None) -> Any:

@@ -44,7 +44,8 @@ NEXTDEPLOY = Strategy(
     deploy_args=("nextdeploy", "deploy", "--json"),
     rollback_args=("nextdeploy", "rollback", "--json"),
     activation_end=("verify every worker",),
-    reload_step=("reload workers", "start workers"),
+    # The held cut-over replaces workers from its window's start: its new workers boot then.
+    reload_step=("reload workers", "start workers", "preflight: new workers"),
 )
 SEED = Strategy(
     key="seed-script", title="seed script",

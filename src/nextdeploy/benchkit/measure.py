@@ -59,8 +59,8 @@ def parse_steps(lines: Iterable[tuple[float, str]]) -> list[Step]:
     return sorted(steps, key=lambda step: step.start)
 
 
-def find_step(steps: Sequence[Step], prefix: str, last: bool = False) -> Step | None:
-    """The first (or last) step whose name starts with ``prefix``."""
+def find_step(steps: Sequence[Step], prefix: str | tuple[str, ...], last: bool = False) -> Step | None:
+    """The first (or last) step whose name starts with ``prefix`` (or one of them)."""
     matching = [step for step in steps if step.name.startswith(prefix)]
     if not matching:
         return None

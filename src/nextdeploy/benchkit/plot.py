@@ -22,6 +22,7 @@ _STEP_STYLES: tuple[tuple[str, str, str], ...] = (
     ("assemble", "#dddddd", ""),
     ("preflight", "#f6d365", "preflight"),
     ("switch current", "#9ecae1", ""),
+    ("switch traffic", "#6baed6", "cut-over"),
     ("reload workers", "#6baed6", "reload"),
     ("start workers", "#6baed6", "start"),
     ("pm2 reload", "#6baed6", "pm2 reload"),

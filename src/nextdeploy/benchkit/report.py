@@ -43,7 +43,9 @@ from nextdeploy.benchkit.measure import (
 from nextdeploy.loadgen import LoadResult, percentile
 
 STEADY_WARMUP = 1.0
-SWITCH_STEP = "switch current"
+# Where traffic moves to the new release: the symlink switch before a reload (the preflight path, a rollback),
+# or the approval of the held workers (the held cut-over).
+SWITCH_STEP = ("switch current", "switch traffic")
 CONTRACT_SCENARIOS = ("good", "crash-at-boot", "never-listens", "health-500", "exit-after-3s", "slow-start",
                       "page-throws", "rollback", "back-to-back")
 CLIENT_TITLES = {"keepalive": "keep-alive", "new-connection": "new conn."}

@@ -41,7 +41,7 @@ path = "{health_path}"
 expect_status = 200
 # expect_body = '"status":"ok"'
 timeout = 30                    # seconds for a new release to become healthy
-stable_for = 4                  # seconds it must then stay up and healthy
+stable_for = 3                  # seconds it must then stay up and healthy
 {smoke_line}
 
 [release]

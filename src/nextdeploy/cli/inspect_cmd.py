@@ -73,6 +73,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     # Asking the pm2 command would start a daemon: a status must change nothing.
     daemon_running = pm2.daemon_pid() is not None
     workers = pm2.workers(config.app.name) if daemon_running else []
+    draining = pm2.leaving_workers(config.app.name) if daemon_running else []
     lost = pm2.lost_workers(ctx.paths.releases_dir)
     host = local_address(config.server.hostname)
     probe = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
@@ -100,6 +101,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         "deploy_running": _deploy_running(ctx.paths.build_lock_file),
         "workers": worker_rows,
         "lost_workers": lost,
+        "draining_workers": [w.pid for w in draining],
     }
     if json_mode:
         ctx.reporter.result(data)
@@ -129,6 +131,9 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         info("no PM2 workers for this app")
     else:
         info(f"PM2's daemon is not running (PM2_HOME={pm2.home_dir})")
+    if draining:
+        info(f"{len(draining)} old worker(s) draining: PM2 is stopping them (pid "
+             f"{', '.join(str(w.pid) for w in draining)}); they take no new connections")
     if lost:
         ctx.reporter.warn(f"{len(lost)} worker(s) of a release here run outside PM2's list (pid "
                           f"{', '.join(map(str, lost))}) and may still take connections: `nextdeploy stop`, "

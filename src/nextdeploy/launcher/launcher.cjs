@@ -4,7 +4,11 @@
 //   - readiness: the public port is only listened on (and PM2 told 'ready') once a real request through this
 //     worker succeeded, so no connection is ever routed to a worker that cannot answer yet;
 //   - graceful drain on SIGINT / SIGTERM / PM2's 'shutdown' message, without resetting keep-alive clients;
-//   - an `x-nextdeploy-release` header on every response.
+//   - an `x-nextdeploy-release` header on every response;
+//   - the hold: a worker of a release not yet approved (manifest "hold": true and no `approved` file beside
+//     it) stays off the public port, serving only its private port to the deploy that judges it. So the new
+//     release's workers boot under PM2 beside the old ones while the deploy's stability window runs, and an
+//     unproven release never takes traffic, not even when PM2 restarts a worker into it.
 // Layout: <release>/.nextdeploy/launcher.cjs + manifest.json {"id", "server"}; server relative to <release>.
 // Dependency-free, Node >= 20. Node resolves the main module's symlinks, so __dirname is the real release
 // even when PM2 starts us through <root>/current: a worker stays pinned to the release it booted from.
@@ -40,6 +44,11 @@ const MIN_DRAIN_MS = envMs('NEXTDEPLOY_MIN_DRAIN_MS', 300);
 const IDLE_CLOSE_MS = 1000;
 const PROBE_ATTEMPT_TIMEOUT_MS = 5000;
 const PROBE_RETRY_MS = 250;
+// How often a held worker looks for its release's approval: the cut-over waits at most this long.
+const HOLD_POLL_MS = 20;
+const APPROVED_FILE = path.join(__dirname, 'approved');
+const HELD_DIR = path.join(__dirname, 'held');
+let heldFile = null; // held/<pid> while this worker waits for the approval
 
 const realExit = process.exit.bind(process);
 let releaseId = '?';
@@ -267,6 +276,36 @@ function sleep(ms) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hold. The deploy finds this worker's private port in held/<pid> (to probe it through its stability
+// window) and approves the release by creating the `approved` file; a rejected release is never approved
+// and its workers are deleted while they wait here.
+
+// Resolves once approved (or draining); held/<pid> stays until the public port is open (removeHeldFile):
+// the deploy waits for it to go before it deletes the old workers.
+async function holdUntilApproved(privatePort) {
+  if (fs.existsSync(APPROVED_FILE)) return;
+  heldFile = path.join(HELD_DIR, String(process.pid));
+  try {
+    fs.mkdirSync(HELD_DIR, { recursive: true });
+    fs.writeFileSync(heldFile, `${privatePort}\n`);
+  } catch (err) {
+    logError(`cannot write ${heldFile}: ${err.message}`); // the deploy then sees no healthy worker: rejected
+  }
+  log(`held off port ${publicPort} until release ${releaseId} is approved (private port ${privatePort})`);
+  while (!draining && !fs.existsSync(APPROVED_FILE)) await sleep(HOLD_POLL_MS);
+}
+
+function removeHeldFile() {
+  if (heldFile === null) return;
+  try {
+    fs.unlinkSync(heldFile);
+  } catch (err) {
+    // already gone (removed with a rejected release): nothing to do
+  }
+  heldFile = null;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Drain.
 
 function shutdown(reason) {
@@ -360,6 +399,8 @@ function main() {
     return failBoot('manifest.json has no "server" path');
   }
   const serverFile = path.resolve(RELEASE_DIR, manifest.server);
+  // The preflight runs the release outside PM2 on a private port of its own, before any approval: no hold.
+  const hold = manifest.hold === true && process.env.NEXTDEPLOY_HOLD !== '0';
 
   // A crash inside Next after listen (e.g. config load) makes Next print and process.exit(1) itself;
   // startServer() rejecting is caught by server.js the same way. We cover require-time throws and hangs.
@@ -374,7 +415,10 @@ function main() {
       if (status === null) return; // shut down while booting
       const warmed = await warm(server.address().port);
       if (draining) return;
+      if (hold) await holdUntilApproved(server.address().port);
+      if (draining) return removeHeldFile();
       await openFront();
+      removeHeldFile();
       if (draining) return front.close();
       process.env.PORT = String(publicPort); // Next set it to its private port; app code expects the public one
       const warmText = warmed.length ? `; warmed ${warmed.join(', ')}` : '';

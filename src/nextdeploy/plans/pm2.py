@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +139,15 @@ def save_argv(pm2: str) -> tuple[str, ...]:
 DUMP_DROPPED_KEYS = ("instances", "pm_id", "prev_restart_delay")
 
 
-def dump_content(processes: list[dict[str, Any]]) -> str:
+def dump_content(processes: list[dict[str, Any]], leaving: Collection[int] = ()) -> str:
     """The dump file `pm2 save` would write for ``processes`` (the daemon's getMonitorData list).
 
-    One difference: a worker on its way out of a reload (listed as ``_old_<id>``) is left out; PM2 would
-    dump it and a resurrect would start it as one worker too many."""
+    One difference: a worker on its way out (of a reload: listed as ``_old_<id>``; or one of ``leaving``,
+    being deleted) is left out; PM2 would dump it and a resurrect would start it as one worker too many."""
     envs = []
     for entry in processes:
         env = dict(entry.get("pm2_env") or {})
-        if env.get("pmx_module") or is_outgoing_worker(entry):
+        if env.get("pmx_module") or is_outgoing_worker(entry) or entry.get("pm_id") in leaving:
             continue
         for key in DUMP_DROPPED_KEYS:
             env.pop(key, None)
@@ -155,13 +155,14 @@ def dump_content(processes: list[dict[str, Any]]) -> str:
     return json.dumps(envs, indent=2, ensure_ascii=False)
 
 
-def save_ops(pm2_home: Path, processes: list[dict[str, Any]], previous_dump: str | None) -> list[WriteFile]:
+def save_ops(pm2_home: Path, processes: list[dict[str, Any]], previous_dump: str | None,
+             leaving: Collection[int] = ()) -> list[WriteFile]:
     """`pm2 save` as two file writes: the old dump to ``dump.pm2.bak`` (as PM2 does), the new one.
     Both 0600: the env in them holds the Server Actions key."""
     ops = []
     if previous_dump is not None:
         ops.append(WriteFile(pm2_home / "dump.pm2.bak", previous_dump, mode=0o600, secret=True))
-    ops.append(WriteFile(pm2_home / "dump.pm2", dump_content(processes), mode=0o600, secret=True))
+    ops.append(WriteFile(pm2_home / "dump.pm2", dump_content(processes, leaving), mode=0o600, secret=True))
     return ops
 
 

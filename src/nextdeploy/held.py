@@ -1,0 +1,355 @@
+"""The held cut-over: a code-only deploy boots the new release's workers under PM2 beside the old ones.
+
+    switch current -> PM2 starts one more worker like each old one (same env and options; it starts
+    from ``current``: the new release) -> each boots and waits off the public port (launcher.cjs's hold)
+    -> the stability window: every new worker answers its health path on its private port, the smoke
+    routes pass, none exits or restarts, for ``[health] stable_for`` s from its first good answer -> approve the
+    release (its ``approved`` file): the new workers open the public port within 20 ms -> delete the old
+    workers (they drain on their own) -> verify, save.
+
+Why: the preflight path boots the release twice (once on a private port through the window, then again
+under PM2 in the reload) and the window waits in between. Here the workers that will serve are the ones
+watched through the window, and their boot is inside it: about 2 s less per deploy (see the README).
+A release that fails in the window never took a request: its workers are deleted and ``current`` goes
+back, the old workers never noticed. A run killed in the window leaves the old workers serving and the
+held ones waiting (PM2 answers no reload and kills no old worker here, unlike a reload held that long);
+the next run's recovery deletes them (``delete_unapproved_workers``).
+
+Only when nothing but the release changes (``activate.release_only_change``): a first start, a changed
+config, env or secret goes through the preflight and PM2's reload, as does a release made before the hold.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from nextdeploy.activate import (
+    ActivationReport,
+    failed_once_put_back,
+    file_size,
+    put_back,
+    release_only_change,
+    start_or_reload,
+    stop_lost_workers,
+    switch_to,
+    verify,
+    write_ecosystem,
+    written_since,
+)
+from nextdeploy.context import Context
+from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, PreflightError, stopped_by
+from nextdeploy.faults import checkpoint
+from nextdeploy.manifest import holds_until_approved, is_approved, layout_of
+from nextdeploy.nextjs.smoke import run_smoke
+from nextdeploy.ops import DeleteWorkers, SpawnWorkers, WriteFile
+from nextdeploy.paths import ReleaseLayout
+from nextdeploy.pm2 import Pm2, Worker
+from nextdeploy.preflight import FATAL_OUTPUT_MARKERS
+from nextdeploy.probe import health_problem, http_get
+from nextdeploy.secrets import protect_pm2_dump
+
+POLL = 0.05  # a listing costs ~2 ms on the daemon socket, a probe of a private port about as much
+# After a failed probe in the window, how long to wait for the worker to exit (a clearer error).
+EXIT_GRACE = 0.5
+# How long the approved workers get to open the public port (they look for the approval every 20 ms).
+OPEN_TIMEOUT = 10.0
+GIVEN_UP = ("errored", "stopped", "stopping")
+
+
+def approve(ctx: Context, release_id: str) -> None:
+    """Let the release's workers take traffic: now, and whenever PM2 starts one of them later."""
+    layout = ReleaseLayout(ctx.paths.release_dir(release_id))
+    if holds_until_approved(layout.release_dir):
+        ctx.executor.apply(WriteFile(layout.approved_file, "approved\n"))
+
+
+def held_cutover_ids(ctx: Context, pm2: Pm2, release_id: str) -> tuple[int, ...] | None:
+    """The old workers' ids when ``release_id`` can go live by the held cut-over, else None."""
+    if not holds_until_approved(ctx.paths.release_dir(release_id)) or is_approved(ctx.paths.release_dir(release_id)):
+        return None
+    return release_only_change(ctx, pm2)
+
+
+def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
+                  old_ids: tuple[int, ...]) -> ActivationReport:
+    """Put ``release_id`` live by the held cut-over. A release that fails its window raises PreflightError
+    with the old workers untouched; a failure after the cut-over raises as ``activate`` does."""
+    config = ctx.config
+    name = config.app.name
+    socket = pm2.home_dir / "rpc.sock"
+    old_workers = [worker for worker in pm2.workers(name) if worker.pm_id in old_ids]
+    old_pids = {worker.pid for worker in old_workers}
+    layout = layout_of(ctx.paths.release_dir(release_id)) or ReleaseLayout(ctx.paths.release_dir(release_id))
+    protect_pm2_dump(pm2.home_dir)
+    logs = _LogMarks(ctx)
+    ctx.log.append("switching", release_id, **{"from": previous})
+    try:
+        step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
+        with ctx.reporter.step(step):
+            switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
+            spawned = time.monotonic()
+            result = ctx.executor.apply(SpawnWorkers(socket, old_ids))
+            if not result.ok:
+                raise PreflightError(f"PM2 did not start the new workers: {result.stderr}",
+                                     hint="see `nextdeploy status`; the old release is still serving")
+            checkpoint("held")
+            new_workers = _window(ctx, pm2, layout, set(old_ids), spawned, logs)
+    except (NextdeployError, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            signal_name: str | None = stopped_by(exc)
+            message = f"interrupted by {signal_name}"
+        else:
+            signal_name, message = None, exc.message
+        with failed_once_put_back(ctx, release_id, f"preflight: {message}"):
+            _reject(ctx, pm2, release_id, previous, set(old_ids), old_pids)
+        if signal_name:
+            raise Interrupted(signal_name, f"{message} while release {release_id} was held off the public port; "
+                                           f"its workers were deleted, {previous} served throughout") from None
+        assert isinstance(exc, NextdeployError)
+        if isinstance(exc, PreflightError):
+            exc.details = logs.lines() + exc.details
+            raise
+        raise PreflightError(f"release {release_id} was rejected before taking traffic: {exc.message}",
+                             hint="see `nextdeploy logs`; the old release is still serving",
+                             details=exc.details + logs.lines()) from None
+
+    started = time.monotonic()
+    leaving = frozenset(old_ids)
+    new_ids = frozenset(worker.pm_id for worker in new_workers)
+    try:
+        with ctx.reporter.step(f"switch traffic -> {release_id}: the held workers take it, the old ones drain"):
+            approve(ctx, release_id)
+            checkpoint("approved")
+            _wait_serving(ctx, pm2, layout, new_ids)
+            # The old workers stop taking new connections at once and finish what they serve (launcher drain).
+            ctx.executor.apply(DeleteWorkers(socket, old_ids, wait=False))
+        with ctx.reporter.step("verify every worker runs the new release"):
+            workers = verify(ctx, pm2, release_id, old_pids, leaving=leaving,
+                             during_watch=lambda: pm2.save(leaving=leaving))
+    except (NextdeployError, KeyboardInterrupt) as exc:
+        # Approved already: the new workers serve. What failed is PM2 or the public port: `activate`'s
+        # put-back (switch back, reload, verify) once the old workers are gone.
+        signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
+        reason = f"interrupted by {signal_name}" if signal_name else str(exc)
+        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}"):
+            wait_until_gone(ctx, pm2, leaving)
+            put_back(ctx, pm2, previous, failed=release_id)
+        outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
+        if signal_name:
+            raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
+        assert isinstance(exc, NextdeployError)
+        raise ActivationError(f"release {release_id} failed after the switch ({exc.message}); {outcome}",
+                              hint="see `nextdeploy logs` for the workers' output",
+                              details=exc.details + logs.lines()) from None
+    ctx.log.append("activated", release_id)
+    write_ecosystem(ctx)  # unchanged (a release-only change), rewritten as every activation does
+    return ActivationReport(release_id, time.monotonic() - started, workers)
+
+
+class _LogMarks:
+    """Where the app's PM2 logs ended before the new workers started: what they wrote is read from there."""
+
+    def __init__(self, ctx: Context) -> None:
+        name = ctx.config.app.name
+        self.error_log = ctx.paths.pm2_error_log(name)
+        self.out_log = ctx.paths.pm2_out_log(name)
+        self.error_offset = file_size(self.error_log)
+        self.out_offset = file_size(self.out_log)
+
+    def lines(self) -> list[str]:
+        return written_since(self.error_log, self.error_offset, since="the new workers started")
+
+    def text(self) -> str:
+        """What both logs got since (at most the last 64 KiB of each)."""
+        return _read_from(self.out_log, self.out_offset) + _read_from(self.error_log, self.error_offset)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as log:
+            size = log.seek(0, 2)
+            log.seek(max(offset if offset <= size else 0, size - 64 * 1024))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], spawned: float,
+            logs: _LogMarks) -> list[Worker]:
+    """Watch the new workers until each has answered healthy for ``stable_for`` s from its first good answer
+    (as the preflight does) with none exiting or restarting. Raises PreflightError."""
+    config, health = ctx.config, ctx.config.health
+    instances = config.server.instances
+    deadline = spawned + health.timeout
+    # pm_id -> (pid, restart count) when first seen: a duplicate starts with its model's restart count.
+    first_seen: dict[int, tuple[int, int]] = {}
+    healthy: dict[int, float] = {}  # pm_id -> when it first answered healthy: its window starts there
+    smoke_checked = False
+    while True:
+        now = time.monotonic()
+        new = [worker for worker in pm2.workers(config.app.name) if worker.pm_id not in old_ids]
+        problem: str | None = None
+        ports: dict[int, int] = {}
+        for worker in new:
+            if worker.pid and worker.pm_id not in first_seen:
+                first_seen[worker.pm_id] = (worker.pid, worker.restarts)
+            pid, restarts = first_seen.get(worker.pm_id, (worker.pid, worker.restarts))
+            if worker.status in GIVEN_UP or worker.pid != pid or worker.restarts != restarts:
+                code = f" with code {worker.exit_code}" if worker.exit_code is not None else ""
+                when = ("before answering its health check" if worker.pm_id not in healthy else
+                        f"{now - healthy[worker.pm_id]:.1f} s after its first good answer, during the "
+                        f"{health.stable_for:g} s stability window")
+                raise PreflightError(f"a new worker (PM2 id {worker.pm_id}) exited{code} {when}",
+                                     hint="fix the crash shown above (the old release is still serving)")
+            port = _held_port(layout, worker.pid)
+            if port is None:
+                problem = problem or f"worker {worker.pm_id} is not ready yet{_launcher_reason(logs.text())}"
+                continue
+            ports[worker.pm_id] = port
+            result = http_get("127.0.0.1", port, health.path, health.request_timeout)
+            worker_problem = health_problem(result, health)
+            if worker_problem is None:
+                healthy.setdefault(worker.pm_id, time.monotonic())
+            elif worker.pm_id in healthy:
+                _unhealthy_in_window(ctx, pm2, worker, worker_problem, healthy[worker.pm_id])
+            else:
+                problem = problem or worker_problem
+        if len(new) < instances:
+            problem = problem or f"{len(new)} of {instances} new workers started"
+        if problem is None and not smoke_checked:
+            run_smoke(health, next(iter(ports.values())))  # raises PreflightError
+            smoke_checked = True
+            continue
+        if problem is None and time.monotonic() - max(healthy.values()) >= health.stable_for:
+            fatal = next((marker for marker in FATAL_OUTPUT_MARKERS if marker in logs.text()), None)
+            if fatal:
+                raise PreflightError(
+                    f"the new workers printed {fatal!r}: a file is missing from the release",
+                    hint="add the missing files with [release] include (the old release is still serving)")
+            return new
+        if problem is not None and now >= deadline:
+            raise PreflightError(
+                f"the new release was not healthy within {health.timeout:g} s: {problem}",
+                hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
+                     "the old release is still serving")
+        time.sleep(POLL)
+
+
+def _unhealthy_in_window(ctx: Context, pm2: Pm2, worker: Worker, problem: str, first_healthy: float) -> None:
+    """A worker that answered healthy and no longer does: give its exit (if it is on its way out) a moment
+    to show, for the clearer message; raise PreflightError either way."""
+    health = ctx.config.health
+    time.sleep(EXIT_GRACE)
+    again = next((w for w in pm2.workers(ctx.config.app.name) if w.pm_id == worker.pm_id), None)
+    if again is None or again.pid != worker.pid or again.restarts != worker.restarts:
+        raise PreflightError(
+            f"a new worker (PM2 id {worker.pm_id}) exited {time.monotonic() - first_healthy:.1f} s after its first "
+            f"good answer, during the {health.stable_for:g} s stability window",
+            hint="fix the crash shown above (the old release is still serving)")
+    raise PreflightError(
+        f"a new worker (PM2 id {worker.pm_id}) became unhealthy {time.monotonic() - first_healthy:.1f} s after its "
+        f"first good answer, during the {health.stable_for:g} s stability window: {problem}",
+        hint="fix the error shown above (the old release is still serving)")
+
+
+def _held_port(layout: ReleaseLayout, pid: int) -> int | None:
+    """The private port of a held worker (``held/<pid>``, written by launcher.cjs once it answers)."""
+    if not pid:
+        return None
+    try:
+        return int((layout.held_dir / str(pid)).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _launcher_reason(text: str) -> str:
+    """The launcher's last 'not ready' line: why a worker is not held yet (e.g. health answered 500)."""
+    reasons = [line.split("not ready: ", 1)[1] for line in text.splitlines() if "] not ready: " in line]
+    return f" (the server: {reasons[-1]})" if reasons else ""
+
+
+def _wait_serving(ctx: Context, pm2: Pm2, layout: ReleaseLayout, new_ids: frozenset[int]) -> None:
+    """Until every approved worker listens on the public port: its launcher removes ``held/<pid>`` then.
+    (Not PM2's 'online': PM2 marks a worker online at ``listen_timeout`` even if it never said 'ready'.)
+
+    Also, for at most 1 s, for an old worker that PM2 restarted during the window (from `current`: held on
+    the new release): deleted before its 'ready', PM2 7 would fork it again outside its list."""
+    deadline = time.monotonic() + OPEN_TIMEOUT
+    others_until = time.monotonic() + 1.0
+    while True:
+        workers = pm2.workers(ctx.config.app.name)
+        held = [w for w in workers if w.pid and (layout.held_dir / str(w.pid)).exists()]
+        waiting = [w.pm_id for w in held if w.pm_id in new_ids]
+        if not waiting and (len(held) == 0 or time.monotonic() >= others_until):
+            return
+        if waiting and time.monotonic() >= deadline:
+            raise Pm2Error(f"worker(s) {', '.join(map(str, waiting))} did not open the public port after the "
+                           f"approval within {OPEN_TIMEOUT:g} s")
+        time.sleep(0.01)
+
+
+def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids: set[int],
+            old_pids: set[int]) -> None:
+    """Delete the held workers, put ``current`` back. An old worker that PM2 restarted during the window
+    started from the new release (held, not serving): it is restarted again, from the old one."""
+    name = ctx.config.app.name
+    with ctx.reporter.step(f"reject {release_id}: delete its held workers (they never took a request)"):
+        if previous is not None:
+            switch_to(ctx, previous)  # first: a worker PM2 starts from now on runs the old release
+        delete_workers(ctx, pm2, [worker.pm_id for worker in pm2.workers(name) if worker.pm_id not in old_ids])
+        restarted = [worker.pm_id for worker in pm2.workers(name)
+                     if worker.pm_id in old_ids and worker.pid not in old_pids]
+        if restarted and previous is not None:
+            ctx.reporter.info(f"worker(s) {', '.join(map(str, restarted))} restarted during the window; "
+                              f"restarting them on {previous}")
+            start_or_reload(ctx, pm2)
+
+
+def delete_workers(ctx: Context, pm2: Pm2, ids: list[int]) -> None:
+    """Delete the workers by id through the daemon, wait until each has stopped, then stop what PM2 forked
+    again: a worker deleted before it told PM2 'ready' (held, or still booting) is restarted by PM2 7 on
+    its exit (its exit handler marks it online first) and lost from its list (``stop_lost_workers``)."""
+    if not ids:
+        return
+    timeout = ctx.config.server.kill_timeout / 1000 + 5
+    if not ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(ids), wait=True, timeout=timeout)).ok:
+        for pm_id in ids:  # no daemon socket: the CLI (an id already gone fails harmlessly)
+            pm2.run((pm2.binary, "delete", str(pm_id)))
+    stop_lost_workers(ctx, pm2, after_delete=True)
+
+
+def wait_until_gone(ctx: Context, pm2: Pm2, ids: frozenset[int] | None = None) -> None:
+    """Wait (up to ``kill_timeout`` + 2 s) until the workers ``ids`` (None: every worker PM2 is stopping)
+    have left PM2's list: the old workers of the last held cut-over, draining. A reload, or a count of
+    the workers, before then would include them."""
+    name = ctx.config.app.name
+    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 2
+    while time.monotonic() < deadline:
+        if ids is None:
+            left = pm2.leaving_workers(name)
+        else:
+            left = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if w.pm_id in ids]
+        if not left:
+            return
+        time.sleep(POLL)
+
+
+def delete_unapproved_workers(ctx: Context, pm2: Pm2) -> None:
+    """Delete the app's workers that run a release never approved: held by a run killed in its window
+    (or started by PM2 into such a release since). They never served; the old workers still do."""
+    releases_dir = ctx.paths.releases_dir
+    doomed = []
+    for worker in pm2.workers(ctx.config.app.name):
+        release = worker.release_in(releases_dir)
+        if release is not None and not is_approved(ctx.paths.release_dir(release)):
+            doomed.append(worker)
+    if doomed:
+        ids = ", ".join(str(worker.pm_id) for worker in doomed)
+        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})"):
+            delete_workers(ctx, pm2, [worker.pm_id for worker in doomed])
+
+
+__all__ = ["activate_held", "approve", "delete_unapproved_workers", "delete_workers", "held_cutover_ids",
+           "wait_until_gone"]
+
