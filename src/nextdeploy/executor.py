@@ -7,7 +7,6 @@ An SSH executor would implement the same ``apply``.
 from __future__ import annotations
 
 import errno
-import filecmp
 import itertools
 import os
 import shutil
@@ -287,7 +286,19 @@ def _same_regular_file(src: str, earlier: Path) -> bool:
         return False
     if not (stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode)) or a.st_size != b.st_size or a.st_mode != b.st_mode:
         return False
-    return filecmp.cmp(src, earlier, shallow=False)
+    return _same_content(src, earlier)
+
+
+def _same_content(a: str | Path, b: str | Path, chunk: int = 1 << 20) -> bool:
+    """Byte-for-byte equal (sizes already equal). 1 MiB reads: filecmp's 8 KiB loop cost ~0.1 s of a deploy's
+    assembly on the example's ~1,100 dependency files."""
+    with open(a, "rb") as left, open(b, "rb") as right:
+        while True:
+            block = left.read(chunk)
+            if block != right.read(chunk):
+                return False
+            if not block:
+                return True
 
 
 class DryRunExecutor(Executor):

@@ -49,7 +49,8 @@ from nextdeploy.preflight import FATAL_OUTPUT_MARKERS
 from nextdeploy.probe import health_problem, http_get
 from nextdeploy.secrets import protect_pm2_dump
 
-POLL = 0.05  # a listing costs ~2 ms on the daemon socket, a probe of a private port about as much
+POLL = 0.02  # a listing costs ~2 ms on the daemon socket, a probe of a held worker about as much
+WINDOW_POLL = 0.2  # once every worker answered: the rest of the window is watched at the preflight's pace
 # After a failed probe in the window, how long to wait for the worker to exit (a clearer error).
 EXIT_GRACE = 0.5
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
@@ -233,7 +234,10 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
                 f"the new release was not healthy within {health.timeout:g} s: {problem}",
                 hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
                      "the old release is still serving")
-        time.sleep(POLL)
+        if problem is None:  # all answered: look again at the window's end at the latest
+            time.sleep(max(0.0, min(WINDOW_POLL, max(healthy.values()) + health.stable_for - time.monotonic())))
+        else:
+            time.sleep(POLL)
 
 
 def _unhealthy_in_window(ctx: Context, pm2: Pm2, worker: Worker, problem: str, first_healthy: float) -> None:

@@ -280,10 +280,10 @@ function sleep(ms) {
 // window) and approves the release by creating the `approved` file; a rejected release is never approved
 // and its workers are deleted while they wait here.
 
-// Resolves once approved (or draining); held/<pid> stays until the public port is open (removeHeldFile):
-// the deploy waits for it to go before it deletes the old workers.
-async function holdUntilApproved(privatePort) {
-  if (fs.existsSync(APPROVED_FILE)) return;
+// held/<pid> is written as soon as the worker answers (the deploy's window starts at its first good answer,
+// and the warm-up runs meanwhile); it stays until the public port is open (removeHeldFile): the deploy waits
+// for it to go before it deletes the old workers.
+function announceHeld(privatePort) {
   heldFile = path.join(HELD_DIR, String(process.pid));
   try {
     fs.mkdirSync(HELD_DIR, { recursive: true });
@@ -292,6 +292,9 @@ async function holdUntilApproved(privatePort) {
     logError(`cannot write ${heldFile}: ${err.message}`); // the deploy then sees no healthy worker: rejected
   }
   log(`held off port ${publicPort} until release ${releaseId} is approved (private port ${privatePort})`);
+}
+
+async function waitForApproval() {
   while (!draining && !fs.existsSync(APPROVED_FILE)) await sleep(HOLD_POLL_MS);
 }
 
@@ -413,9 +416,10 @@ function main() {
   waitReady()
     .then(async (status) => {
       if (status === null) return; // shut down while booting
+      const held = hold && !fs.existsSync(APPROVED_FILE);
+      if (held) announceHeld(server.address().port);
       const warmed = await warm(server.address().port);
-      if (draining) return;
-      if (hold) await holdUntilApproved(server.address().port);
+      if (held && !draining) await waitForApproval();
       if (draining) return removeHeldFile();
       await openFront();
       removeHeldFile();
