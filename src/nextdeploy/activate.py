@@ -85,7 +85,8 @@ def start_or_reload(ctx: Context, pm2: Pm2, workers: list[Worker] | None = None)
 
 def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
     """Replace the workers ``[server] reload_at_once`` at a time when nothing but the release changes (a
-    code-only deploy, a rollback); False when the ecosystem file must be (re)applied, or if this failed."""
+    rollback, a repair; a code-only deploy goes by the held cut-over instead, ``held.py``); False when the
+    ecosystem file must be (re)applied, or if this failed."""
     ids = release_only_change(ctx, pm2)
     if not ids:
         return False

@@ -53,9 +53,9 @@ from nextdeploy.faults import checkpoint
 from nextdeploy.held import (
     activate_held,
     approve,
-    delete_unapproved_workers,
-    delete_workers,
     held_cutover_ids,
+    purge_workers,
+    recover_held,
     wait_until_gone,
 )
 from nextdeploy.ids import new_release_id
@@ -369,7 +369,7 @@ def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: boo
     live release again itself (``start``, which must fail when it cannot, not warn)."""
     paths = ctx.paths
     wait_until_gone(ctx, pm2)  # the old workers of the last held cut-over, still draining
-    delete_unapproved_workers(ctx, pm2)
+    recover_held(ctx, pm2)
     pending = pending_switch(ctx.log.events())
     if pending is not None:
         previous = pending.previous
@@ -428,8 +428,8 @@ def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | Non
             on_previous = [w for w in workers if w.release_in(paths.releases_dir) == previous]
             others = [w.pm_id for w in workers if w not in on_previous]
             if others and len(on_previous) >= ctx.config.server.instances:
-                # A held cut-over killed after its approval: both releases serve. Drop the new workers.
-                delete_workers(ctx, pm2, others)
+                # Workers of both releases (a cut-over killed midway): drop the others.
+                purge_workers(ctx, pm2, lambda worker: worker.pm_id in others)
                 workers = on_previous
             if any(w.release_in(paths.releases_dir) != previous for w in workers) or not workers:
                 start_or_reload(ctx, pm2, workers)

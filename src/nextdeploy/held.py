@@ -21,11 +21,14 @@ config, env or secret goes through the preflight and PM2's reload, as does a rel
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nextdeploy.activate import (
     ActivationReport,
+    current_release,
     failed_once_put_back,
     file_size,
     put_back,
@@ -40,9 +43,9 @@ from nextdeploy.activate import (
 from nextdeploy.context import Context
 from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, PreflightError, stopped_by
 from nextdeploy.faults import checkpoint
-from nextdeploy.manifest import holds_until_approved, is_approved, layout_of
+from nextdeploy.manifest import holds_until_approved, is_approved, is_complete, layout_of
 from nextdeploy.nextjs.smoke import run_smoke
-from nextdeploy.ops import DeleteWorkers, SpawnWorkers, WriteFile
+from nextdeploy.ops import DeleteWorkers, Remove, SpawnWorkers, StopProcesses, WriteFile
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.pm2 import Pm2, Worker
 from nextdeploy.preflight import FATAL_OUTPUT_MARKERS
@@ -56,6 +59,7 @@ EXIT_GRACE = 0.5
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
 OPEN_TIMEOUT = 10.0
 GIVEN_UP = ("errored", "stopped", "stopping")
+PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
 
 
 def approve(ctx: Context, release_id: str) -> None:
@@ -88,6 +92,8 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     try:
         step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
         with ctx.reporter.step(step):
+            # Whom to delete if this run is killed before the cut-over (``recover_held``).
+            ctx.executor.apply(WriteFile(ctx.paths.held_state_file, _state(release_id, previous, old_ids)))
             switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
             spawned = time.monotonic()
             result = ctx.executor.apply(SpawnWorkers(socket, old_ids))
@@ -123,6 +129,8 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             approve(ctx, release_id)
             checkpoint("approved")
             _wait_serving(ctx, pm2, layout, new_ids)
+            # Cut over: from here a killed run leaves the new workers serving (the recovery reloads them).
+            ctx.executor.apply(Remove(ctx.paths.held_state_file))
             # The old workers stop taking new connections at once and finish what they serve (launcher drain).
             ctx.executor.apply(DeleteWorkers(socket, old_ids, wait=False))
         with ctx.reporter.step("verify every worker runs the new release"):
@@ -301,7 +309,10 @@ def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_i
     with ctx.reporter.step(f"reject {release_id}: delete its held workers (they never took a request)"):
         if previous is not None:
             switch_to(ctx, previous)  # first: a worker PM2 starts from now on runs the old release
-        delete_workers(ctx, pm2, [worker.pm_id for worker in pm2.workers(name) if worker.pm_id not in old_ids])
+        releases_dir = ctx.paths.releases_dir
+        purge_workers(ctx, pm2, lambda worker: worker.pm_id not in old_ids,
+                      unserved=lambda worker: worker.release_in(releases_dir) == release_id)
+        ctx.executor.apply(Remove(ctx.paths.held_state_file))
         restarted = [worker.pm_id for worker in pm2.workers(name)
                      if worker.pm_id in old_ids and worker.pid not in old_pids]
         if restarted and previous is not None:
@@ -311,15 +322,48 @@ def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_i
 
 
 def delete_workers(ctx: Context, pm2: Pm2, ids: list[int]) -> None:
-    """Delete the workers by id through the daemon, wait until each has stopped, then stop what PM2 forked
-    again: a worker deleted before it told PM2 'ready' (held, or still booting) is restarted by PM2 7 on
-    its exit (its exit handler marks it online first) and lost from its list (``stop_lost_workers``)."""
+    """Delete the workers by id through the daemon and wait until each has stopped (see ``purge_workers``)."""
     if not ids:
         return
     timeout = ctx.config.server.kill_timeout / 1000 + 5
     if not ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(ids), wait=True, timeout=timeout)).ok:
         for pm_id in ids:  # no daemon socket: the CLI (an id already gone fails harmlessly)
             pm2.run((pm2.binary, "delete", str(pm_id)))
+
+
+def purge_workers(ctx: Context, pm2: Pm2, doomed: Callable[[Worker], bool],
+                  unserved: Callable[[Worker], bool] = lambda worker: False) -> None:
+    """Delete the app's workers ``doomed`` picks until none is left.
+
+    PM2 7 forks a worker again when it is deleted before it told PM2 'ready' (a booting or crash-looping
+    worker; a held one says 'ready' to PM2 while it holds): its exit handler marks it online first. The new
+    fork lands back in PM2's list under the same id, or outside it. So each round waits until the doomed
+    workers are settled (none launching or stopping), deletes them, and looks again; what ran off the list
+    is stopped at the end (``stop_lost_workers``). Callers switch `current` back first: a worker forked
+    again then runs the old release, says 'ready' within its boot, and goes in the next round.
+
+    ``unserved``: which of them never took a request (a rejected release's): no drain to wait for, they are
+    killed at once; PM2 would wait ``kill_timeout`` for one that does not stop on SIGINT (a blocked event
+    loop: 10 s by default). A worker forked again from the old release may serve already: deleted, drained."""
+    name = ctx.config.app.name
+    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 10
+    for _ in range(PURGE_ROUNDS):
+        while True:
+            listed = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if doomed(w)]
+            # A booting worker of the old release is deleted once it said 'ready'; a rejected one at once.
+            booting = [w for w in listed if w.status == "stopping" or (w.status == "launching" and not unserved(w))]
+            if not booting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        if not listed:
+            break
+        killed = [w for w in listed if unserved(w)]
+        if killed:
+            ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(w.pm_id for w in killed), wait=False))
+            ctx.executor.apply(StopProcesses(tuple(w.pid for w in killed if w.pid), grace=0.0))
+        delete_workers(ctx, pm2, [w.pm_id for w in listed if w not in killed])
+        if killed:
+            time.sleep(POLL)  # the daemon sees the exits; the next round waits for what is still stopping
     stop_lost_workers(ctx, pm2, after_delete=True)
 
 
@@ -339,21 +383,43 @@ def wait_until_gone(ctx: Context, pm2: Pm2, ids: frozenset[int] | None = None) -
         time.sleep(POLL)
 
 
-def delete_unapproved_workers(ctx: Context, pm2: Pm2) -> None:
-    """Delete the app's workers that run a release never approved: held by a run killed in its window
-    (or started by PM2 into such a release since). They never served; the old workers still do."""
+def recover_held(ctx: Context, pm2: Pm2) -> None:
+    """Repair what a run killed during a held cut-over left: its held (or not yet cut-over) new workers are
+    deleted and `current` goes back, while the old workers serve on (``held.json`` names them). Then any
+    worker of a release that was never approved is deleted too."""
     releases_dir = ctx.paths.releases_dir
-    doomed = []
-    for worker in pm2.workers(ctx.config.app.name):
+
+    def unapproved(worker: Worker) -> bool:  # it never took a request
         release = worker.release_in(releases_dir)
-        if release is not None and not is_approved(ctx.paths.release_dir(release)):
-            doomed.append(worker)
+        return release is not None and not is_approved(ctx.paths.release_dir(release))
+
+    state = _read_state(ctx.paths.held_state_file)
+    if state is not None:
+        release, previous, old_ids = state
+        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}"):
+            back = previous is not None and is_complete(ctx.paths.release_dir(previous))
+            if back and previous is not None and current_release(ctx) == release:
+                switch_to(ctx, previous)  # a worker PM2 forks again then runs the old release
+            purge_workers(ctx, pm2, lambda worker: worker.pm_id not in old_ids, unserved=unapproved)
+            ctx.executor.apply(Remove(ctx.paths.held_state_file))
+    doomed = [worker for worker in pm2.workers(ctx.config.app.name) if unapproved(worker)]
     if doomed:
         ids = ", ".join(str(worker.pm_id) for worker in doomed)
         with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})"):
-            delete_workers(ctx, pm2, [worker.pm_id for worker in doomed])
+            purge_workers(ctx, pm2, unapproved, unserved=unapproved)
 
 
-__all__ = ["activate_held", "approve", "delete_unapproved_workers", "delete_workers", "held_cutover_ids",
-           "wait_until_gone"]
+def _state(release_id: str, previous: str | None, old_ids: tuple[int, ...]) -> str:
+    return json.dumps({"release": release_id, "previous": previous, "old_ids": list(old_ids)}) + "\n"
+
+
+def _read_state(path: Path) -> tuple[str, str | None, frozenset[int]] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return str(data["release"]), data.get("previous"), frozenset(int(i) for i in data["old_ids"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+__all__ = ["activate_held", "approve", "held_cutover_ids", "purge_workers", "recover_held", "wait_until_gone"]
 

@@ -56,6 +56,11 @@ class DeployPaths:
         return self.root / ".build.lock"
 
     @property
+    def held_state_file(self) -> Path:
+        """During a held cut-over's window: the release, the previous one, the old workers' PM2 ids."""
+        return self.root / "held.json"
+
+    @property
     def builds_dir(self) -> Path:
         return self.root / "builds"
 

@@ -44,7 +44,7 @@ def _pm2_killed(context: RunContext) -> None:
     context.mark("deploy starts (the site is down since pm2 kill)")
     action = context.deploy("good")
     # Down from `pm2 kill` until the deploy starts the app again is expected, not the deploy's doing.
-    context.count_from_step_end(action, ("start workers", "pm2 start", "reload workers"))
+    context.count_from_step_end(action, ("restart the live release", "start workers", "pm2 start", "reload workers"))
 
 
 def _worker_killed(context: RunContext) -> None:

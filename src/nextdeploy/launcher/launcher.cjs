@@ -292,6 +292,9 @@ function announceHeld(privatePort) {
     logError(`cannot write ${heldFile}: ${err.message}`); // the deploy then sees no healthy worker: rejected
   }
   log(`held off port ${publicPort} until release ${releaseId} is approved (private port ${privatePort})`);
+  // PM2 may call us 'ready': no reload waits on a held worker, and PM2 7 forks a worker deleted before its
+  // 'ready' again (a rejected release's held workers are deleted).
+  if (typeof process.send === 'function' && process.connected) process.send('ready');
 }
 
 async function waitForApproval() {
