@@ -119,7 +119,8 @@ def test_markdown_has_the_headline_table_targets_and_every_run() -> None:
     text = report.markdown(results)
     assert "| scenario | nextdeploy (keep-alive) | seed script (keep-alive) |" in text
     assert "| `good` | 1 | – |" in text
-    assert "**Activation ≤ 5 s** (switch → every worker verified, 2 instances): median 5.5 s" in text
+    assert ("**Activation ≤ 5 s** (traffic switch → every worker verified, 2 instances; the switch is the held "
+            "workers' approval, or `current`'s switch before a reload): median 5.5 s") in text
     assert "| build the app (next build) | 3.00 |" in text
     overhead = results["summary"]["overhead_beyond_window_s"]["median"]
     assert "stability window (`[health] stable_for`, 4.0 s" in text and f"the rest: median {overhead:.1f} s" in text

@@ -507,12 +507,13 @@ def targets_lines(summary: dict[str, Any]) -> list[str]:
         f"{summary['our_runs']} runs): "
         f"{failures} failed; end states as promised: {'yes' if summary['contract_end_states_ok'] else 'NO'} "
         f"→ {verdict(failures == 0 and summary['contract_end_states_ok'])}",
-        f"- **Activation ≤ 5 s** (switch → every worker verified, 2 instances): "
+        f"- **Activation ≤ 5 s** (traffic switch → every worker verified, 2 instances; the switch is the held "
+        f"workers' approval, or `current`'s switch before a reload): "
         f"median {_cell(activation['median'])} s, max {_cell(activation['max'])} s "
         f"→ {verdict(_le(activation['max'], 5.0))}",
         f"- **Overhead beyond `next build` ≤ 5 s** (code-only change): median {_cell(overhead['median'])} s "
         f"(deploy {_cell(summary['deploy_s']['median'])} s − build {_cell(summary['build_s']['median'])} s) "
-        f"max {_cell(overhead['max'])} s → {verdict(_le(overhead['max'], 5.0))}. Of it, the preflight's "
+        f"max {_cell(overhead['max'])} s → {verdict(_le(overhead['max'], 5.0))}. Of it, the "
         f"stability window (`[health] stable_for`, {_cell(summary['stability_window_s']['median'])} s: a release "
         "that dies 3 s after start must be rejected before it takes traffic) is a wait; the rest: median "
         f"{_cell(beyond['median'])} s, max {_cell(beyond['max'])} s → {verdict(_le(beyond['max'], 5.0))} "
