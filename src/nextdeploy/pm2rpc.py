@@ -11,12 +11,14 @@ The protocol is PM2's bundled pm2-axon (a req/rep socket) + pm2-axon-rpc, framed
     request = [j:{"type": "call", "method": M, "args": [...]}, s:<request id>]
     reply   = [j:{"args": [result, ...]}  or  j:{"error": message}, s:<request id>]
 
-Two uses: the process list (``getMonitorData``), and reloading workers by id with their own env and
-options (``reloadProcessId``, the executor's ``ReloadWorkers`` op; see ``plans.pm2.in_place_reload_ids``
-for when that equals ``pm2 reload <ecosystem>``). Everything else that changes PM2 (start, a reload with a
-new env, save, delete) goes through the CLI. Any problem here (no daemon, refused, timeout, an error reply,
-unexpected bytes) raises ``RpcUnavailable``; the callers fall back to the CLI (``pm2 jlist``, which also
-starts a daemon when there is none; ``pm2 reload <ecosystem>``).
+Uses: the process list (``getMonitorData``); reloading workers by id with their own env and options
+(``reloadProcessId``, the executor's ``ReloadWorkers`` op; see ``plans.pm2.in_place_reload_ids`` for when that
+equals ``pm2 reload <ecosystem>``); starting one more worker like a given one and deleting workers by id
+(``duplicateProcessId``, ``deleteProcessId``: the held cut-over's ``SpawnWorkers`` and ``DeleteWorkers``).
+Everything else that changes PM2 (start, a reload with a new env, save, deleting the app) goes through the
+CLI. Any problem here (no daemon, refused, timeout, an error reply, unexpected bytes) raises
+``RpcUnavailable``; the callers fall back to the CLI (``pm2 jlist``, which also starts a daemon when there is
+none; ``pm2 reload <ecosystem>``).
 
 The daemon also publishes its event bus on ``<PM2_HOME>/pub.sock`` (an axon pub socket, frames
 ``[s:event, j:data]``). ``EventStream`` reads it, to see a new worker's 'ready' while PM2's answer to its

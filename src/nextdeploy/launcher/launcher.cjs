@@ -9,7 +9,8 @@
 //     it) stays off the public port, serving only its private port to the deploy that judges it. So the new
 //     release's workers boot under PM2 beside the old ones while the deploy's stability window runs, and an
 //     unproven release never takes traffic, not even when PM2 restarts a worker into it.
-// Layout: <release>/.nextdeploy/launcher.cjs + manifest.json {"id", "server"}; server relative to <release>.
+// Layout: <release>/.nextdeploy/launcher.cjs + manifest.json {"id", "server", "hold"}; server relative to
+// <release>; `approved` and held/<pid> beside them (the hold).
 // Dependency-free, Node >= 20. Node resolves the main module's symlinks, so __dirname is the real release
 // even when PM2 starts us through <root>/current: a worker stays pinned to the release it booted from.
 
