@@ -48,7 +48,7 @@ from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.ops import DeleteWorkers, Remove, SpawnWorkers, StopProcesses, WriteFile
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.pm2 import Pm2, Worker
-from nextdeploy.preflight import FATAL_OUTPUT_MARKERS
+from nextdeploy.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
 from nextdeploy.probe import health_problem, http_get
 from nextdeploy.secrets import protect_pm2_dump
 
@@ -213,7 +213,7 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
                                      hint="fix the crash shown above (the old release is still serving)")
             port = _held_port(layout, worker.pid)
             if port is None:
-                problem = problem or f"worker {worker.pm_id} is not ready yet{_launcher_reason(logs.text())}"
+                problem = problem or f"worker {worker.pm_id} is not ready yet"
                 continue
             ports[worker.pm_id] = port
             result = http_get("127.0.0.1", port, health.path, health.request_timeout)
@@ -239,7 +239,8 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
             return new
         if problem is not None and now >= deadline:
             raise PreflightError(
-                f"the new release was not healthy within {health.timeout:g} s: {problem}",
+                f"the new release was not healthy within {health.timeout:g} s: {problem}"
+                f"{launcher_reason(logs.text())}",
                 hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
                      "the old release is still serving")
         if problem is None:  # all answered: look again at the window's end at the latest
@@ -273,12 +274,6 @@ def _held_port(layout: ReleaseLayout, pid: int) -> int | None:
         return int((layout.held_dir / str(pid)).read_text(encoding="utf-8").strip())
     except (OSError, ValueError):
         return None
-
-
-def _launcher_reason(text: str) -> str:
-    """The launcher's last 'not ready' line: why a worker is not held yet (e.g. health answered 500)."""
-    reasons = [line.split("not ready: ", 1)[1] for line in text.splitlines() if "] not ready: " in line]
-    return f" (the server: {reasons[-1]})" if reasons else ""
 
 
 def _wait_serving(ctx: Context, pm2: Pm2, layout: ReleaseLayout, new_ids: frozenset[int]) -> None:

@@ -128,12 +128,16 @@ def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: 
 
 
 def _launcher_reason(log_file: Path) -> str:
-    """The launcher's last 'not ready' line: why the public port never opened (e.g. health answered 500)."""
     try:
-        lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        return launcher_reason(log_file.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return ""
-    reasons = [line.split("not ready: ", 1)[1] for line in lines if "] not ready: " in line]
+
+
+def launcher_reason(output: str) -> str:
+    """The launcher's last 'not ready' line in ``output``: why the public port never opened (e.g. health
+    answered 500), as " (the server: ...)", or ""."""
+    reasons = [line.split("not ready: ", 1)[1] for line in output.splitlines() if "] not ready: " in line]
     return f" (the server: {reasons[-1]})" if reasons else ""
 
 
