@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nextdeploy.activate import (
+    GIVEN_UP,
     ActivationReport,
     current_release,
     failed_once_put_back,
@@ -58,7 +59,6 @@ WINDOW_POLL = 0.2  # once every worker answered: the rest of the window is watch
 EXIT_GRACE = 0.5
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
 OPEN_TIMEOUT = 10.0
-GIVEN_UP = ("errored", "stopped", "stopping")
 PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
 
 
