@@ -101,7 +101,8 @@ def print_deploy_plan(ctx: Context) -> None:
     if current_release(ctx) is not None:
         ctx.reporter.info("# if PM2 last loaded this same ecosystem file and its workers have its env (a code-only "
                           "deploy), no preflight and no reload: the held cut-over starts one more worker like each "
-                          "old one from the new release (duplicateProcessId on the PM2 daemon's socket), held off "
+                          "old one from the new release (duplicateProcessId on the PM2 daemon's socket; the first "
+                          "alone, the others once it answers), held off "
                           "the public port; the same gate runs on their private ports; then the release is approved "
                           "(<release>/.nextdeploy/approved: they open the port) and the old workers are deleted "
                           "(deleteProcessId, they drain)")

@@ -1,11 +1,12 @@
 """The held cut-over: a code-only deploy boots the new release's workers under PM2 beside the old ones.
 
-    held.json, switch current -> PM2 starts one more worker like each old one (same env and options; it starts
-    from ``current``: the new release) -> each boots and waits off the public port (launcher.cjs's hold)
-    -> the stability window: every new worker answers its health path on its private port, the smoke
-    routes pass, none exits or restarts, for ``[health] stable_for`` s from its first good answer -> approve the
-    release (its ``approved`` file): the new workers open the public port within 20 ms -> delete the old
-    workers (they drain on their own) -> verify, save.
+    held.json, switch current -> PM2 starts one more worker like the first old one (same env and options; it
+    starts from ``current``: the new release), and one like each other old one once the first answers
+    -> each boots and waits off the public port (launcher.cjs's hold) -> the stability window: the
+    release stays healthy for ``[health] stable_for`` s from its first good answer (as in the preflight,
+    one worker's), every new worker answers its health path on its private port, the smoke routes pass,
+    none exits or restarts -> approve the release (its ``approved`` file): the new workers open the public
+    port within 20 ms -> delete the old workers (they drain on their own) -> verify, save.
 
 Why: the preflight path boots the release twice (once on a private port through the window, then again
 under PM2 in the reload) and the window waits in between. Here the workers that will serve are the ones
@@ -59,6 +60,10 @@ WINDOW_POLL = 0.2  # once every worker answered: the rest of the window is watch
 EXIT_GRACE = 0.5
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
 OPEN_TIMEOUT = 10.0
+# The other new workers start once the first answers, or after this long: a Next.js worker's boot is ~0.5 s
+# of CPU, and two at once on a small machine starve the old workers that serve meanwhile (bench: p99 and
+# boot time). They boot within the first one's window; a slow-booting app does not wait twice as long.
+REST_AFTER = 1.5
 PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
 
 
@@ -96,12 +101,10 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             ctx.executor.apply(WriteFile(ctx.paths.held_state_file, _state(release_id, previous, old_ids)))
             switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
             spawned = time.monotonic()
-            result = ctx.executor.apply(SpawnWorkers(socket, old_ids))
-            if not result.ok:
-                raise PreflightError(f"PM2 did not start the new workers: {result.stderr}",
-                                     hint="see `nextdeploy status`; the old release is still serving")
-            checkpoint("held")
-            new_workers = _window(ctx, pm2, layout, set(old_ids), spawned, logs)
+            # One new worker first, the others once it answers (see REST_AFTER).
+            _spawn(ctx, socket, old_ids[:1])
+            new_workers = _window(ctx, pm2, layout, set(old_ids), spawned, logs,
+                                  spawn_rest=lambda: _spawn(ctx, socket, old_ids[1:]))
     except (NextdeployError, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):
             signal_name: str | None = stopped_by(exc)
@@ -184,13 +187,24 @@ def _read_from(path: Path, offset: int) -> str:
         return ""
 
 
+def _spawn(ctx: Context, socket: Path, like: tuple[int, ...]) -> None:
+    if not like:
+        return
+    result = ctx.executor.apply(SpawnWorkers(socket, like))
+    if not result.ok:
+        raise PreflightError(f"PM2 did not start the new workers: {result.stderr}",
+                             hint="see `nextdeploy status`; the old release is still serving")
+
+
 def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], spawned: float,
-            logs: _LogMarks) -> list[Worker]:
-    """Watch the new workers until each has answered healthy for ``stable_for`` s from its first good answer
-    (as the preflight does) with none exiting or restarting. Raises PreflightError."""
+            logs: _LogMarks, spawn_rest: Callable[[], None]) -> list[Worker]:
+    """Watch the new workers until the release has answered healthy for ``stable_for`` s from its first
+    good answer (as the preflight does: one worker's), every new worker answers healthy, and none exited or
+    restarted. Starts the other new workers (``spawn_rest``) once the first answers. Raises PreflightError."""
     config, health = ctx.config, ctx.config.health
     instances = config.server.instances
     deadline = spawned + health.timeout
+    rest_spawned = False
     # pm_id -> (pid, restart count) when first seen: a duplicate starts with its model's restart count.
     first_seen: dict[int, tuple[int, int]] = {}
     healthy: dict[int, float] = {}  # pm_id -> when it first answered healthy: its window starts there
@@ -224,13 +238,17 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
                 _unhealthy_in_window(ctx, pm2, worker, worker_problem, healthy[worker.pm_id])
             else:
                 problem = problem or worker_problem
+        if not rest_spawned and (ports or now - spawned >= REST_AFTER):
+            spawn_rest()
+            rest_spawned = True
+            checkpoint("held")  # every new worker asked for
         if len(new) < instances:
             problem = problem or f"{len(new)} of {instances} new workers started"
         if problem is None and not smoke_checked:
             run_smoke(health, next(iter(ports.values())))  # raises PreflightError
             smoke_checked = True
             continue
-        if problem is None and time.monotonic() - max(healthy.values()) >= health.stable_for:
+        if problem is None and time.monotonic() - min(healthy.values()) >= health.stable_for:
             fatal = next((marker for marker in FATAL_OUTPUT_MARKERS if marker in logs.text()), None)
             if fatal:
                 raise PreflightError(
@@ -244,7 +262,7 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
                 hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
                      "the old release is still serving")
         if problem is None:  # all answered: look again at the window's end at the latest
-            time.sleep(max(0.0, min(WINDOW_POLL, max(healthy.values()) + health.stable_for - time.monotonic())))
+            time.sleep(max(0.0, min(WINDOW_POLL, min(healthy.values()) + health.stable_for - time.monotonic())))
         else:
             time.sleep(POLL)
 

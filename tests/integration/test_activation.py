@@ -3,6 +3,7 @@ retention, the lock. Real node, real pm2, real `next build`, aiohttp load on 127
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -228,6 +229,11 @@ def test_held_cutover_new_workers_take_no_request_until_proven_then_take_over(si
                 time.sleep(0.1)
             held_pids = sorted(int(path.name) for path in held_dir.iterdir())
             assert sorted(worker_releases(site)) == sorted([v1, v1, v2, v2])
+            # One new worker boots first; the other is started once it answered (held/<pid> written then).
+            jlist = json.loads(site.pm2("jlist").stdout)
+            started = {entry["pid"]: entry["pm2_env"]["pm_uptime"] / 1000 for entry in jlist}
+            first, second = sorted(held_pids, key=started.__getitem__)
+            assert started[second] >= (held_dir / str(first)).stat().st_mtime - 0.01
             assert {site.get()[2]["x-nextdeploy-release"] for _ in range(20)} == {v1}
             for path in held_dir.iterdir():  # each held worker answers on its private port, from v2
                 answer = http_get("127.0.0.1", int(path.read_text()), "/api/health", 5)
