@@ -54,8 +54,11 @@ from nextdeploy.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
 from nextdeploy.probe import health_problem, http_get
 from nextdeploy.secrets import protect_pm2_dump
 
-POLL = 0.02  # a listing costs ~2 ms on the daemon socket, a probe of a held worker about as much
-WINDOW_POLL = 0.2  # once every worker answered: the rest of the window is watched at the preflight's pace
+POLL = 0.02  # the held files, while the first answer is awaited (it starts the window)
+# PM2's list costs its daemon 1-2 ms of CPU (it builds every process's entry), and the daemon is the cluster
+# primary that hands new connections to the old workers: asked at most this often during the window.
+LIST_POLL = 0.1
+WINDOW_POLL = 0.2  # a worker that answered healthy is asked again at the preflight's pace
 # After a failed probe in the window, how long to wait for the worker to exit (a clearer error).
 EXIT_GRACE = 0.5
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
@@ -200,40 +203,47 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
             logs: _LogMarks, spawn_rest: Callable[[], None]) -> list[Worker]:
     """Watch the new workers until the release has answered healthy for ``stable_for`` s from its first
     good answer (as the preflight does: one worker's), every new worker answers healthy, and none exited or
-    restarted. Starts the other new workers (``spawn_rest``) once the first answers. Raises PreflightError."""
+    restarted. Starts the other new workers (``spawn_rest``) once the first answers. Raises PreflightError.
+
+    While they boot, only what is cheap is looked at every POLL (the held files); PM2's list every
+    LIST_POLL, a healthy worker's health every WINDOW_POLL, and all of it once more, fresh, before the end."""
     config, health = ctx.config, ctx.config.health
     instances = config.server.instances
     deadline = spawned + health.timeout
     rest_spawned = False
     # pm_id -> (pid, restart count) when first seen: a duplicate starts with its model's restart count.
     first_seen: dict[int, tuple[int, int]] = {}
-    healthy: dict[int, float] = {}  # pm_id -> when it first answered healthy: its window starts there
+    healthy: dict[int, float] = {}  # pm_id -> when it first answered healthy
+    probed: dict[int, float] = {}  # pm_id -> when it last answered healthy
     smoke_checked = False
+    new: list[Worker] = []
+    listed_pids: set[int] = set()  # of every worker listed (an old one PM2 restarted into this release is held too)
+    listed_at = -LIST_POLL
+    fresh = False  # this round lists and probes everything (the last round before the approval)
     while True:
         now = time.monotonic()
-        new = [worker for worker in pm2.workers(config.app.name) if worker.pm_id not in old_ids]
+        held = _held_ports(layout)
+        if fresh or now - listed_at >= LIST_POLL or not held.keys() <= listed_pids:
+            listed = pm2.workers(config.app.name)
+            new = [worker for worker in listed if worker.pm_id not in old_ids]
+            listed_pids = {worker.pid for worker in listed}
+            listed_at = now
+            _check_alive(new, first_seen, healthy, health.stable_for, now)
         problem: str | None = None
         ports: dict[int, int] = {}
         for worker in new:
-            if worker.pid and worker.pm_id not in first_seen:
-                first_seen[worker.pm_id] = (worker.pid, worker.restarts)
-            pid, restarts = first_seen.get(worker.pm_id, (worker.pid, worker.restarts))
-            if worker.status in GIVEN_UP or worker.pid != pid or worker.restarts != restarts:
-                code = f" with code {worker.exit_code}" if worker.exit_code is not None else ""
-                when = ("before answering its health check" if worker.pm_id not in healthy else
-                        f"{now - healthy[worker.pm_id]:.1f} s after its first good answer, during the "
-                        f"{health.stable_for:g} s stability window")
-                raise PreflightError(f"a new worker (PM2 id {worker.pm_id}) exited{code} {when}",
-                                     hint="fix the crash shown above (the old release is still serving)")
-            port = _held_port(layout, worker.pid)
+            port = held.get(worker.pid)
             if port is None:
                 problem = problem or f"worker {worker.pm_id} is not ready yet"
                 continue
             ports[worker.pm_id] = port
+            if not fresh and now - probed.get(worker.pm_id, -WINDOW_POLL) < WINDOW_POLL:
+                continue  # answered healthy a moment ago
             result = http_get("127.0.0.1", port, health.path, health.request_timeout)
             worker_problem = health_problem(result, health)
             if worker_problem is None:
                 healthy.setdefault(worker.pm_id, time.monotonic())
+                probed[worker.pm_id] = time.monotonic()
             elif worker.pm_id in healthy:
                 _unhealthy_in_window(ctx, pm2, worker, worker_problem, healthy[worker.pm_id])
             else:
@@ -248,23 +258,44 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
             run_smoke(health, next(iter(ports.values())))  # raises PreflightError
             smoke_checked = True
             continue
-        if problem is None and time.monotonic() - min(healthy.values()) >= health.stable_for:
+        window_end = min(healthy.values()) + health.stable_for if healthy else None
+        if problem is None and window_end is not None and time.monotonic() >= window_end:
+            if not fresh:
+                fresh = True
+                continue
             fatal = next((marker for marker in FATAL_OUTPUT_MARKERS if marker in logs.text()), None)
             if fatal:
                 raise PreflightError(
                     f"the new workers printed {fatal!r}: a file is missing from the release",
                     hint="add the missing files with [release] include (the old release is still serving)")
             return new
+        fresh = False
         if problem is not None and now >= deadline:
             raise PreflightError(
                 f"the new release was not healthy within {health.timeout:g} s: {problem}"
                 f"{launcher_reason(logs.text())}",
                 hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
                      "the old release is still serving")
-        if problem is None:  # all answered: look again at the window's end at the latest
-            time.sleep(max(0.0, min(WINDOW_POLL, min(healthy.values()) + health.stable_for - time.monotonic())))
-        else:
-            time.sleep(POLL)
+        if window_end is None or time.monotonic() >= window_end:
+            time.sleep(POLL)  # the first answer starts the window; after its end, every moment counts
+        else:  # in the window: look again at its end at the latest
+            time.sleep(max(POLL, min(WINDOW_POLL, window_end - time.monotonic())))
+
+
+def _check_alive(new: list[Worker], first_seen: dict[int, tuple[int, int]], healthy: dict[int, float],
+                 stable_for: float, now: float) -> None:
+    """Raise PreflightError if a new worker exited or was restarted since it was first seen."""
+    for worker in new:
+        if worker.pid and worker.pm_id not in first_seen:
+            first_seen[worker.pm_id] = (worker.pid, worker.restarts)
+        pid, restarts = first_seen.get(worker.pm_id, (worker.pid, worker.restarts))
+        if worker.status in GIVEN_UP or worker.pid != pid or worker.restarts != restarts:
+            code = f" with code {worker.exit_code}" if worker.exit_code is not None else ""
+            when = ("before answering its health check" if worker.pm_id not in healthy else
+                    f"{now - healthy[worker.pm_id]:.1f} s after its first good answer, during the "
+                    f"{stable_for:g} s stability window")
+            raise PreflightError(f"a new worker (PM2 id {worker.pm_id}) exited{code} {when}",
+                                 hint="fix the crash shown above (the old release is still serving)")
 
 
 def _unhealthy_in_window(ctx: Context, pm2: Pm2, worker: Worker, problem: str, first_healthy: float) -> None:
@@ -284,14 +315,19 @@ def _unhealthy_in_window(ctx: Context, pm2: Pm2, worker: Worker, problem: str, f
         hint="fix the error shown above (the old release is still serving)")
 
 
-def _held_port(layout: ReleaseLayout, pid: int) -> int | None:
-    """The private port of a held worker (``held/<pid>``, written by launcher.cjs once it answers)."""
-    if not pid:
-        return None
+def _held_ports(layout: ReleaseLayout) -> dict[int, int]:
+    """pid -> private port of every held worker (``held/<pid>``, written by launcher.cjs once it answers)."""
+    ports: dict[int, int] = {}
     try:
-        return int((layout.held_dir / str(pid)).read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
-        return None
+        entries = list(layout.held_dir.iterdir())
+    except OSError:
+        return ports  # none answered yet
+    for entry in entries:
+        try:
+            ports[int(entry.name)] = int(entry.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            continue  # being written, or removed meanwhile
+    return ports
 
 
 def _wait_serving(ctx: Context, pm2: Pm2, layout: ReleaseLayout, new_ids: frozenset[int]) -> None:
