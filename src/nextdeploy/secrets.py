@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -135,8 +136,12 @@ def scrub_ops(server_dir: Path) -> list[Op]:
     return ops
 
 
-def files_containing(directory: Path, secret: str, skip: Iterable[str] = ()) -> list[str]:
-    """Files under ``directory`` (links not followed) whose bytes contain ``secret``, relative to it."""
+def files_containing(directory: Path, secret: str, skip: Iterable[str] = (), scanned: Path | None = None) -> list[str]:
+    """Files under ``directory`` (links not followed) whose bytes contain ``secret``, relative to it.
+
+    ``scanned``: an earlier tree that passed this scan (the live release). A file that is a hard link to its
+    counterpart there is not read again: a new release's unchanged dependency files are (~35 MB of the
+    example's 38, 50 ms of each deploy), and bytes written before a key existed cannot hold it."""
     needle = secret.encode()
     skipped = set(skip)
     found: list[str] = []
@@ -144,7 +149,12 @@ def files_containing(directory: Path, secret: str, skip: Iterable[str] = ()) -> 
         dirnames[:] = [name for name in dirnames if name not in skipped]
         for name in filenames:
             path = os.path.join(dirpath, name)
-            if os.path.islink(path):
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(info.st_mode) or (scanned is not None and info.st_nlink > 1
+                                               and _same_inode(info, scanned / os.path.relpath(path, directory))):
                 continue
             try:
                 with open(path, "rb") as handle:
@@ -153,6 +163,14 @@ def files_containing(directory: Path, secret: str, skip: Iterable[str] = ()) -> 
             except OSError:
                 continue
     return sorted(found)
+
+
+def _same_inode(info: os.stat_result, other: Path) -> bool:
+    try:
+        other_info = os.lstat(other)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (other_info.st_dev, other_info.st_ino)
 
 
 PM2_DUMP_FILES = ("dump.pm2", "dump.pm2.bak")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -111,6 +112,18 @@ def test_scrub_ops_and_leak_scan(tmp_path: Path) -> None:
     LocalExecutor().apply_all(ops)
     assert files_containing(tmp_path, KEY) == []
     assert scrub_ops(server) == []
+
+
+def test_leak_scan_skips_files_hard_linked_from_a_scanned_tree(tmp_path: Path) -> None:
+    live, new = tmp_path / "live", tmp_path / "new"
+    for tree in (live, new):
+        (tree / "node_modules" / "a").mkdir(parents=True)
+    (live / "node_modules" / "a" / "linked.js").write_text(f"k={KEY}")
+    os.link(live / "node_modules" / "a" / "linked.js", new / "node_modules" / "a" / "linked.js")
+    (new / "node_modules" / "a" / "copied.js").write_text(f"k={KEY}")
+    os.link(new / "node_modules" / "a" / "copied.js", tmp_path / "elsewhere.js")  # linked, not from `live`
+    assert files_containing(new, KEY) == ["node_modules/a/copied.js", "node_modules/a/linked.js"]
+    assert files_containing(new, KEY, scanned=live) == ["node_modules/a/copied.js"]
 
 
 def test_pm2_dump_and_build_dirs_are_made_private(tmp_path: Path) -> None:

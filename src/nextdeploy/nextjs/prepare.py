@@ -189,7 +189,7 @@ def _scrub_key(ctx: Context, layout: ReleaseLayout) -> None:
         raise ReleaseError(f"cannot read the release's server reference manifest: {exc}",
                            hint="rebuild; if it persists, report it with your Next.js version") from None
     key = stored_server_actions_key(ctx.config, ctx.paths)
-    leaks = files_containing(layout.release_dir, key) if key else []
+    leaks = files_containing(layout.release_dir, key, scanned=_live_release(ctx)) if key else []
     if leaks:
         raise ReleaseError(
             f"the Server Actions key appears in {len(leaks)} file(s) of the release",
