@@ -88,6 +88,13 @@ def run_command(argv: Sequence[str], env: dict[str, str], timeout: float, on_lin
         record.timed_out = True
         kill_process_group(process.pid)
         record.exit_code = process.wait()
+    except BaseException:
+        # The bench interrupted (Ctrl-C reaches only the bench: the command has its own session). A deploy
+        # left running would go on after the clean-up's `pm2 kill`, and its next pm2 call would start a
+        # daemon that nobody stops.
+        kill_process_group(process.pid)
+        process.wait()
+        raise
     record.ended = time.monotonic()
     for reader in readers:
         reader.join(10)
