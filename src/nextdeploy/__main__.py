@@ -1,3 +1,3 @@
-from nextdeploy.cli.main import main
+from nextdeploy.cli.main import run
 
-main()
+run()

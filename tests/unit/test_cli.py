@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -47,6 +49,15 @@ def test_a_full_disk_anywhere_is_one_line_with_its_own_exit_code(capsys: pytest.
     assert code == ExitCode.DISK_FULL, err
     assert err.strip().splitlines()[-1] == ("error: the disk is full (fix: free space on that disk, then run the "
                                            "command again (`nextdeploy releases` shows what each release takes))")
+
+
+def test_the_console_script_exits_with_the_code_and_every_line_said(tmp_path: Path) -> None:
+    # It ends the process with os._exit (no interpreter tear-down): output must be flushed first.
+    missing = subprocess.run([sys.executable, "-m", "nextdeploy", "releases", "-c", str(tmp_path / "nope.toml")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == ExitCode.CONFIG and missing.stderr.startswith("error: no config file")
+    listed = subprocess.run([sys.executable, "-m", "nextdeploy", "--help"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and listed.stdout.rstrip().splitlines()[-1].split()[0] == "stop"  # to the end
 
 
 def test_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
