@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ from nextdeploy.errors import (
     RollbackError,
     stopped_by,
 )
-from nextdeploy.executor import bind_error, port_holders, remove_path, stop_processes_under
+from nextdeploy.executor import bind_error, port_holders, remove_in_background, remove_path, stop_processes_under
 from nextdeploy.faults import checkpoint
 from nextdeploy.held import (
     activate_held,
@@ -127,6 +128,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             check_runtime_node(pm2)  # not in a rollback: it builds nothing, and must not be held up
             recover(ctx, pm2)
             live_before = current_release(ctx)
+            sweeping = sweep_trash(ctx)  # beside the build, which leaves the CPU idle for seconds
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
         key = ensure_server_actions_key(ctx.config, ctx.paths)
@@ -164,8 +166,9 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
                 finally:
                     settle(ctx)  # the old workers' drain, overlapped with verify and retention
         finally:
-            if built.cleanup is not None:
-                built.cleanup.join()
+            for cleanup in (built.cleanup, sweeping):
+                if cleanup is not None:
+                    cleanup.join()
     return DeployResult(release_id, previous, time.monotonic() - started, report.seconds, removed, built.manifest)
 
 
@@ -443,16 +446,27 @@ def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | Non
 
 
 def retain(ctx: Context) -> list[str]:
-    """Delete releases beyond ``[releases] keep`` (never the live one or the rollback target)."""
+    """Remove releases beyond ``[releases] keep`` (never the live one or the rollback target).
+
+    Each is renamed into ``trash/`` (atomic: a run killed here never leaves half a release that still
+    looks complete), and deleted during the next deploy's build (``sweep_trash``): deleting its ~1,200
+    files took 0.1-0.2 s of a deploy under the bench's load."""
     paths = ctx.paths
     on_disk = {path.name for path in paths.releases_dir.iterdir() if path.is_dir()}
     doomed = releases_to_remove(ctx.log.records(), on_disk, current_release(ctx), ctx.config.releases.keep)
     if doomed:
         with ctx.reporter.step(f"remove {len(doomed)} old release{'s' if len(doomed) > 1 else ''}"):
+            paths.trash_dir.mkdir(exist_ok=True)
             for release_id in doomed:
-                remove_path(paths.release_dir(release_id))
+                os.rename(paths.release_dir(release_id), paths.trash_dir / release_id)
                 ctx.log.append("removed", release_id)
     return doomed
+
+
+def sweep_trash(ctx: Context) -> threading.Thread | None:
+    """Start deleting what retention moved to ``trash/`` (see ``retain``); None when there is nothing."""
+    trash = ctx.paths.trash_dir
+    return remove_in_background(trash) if trash.is_dir() else None
 
 
 __all__ = ["DeployResult", "NextdeployError", "deploy", "recover", "retain", "rollback"]

@@ -65,6 +65,11 @@ class DeployPaths:
         return self.root / "builds"
 
     @property
+    def trash_dir(self) -> Path:
+        """Releases removed by retention: renamed here at once, deleted during the next deploy's build."""
+        return self.root / "trash"
+
+    @property
     def cache_dir(self) -> Path:
         return self.root / "cache"
 

@@ -139,6 +139,8 @@ def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(si
     assert installs == [True, False, True]  # v2: same inputs as v1, node_modules reused
     on_disk = {p.name for p in (site.root / "releases").iterdir()}
     assert on_disk == {ids[1], ids[2]}
+    # v1 went to trash/ at once (renamed); the next deploy deletes it during its build.
+    assert [p.name for p in (site.root / "trash").iterdir()] == [ids[0]]
 
     # Roll back to v2; then a new deploy must keep itself and v2 (its rollback target), dropping v3.
     assert site.nextdeploy("rollback").code == 0
@@ -149,6 +151,7 @@ def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(si
     v4 = site.current()
     on_disk = {p.name for p in (site.root / "releases").iterdir()}
     assert on_disk == {v4, ids[1]}, on_disk
+    assert [p.name for p in (site.root / "trash").iterdir()] == [ids[2]]  # v1 deleted, v3 the latest removed
     rolled = site.nextdeploy("rollback")
     assert rolled.code == 0, rolled.output
     assert site.current() == ids[1]
