@@ -162,6 +162,8 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
                         report = activate_held(ctx, pm2, release_id, previous, held_ids)
                     else:
                         report = activate(ctx, pm2, release_id, previous)
+                    if sweeping is not None:
+                        sweeping.join()  # long done (it ran beside the build); retention moves into trash/
                     removed = retain(ctx)
                 finally:
                     settle(ctx)  # the old workers' drain, overlapped with verify and retention
