@@ -150,6 +150,23 @@ class SecurityConfig(_Section):
         return value
 
 
+class HooksConfig(_Section):
+    """Shell commands run at points of a deploy (``plans/hooks.py``)."""
+
+    before_activate: str | None = None
+    after_activate: str | None = None
+    on_failure: str | None = None
+    # Seconds each hook may run; then it is killed with everything it started.
+    timeout: Annotated[float, Field(gt=0, le=86_400)] = 600
+
+    @field_validator("before_activate", "after_activate", "on_failure")
+    @classmethod
+    def _a_command(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\0" in value):
+            raise ValueError("must be a shell command (not blank, no NUL); leave the key out for no hook")
+        return value
+
+
 class Config(_Section):
     app: AppConfig
     server: ServerConfig
@@ -159,6 +176,7 @@ class Config(_Section):
     releases: ReleasesConfig = Field(default_factory=ReleasesConfig)
     skew: SkewConfig = Field(default_factory=SkewConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
 
     # Where the file lives: relative paths resolve against it. Not a TOML key.
     base_dir: Path = Field(default=Path("."), exclude=True)

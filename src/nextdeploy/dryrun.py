@@ -11,6 +11,7 @@ from nextdeploy.ids import new_release_id
 from nextdeploy.ops import MakeDirs, Op, Run, Symlink, WriteFile
 from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
+from nextdeploy.plans import hooks as hooks_plan
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans import release as release_plan
 from nextdeploy.plans.runtime import runtime_env
@@ -49,6 +50,15 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     pm2 = "pm2"
     live = current_release(ctx)
     first = live is None
+
+    def hook_step(event: hooks_plan.HookEvent) -> list[tuple[str, list[Op]]]:
+        command = hooks_plan.hook_command(config, event)
+        if command is None:
+            return []
+        env = hooks_plan.hook_env(config, event, release_id, layout.release_dir, live, "<revision>")
+        return [(f"hook {event}", [hooks_plan.hook_op(config, event, command, layout.app_dir, env,
+                                                      paths.build_log(release_id))])]
+
     return [
         ("prepare the deploy root", [MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir, paths.logs_dir)]),
         ("export source", export),
@@ -67,6 +77,7 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
                                           set(config.release.shared_files), layout),
             *release_plan.finish_release_ops(layout, {"id": release_id}),
         ]),
+        *hook_step("before_activate"),
         ("preflight on a private port", [
             Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env),
         ]),
@@ -77,6 +88,7 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
                 else pm2_plan.reload_argv(pm2, paths.ecosystem_file, config.app.name)),
             Run(pm2_plan.save_argv(pm2)),
         ]),
+        *hook_step("after_activate"),
     ]
 
 
@@ -111,6 +123,9 @@ def print_deploy_plan(ctx: Context) -> None:
     ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "
                       f"probe http://{ctx.config.server.hostname}:{ctx.config.server.port}"
                       f"{ctx.config.health.path}, roll back on failure, keep {ctx.config.releases.keep} releases")
+    if ctx.config.hooks.on_failure is not None:
+        ctx.reporter.info(f"# if the deploy fails (not when interrupted): the on_failure hook, "
+                          f"{ctx.config.hooks.on_failure!r}, with NEXTDEPLOY_ERROR set")
     ctx.reporter.result({"release": release_id, "steps": [
         {"step": title, "ops": [op.render() for op in ops]} for title, ops in plan
     ]})

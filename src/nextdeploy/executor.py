@@ -46,6 +46,8 @@ from nextdeploy.ops import (
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.ports import Holder, Listener, listeners_on
 
+# How long a command's output is still read after it exited (what it left running may hold the pipe).
+OUTPUT_DRAIN = 2.0
 # How long a reload with ``until_serving`` waits on PM2's bus before it looks at its calls again.
 SERVING_POLL = 0.05
 
@@ -81,10 +83,11 @@ class Executor:
 
 
 class LocalExecutor(Executor):
-    """Runs ops on this machine."""
+    """Runs ops on this machine. ``echo`` shows the lines of a ``Run`` with an ``echo_prefix``."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
         self._unsettled: list[Future[str | None]] = []
+        self.echo = echo
 
     def settle(self) -> list[str]:
         unsettled, self._unsettled = self._unsettled, []
@@ -101,7 +104,7 @@ class LocalExecutor(Executor):
 
     def _apply(self, op: Op) -> RunResult:
         if isinstance(op, Run):
-            return _run(op)
+            return _run(op, self.echo)
         if isinstance(op, ReloadWorkers):
             result, unsettled = _reload_workers(op)
             self._unsettled += unsettled
@@ -316,7 +319,7 @@ class DryRunExecutor(Executor):
         return RunResult(0)
 
 
-def _run(op: Run) -> RunResult:
+def _run(op: Run, echo: Callable[[str], None] | None = None) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
     try:
         if op.log_file is not None:
@@ -324,7 +327,13 @@ def _run(op: Run) -> RunResult:
             with op.log_file.open("ab") as log:
                 log.write(f"$ {op.render()}\n".encode())
                 log.flush()
-                stdout, stderr, code = _run_to_end(op, env, log, subprocess.STDOUT, text=False)
+                if op.echo_prefix is not None:
+                    prefix = op.echo_prefix
+                    tee = _tee(log, (lambda line: echo(prefix + line)) if echo else None)
+                    stdout, stderr, code = _run_to_end(op, env, subprocess.PIPE, subprocess.STDOUT, text=False,
+                                                       on_output=tee)
+                else:
+                    stdout, stderr, code = _run_to_end(op, env, log, subprocess.STDOUT, text=False)
         else:
             stdout, stderr, code = _run_to_end(op, env, subprocess.PIPE, subprocess.PIPE, text=True)
     except FileNotFoundError:
@@ -339,8 +348,19 @@ def _run(op: Run) -> RunResult:
     return RunResult(code, stdout or "", stderr or "")
 
 
-def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
-                text: bool) -> tuple[str | None, str | None, int]:
+def _tee(log: Any, echo: Callable[[str], None] | None) -> Callable[[Any], None]:
+    """Reads a child's output line by line into ``log`` (bytes, as written) and ``echo`` (text, no newline)."""
+    def pump(pipe: Any) -> None:
+        for raw in iter(pipe.readline, b""):
+            log.write(raw)
+            log.flush()
+            if echo is not None:
+                echo(raw.decode(errors="replace").rstrip("\r\n"))
+    return pump
+
+
+def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any, text: bool,
+                on_output: Callable[[Any], None] | None = None) -> tuple[str | None, str | None, int]:
     """Run a command and wait for it; on a timeout or an interrupt (Ctrl-C), kill it with all it started.
 
     A niced command, or one with a timeout, runs in a session of its own (see _lower_priority), out of
@@ -362,15 +382,24 @@ def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
         if holding:
             holding = False
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a held signal is raised here
-        out, err = process.communicate(timeout=op.timeout)
-        return out, err, process.returncode
+        if on_output is None:
+            out, err = process.communicate(timeout=op.timeout)
+            return out, err, process.returncode
+        reader = threading.Thread(target=on_output, args=(process.stdout,), daemon=True)
+        reader.start()
+        process.wait(timeout=op.timeout)
+        reader.join(OUTPUT_DRAIN)  # a daemon it left behind may hold the pipe open: do not wait for it
+        return None, None, process.returncode
     except BaseException:
         if process is not None:
             if own_session:
                 # Its own process group: a build's package manager, `next build` and its workers go together.
                 kill_process_group(process.pid)
             process.kill()
-            process.communicate()
+            if on_output is None:
+                process.communicate()
+            else:
+                process.wait()
         raise
     finally:
         if holding:

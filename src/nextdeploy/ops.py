@@ -27,6 +27,8 @@ class Run:
     # Env names whose values never reach a dry run, a log or an error message.
     secret_env: frozenset[str] = frozenset()
     nice: int = 0  # added niceness (lower CPU priority), e.g. for a build beside the live app
+    # With ``log_file``: each output line is also shown, after this prefix, as it comes (a release hook).
+    echo_prefix: str | None = None
 
     def render(self) -> str:
         env = " ".join(

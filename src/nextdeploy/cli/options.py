@@ -46,5 +46,5 @@ def make_context(config_path: Path, json_mode: bool = False, dry_run: bool = Fal
 
 def context_for(config: Config, json_mode: bool = False, dry_run: bool = False) -> Context:
     reporter = Reporter(json_mode=json_mode)
-    executor = DryRunExecutor(reporter.info) if dry_run else LocalExecutor()
+    executor = DryRunExecutor(reporter.info) if dry_run else LocalExecutor(echo=reporter.info)
     return Context(config, executor, reporter)
