@@ -20,7 +20,8 @@ place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback on
     ├── PortError              the public port is taken by another process, or cannot be listened on
     ├── NameTakenError         PM2 runs another app under the app's name
     ├── DiskFullError          no space left (or over quota) on the disk of the deploy root
-    └── HookError              the before_activate hook failed or timed out; nothing live changed
+    ├── HookError              the before_activate hook failed or timed out; nothing live changed
+    └── SshError               a host unreachable or refusing us over SSH (``nextdeploy.remote.errors``)
 
     Interrupted (a KeyboardInterrupt)  Ctrl-C, SIGTERM or SIGHUP: exit code 130
 """
@@ -52,6 +53,7 @@ class ExitCode(IntEnum):
     NAME_TAKEN = 16
     DISK_FULL = 17
     HOOK_FAILED = 18
+    SSH = 19
     INTERRUPTED = 130
 
 
