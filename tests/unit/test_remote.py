@@ -28,6 +28,7 @@ from nextdeploy.remote.errors import (
     classify_ssh_failure,
     unrecognised_ssh_failure,
 )
+from nextdeploy.remote.ssh import SshTransport
 
 CONTROL = Path("/tmp/nd-ssh-x")
 COMMON = ["-o", "BatchMode=yes", "-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/nd-ssh-x/%C",
@@ -166,3 +167,14 @@ def test_words_that_are_not_sshs_are_not_classified() -> None:
     error = unrecognised_ssh_failure("web1", "Bad owner or permissions on /home/me/.ssh/config\n")
     assert error.message == "ssh to web1 failed: Bad owner or permissions on /home/me/.ssh/config"
     assert error.exit_code == ExitCode.SSH
+
+
+def test_the_control_sockets_dir_is_private_and_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    long_tmp = tmp_path / ("t" * 80)
+    long_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    with SshTransport() as transport:
+        assert transport.control_dir.stat().st_mode & 0o777 == 0o700
+        assert len(f"{transport.control_dir}/{'0' * 40}") < 100  # a unix socket path's limit is 104-108 bytes
+    assert not transport.control_dir.exists()

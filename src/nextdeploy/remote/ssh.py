@@ -69,7 +69,9 @@ class SshTransport:
 
     def __init__(self, settings: SshSettings | None = None) -> None:
         self.settings = settings or SshSettings()
-        self.control_dir = Path(tempfile.mkdtemp(prefix="nd-ssh-"))  # mode 0700
+        # Mode 0700. In /tmp rather than $TMPDIR, which can be long (macOS: /var/folders/...): a socket's
+        # path must fit in about 100 bytes, and ssh's %C alone takes 40.
+        self.control_dir = Path(tempfile.mkdtemp(prefix="nd-ssh-", dir="/tmp" if Path("/tmp").is_dir() else None))
         self._opened: dict[str, Destination] = {}
         self._connected: set[str] = set()  # hosts whose shared connection this transport opened
         self._host_locks: dict[str, threading.Lock] = {}
