@@ -112,6 +112,35 @@ def test_a_stopped_sshd_makes_the_host_unreachable(hosts: Hosts, transport: SshT
     transport.connect("web3")  # the same host, its sshd back: reachable again
 
 
+def test_a_host_that_crashes_or_hangs_under_an_open_connection(hosts: Hosts) -> None:
+    """The shared connection is up, then the host dies (connection reset) or hangs (nothing answers on a
+    connection still open): the next command fails in bounded time, naming the host."""
+    settings = SshSettings(config_file=hosts.ssh_config, connect_timeout=1, server_alive_interval=1,
+                           server_alive_count_max=1)
+    web2 = hosts["web2"]
+    with SshTransport(settings) as transport:
+        transport.connect("web2")
+        web2.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(HostUnreachableError) as raised:
+                transport.run("web2", ["true"], timeout=20)
+            hung_for = time.monotonic() - started
+        finally:
+            web2.thaw()
+        assert "web2" in one_line(raised.value) and hung_for < 10
+        transport.connect("web2")
+        web2.crash()
+        try:
+            with pytest.raises(HostUnreachableError) as raised:
+                transport.run("web2", ["true"], timeout=20)
+            assert "connection refused" in one_line(raised.value)
+        finally:
+            web2.start_sshd()
+        assert transport.run("web2", ["true"]).ok
+    print(f"a hung host is given up after {hung_for:.1f} s")
+
+
 def test_a_refused_key(hosts: Hosts, tmp_path: Path) -> None:
     keygen(tmp_path / "other_key", "not authorized anywhere")
     config = hosts.write_ssh_config(tmp_path / "ssh_config", key=tmp_path / "other_key")

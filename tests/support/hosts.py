@@ -188,6 +188,29 @@ class Host:
                 self.sshd.wait()
             self.sshd = None
 
+    def crash(self) -> None:
+        """Kill every process on the host, as a power cut would (its files stay; ``start_sshd`` boots it)."""
+        self._signal_all(signal.SIGKILL)
+        if self.sshd is not None:
+            self.sshd.wait()
+            self.sshd = None
+
+    def freeze(self) -> None:
+        """Stop every process on the host: its TCP connections stay open but nothing answers (a hung host)."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signal_number: int) -> None:
+        """Send a signal to every process in the namespace but its holder."""
+        for pid in self.processes():
+            if self.holder is None or pid != self.holder.pid:
+                try:
+                    os.kill(pid, signal_number)
+                except ProcessLookupError:
+                    pass
+
     def sshd_log(self) -> str:
         log = self.dir / "sshd.log"
         return log.read_text(errors="replace") if log.exists() else ""
@@ -206,11 +229,8 @@ class Host:
             pids = [pid for pid in self.processes() if self.holder is None or pid != self.holder.pid]
             if not pids:
                 break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            self._signal_all(signal.SIGCONT)  # a frozen host's processes die at once, too
+            self._signal_all(signal.SIGKILL)
             for pid in pids:
                 gone_soon(pid, 2.0)
         if self.holder is not None:
