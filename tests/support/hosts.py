@@ -68,8 +68,8 @@ def pids_in_namespace(namespace: str) -> list[int]:
 
 def mounts_of(host_dir: Path) -> list[str]:
     """Every mount, in any process's view, of a dir under ``host_dir`` (a mount's root shows in mountinfo
-    relative to its file system, so the dir's last two components are what is looked for)."""
-    fragment = f"/{host_dir.parent.name}/{host_dir.name}/"
+    relative to its file system, so the dir's last four components are what is looked for)."""
+    fragment = "/" + "/".join(host_dir.parts[-4:]) + "/"
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():

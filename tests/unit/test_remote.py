@@ -138,7 +138,7 @@ UNKNOWN_KEY = ("No ED25519 host key is known for [10.0.0.12]:2222 and you have r
      "cannot resolve the host name of web1 (Could not resolve hostname web1: Name or service not known)",
      "HostName"),
     ("ssh: connect to host 10.0.0.11 port 22: Connection refused\n", HostUnreachableError,
-     "cannot reach web1 over SSH: connection refused", "sshd listens"),
+     "cannot reach web1 over SSH: connection refused (tried 10.0.0.11 port 22)", "sshd listens"),
     ("ssh: connect to host 10.0.0.11 port 22: No route to host\n", HostUnreachableError, "no route to host", "up"),
     ("ssh: connect to host 10.0.0.11 port 22: Network is unreachable\n", HostUnreachableError,
      "network is unreachable", "up"),

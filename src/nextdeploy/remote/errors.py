@@ -94,8 +94,10 @@ def classify_ssh_failure(host: str, stderr: str) -> SshError | None:
         )
     for pattern, reason in _UNREACHABLE:
         if re.search(pattern, text):
+            tried = re.search(r"connect to host (\S+) port (\d+)", text)
+            where = f" (tried {tried[1]} port {tried[2]})" if tried and tried[1] != host else ""
             return HostUnreachableError(
-                host, f"cannot reach {host} over SSH: {reason}",
+                host, f"cannot reach {host} over SSH: {reason}{where}",
                 hint=f"check that {host} is up and its sshd listens at the address and port your ssh config "
                      f"gives (`ssh {host} true` shows the same); a firewall or ProxyJump may be in the way",
             )
