@@ -127,7 +127,7 @@ UNKNOWN_KEY = ("No ED25519 host key is known for [10.0.0.12]:2222 and you have r
 
 @pytest.mark.parametrize(("stderr", "kind", "says", "fix"), [
     ("root@10.0.0.11: Permission denied (publickey).\n", KeyRefusedError,
-     "web1 refused our SSH key (root@10.0.0.11: Permission denied (publickey).)", "authorized_keys"),
+     "web1 refused our SSH key (Permission denied (publickey) for root@10.0.0.11)", "authorized_keys"),
     (CHANGED_KEY, HostKeyError, "the SSH host key of web1 differs from the one pinned in known_hosts",
      'ssh-keygen -f "/home/me/.ssh/known_hosts" -R "[10.0.0.12]:2222"'),
     (UNKNOWN_KEY, HostKeyError, "the SSH host key of web1 is not in known_hosts",
@@ -135,8 +135,10 @@ UNKNOWN_KEY = ("No ED25519 host key is known for [10.0.0.12]:2222 and you have r
     ("No ED25519 host key is known for web9.example.com and you have requested strict checking.\n",
      HostKeyError, "not in known_hosts", "ssh-keyscan web9.example.com"),
     ("ssh: Could not resolve hostname web1: Name or service not known\n", HostUnreachableError,
-     "cannot resolve the host name of web1 (Could not resolve hostname web1: Name or service not known)",
+     "cannot resolve the host name of web1 (Name or service not known)",
      "HostName"),
+    ("Permission denied (publickey,password).\n", KeyRefusedError, "(Permission denied (publickey,password))",
+     "IdentityFile"),
     ("ssh: connect to host 10.0.0.11 port 22: Connection refused\n", HostUnreachableError,
      "cannot reach web1 over SSH: connection refused (tried 10.0.0.11 port 22)", "sshd listens"),
     ("ssh: connect to host 10.0.0.11 port 22: No route to host\n", HostUnreachableError, "no route to host", "up"),

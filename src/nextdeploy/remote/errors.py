@@ -81,15 +81,18 @@ def classify_ssh_failure(host: str, stderr: str) -> SshError | None:
                  "(or connect once with ssh and answer yes)",
         )
     if "Permission denied (" in text:
+        denied = re.search(r"(?:(\S+): )?(Permission denied \(\S+\))", text)
+        assert denied is not None
+        login = f" for {denied[1]}" if denied[1] else ""
         return KeyRefusedError(
-            host, f"{host} refused our SSH key ({_line_with(lines, 'Permission denied (')})",
+            host, f"{host} refused our SSH key ({denied[2]}{login})",
             hint=f"add your public key to ~/.ssh/authorized_keys of the login user on {host}, or name the "
                  "right key (IdentityFile in your ssh config, or load it into your ssh agent); nextdeploy "
                  "never types a password",
         )
     if "Could not resolve hostname" in text:
         return HostUnreachableError(
-            host, f"cannot resolve the host name of {host} ({_line_with(lines, 'Could not resolve hostname')})",
+            host, f"cannot resolve the host name of {host} ({_after_last_colon(lines, 'Could not resolve hostname')})",
             hint=f"check the name, or give {host} a HostName in your ssh config ([ssh] config)",
         )
     for pattern, reason in _UNREACHABLE:
@@ -112,6 +115,8 @@ def unrecognised_ssh_failure(host: str, stderr: str) -> SshError:
                     hint=f"run `ssh {host} true` to see the whole story, and fix what it says")
 
 
-def _line_with(lines: list[str], needle: str) -> str:
+def _after_last_colon(lines: list[str], needle: str) -> str:
+    """What the line with ``needle`` says last: ``ssh: Could not resolve hostname x: Name or service not known``
+    gives the reason, ``Name or service not known``."""
     line = next(line for line in lines if needle in line)
-    return line.removeprefix("ssh: ")
+    return line.rsplit(": ", 1)[-1]
