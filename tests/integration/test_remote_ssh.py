@@ -206,6 +206,11 @@ def test_rsync_twice_ships_only_the_delta(hosts: Hosts, transport: SshTransport,
         os.utime(file, (time.time() + 5, time.time() + 5))
     third = transport.rsync("web2", tree, "/srv/app/releases/r3", link_dest="/srv/app/releases/r2")
     assert third.literal_bytes == 0 and third.bytes_sent < first.bytes_sent / 50
+    # A target that cannot be a dir on the host: a one-line error naming the host.
+    hosts["web2"].path("/srv/a-file").write_text("")
+    with pytest.raises(SshError) as raised:
+        transport.rsync("web2", tree, "/srv/a-file/r1")
+    assert "cannot create /srv/a-file/r1 on web2" in one_line(raised.value)
 
 
 def test_nginx_in_front_and_nothing_left_behind(tmp_path: Path) -> None:

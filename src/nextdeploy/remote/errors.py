@@ -109,9 +109,7 @@ def classify_ssh_failure(host: str, stderr: str) -> SshError | None:
 
 def unrecognised_ssh_failure(host: str, stderr: str) -> SshError:
     """ssh failed (exit 255, no connection to the host) with words we do not know: show its last line."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    said = lines[-1] if lines else "no message"
-    return SshError(host, f"ssh to {host} failed: {said}",
+    return SshError(host, f"ssh to {host} failed: {last_line(stderr)}",
                     hint=f"run `ssh {host} true` to see the whole story, and fix what it says")
 
 
@@ -120,3 +118,9 @@ def _after_last_colon(lines: list[str], needle: str) -> str:
     gives the reason, ``Name or service not known``."""
     line = next(line for line in lines if needle in line)
     return line.rsplit(": ", 1)[-1]
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of a program's output: usually what it says went wrong."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"

@@ -35,6 +35,7 @@ from nextdeploy.remote.errors import (
     RemoteTimeoutError,
     SshError,
     classify_ssh_failure,
+    last_line,
     unrecognised_ssh_failure,
 )
 
@@ -136,7 +137,7 @@ class SshTransport:
         against ``link_dest`` there (identical files become hard links). Returns rsync's figures."""
         made = self.run(host, ["mkdir", "-p", "--", target], timeout=timeout)  # rsync makes only the last dir
         if not made.ok:
-            raise SshError(host, f"cannot create {target} on {host}: {_last_line(made.error_text)}",
+            raise SshError(host, f"cannot create {target} on {host}: {last_line(made.error_text)}",
                            hint=f"check the permissions of its parent dirs on {host}")
         command = rsync_argv(self.settings, self.control_dir, self.destination(host), source, target,
                              link_dest=link_dest, checksum=checksum, delete=delete)
@@ -151,7 +152,7 @@ class SshTransport:
                 raise DiskFullError(f"the disk of {host} is full (copying to {target})",
                                     hint=f"free space on {host}, then run the command again")
             raise SshError(host, f"copying {source} to {host}:{target} failed (rsync exit {done.returncode}): "
-                                 f"{_last_line(said)}",
+                                 f"{last_line(said)}",
                            hint=f"fix what rsync says; `rsync --version` must work on {host} too")
         return parse_rsync_stats(done.stdout.decode(errors="replace"))
 
@@ -181,11 +182,10 @@ class SshTransport:
             self._opened.clear()
             self._connected.clear()
         for destination in destinations:
-            subprocess.run(control_argv(self.settings, self.control_dir, destination, "exit"),
-                           stdin=subprocess.DEVNULL, capture_output=True)
+            try:
+                subprocess.run(control_argv(self.settings, self.control_dir, destination, "exit"),
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+            except subprocess.TimeoutExpired:
+                pass  # a master that does not answer ends at ControlPersist on its own
+
         shutil.rmtree(self.control_dir, ignore_errors=True)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
