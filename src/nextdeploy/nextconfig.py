@@ -134,12 +134,19 @@ def _expression_end(masked: str, start: int, in_object: bool = False) -> int:
             if depth == 0:
                 return index
             depth -= 1
-        elif depth == 0 and (char == ";" or (char == "," and in_object)):
+        elif depth == 0 and _ends_here(masked, start, index, in_object):
             return index
-        elif depth == 0 and char == "\n" and not in_object and masked[start:index].strip():
-            if not re.match(r"\s*[.(?:|&+]", masked[index:]):
-                return index
     return len(masked)
+
+
+def _ends_here(masked: str, start: int, index: int, in_object: bool) -> bool:
+    """At depth 0: a ``;``, a ``,`` between properties, or (outside an object) a newline after something,
+    unless the next line goes on with an operator."""
+    char = masked[index]
+    if char == ";" or (char == "," and in_object):
+        return True
+    return (char == "\n" and not in_object and bool(masked[start:index].strip())
+            and not re.match(r"\s*[.(?:|&+]", masked[index:]))
 
 
 def _top_level_key(masked: str, span: tuple[int, int], key: str) -> re.Match[str] | None:

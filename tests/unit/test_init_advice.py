@@ -279,3 +279,12 @@ def test_the_configs_comments_are_aligned(capsys: pytest.CaptureFixture[str], tm
     continued = {len(line) - len(line.lstrip()) for line in target.read_text().splitlines()
                  if line.startswith("   ") and line.lstrip().startswith("#")}
     assert len(columns) == 1 and continued == columns, (columns, continued)
+
+
+def test_middleware_that_may_catch_the_health_route(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    proxy = 'export function proxy(request) {\n  return Response.redirect(new URL("/login", request.url));\n}\n'
+    app = make_app(tmp_path / "web", config="module.exports = { output: 'standalone' }",
+                   files={"src/proxy.js": proxy})
+    assert "note: src/proxy.js runs before every route it matches" in init(capsys, app)[1]
+    (app / "src" / "proxy.js").write_text(proxy + 'export const config = { matcher: ["/((?!api).*)"] };\n')
+    assert "note:" not in init(capsys, app)[1]

@@ -76,6 +76,8 @@ keep = 5
 """
 COMMENT_COLUMN = (32, 44)  # the column comments start at, unless a line's code is longer than the maximum
 BUILD_COMMANDS = {"pnpm": "pnpm build", "npm": "npm run build", "yarn": "yarn build"}
+MIDDLEWARE_FILES = tuple(f"{base}{name}.{ext}" for base in ("", "src/") for name in ("middleware", "proxy")
+                         for ext in ("ts", "js"))
 SKIPPED_DIRS = {"node_modules", ".git", ".next", ".turbo", ".vercel"}
 
 
@@ -308,6 +310,11 @@ def advise(info: ProjectInfo) -> Advice:
         lines.append(f"warning: no health route; add {route.relative_to(info.app_dir)} (below), or set "
                      "[health] path to a route you have")
         advice.changes.append(FileChange(route, None, source))
+    for name in MIDDLEWARE_FILES:
+        found = info.app_dir / name
+        if found.is_file() and "api" not in found.read_text(encoding="utf-8", errors="replace"):
+            lines.append(f"note: {name} runs before every route it matches: make sure it lets GET {HEALTH_PATH} "
+                         "through (an auth redirect there fails every deploy's health check)")
     if info.home_page:
         home = info.home_page.relative_to(info.app_dir)
         lines.append(f"home page: {home} (the preflight requests /, new workers warm up on it: [health] smoke)")
