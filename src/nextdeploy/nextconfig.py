@@ -58,6 +58,8 @@ def mask(text: str) -> str:
             end = n if end < 0 else end + 2
             out[i:end] = [c if c == "\n" else " " for c in text[i:end]]
             i = end
+        elif char == "/" and _regex_may_start(text, i):
+            i = _regex_end(text, i)
         elif char in "\"'`":
             j = i + 1
             while j < n and text[j] != char and not (char != "`" and text[j] == "\n"):
@@ -67,6 +69,29 @@ def mask(text: str) -> str:
         else:
             i += 1
     return "".join(out)
+
+
+def _regex_may_start(text: str, index: int) -> bool:
+    """A ``/`` after an operator or an opening bracket starts a regex literal (elsewhere it divides)."""
+    before = text[:index].rstrip()
+    return not before or before[-1] in "(,=:[!&|?{};" or before.endswith("return")
+
+
+def _regex_end(text: str, start: int) -> int:
+    """Just past the regex literal starting at ``start`` (its quotes are no strings)."""
+    index, in_class = start + 1, False
+    while index < len(text) and text[index] != "\n":
+        char = text[index]
+        if char == "\\":
+            index += 1
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "/" and not in_class:
+            return index + 1
+        index += 1
+    return start + 1  # not a regex after all
 
 
 def _matching_brace(masked: str, start: int) -> int | None:
@@ -175,13 +200,17 @@ def _output_setting(text: str, masked: str, span: tuple[int, int] | None) -> Out
     key = _top_level_key(masked, span, "output") if span else None
     if key is None:
         key = re.search(r"(?<![\w$.])output\s*:", masked)
+    if key is None and re.search(r"[{,]\s*output\s*[,}]", masked):
+        # The shorthand ``{ output, ... }``: the value is the variable's (``const output = process.env...``).
+        key = re.search(r"\b(?:const|let|var)\s+output\s*=(?!=)", masked)
     assigned = re.search(r"\.output\s*=(?!=)", masked)
     if key is None and assigned is None:
         return None
     match = key if key is not None else assigned
     assert match is not None
     value_start = match.end()
-    value_end = _expression_end(masked, value_start, in_object=True)
+    in_object = match.group().rstrip().endswith(":")
+    value_end = _expression_end(masked, value_start, in_object=in_object)
     expression = text[value_start:value_end].strip()
     line = text.count("\n", 0, match.start()) + 1
     literal = re.fullmatch(r"""(["'`])(\w+)\1(?:\s+as\s+const)?""", expression)

@@ -266,6 +266,12 @@ def standalone_hint(info: ProjectInfo) -> str:
             name, value = output.env_value
             return (f"{where} sets output from `{output.expression}` (line {output.line}): set {name} so it "
                     f'gives "standalone": [app] build_env = {{ {name} = "{value}" }} in nextdeploy.toml')
+        if "standalone" not in output.expression and not re.search(r"[\w$]\s*\(", output.expression):
+            # Literals and env vars only, e.g. process.env.EXPORT ? 'export' : undefined
+            example = output.expression.replace("undefined", "'standalone'")
+            instead = f" (e.g. `{example}`)" if example != output.expression else ""
+            return (f"{where} sets output from `{output.expression}` (line {output.line}), which never gives "
+                    f'"standalone": change it so it does{instead}')
         names = ", ".join(output.env_vars) or "the condition it depends on"
         return (f"{where} sets output from `{output.expression}` (line {output.line}): make it give "
                 f'"standalone" when nextdeploy builds (set {names} in [app] build_env)')

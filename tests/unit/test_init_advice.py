@@ -288,3 +288,37 @@ def test_middleware_that_may_catch_the_health_route(capsys: pytest.CaptureFixtur
     assert "note: src/proxy.js runs before every route it matches" in init(capsys, app)[1]
     (app / "src" / "proxy.js").write_text(proxy + 'export const config = { matcher: ["/((?!api).*)"] };\n')
     assert "note:" not in init(capsys, app)[1]
+
+
+BLOG_STARTER = """const output = process.env.EXPORT ? 'export' : undefined
+const basePath = process.env.BASE_PATH || undefined
+
+/** @type {import('next').NextConfig} */
+const nextConfig = {
+  output,
+  basePath,
+  reactStrictMode: true,
+}
+
+export default plugins.reduce((acc, next) => next(acc), nextConfig)
+"""
+
+
+def test_output_shorthand_from_a_variable_that_never_gives_standalone(capsys: pytest.CaptureFixture[str],
+                                                                       tmp_path: Path) -> None:
+    # As in a popular blog starter: `{ output }` from an env var that gives "export" or nothing.
+    app = make_app(tmp_path / "web", "next.config.mjs", BLOG_STARTER)
+    code, out, _, target = init(capsys, app, "--apply")
+    assert code == 0 and "standalone output is not set" not in out
+    assert ("sets output from `process.env.EXPORT ? 'export' : undefined` (line 1), which never gives "
+            "\"standalone\": change it so it does (e.g. `process.env.EXPORT ? 'export' : 'standalone'`)") in out
+    assert (app / "next.config.mjs").read_text() == BLOG_STARTER  # no second output key added
+    assert "build_env" not in tomllib.loads(target.read_text())["app"]  # no env var gives "standalone"
+
+
+def test_mask_skips_regex_literals_and_keeps_strings_apart() -> None:
+    from nextdeploy.nextconfig import mask
+
+    text = "const a = x.replace(/'/g, '') // output: 'export'\nconst b = 4 / 2 / 1; const c = 'output: x'"
+    masked = mask(text)
+    assert len(masked) == len(text) and "output" not in masked and "/'/g" in masked and "4 / 2 / 1" in masked
