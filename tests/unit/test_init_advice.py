@@ -254,6 +254,8 @@ def test_version_installed_or_range(capsys: pytest.CaptureFixture[str], tmp_path
     app = make_app(tmp_path / "web", dependencies={"next": "^16.0.10"})
     out = init(capsys, app)[1]
     assert "next ^16.0.10 in package.json (a range: not installed here" in out and "Next.js ^16" not in out
+    exact = make_app(tmp_path / "exact", dependencies={"next": "15.6.0-canary.59"})
+    assert f"Next.js 15.6.0-canary.59 app at {exact} (from package.json: not installed here)" in init(capsys, exact)[1]
     # Hoisted to the workspace root by npm or yarn: still the installed one.
     (tmp_path / "package.json").write_text('{"workspaces": ["web"]}')
     (tmp_path / "node_modules" / "next").mkdir(parents=True)

@@ -246,6 +246,8 @@ def init_command(app_dir: Path, app_path: str | None, config_path: Path, root: s
 def version_line(info: ProjectInfo) -> str:
     if info.next_installed:
         return f"Next.js {info.next_version} app at {info.app_dir}"
+    if re.fullmatch(r"\d+\.\d+\.\d+(?:-[\w.]+)?", info.next_version or ""):
+        return f"Next.js {info.next_version} app at {info.app_dir} (from package.json: not installed here)"
     return (f"Next.js app at {info.app_dir}: next {info.next_version} in package.json (a range: not installed "
             "here, so the exact version is not known yet)")
 
@@ -278,15 +280,14 @@ def advise(info: ProjectInfo) -> Advice:
     add_output = False
     if info.standalone:
         lines.append("output: 'standalone' is set")
+    elif output is not None and output.kind == "code" and output.env_value is not None:
+        name, value = output.env_value
+        advice.build_env[name] = value
+        lines.append(f"output: {where} sets it from `{output.expression}` (line {output.line}); the config "
+                     f"written sets [app] build_env {name} = \"{value}\" so the build gives \"standalone\" (a "
+                     "build without it stops the deploy with an error; nothing live changes)")
     elif output is not None and output.kind == "code":
-        lines.append(f"output: {where} sets it from `{output.expression}` (line {output.line}); the build must "
-                     "give \"standalone\" or the deploy stops with an error (nothing live changes)")
-        if output.env_value is not None:
-            advice.build_env[output.env_value[0]] = output.env_value[1]
-            lines.append(f"  the config written sets [app] build_env {output.env_value[0]} = "
-                         f"\"{output.env_value[1]}\" for that")
-        else:
-            lines.append(f"warning: {standalone_hint(info)}")
+        lines.append(f"warning: {standalone_hint(info)}")
     else:
         add_output = output is None
         lines.append(f"warning: standalone output is not set: {standalone_hint(info)}")
