@@ -60,16 +60,22 @@ def code_style(app_dir: Path) -> CodeStyle:
     return CodeStyle(semicolons=with_semi >= without, quote="'" if single > double else '"')
 
 
-def health_route_file(app_dir: Path, typescript: bool) -> Path:
-    """Where the health route goes: the app's App Router folder, else its pages/api."""
+def health_route_file(app_dir: Path, typescript: bool, page_extensions: tuple[str, ...] = ()) -> Path:
+    """Where the health route goes: the app's App Router folder, else its pages/api; named with an extension
+    the app's ``pageExtensions`` accepts (``route.page.ts`` for ``["page.tsx", "page.ts"]``)."""
+    extension = "ts" if typescript else "js"
+    if page_extensions and extension not in page_extensions:
+        fitting = [ext for ext in page_extensions if ext.split(".")[-1] == extension] or \
+            [ext for ext in page_extensions if ext.split(".")[-1] == f"{extension}x"]
+        extension = fitting[0] if fitting else extension
     for base in ("app", "src/app"):
         if (app_dir / base).is_dir():
-            return app_dir / base / "api" / "health" / f"route.{'ts' if typescript else 'js'}"
+            return app_dir / base / "api" / "health" / f"route.{extension}"
     for base in ("pages", "src/pages"):
         if (app_dir / base).is_dir():
-            return app_dir / base / "api" / f"health.{'ts' if typescript else 'js'}"
+            return app_dir / base / "api" / f"health.{extension}"
     base = "src/app" if (app_dir / "src").is_dir() else "app"
-    return app_dir / base / "api" / "health" / f"route.{'ts' if typescript else 'js'}"
+    return app_dir / base / "api" / "health" / f"route.{extension}"
 
 
 def health_route_source(route: Path, typescript: bool, next_major: int | None, cache_components: bool,

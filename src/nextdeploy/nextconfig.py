@@ -39,6 +39,7 @@ class NextConfig:
     sets_deployment_id: bool
     cache_components: bool
     quote: str  # the quote character the file uses most
+    page_extensions: tuple[str, ...] = ()  # a literal pageExtensions list; () when not set (Next's defaults)
 
 
 def mask(text: str) -> str:
@@ -289,4 +290,13 @@ def read_next_config(path: Path | None, package_type: str | None, next_major: in
         sets_deployment_id=bool(re.search(r"\bdeploymentId\s*:", masked)),
         cache_components=bool(re.search(r"\b(?:cacheComponents|dynamicIO)\s*:\s*true\b", masked)),
         quote="'" if singles > doubles else '"',
+        page_extensions=_page_extensions(text, masked),
     )
+
+
+def _page_extensions(text: str, masked: str) -> tuple[str, ...]:
+    found = re.search(r"\bpageExtensions\s*:\s*\[", masked)
+    close = _matching_brace(masked, found.end() - 1) if found else None
+    if found is None or close is None:
+        return ()
+    return tuple(re.findall(r"""["'`]([\w.]+)["'`]""", text[found.end():close]))

@@ -191,7 +191,9 @@ def inspect_project(app_dir: Path, source_root: Path | None = None, prefer: str 
     module_type = package_json.get("type")
     config = read_next_config(config_path, module_type if isinstance(module_type, str) else None,
                               major_version(version))
-    health = next((app_dir / c for c in HEALTH_ROUTE_CANDIDATES if (app_dir / c).is_file()), None)
+    health = next((app_dir / c for c in HEALTH_ROUTE_CANDIDATES if (app_dir / c).is_file()), None) or next(
+        (found for base in ("app", "src/app") for found in sorted((app_dir / base / "api" / "health").glob("route.*"))
+         if found.is_file()), None)  # route.page.ts and the like, for custom pageExtensions
     return ProjectInfo(
         app_dir=app_dir,
         source_root=root,

@@ -324,3 +324,10 @@ def test_mask_skips_regex_literals_and_keeps_strings_apart() -> None:
     text = "const a = x.replace(/'/g, '') // output: 'export'\nconst b = 4 / 2 / 1; const c = 'output: x'"
     masked = mask(text)
     assert len(masked) == len(text) and "output" not in masked and "/'/g" in masked and "4 / 2 / 1" in masked
+
+
+def test_health_route_named_for_custom_page_extensions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = "module.exports = {\n  output: 'standalone',\n  pageExtensions: ['page.tsx', 'page.ts'],\n}\n"
+    app = make_app(tmp_path / "web", config=config, files={"tsconfig.json": "{}", "app/page.page.tsx": ""})
+    assert init(capsys, app, "--apply")[0] == 0 and (app / "app" / "api" / "health" / "route.page.ts").is_file()
+    assert "health route: app/api/health/route.page.ts" in init(capsys, app)[1]  # found the next time

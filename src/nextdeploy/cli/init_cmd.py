@@ -306,7 +306,7 @@ def advise(info: ProjectInfo) -> Advice:
             lines.append("warning: the health route exports route segment config, which Next rejects with "
                          "cacheComponents on: remove it (`await connection()` from 'next/server' makes it dynamic)")
     else:
-        route = health_route_file(info.app_dir, typescript)
+        route = health_route_file(info.app_dir, typescript, config.page_extensions)
         source = health_route_source(route, typescript, major, config.cache_components, code_style(info.app_dir))
         lines.append(f"warning: no health route; add {route.relative_to(info.app_dir)} (below), or set "
                      "[health] path to a route you have")
