@@ -266,8 +266,8 @@ def read_next_config(path: Path | None, package_type: str | None, next_major: in
     elif suffix == ".cjs":
         esm = False
     elif suffix == ".ts":
-        # Next 15 compiles next.config.ts to CommonJS, where import.meta fails (vercel/next.js#71705);
-        # Next 16 runs both forms.
+        # Early Next 15 compiled next.config.ts to CommonJS, where import.meta fails (vercel/next.js#71705);
+        # __dirname works in every 15.x, and Next 16 runs both forms.
         esm = next_major is None or next_major >= 16
     else:  # .js: the package's module type, or ESM syntax that Node detects
         esm = package_type == "module" or bool(re.search(r"^\s*(?:import\s|export\s+default\b)", masked, re.M))
