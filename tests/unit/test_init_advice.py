@@ -160,6 +160,8 @@ def test_an_existing_route_with_segment_config_under_cache_components(capsys: py
                    files={"app/api/health/route.js": 'export const dynamic = "force-dynamic";\n'})
     code, out, _, _ = init(capsys, app)
     assert code == 0 and "health route exports route segment config, which Next rejects" in out
+    (app / "app" / "api" / "health" / "route.js").write_text('export const runtime = "nodejs";\n')
+    assert "health route exports route segment config" in init(capsys, app)[1]  # even nodejs (Next 16's guide)
 
 
 @pytest.mark.parametrize(("output", "build_env"), [

@@ -76,6 +76,9 @@ keep = 5
 """
 COMMENT_COLUMN = (32, 44)  # the column comments start at, unless a line's code is longer than the maximum
 BUILD_COMMANDS = {"pnpm": "pnpm build", "npm": "npm run build", "yarn": "yarn build"}
+# Route segment config that Next 16 rejects with cacheComponents on (its "migrating to Cache Components" guide).
+REJECTED_SEGMENT_CONFIG = re.compile(
+    r"^export\s+const\s+(dynamic|dynamicParams|revalidate|fetchCache|runtime|experimental_ppr)\b", re.M)
 MIDDLEWARE_FILES = tuple(f"{base}{name}.{ext}" for base in ("", "src/") for name in ("middleware", "proxy")
                          for ext in ("ts", "js"))
 SKIPPED_DIRS = {"node_modules", ".git", ".next", ".turbo", ".vercel"}
@@ -302,7 +305,7 @@ def advise(info: ProjectInfo) -> Advice:
     if info.health_route:
         lines.append(f"health route: {info.health_route.relative_to(info.app_dir)}")
         text = info.health_route.read_text(encoding="utf-8", errors="replace")
-        if config.cache_components and re.search(r"^export\s+const\s+(dynamic|revalidate|fetchCache)\b", text, re.M):
+        if config.cache_components and REJECTED_SEGMENT_CONFIG.search(text):
             lines.append("warning: the health route exports route segment config, which Next rejects with "
                          "cacheComponents on: remove it (`await connection()` from 'next/server' makes it dynamic)")
     else:
