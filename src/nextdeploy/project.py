@@ -278,5 +278,6 @@ def standalone_hint(info: ProjectInfo) -> str:
         return (f"{where} sets output from `{output.expression}` (line {output.line}): make it give "
                 f'"standalone" when nextdeploy builds (set {names} in [app] build_env)')
     typed = info.config is not None and (info.config.language == "js" or info.config.typed)
-    value = '"standalone"' if typed else '"standalone" as const'
+    q = info.config.quote if info.config else '"'
+    value = f"{q}standalone{q}" if typed or info.config is None else f"{q}standalone{q} as const"
     return f"add `output: {value},` to the config object in {where}"
