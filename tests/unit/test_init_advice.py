@@ -333,3 +333,14 @@ def test_health_route_named_for_custom_page_extensions(capsys: pytest.CaptureFix
     app = make_app(tmp_path / "web", config=config, files={"tsconfig.json": "{}", "app/page.page.tsx": ""})
     assert init(capsys, app, "--apply")[0] == 0 and (app / "app" / "api" / "health" / "route.page.ts").is_file()
     assert "health route: app/api/health/route.page.ts" in init(capsys, app)[1]  # found the next time
+
+
+def test_monorepo_root_that_depends_on_next_itself(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # next hoisted into the root's devDependencies, and a workspace library depending on next: neither is an app.
+    (tmp_path / "package.json").write_text('{"name": "root", "workspaces": ["apps/*", "packages/*"], '
+                                           '"devDependencies": {"next": "16.4.6"}}')
+    make_app(tmp_path / "apps" / "web", files={"app/page.tsx": ""})
+    make_app(tmp_path / "packages" / "ui", None, files={"index.ts": ""})
+    code, out, _ = run(capsys, "init", str(tmp_path), "-c", str(tmp_path / "n.toml"))
+    assert code == 0 and "its Next.js app is apps/web" in out
+    assert not (tmp_path / "next.config.mjs").exists()

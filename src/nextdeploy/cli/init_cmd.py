@@ -28,7 +28,7 @@ from nextdeploy.config import DEFAULT_CONFIG_NAME
 from nextdeploy.errors import ConfigError, ProjectError
 from nextdeploy.executor import LocalExecutor
 from nextdeploy.nextconfig import major_version, read_next_config
-from nextdeploy.project import ProjectInfo, inspect_project, standalone_hint
+from nextdeploy.project import ProjectInfo, find_next_config, inspect_project, standalone_hint
 from nextdeploy.ui import Reporter
 
 # Lines of the config: code, then "\t# " and its comment; init aligns the comments in one column.
@@ -159,9 +159,16 @@ def next_apps_under(root: Path, depth: int = 3) -> list[Path]:
         level = len(here.relative_to(root).parts)
         subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith(".")) \
             if level < depth else []
-        if here != root and "package.json" in files and _depends_on_next(here / "package.json"):
+        if here != root and "package.json" in files and _looks_like_next_app(here):
             found.append(here)
     return sorted(found)
+
+
+def _looks_like_next_app(directory: Path) -> bool:
+    """Depends on ``next`` and has a next.config or a pages/app folder (a workspace library may depend on next)."""
+    return _depends_on_next(directory / "package.json") and (
+        find_next_config(directory) is not None
+        or any((directory / base).is_dir() for base in ("app", "pages", "src/app", "src/pages")))
 
 
 def _depends_on_next(package_json: Path) -> bool:
@@ -181,10 +188,11 @@ def locate_app(directory: Path, app_path: str | None) -> tuple[Path, Path | None
         if Path(app_path).is_absolute() or not target.is_relative_to(directory) or not target.is_dir():
             raise click.BadParameter(f"{app_path} is not a folder inside {directory}", param_hint="--path")
         return target, directory, None
-    if not directory.is_dir() or _depends_on_next(directory / "package.json") \
-            or not (directory / "package.json").is_file():
+    if not directory.is_dir() or not (directory / "package.json").is_file() or _looks_like_next_app(directory):
         return directory, None, None
     apps = next_apps_under(directory)
+    if not apps and _depends_on_next(directory / "package.json"):
+        return directory, None, None  # an app without next.config or pages yet: init says what to add
     names = [app.relative_to(directory).as_posix() for app in apps]
     if len(apps) == 1:
         return apps[0], directory, (f"{directory} is a monorepo root: its Next.js app is {names[0]} "
