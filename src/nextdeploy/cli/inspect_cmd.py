@@ -174,7 +174,8 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
 @click.command("logs")
 @config_option
 @debug_option
-@click.option("-n", "--lines", default=50, show_default=True, help="How many past lines to show.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
+              help="How many past lines to show.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 def logs_command(config_path: Path, lines: int, follow: bool) -> None:
     """The PM2 logs of the app (time-stamped, kept in <root>/logs outside the releases)."""
