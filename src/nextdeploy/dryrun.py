@@ -68,7 +68,8 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
             *release_plan.finish_release_ops(layout, {"id": release_id}),
         ]),
         ("preflight on a private port", [
-            Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env),
+            Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env,
+                secret_env=frozenset(config.server.env)),
         ]),
         ("activate", [
             WriteFile(paths.ecosystem_file, ecosystem, mode=0o600),

@@ -138,3 +138,15 @@ def test_other_numbers_out_of_range(capsys: pytest.CaptureFixture[str], tmp_path
     code, _, err = run(capsys, *args, *(("--dir", str(tmp_path / "demo")) if args[0] == "demo" else ()))
     assert code == ExitCode.USAGE and "Invalid value for" in err, err
 
+
+def test_dry_run_never_shows_env_values(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "app"\nbuild_env = { API_TOKEN = "build-secret-1" }\n'
+                      '[server]\nroot = "root"\nenv = { DB_PASSWORD = "run-secret-2" }\n')
+    for args in (("deploy", "--dry-run"), ("deploy", "--dry-run", "--json")):
+        code, out, err = run(capsys, *args, "-c", str(config))
+        assert code == 0, err
+        assert "secret" not in out + err, out
+        assert out.count("API_TOKEN=***") == 2 and out.count("DB_PASSWORD=***") == 1, out  # install, build; preflight
+    assert not (tmp_path / "root").exists()
