@@ -49,6 +49,8 @@ def prepare_root(ctx: Context) -> None:
                       paths.cache_dir, paths.logs_dir):
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            if directory == paths.logs_dir:
+                directory.chmod(0o700)  # build, preflight and app logs may hold secrets
         except OSError as exc:
             raise HostPathError(
                 f"cannot create {directory}: {exc.strerror}",

@@ -61,10 +61,26 @@ class WriteFile:
 
 @dataclass(frozen=True)
 class MakeDirs:
+    """``mkdir -p``; with ``mode``, the last directory gets it even when it existed already."""
+
+    path: Path
+    mode: int | None = None
+
+    def render(self) -> str:
+        line = f"mkdir -p {shlex.quote(str(self.path))}"
+        return line if self.mode is None else f"{line} && chmod {self.mode:o} {shlex.quote(str(self.path))}"
+
+
+@dataclass(frozen=True)
+class PrivateFile:
+    """Create ``path`` empty if it is absent (an existing one is never truncated) and make it 0600: a log another
+    program (PM2) appends to, which holds what the app prints, secrets included."""
+
     path: Path
 
     def render(self) -> str:
-        return f"mkdir -p {shlex.quote(str(self.path))}"
+        path = shlex.quote(str(self.path))
+        return f"touch {path} && chmod 600 {path}"
 
 
 @dataclass(frozen=True)
@@ -212,5 +228,5 @@ class DeleteWorkers:
         return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}" + ("" if self.wait else ", not waiting")
 
 
-Op = (Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers
-      | StopProcesses | SpawnWorkers | DeleteWorkers)
+Op = (Run | WriteFile | MakeDirs | PrivateFile | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove
+      | ReloadWorkers | StopProcesses | SpawnWorkers | DeleteWorkers)
