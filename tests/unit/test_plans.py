@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nextdeploy.config import parse_config
+from nextdeploy.executor import LocalExecutor
 from nextdeploy.ops import CopyTree, Run, Symlink, WriteFile
 from nextdeploy.paths import DeployPaths, ReleaseLayout, SourceLayout
 from nextdeploy.plans import build, pm2, release
@@ -53,6 +54,22 @@ def test_release_assembly_for_a_monorepo() -> None:
     assert begin[-1] == WriteFile(layout.unfinished_marker, "this release is being assembled; never activate it\n")
     finish = release.finish_release_ops(layout, {"id": "r1"})
     assert finish[-1].render() == "rm -rf /srv/h/releases/r1/.nextdeploy-unfinished"  # the marker goes last
+
+
+def test_shared_files_in_a_folder_are_linked_into_it(tmp_path: Path) -> None:
+    # `shared_files = ["config/local.json"]` is valid: its folder may not exist in the release (it raised
+    # FileNotFoundError, exit 1, after the whole build).
+    shared = tmp_path / "shared"
+    (shared / "config").mkdir(parents=True)
+    (shared / "config" / "local.json").write_text("{}")
+    (shared / ".env.production").write_text("A=1\n")
+    layout = ReleaseLayout(tmp_path / "releases" / "r1", "apps/web")
+    layout.app_dir.mkdir(parents=True)
+    names = [".env.production", "config/local.json", "absent.json"]
+    LocalExecutor().apply_all(release.shared_link_ops(shared, names, {".env.production", "config/local.json"},
+                                                      layout))
+    assert (layout.app_dir / "config" / "local.json").read_text() == "{}"
+    assert (layout.app_dir / ".env.production").is_symlink() and not (layout.app_dir / "absent.json").exists()
 
 
 def test_directory_export_skips_dependencies_and_build_output() -> None:
