@@ -7,10 +7,19 @@ which is what a dry run shows and what the literal-string tests assert.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# The user part of a URL (https://user:password@host, https://<token>@host): a credential in a git source.
+_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``, as git does in its messages."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class Run:
             f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
             for name, value in self.env.items()
         )
-        command = shlex.join(self.argv)
+        command = redact_url(shlex.join(self.argv))  # a git source's URL may carry a token
         if self.nice:
             command = f"nice -n {self.nice} {command}"
         line = f"{env} {command}" if env else command

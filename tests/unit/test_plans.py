@@ -35,6 +35,15 @@ def test_render_hides_secrets() -> None:
     assert "s3cret" not in WriteFile(Path("/k"), "s3cret", 0o600, secret=True).render()
 
 
+def test_render_hides_credentials_in_urls(tmp_path: Path) -> None:
+    op = build.git_mirror_op("git", "https://x-access-token:ghs_s3cret@github.com/a/b.git", Path("/m"), False)
+    assert op.render() == "GIT_TERMINAL_PROMPT=0 git clone --mirror --quiet https://***@github.com/a/b.git /m"
+    assert op.argv[4] == "https://x-access-token:ghs_s3cret@github.com/a/b.git"  # hidden from view only
+    assert "ghp_tok" not in build.git_mirror_op("git", "https://ghp_tok@host/r", Path("/m"), False).render()
+    assert build.git_mirror_op("git", "git@github.com:a/b.git", Path("/m"), False).render().endswith(
+        "git@github.com:a/b.git /m")  # no credential in an scp-like address
+
+
 def test_switch_is_temp_link_plus_rename() -> None:
     assert Symlink("releases/r1", Path("/srv/h/current")).render() == (
         "ln -sfn releases/r1 /srv/h/current.tmp && mv -T /srv/h/current.tmp /srv/h/current")
