@@ -19,10 +19,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from nextdeploy.errors import ConfigError
 from nextdeploy.nextjs.traces import glob_regex
+from nextdeploy.ops import redact_url
 
 DEFAULT_CONFIG_NAME = "nextdeploy.toml"
-# Keys whose values are never echoed back in an error: secrets, and env tables (passwords, tokens).
-SECRET_SECTIONS = ("security.", "server.env", "app.build_env")
+# Keys whose values are never echoed back in an error: secrets, env tables (passwords, tokens), a command
+# (it may carry a token).
+SECRET_SECTIONS = ("security.", "server.env", "app.build_env", "app.build_command")
 # A config larger than this is not a config (e.g. -c /dev/zero): refused before it is read whole.
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -403,9 +405,10 @@ def _format_error(error: Any) -> str:
     if kind == "missing":
         return f"{location}: required key is missing"
     message = _TYPE_MESSAGES.get(kind) or str(error["msg"]).removeprefix("Value error, ")
-    if location.startswith(SECRET_SECTIONS):
-        return f"{location}: {message}"  # never echo a secret back
-    got = repr(error.get("input"))
+    if location.startswith(SECRET_SECTIONS) or kind == "model_type":
+        # Never echo a secret back: nor a whole section of the wrong type ([[server]]), env tables and all.
+        return f"{location}: {message}"
+    got = redact_url(repr(error.get("input")))  # a git URL's credentials
     if len(got) > _ECHO_MAX:
         got = f"{got[:_ECHO_MAX]}... ({len(got)} characters)"
     return f"{location}: {message} (got {got})"

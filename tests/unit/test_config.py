@@ -109,11 +109,14 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_config(broken)
 
 
-def errors_of(tmp_path: Path, **sections: dict[str, object]) -> list[str]:
+def errors_of(tmp_path: Path, **sections: object) -> list[str]:
     """The detail lines of the ConfigError for GOOD with ``sections`` merged in."""
     data: dict[str, dict[str, object]] = {name: dict(values) for name, values in GOOD.items()}
     for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
+        if isinstance(values, dict):
+            data.setdefault(name, {}).update(values)
+        else:
+            data[name] = values  # e.g. a section written as an array of tables
     with pytest.raises(ConfigError) as caught:
         parse_config(data, tmp_path)
     assert caught.value.hint == "fix the keys listed above"
@@ -154,6 +157,11 @@ def test_validation_errors_never_echo_env_values(tmp_path: Path) -> None:
              ({"app": {"build_env": {"TOKEN": "hunter2", "BAD": 7}}}, "app.build_env.BAD: must be a string"),
              ({"app": {"build_env": {"TOKEN": "hunter2", "DB_PASSWORD=hunter2": "x"}}},
               "app.build_env: the name 'DB_PASSWORD'=... contains '='")]
+    # A section written as an array of tables is refused whole: its env table must not be echoed either.
+    cases += [({"server": [{"root": "r", "env": {"DB_PASSWORD": "hunter2"}}]}, "server: must be a table"),
+              ({"app": {"name": "x", "source": "https://ci:hunter2@example.com/a.git", "ref": 7}}, "app.ref: must be"),
+              ({"app": {"name": "x", "source": "s", "build_command": "curl -H 'token: hunter2'\0"}},
+               "app.build_command: the value contains a NUL")]
     for sections, says in cases:
         details = errors_of(tmp_path, **sections)
         assert details[0].startswith(says) and "hunter2" not in "\n".join(details), details
