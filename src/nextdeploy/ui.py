@@ -93,7 +93,9 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         if self.rich:
-            self.console.print(f"[yellow]warning:[/] {message}")
+            from rich.markup import escape
+
+            self.console.print(f"[yellow]warning:[/] {escape(message)}")  # a path may hold "[/]"
         else:
             self._line(f"warning: {message}")
 

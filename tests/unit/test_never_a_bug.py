@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from nextdeploy.cli.main import main
 from nextdeploy.errors import ExitCode
+from nextdeploy.ui import Reporter
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello"
@@ -242,3 +243,32 @@ def test_every_bad_value_of_every_key_on_every_command(place: tuple[Path, int, P
                     failures.append(f"{section}.{key} = {bad!r}, {' '.join(command)}: {output.strip()[-200:]}")
     assert not failures, "\n".join(failures)
     assert not calls.exists()
+
+
+DAMAGED_LOGS = [
+    b"garbage\n[1, 2]\n{\"event\": \"built\"}\n",  # not JSON, not an object, no release: skipped
+    b"\xff\xfe{\"release\": \"r1\", \"event\": \"built\"}\n",  # not UTF-8 (was UnicodeDecodeError)
+    b'{"release": 5, "event": "built", "ts": 3, "revision": 7}\n',  # numbers where strings are (was rich's error)
+    b'{"release": "r1", "event": "failed", "reason": "a [/] and [bold]x"}\n',  # markup in a reason (MarkupError)
+    b'{"release": "r1", "event": "failed", "reason": ["a"]}\n{"release": "r2", "event": "weird"}\n',
+]
+
+
+@pytest.mark.parametrize("content", DAMAGED_LOGS)
+def test_a_damaged_release_log_is_not_a_bug(place: tuple[Path, int, Path], content: bytes) -> None:
+    """`releases.jsonl` is a file a user can edit or a disk can damage: its bad lines are not a bug either."""
+    base, port, _ = place
+    root = base / "damaged"
+    root.mkdir(exist_ok=True)
+    (root / "releases.jsonl").write_bytes(content)
+    data = base_config(port, str(base / "fake-pm2"))
+    data["server"]["root"] = "damaged"
+    config = base / "damaged.toml"
+    config.write_text(toml_document(data), encoding="utf-8")
+    for command in [*COMMANDS_LIST, ("releases", "--json")]:
+        code, output = run_cli([*command, "-c", str(config)])
+        assert code == 0 and "Traceback" not in output, output
+    reporter = Reporter(stream=io.StringIO())
+    reporter.rich = True  # as on a terminal
+    reporter.warn("a path with [/] in it")
+    assert "a path with [/] in it" in reporter.stream.getvalue()  # was MarkupError

@@ -51,12 +51,15 @@ def releases_command(config_path: Path, json_mode: bool) -> None:
         ctx.reporter.info("no releases yet: run `nextdeploy deploy`")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("", "id", "status", "created", "revision", "size", "note")
     for row in rows:
-        size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else ""
-        table.add_row("*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
-                      (row["revision"] or "")[:12], size, row["reason"] or "")
+        size = f"{row['bytes'] / 1e6:.1f} MB" if isinstance(row["bytes"], int | float) and row["bytes"] else ""
+        # Text, not markup: a reason may hold "[/]" (an error message, the app's output), the log anything.
+        cells = ["*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
+                 str(row["revision"] or "")[:12], size, row["reason"] or ""]
+        table.add_row(*(Text(str(cell)) for cell in cells))
     ctx.reporter.console.print(table)
 
 
