@@ -271,4 +271,7 @@ def test_a_damaged_release_log_is_not_a_bug(place: tuple[Path, int, Path], conte
     reporter = Reporter(stream=io.StringIO())
     reporter.rich = True  # as on a terminal
     reporter.warn("a path with [/] in it")
+    with reporter.step("roll back to [/]"):
+        pass
     assert "a path with [/] in it" in reporter.stream.getvalue()  # was MarkupError
+    assert "roll back to [/]" in reporter.stream.getvalue()
