@@ -15,12 +15,16 @@ pytestmark = pytest.mark.integration
 
 
 def test_secrets_stay_out_of_logs_and_every_log_is_private(site: Site) -> None:
+    """Also: values the config accepts work end to end (hostname "::", a health path with a query, an env
+    name with a dot and a dash)."""
     build_secret, run_secret = f"build-{secrets.token_hex(8)}", f"run-{secrets.token_hex(8)}"
     # The build fails unless build_env reached it (masking must hide the value, not drop it).
     digest = hashlib.sha256(build_secret.encode()).hexdigest()
     check = f'test "$(printf %s "$BUILD_TOKEN" | sha256sum | cut -c1-64)" = {digest}'
     site.write_config(app={"build_env": {"BUILD_TOKEN": build_secret}, "build_command": f"{check} && pnpm run build"},
-                      server={"env": {"DB_PASSWORD": run_secret, '"dotted.lower-name"': "a b"}})  # a quoted TOML key
+                      server={"env": {"DB_PASSWORD": run_secret, '"dotted.lower-name"': "a b"},  # a quoted TOML key
+                              "hostname": "::"},  # values the config accepts work: IPv6's wildcard, a query
+                      health={"path": "/api/health?from=nextdeploy"})
     # A root from before: logs/ 0755 with a world-readable PM2 log in it.
     logs = site.root / "logs"
     logs.mkdir(parents=True)
@@ -50,6 +54,10 @@ def test_secrets_stay_out_of_logs_and_every_log_is_private(site: Site) -> None:
         text = path.read_text(errors="replace")
         assert build_secret not in text and run_secret not in text, path
 
+    # Serving on "::" (IPv4 too), healthy by the path with a query.
+    status = site.nextdeploy("status", "--json").json()
+    assert status["healthy"] and len(status["workers"]) == 2, status
+    assert site.get("/api/health?from=nextdeploy")[0] == 200
     # The workers have the values, an odd but valid name included.
     envs = [entry["pm2_env"]["env"] for entry in pm2rpc.process_list(site.pm2_home)]
     assert [(env["DB_PASSWORD"], env["dotted.lower-name"]) for env in envs] == [(run_secret, "a b")] * 2
