@@ -60,7 +60,8 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
                                                       paths.build_log(release_id))])]
 
     return [
-        ("prepare the deploy root", [MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir, paths.logs_dir)]),
+        ("prepare the deploy root", [*(MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir)),
+                                     MakeDirs(paths.logs_dir, mode=0o700)]),
         ("export source", export),
         ("install and build" + (" (no install if the install inputs match the last good build's: the cached"
                                 " node_modules are moved in, [app] reuse_dependencies)"
@@ -79,10 +80,12 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
         ]),
         *hook_step("before_activate"),
         ("preflight on a private port", [
-            Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env),
+            Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env,
+                secret_env=frozenset(config.server.env)),
         ]),
         ("activate", [
             WriteFile(paths.ecosystem_file, ecosystem, mode=0o600),
+            *pm2_plan.log_ops(config, paths),
             Symlink(f"releases/{release_id}", paths.current_link),
             Run(pm2_plan.start_argv(pm2, paths.ecosystem_file, config.app.name) if first
                 else pm2_plan.reload_argv(pm2, paths.ecosystem_file, config.app.name)),

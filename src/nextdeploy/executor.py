@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
@@ -34,6 +34,7 @@ from nextdeploy.ops import (
     MakeDirs,
     MoveTree,
     Op,
+    PrivateFile,
     ReloadWorkers,
     Remove,
     Rename,
@@ -119,6 +120,10 @@ class LocalExecutor(Executor):
             _write_atomic(op.path, op.content, op.mode)
         elif isinstance(op, MakeDirs):
             op.path.mkdir(parents=True, exist_ok=True)
+            if op.mode is not None:
+                op.path.chmod(op.mode)
+        elif isinstance(op, PrivateFile):
+            open_private(op.path).close()
         elif isinstance(op, CopyTree):
             _copy_tree(op.src, op.dst, op.ignore)
         elif isinstance(op, MoveTree):
@@ -319,12 +324,24 @@ class DryRunExecutor(Executor):
         return RunResult(0)
 
 
+def open_private(path: Path, append: bool = True) -> BinaryIO:
+    """Open a log for writing, mode 0600 (also when it existed), in a directory created 0700: what a build or
+    a server prints may hold secrets (env values, tokens in an error)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if append else "wb")
+
+
 def _run(op: Run, echo: Callable[[str], None] | None = None) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
     try:
         if op.log_file is not None:
-            op.log_file.parent.mkdir(parents=True, exist_ok=True)
-            with op.log_file.open("ab") as log:
+            with open_private(op.log_file) as log:
                 log.write(f"$ {op.render()}\n".encode())
                 log.flush()
                 if op.echo_prefix is not None:

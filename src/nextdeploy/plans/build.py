@@ -60,16 +60,17 @@ def build_argv(tool: str, build_command: str | None) -> tuple[str, ...]:
 
 def install_op(tool: str, package_manager: PackageManager, app: AppConfig, cwd: Path, env: Mapping[str, str],
                log_file: Path, secret_env: frozenset[str] = frozenset(), yarn_berry: bool = False) -> Run:
-    """The install, niced and bounded by ``[app] build_timeout`` like the build."""
+    """The install, niced and bounded by ``[app] build_timeout`` like the build. The values of ``[app]
+    build_env`` are secrets (tokens, keys) wherever the command is shown: the log header, a dry run."""
     return Run(install_argv(tool, package_manager, yarn_berry), cwd=cwd, env=env, log_file=log_file,
-               timeout=app.build_timeout, secret_env=secret_env, nice=app.build_nice)
+               timeout=app.build_timeout, secret_env=secret_env.union(app.build_env), nice=app.build_nice)
 
 
 def build_op(tool: str, app: AppConfig, cwd: Path, env: Mapping[str, str], log_file: Path,
              secret_env: frozenset[str] = frozenset()) -> Run:
-    """The app's build, niced and bounded by ``[app] build_timeout``."""
+    """The app's build, niced and bounded by ``[app] build_timeout``; ``[app] build_env`` values hidden."""
     return Run(build_argv(tool, app.build_command), cwd=cwd, env=env, log_file=log_file,
-               timeout=app.build_timeout, secret_env=secret_env, nice=app.build_nice)
+               timeout=app.build_timeout, secret_env=secret_env.union(app.build_env), nice=app.build_nice)
 
 
 def build_env(extra: Mapping[str, str], deployment_id: str | None) -> dict[str, str]:
