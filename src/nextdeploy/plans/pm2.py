@@ -31,15 +31,27 @@ def ecosystem_app(config: Config, paths: DeployPaths) -> dict[str, object]:
         "autorestart": True,
         "time": True,
         "merge_logs": True,
-        "out_file": str(paths.pm2_out_log(config.app.name)),
-        "error_file": str(paths.pm2_error_log(config.app.name)),
+        # The launcher writes the app's output to pm2-<app>.out.log / .err.log and rotates them (log_env).
+        "out_file": str(paths.pm2_raw_log(config.app.name)),
+        "error_file": str(paths.pm2_raw_log(config.app.name)),
         "env": ecosystem_env(config),
     }
 
 
 def ecosystem_env(config: Config) -> dict[str, str]:
     """The app's env in the ecosystem file (secrets are added from their files when PM2 loads it)."""
-    return runtime_env(config, config.server.port, config.server.hostname)
+    return {**runtime_env(config, config.server.port, config.server.hostname), **log_env(config)}
+
+
+def log_env(config: Config) -> dict[str, str]:
+    """Where the launcher writes the app's stdout and stderr lines, and when it rotates them."""
+    paths = DeployPaths(config.root)
+    return {
+        "NEXTDEPLOY_LOG_OUT": str(paths.pm2_out_log(config.app.name)),
+        "NEXTDEPLOY_LOG_ERR": str(paths.pm2_error_log(config.app.name)),
+        "NEXTDEPLOY_LOG_MAX_BYTES": str(config.logs.max_bytes),
+        "NEXTDEPLOY_LOG_KEEP": str(config.logs.keep),
+    }
 
 
 def ecosystem_source(config: Config, paths: DeployPaths, secret_files: dict[str, Path] | None = None) -> str:
@@ -172,8 +184,3 @@ def jlist_argv(pm2: str) -> tuple[str, ...]:
 
 def ping_argv(pm2: str) -> tuple[str, ...]:
     return (pm2, "ping")
-
-
-def logs_argv(pm2: str, name: str, lines: int, follow: bool) -> tuple[str, ...]:
-    argv = (pm2, "logs", name, "--lines", str(lines))
-    return argv if follow else (*argv, "--nostream")
