@@ -126,12 +126,17 @@ function appendLog(log, text) {
     let offset = 0;
     while (offset < data.length) offset += fs.writeSync(log.fd, data, offset);
   } catch (err) {
-    log.fallback(data);
+    return log.fallback(data);
   }
+  // A fast writer checks by volume too, not only every LOG_CHECK_MS: the file stays near max_size.
+  log.sinceCheck += data.length;
+  if (log.sinceCheck >= log.maxBytes / 8) checkLog(log);
 }
 
-// Rotates if the file reached maxBytes; reopens when another worker rotated it.
-function checkLog(log, maxBytes, keep) {
+// Rotates if the file reached max_size; reopens when another worker rotated it.
+function checkLog(log) {
+  const { maxBytes, keep } = log;
+  log.sinceCheck = 0;
   let stat;
   try {
     stat = fs.statSync(log.file);
@@ -153,13 +158,10 @@ function checkLog(log, maxBytes, keep) {
   }
   try {
     if (fs.statSync(log.file).size >= maxBytes) {
-      for (let n = keep - 1; n >= 1; n -= 1) {
-        try {
-          fs.renameSync(`${log.file}.${n}`, `${log.file}.${n + 1}`);
-        } catch (err) {
-          // no such rotated file yet
-        }
-      }
+      // .1 ... .(top-1) exist (rotated files are numbered without gaps): shift them up, the last past keep
+      let top = 1;
+      while (top < keep && fs.existsSync(`${log.file}.${top}`)) top += 1;
+      for (let n = top - 1; n >= 1; n -= 1) fs.renameSync(`${log.file}.${n}`, `${log.file}.${n + 1}`);
       fs.renameSync(log.file, `${log.file}.1`);
     }
   } catch (err) {
@@ -184,7 +186,10 @@ function setupLogFiles() {
   const logs = [];
   for (const [stream, file] of [[process.stdout, outFile], [process.stderr, errFile]]) {
     const originalWrite = stream.write.bind(stream);
-    const log = { file, fd: null, dev: 0, ino: 0, partial: '', fallback: (data) => originalWrite(data) };
+    const log = {
+      file, maxBytes, keep, fd: null, dev: 0, ino: 0, partial: '', sinceCheck: 0,
+      fallback: (data) => originalWrite(data),
+    };
     const decoder = new StringDecoder('utf8');
     openLogFile(log);
     stream.write = function (chunk, encoding, callback) {
@@ -206,7 +211,7 @@ function setupLogFiles() {
     logs.push(log);
   }
   const [outLog, errLog] = logs;
-  setInterval(() => logs.forEach((log) => checkLog(log, maxBytes, keep)), LOG_CHECK_MS).unref();
+  setInterval(() => logs.forEach((log) => checkLog(log)), LOG_CHECK_MS).unref();
   // A fatal error is printed by Node itself, straight to fd 2: write it to the error log first (unless a
   // handler takes it: the process lives on, and the handler logs it as it likes).
   process.on('uncaughtExceptionMonitor', (err, origin) => {
