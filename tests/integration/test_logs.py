@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.site import Site, tool_env
+from support.site import REPO, Site, tool_env
 
 pytest.importorskip("aiohttp")
 from nextdeploy.loadgen import BackgroundLoad
@@ -138,3 +138,54 @@ def test_logs_rotate_by_size_under_load_without_losing_a_line_or_a_request(site:
     shown = site.nextdeploy("logs", "--lines", str(len(current) + 3)).expect_ok().stdout.splitlines()
     out_section = shown[1:shown.index(next(line for line in shown[1:] if line.startswith("==> ")))]
     assert out_section[-len(current):] == current and out_section[2] == last_rotated, out_section[:5]
+
+
+# A stand-in server for the launcher alone (no Next.js): numbered lines as fast as it can, then it exits.
+FAST_SPAM = """const total = Number(process.env.SPAM_LINES);
+let n = 0;
+function burst() {
+  for (let i = 0; i < 200 && n < total; i++) console.log(`spam-out ${process.pid} ${++n} ${"x".repeat(40)}`);
+  if (n < total) return setImmediate(burst);
+  require("fs").writeFileSync(`${process.env.SPAM_DIR}/${process.pid}`, `${n} 0`);
+  process.exit(0);
+}
+burst();
+"""
+
+
+def run_launchers(release: Path, log: Path, spam_dir: Path, keep: int, processes: int = 3) -> None:
+    env = {**tool_env(), "NEXTDEPLOY_LOG_OUT": str(log), "NEXTDEPLOY_LOG_ERR": str(log.with_suffix(".err")),
+           "NEXTDEPLOY_LOG_MAX_BYTES": str(16 * 1024), "NEXTDEPLOY_LOG_KEEP": str(keep),
+           "NEXTDEPLOY_READY_TIMEOUT_MS": "120000", "SPAM_LINES": "3000", "SPAM_DIR": str(spam_dir)}
+    started = [subprocess.Popen(["node", str(release / ".nextdeploy" / "launcher.cjs")], env=env)
+               for _ in range(processes)]
+    try:
+        assert [process.wait(timeout=60) for process in started] == [0] * processes
+    finally:
+        for process in started:
+            process.kill()
+
+
+def test_launchers_racing_to_rotate_lose_no_line_and_a_lowered_keep_drops_the_surplus(tmp_path: Path) -> None:
+    release, spam_dir = tmp_path / "release", tmp_path / "spam"
+    (release / ".nextdeploy").mkdir(parents=True)
+    spam_dir.mkdir()
+    (release / ".nextdeploy" / "launcher.cjs").write_bytes(
+        (REPO / "src" / "nextdeploy" / "launcher" / "launcher.cjs").read_bytes())
+    (release / ".nextdeploy" / "manifest.json").write_text('{"id": "spam", "server": "spam.js"}')
+    (release / "spam.js").write_text(FAST_SPAM)
+    log = tmp_path / "logs" / "app.out.log"
+    log.parent.mkdir()
+
+    run_launchers(release, log, spam_dir, keep=100)  # 3 x 3,000 lines of ~85 bytes at 16K: ~45 rotations
+    written = {int(path.name): int(path.read_text().split()[0]) for path in spam_dir.iterdir()}
+    files = sorted(log.parent.glob("app.out.log*"))
+    assert 30 < len(files) <= 101, files
+    lines = [line for n in range(len(files) - 1, 0, -1) for line in log.with_name(f"app.out.log.{n}").read_text()
+             .splitlines()] + log.read_text().splitlines()
+    found = ids_by_worker(lines, "out")
+    assert dict(found) == {pid: list(range(1, count + 1)) for pid, count in written.items()}  # all, once, in order
+
+    run_launchers(release, log, spam_dir, keep=2)  # a lower keep: the older rotated files go
+    assert sorted(path.name for path in log.parent.glob("app.out.log*")) == [
+        "app.out.log", "app.out.log.1", "app.out.log.2"]

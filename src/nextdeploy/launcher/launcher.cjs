@@ -162,6 +162,8 @@ function checkLog(log) {
       let top = 1;
       while (top < keep && fs.existsSync(`${log.file}.${top}`)) top += 1;
       for (let n = top - 1; n >= 1; n -= 1) fs.renameSync(`${log.file}.${n}`, `${log.file}.${n + 1}`);
+      // Rotated files past keep (kept under an earlier, larger keep) go.
+      for (let n = keep + 1; fs.existsSync(`${log.file}.${n}`); n += 1) fs.unlinkSync(`${log.file}.${n}`);
       fs.renameSync(log.file, `${log.file}.1`);
     }
   } catch (err) {
