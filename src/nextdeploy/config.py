@@ -314,6 +314,23 @@ class ReleasesConfig(_Section):
     keep: Annotated[int, Field(ge=1, le=100)] = 5
 
 
+class LogsConfig(_Section):
+    # The app's logs in <root>/logs/ are rotated by size (K, M or G): a file is renamed to .1 (the older
+    # ones shift up) once it reaches max_size; ``keep`` rotated files are kept per stream (out, err).
+    max_size: Annotated[str, Field(pattern=r"^[1-9][0-9]*[KMG]$")] = "10M"
+    keep: Annotated[int, Field(ge=1, le=100)] = 5
+
+    @property
+    def max_bytes(self) -> int:
+        return size_bytes(self.max_size)
+
+
+def size_bytes(text: str) -> int:
+    """``10M`` -> 10485760 (K, M and G are powers of 1024)."""
+    unit: int = 1024 ** ("KMG".index(text[-1]) + 1)
+    return int(text[:-1]) * unit
+
+
 class SkewConfig(_Section):
     # How many releases' /_next/static assets the live release keeps serving (None: all retained).
     keep_assets_of: Annotated[int, Field(ge=1, le=100)] | None = None
@@ -355,6 +372,7 @@ class Config(_Section):
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     releases: ReleasesConfig = Field(default_factory=ReleasesConfig)
     skew: SkewConfig = Field(default_factory=SkewConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
 

@@ -491,7 +491,8 @@ def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | Non
 
 
 def retain(ctx: Context) -> list[str]:
-    """Remove releases beyond ``[releases] keep`` (never the live one or the rollback target).
+    """Remove releases beyond ``[releases] keep`` (never the live one or the rollback target), and their build
+    and preflight logs.
 
     Each is renamed into ``trash/`` (atomic: a run killed here never leaves half a release that still
     looks complete), and deleted during the next deploy's build (``sweep_trash``): deleting its ~1,200
@@ -504,6 +505,9 @@ def retain(ctx: Context) -> list[str]:
             paths.trash_dir.mkdir(exist_ok=True)
             for release_id in doomed:
                 os.rename(paths.release_dir(release_id), paths.trash_dir / release_id)
+                for log in (paths.build_log(release_id), paths.preflight_log(release_id)):  # they go with it
+                    if log.is_file():
+                        os.rename(log, paths.trash_dir / release_id / log.name)
                 ctx.log.append("removed", release_id)
     return doomed
 

@@ -121,6 +121,11 @@ class DeployPaths:
     def pm2_error_log(self, app_name: str) -> Path:
         return self.logs_dir / f"pm2-{app_name}.err.log"
 
+    def pm2_raw_log(self, app_name: str) -> Path:
+        """What PM2 itself still gets from the workers: only what bypasses the launcher's log files (a write
+        straight to fd 1/2, e.g. a child process with inherited stdio); normally empty."""
+        return self.logs_dir / f"pm2-{app_name}.raw.log"
+
 
 @dataclass(frozen=True)
 class ReleaseLayout:

@@ -115,6 +115,11 @@ def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(si
     assert on_disk == {ids[1], ids[2]}
     # v1 went to trash/ at once (renamed); the next deploy deletes it during its build.
     assert [p.name for p in (site.root / "trash").iterdir()] == [ids[0]]
+    # Its build and preflight logs (a first deploy's preflight runs outside PM2) went with it; the kept stay.
+    assert [p.name for p in (site.root / "logs").glob(f"*{ids[0]}*")] == []
+    assert all((site.root / "logs" / f"build-{release_id}.log").is_file() for release_id in ids[1:])
+    assert {p.name for p in (site.root / "trash" / ids[0]).glob("*.log")} == {f"build-{ids[0]}.log",
+                                                                               f"preflight-{ids[0]}.log"}
 
     # Roll back to v2; then a new deploy must keep itself and v2 (its rollback target), dropping v3.
     assert site.nextdeploy("rollback").code == 0

@@ -107,6 +107,19 @@ def test_ecosystem_runs_the_launcher_through_current(tmp_path: Path) -> None:
                                                                "--update-env")
 
 
+def test_the_launcher_writes_the_app_logs_pm2_only_what_bypasses_it(tmp_path: Path) -> None:
+    config = parse_config({"app": {"name": "hello", "source": "."}, "server": {"root": "/srv/hello"},
+                           "logs": {"max_size": "20M", "keep": 2}}, tmp_path)
+    app = pm2.ecosystem_app(config, DeployPaths(config.root))
+    assert app["out_file"] == app["error_file"] == "/srv/hello/logs/pm2-hello.raw.log"
+    env = app["env"]
+    assert isinstance(env, dict) and {key: env[key] for key in env if key.startswith("NEXTDEPLOY_LOG_")} == {
+        "NEXTDEPLOY_LOG_OUT": "/srv/hello/logs/pm2-hello.out.log",
+        "NEXTDEPLOY_LOG_ERR": "/srv/hello/logs/pm2-hello.err.log",
+        "NEXTDEPLOY_LOG_MAX_BYTES": str(20 * 1024 * 1024), "NEXTDEPLOY_LOG_KEEP": "2"}
+    assert pm2.ecosystem_env(config) == env  # what an in-place reload compares with the workers' env
+
+
 def _worker(pm_id: int, name: str = "hello", status: str = "online", **env: str) -> dict[str, object]:
     app_env = {"PORT": "3000", "KEY": "k1", **env}
     return {"pm_id": pm_id, "name": name,

@@ -7,7 +7,6 @@ answered, how many requests failed, and writes a timeline plot.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -19,20 +18,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from nextdeploy.cli.options import FiniteFloatRange, debug_option
-from nextdeploy.errors import HostPathError, NextdeployError, ToolMissingError
+from nextdeploy.errors import HostPathError, NextdeployError
 from nextdeploy.ui import Reporter
 
 if TYPE_CHECKING:
     from nextdeploy.benchkit.engine import Run, RunContext
 
 DEMO_MARKER = ".nextdeploy-demo"
-LOAD_HINT = "pip install 'nextdeploy[load]'"
-
-
-def require_aiohttp() -> None:
-    """The load generator needs aiohttp, an optional extra."""
-    if importlib.util.find_spec("aiohttp") is None:
-        raise ToolMissingError("the demo needs aiohttp to send load, and it is not installed", hint=LOAD_HINT)
 
 
 def prepare_dir(directory: Path) -> None:
@@ -48,8 +40,8 @@ def prepare_dir(directory: Path) -> None:
 
         pm2_home = directory / "pm2"
         if pm2_home.is_dir():
-            subprocess.run([pm2_binary() or "pm2", "kill"], env=tool_env(pm2_home), capture_output=True,
-                           timeout=60, check=False)
+            pm2 = pm2_binary(directory / "root" / "tools") or "pm2"
+            subprocess.run([pm2, "kill"], env=tool_env(pm2_home), capture_output=True, timeout=60, check=False)
         kill_processes_under(directory.resolve())
         for name in ("app", "root", "pm2"):
             shutil.rmtree(directory / name, ignore_errors=True)
@@ -79,7 +71,6 @@ def demo_command(directory: Path, port: int | None, rate: float, keep_running: b
 
     Prints which versions answered and how many requests failed, and writes a timeline plot.
     """
-    require_aiohttp()
     from nextdeploy.benchkit import plot as plots
     from nextdeploy.benchkit import report
     from nextdeploy.benchkit.engine import NEXTDEPLOY, BenchError, LoadSpec, Scenario, Session
@@ -118,7 +109,7 @@ def demo_command(directory: Path, port: int | None, rate: float, keep_running: b
         info(f"demo took {time.monotonic() - started:.0f} s")
         finished = True
         if keep_running:
-            stop = f"PM2_HOME={target.pm2_home} {pm2_binary() or 'pm2'} kill"
+            stop = f"PM2_HOME={target.pm2_home} {pm2_binary(target.root / 'tools') or 'pm2'} kill"
             info(f"still running at {target.url}; stop it with: {stop}")
         problems = _problems(run, run_json)
         if problems:

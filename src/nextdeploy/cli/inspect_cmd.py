@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import click
 
+from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
 from nextdeploy.deploy import check_app_name, open_pm2, running_processes
@@ -181,7 +181,16 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
               help="How many past lines to show.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 def logs_command(config_path: Path, lines: int, follow: bool) -> None:
-    """The PM2 logs of the app (time-stamped, kept in <root>/logs outside the releases)."""
+    """The app's logs (time-stamped, kept in <root>/logs outside the releases), across their rotations."""
     ctx = make_context(config_path)
-    pm2 = open_pm2(ctx)
-    subprocess.run(pm2_plan.logs_argv(pm2.binary, ctx.config.app.name, lines, follow), env=pm2.env, check=False)
+    name = ctx.config.app.name
+    streams = [ctx.paths.pm2_out_log(name), ctx.paths.pm2_error_log(name), ctx.paths.pm2_raw_log(name)]
+    for path in streams:
+        last = applogs.tail(path, lines)
+        if last or path != ctx.paths.pm2_raw_log(name):
+            click.echo(f"==> {path} (last {len(last)} lines, with its rotated files) <==")
+            for line in last:
+                click.echo(line)
+    if follow:
+        labels = {path: path.name.removeprefix(f"pm2-{name}.").removesuffix(".log") for path in streams}
+        applogs.follow(streams, lambda path, line: click.echo(f"{labels[path]} | {line}"))
