@@ -29,6 +29,7 @@ from nextdeploy.plans import deps as deps_plan
 from nextdeploy.plans import release as release_plan
 from nextdeploy.project import ProjectInfo, inspect_project, standalone_hint
 from nextdeploy.releaselog import now_iso
+from nextdeploy.steps import StepName
 from nextdeploy.tools import node_version, require_tool
 
 LAUNCHER_SOURCE = Path(__file__).parent / "launcher" / "launcher.cjs"
@@ -133,7 +134,7 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
     config, paths = ctx.config, ctx.paths
     revision: str | None
     build_src = paths.build_dir(release_id) / "src"
-    with ctx.reporter.step("export source"):
+    with ctx.reporter.step("export source", StepName.EXPORT):
         if config.app.is_git:
             git = require_tool("git")
             mirror = paths.git_mirror_dir
@@ -220,7 +221,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
                                     yarn_berry)
     install_command = f"`{manager} {' '.join(install.argv[1:])}`"
     if key is None or not _take_dependencies(ctx, source, key):
-        with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
+        with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)", StepName.INSTALL):
             installed = ctx.executor.apply(install)
         if installed.timed_out:
             raise _timed_out(ctx, install_command, log_file)
@@ -234,7 +235,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
                 details=tail,
             )
     build = build_plan.build_op(tool, config.app, source.app_dir, env, log_file, hidden)
-    with ctx.reporter.step("build the app (next build)"):
+    with ctx.reporter.step("build the app (next build)", StepName.BUILD):
         built = ctx.executor.apply(build)
     if not built.ok:
         if key is not None:
@@ -279,7 +280,7 @@ def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
     dirs = deps_plan.cached_dirs(cache, key)
     if dirs is None or any((source.source_root / rel).exists() for rel in dirs):
         return False
-    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules"):
+    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules", StepName.INSTALL):
         try:
             ctx.executor.apply_all(deps_plan.take_ops(cache, dirs, source.source_root))
         except (OSError, HostPathError) as exc:
@@ -333,7 +334,7 @@ def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: Project
     config, paths = ctx.config, ctx.paths
     app_rel = app_rel_of(source) if config.release.mode == "standalone" else nextjs_prepare.traced_app_rel(source)
     layout = ReleaseLayout(paths.release_dir(release_id), app_rel)
-    with ctx.reporter.step("assemble the release"):
+    with ctx.reporter.step("assemble the release", StepName.ASSEMBLE):
         ctx.executor.apply_all(release_plan.begin_release_ops(layout))
         file_ops = nextjs_prepare.server_files_ops(ctx, source, layout, LAUNCHER_SOURCE)
         ctx.executor.apply(file_ops[0])

@@ -76,6 +76,7 @@ from nextdeploy.probe import listen_port
 from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.retention import releases_to_remove, rollback_target
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key
+from nextdeploy.steps import StepName
 from nextdeploy.tools import node_version, require_tool
 
 # How long a built and preflighted release waits for a rollback or stop that holds the live lock.
@@ -240,7 +241,8 @@ def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> Non
     """The health gate: the release must serve, outside PM2, before it takes traffic."""
     node = require_tool("node")
     env = runtime_env(ctx.config, listen_port(), "127.0.0.1", secrets)
-    with ctx.reporter.step(f"preflight: health gate on a private port ({ctx.config.health.stable_for:g} s window)"):
+    with ctx.reporter.step(f"preflight: health gate on a private port ({ctx.config.health.stable_for:g} s window)",
+                            StepName.PREFLIGHT):
         try:
             run_preflight(ctx.config, built.layout, node, env, ctx.paths.preflight_log(built.id))
         except PreflightError as exc:
@@ -437,7 +439,7 @@ def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: boo
         step = (f"restart the live release {current} (PM2 had no workers)" if not workers else
                 f"reload {len(strays)} worker(s) on another release back to the live release {current}")
         try:
-            with ctx.reporter.step(step):
+            with ctx.reporter.step(step, StepName.RESTART_LIVE):
                 write_ecosystem(ctx)
                 start_or_reload(ctx, pm2, workers)
                 verify(ctx, pm2, current, set(), require_new_pids=False)
@@ -469,7 +471,7 @@ def _clean_builds(ctx: Context, current: str | None) -> None:
 def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | None) -> None:
     """Put back what ``release``'s interrupted activation replaced."""
     paths = ctx.paths
-    with ctx.reporter.step("recover from the interrupted activation"):
+    with ctx.reporter.step("recover from the interrupted activation", StepName.RECOVER):
         if previous and is_complete(paths.release_dir(previous)):
             switch_to(ctx, previous)
             workers = pm2.workers(ctx.config.app.name)
@@ -501,7 +503,7 @@ def retain(ctx: Context) -> list[str]:
     on_disk = {path.name for path in paths.releases_dir.iterdir() if path.is_dir()}
     doomed = releases_to_remove(ctx.log.records(), on_disk, current_release(ctx), ctx.config.releases.keep)
     if doomed:
-        with ctx.reporter.step(f"remove {len(doomed)} old release{'s' if len(doomed) > 1 else ''}"):
+        with ctx.reporter.step(f"remove {len(doomed)} old release{'s' if len(doomed) > 1 else ''}", StepName.RETAIN):
             paths.trash_dir.mkdir(exist_ok=True)
             for release_id in doomed:
                 os.rename(paths.release_dir(release_id), paths.trash_dir / release_id)

@@ -53,6 +53,7 @@ from nextdeploy.pm2 import Pm2, Worker
 from nextdeploy.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
 from nextdeploy.probe import health_problem, http_get
 from nextdeploy.secrets import protect_pm2_dump
+from nextdeploy.steps import StepName
 
 POLL = 0.02  # the held files, while the first answer is awaited (it starts the window)
 # PM2's list costs its daemon 1-2 ms of CPU (it builds every process's entry), and the daemon is the cluster
@@ -99,7 +100,7 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
         step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
-        with ctx.reporter.step(step):
+        with ctx.reporter.step(step, StepName.HELD):
             # Whom to delete if this run is killed before the cut-over (``recover_held``).
             ctx.executor.apply(WriteFile(ctx.paths.held_state_file, _state(release_id, previous, old_ids)))
             switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
@@ -131,7 +132,8 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     leaving = frozenset(old_ids)
     new_ids = frozenset(worker.pm_id for worker in new_workers)
     try:
-        with ctx.reporter.step(f"switch traffic -> {release_id}: the held workers take it, the old ones drain"):
+        with ctx.reporter.step(f"switch traffic -> {release_id}: the held workers take it, the old ones drain",
+                               StepName.CUTOVER):
             approve(ctx, release_id)
             checkpoint("approved")
             _wait_serving(ctx, pm2, layout, new_ids)
@@ -139,7 +141,7 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             ctx.executor.apply(Remove(ctx.paths.held_state_file))
             # The old workers stop taking new connections at once and finish what they serve (launcher drain).
             ctx.executor.apply(DeleteWorkers(socket, old_ids, wait=False))
-        with ctx.reporter.step("verify every worker runs the new release"):
+        with ctx.reporter.step("verify every worker runs the new release", StepName.VERIFY):
             workers = verify(ctx, pm2, release_id, old_pids, leaving=leaving,
                              during_watch=lambda: pm2.save(leaving=leaving))
     except (NextdeployError, KeyboardInterrupt) as exc:
@@ -355,7 +357,8 @@ def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_i
     """Delete the held workers, put ``current`` back. An old worker that PM2 restarted during the window
     started from the new release (held, not serving): it is restarted again, from the old one."""
     name = ctx.config.app.name
-    with ctx.reporter.step(f"reject {release_id}: delete its held workers (they never took a request)"):
+    with ctx.reporter.step(f"reject {release_id}: delete its held workers (they never took a request)",
+                            StepName.REJECT):
         if previous is not None:
             switch_to(ctx, previous)  # first: a worker PM2 starts from now on runs the old release
         releases_dir = ctx.paths.releases_dir
@@ -445,7 +448,8 @@ def recover_held(ctx: Context, pm2: Pm2) -> None:
     state = _read_state(ctx.paths.held_state_file)
     if state is not None:
         release, previous, old_ids = state
-        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}"):
+        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}",
+                               StepName.RECOVER_HELD):
             back = previous is not None and is_complete(ctx.paths.release_dir(previous))
             if back and previous is not None and current_release(ctx) == release:
                 switch_to(ctx, previous)  # a worker PM2 forks again then runs the old release
@@ -454,7 +458,8 @@ def recover_held(ctx: Context, pm2: Pm2) -> None:
     doomed = [worker for worker in pm2.workers(ctx.config.app.name) if unapproved(worker)]
     if doomed:
         ids = ", ".join(str(worker.pm_id) for worker in doomed)
-        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})"):
+        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})",
+                               StepName.RECOVER_HELD):
             purge_workers(ctx, pm2, unapproved, unserved=unapproved)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from nextdeploy.context import Context
 from nextdeploy.errors import HookError
 from nextdeploy.plans.hooks import HookEvent, hook_command, hook_env, hook_op
+from nextdeploy.steps import StepName
 
 # The longest error text handed to ``on_failure`` (a build's error can carry a long log tail).
 ERROR_CHARS = 2000
@@ -26,7 +27,7 @@ def run_hook(ctx: Context, event: HookEvent, release: str, previous: str | None,
     cwd = next((d for d in (release_dir / ctx.config.app.path, release_dir) if d.is_dir()), paths.root)
     env = hook_env(ctx.config, event, release, release_dir, previous, revision,
                    error=error[:ERROR_CHARS] if error is not None else None)
-    with ctx.reporter.step(f"hook {event}"):
+    with ctx.reporter.step(f"hook {event}", StepName.HOOK):
         result = ctx.executor.apply(hook_op(ctx.config, event, command, cwd, env, paths.build_log(release)))
         if result.timed_out:
             problem = f"the {event} hook was still running after {ctx.config.hooks.timeout:g} s and was killed " \

@@ -18,15 +18,22 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
 
+from nextdeploy.steps import StepName, tagged
+
 if TYPE_CHECKING:
     from rich.console import Console
 
 
 @dataclass
 class StepTiming:
-    name: str
+    title: str
+    name: StepName | None
     seconds: float
     ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name.value if self.name else None, "title": self.title,
+                "seconds": round(self.seconds, 3), "ok": self.ok}
 
 
 @dataclass
@@ -60,9 +67,13 @@ class Reporter:
     # Progress -------------------------------------------------------------------------------------
 
     @contextmanager
-    def step(self, title: str) -> Iterator[None]:
-        """Run a named step: shows it while running, then its outcome and duration."""
+    def step(self, title: str, name: StepName | None = None) -> Iterator[None]:
+        """Run a step: shows ``title`` while running, then its outcome and duration. ``name`` is its stable
+        name (``nextdeploy.steps``): with ``--json`` each progress line carries it (``... [name] title``),
+        and so does ``timings``."""
         started = time.monotonic()
+        # Tagged only with --json (progress on stderr, read by scripts and the bench); a person reads titles.
+        shown = tagged(name, title) if self.json_mode else title
         ok = False
         try:
             if self.rich:
@@ -73,19 +84,19 @@ class Reporter:
                     progress.add_task(title, total=None)
                     yield
             else:
-                self._line(f"... {title}")
+                self._line(f"... {shown}")
                 yield
             ok = True
         finally:
             seconds = time.monotonic() - started
-            self.timings.append(StepTiming(title, seconds, ok))
+            self.timings.append(StepTiming(title, name, seconds, ok))
             mark = ("[green]✓[/]" if ok else "[red]✗[/]") if self.rich else ("ok " if ok else "FAILED")
             if self.rich:
                 from rich.markup import escape
 
                 self.console.print(f"{mark} {escape(title)} [dim]({seconds:.1f} s)[/]")
             else:
-                self._line(f"{mark} {title} ({seconds:.1f} s)")
+                self._line(f"{mark} {shown} ({seconds:.1f} s)")
 
     def info(self, message: str) -> None:
         if self.rich:
@@ -111,8 +122,6 @@ class Reporter:
         if self.json_mode:
             print(json.dumps(data, indent=2, sort_keys=True, default=str), file=self.stream, flush=True)
 
-    def step_seconds(self, title: str) -> float | None:
-        for timing in reversed(self.timings):
-            if timing.name == title:
-                return timing.seconds
-        return None
+    def steps_json(self) -> list[dict[str, Any]]:
+        """The steps run so far, in the order they ended: name, title, seconds, ok."""
+        return [timing.to_json() for timing in self.timings]

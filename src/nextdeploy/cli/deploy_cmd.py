@@ -71,7 +71,7 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
         ctx.reporter.info(f"{result.release} is serving already; nothing to do")
     else:
         ctx.reporter.info(f"started {result.release} in {result.seconds:.1f} s")
-    ctx.reporter.result(result.to_json())
+    ctx.reporter.result({**result.to_json(), "steps": ctx.reporter.steps_json()})
 
 
 def _release_id(value: str | None) -> str | None:
@@ -89,4 +89,4 @@ def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:
     )
     if result.removed:
         reporter.info(f"removed old releases: {', '.join(result.removed)}")
-    reporter.result(result.to_json())
+    reporter.result({**result.to_json(), "steps": reporter.steps_json()})

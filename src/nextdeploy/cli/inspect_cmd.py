@@ -17,6 +17,7 @@ from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import startup_configured
 from nextdeploy.probe import health_problem, http_get, local_address
+from nextdeploy.steps import StepName
 from nextdeploy.tools import node_version
 
 
@@ -166,7 +167,7 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
         pm2 = open_pm2(ctx)
         check_app_name(ctx, pm2, running_processes(pm2))  # never delete another app that has the same name
         workers = pm2.workers(ctx.config.app.name)
-        with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2"):
+        with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2", StepName.STOP):
             if workers:
                 pm2.check(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name), "delete the app")
             pm2.save()
