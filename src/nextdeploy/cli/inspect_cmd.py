@@ -11,14 +11,12 @@ from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
 from nextdeploy.deploy import check_app_name, open_pm2, running_processes
+from nextdeploy.hoststatus import host_status
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
 from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.pm2 import startup_configured
-from nextdeploy.probe import health_problem, http_get, local_address
 from nextdeploy.steps import StepName
-from nextdeploy.tools import node_version
 
 
 @click.command("releases")
@@ -72,52 +70,20 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     """The live release, its health, and each PM2 worker."""
     ctx = make_context(config_path, json_mode)
     config = ctx.config
-    current = current_release(ctx)
-    pm2 = open_pm2(ctx)
-    # Asking the pm2 command would start a daemon: a status must change nothing.
-    daemon_running = pm2.daemon_pid() is not None
-    workers = pm2.workers(config.app.name) if daemon_running else []
-    draining = pm2.leaving_workers(config.app.name) if daemon_running else []
-    lost = pm2.lost_workers(ctx.paths.releases_dir)
-    host = local_address(config.server.hostname)
-    probe = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
-    problem = health_problem(probe, config.health)
-    daemon_node = pm2.daemon_node()
-    node = {
-        "pm2": node_version(daemon_node) if daemon_node and Path(daemon_node).is_file() else None,
-        "built_with": (read_manifest(ctx.paths.release_dir(current)) or {}).get("node_version") if current else None,
-    }
-    worker_rows = [
-        {"pm_id": w.pm_id, "pid": w.pid, "status": w.status, "restarts": w.restarts,
-         "memory_mb": round(w.memory / 1e6, 1), "release": w.release_in(ctx.paths.releases_dir)}
-        for w in workers
-    ]
-    data: dict[str, Any] = {
-        "app": config.app.name,
-        "root": str(ctx.paths.root),
-        "current": current,
-        "url": f"http://{host}:{config.server.port}",
-        "healthy": problem is None,
-        "health_problem": problem,
-        "pm2_daemon_running": daemon_running,
-        "startup_on_boot": startup_configured(),
-        "node": node,
-        "deploy_running": _deploy_running(ctx.paths.build_lock_file),
-        "workers": worker_rows,
-        "lost_workers": lost,
-        "draining_workers": [w.pid for w in draining],
-    }
+    report = host_status(ctx)
     if json_mode:
-        ctx.reporter.result(data)
+        ctx.reporter.result(report.to_json())
         return
+    current, workers, lost, draining = report.current, report.workers, report.lost_workers, report.draining_workers
     info = ctx.reporter.info
-    info(f"app {config.app.name} at {data['url']}  root {ctx.paths.root}")
+    info(f"app {config.app.name} at {report.url}  root {ctx.paths.root}")
     info(f"current release: {current or 'none'}")
-    if data["deploy_running"]:
-        running = data["deploy_running"]
+    if report.deploy_running:
+        running = report.deploy_running
         info(f"a deploy is running: pid {running['pid']} since {running['started_at']} (a rollback does not "
              "wait for it)")
-    info(f"health {config.health.path}: {'ok' if problem is None else problem}")
+    info(f"health {config.health.path}: {'ok' if report.health_problem is None else report.health_problem}")
+    node = report.node
     mismatch = built_node_problem(node["pm2"], node["built_with"])
     if mismatch:
         ctx.reporter.warn(mismatch)
@@ -127,33 +93,26 @@ def status_command(config_path: Path, json_mode: bool) -> None:
 
     table = Table("pm id", "pid", "status", "restarts", "memory", "release")
     for w in workers:
-        table.add_row(str(w.pm_id), str(w.pid), w.status, str(w.restarts), f"{w.memory / 1e6:.1f} MB",
-                      w.release_in(ctx.paths.releases_dir) or "?")
+        table.add_row(str(w.pm_id), str(w.pid), w.status, str(w.restarts), f"{w.memory_mb:.1f} MB", w.release or "?")
     if workers:
         ctx.reporter.console.print(table)
-    elif daemon_running:
+    elif report.pm2_daemon_running:
         info("no PM2 workers for this app")
     else:
-        info(f"PM2's daemon is not running (PM2_HOME={pm2.home_dir})")
+        info(f"PM2's daemon is not running (PM2_HOME={report.pm2_home})")
     if draining:
         info(f"{len(draining)} old worker(s) draining: PM2 is stopping them (pid "
-             f"{', '.join(str(w.pid) for w in draining)}); they take no new connections")
+             f"{', '.join(map(str, draining))}); they take no new connections")
     if lost:
         ctx.reporter.warn(f"{len(lost)} worker(s) of a release here run outside PM2's list (pid "
                           f"{', '.join(map(str, lost))}) and may still take connections: `nextdeploy stop`, "
                           "`start` or the next deploy stops them")
     if current and not workers and not lost:
         info(f"nothing serves {current}: `nextdeploy start` starts it again (no build)")
-    if data["startup_on_boot"]:
+    if report.startup_on_boot:
         info("PM2 starts on boot: yes (pm2 startup is configured)")
     else:
         info("PM2 starts on boot: not configured; run `pm2 startup` once and follow its instructions")
-
-
-def _deploy_running(build_lock_file: Path) -> dict[str, Any] | None:
-    """The deploy holding the build lock now, if any."""
-    owner = DeployLock(build_lock_file, "nextdeploy status").running_holder()
-    return owner.__dict__ if owner is not None else None
 
 
 @click.command("stop")
