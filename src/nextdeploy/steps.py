@@ -62,4 +62,14 @@ def untag(text: str) -> tuple[str | None, str]:
     return found["name"], text[found.end():]
 
 
+def untag_line(line: str) -> str:
+    """A ``--json`` progress line as a person reads it: ``ok  [build] build the app (3.0 s)`` ->
+    ``ok  build the app (3.0 s)``; any other line unchanged."""
+    found = _TAGGED_LINE.match(line)
+    if found is None or found["name"] not in _VALUES:
+        return line
+    return found["mark"] + line[found.end():]
+
+
 _VALUES: Final = frozenset(step.value for step in StepName)
+_TAGGED_LINE: Final = re.compile(r"^(?P<mark>\.\.\. |ok  |FAILED )\[(?P<name>[a-z][a-z-]*)\] ")

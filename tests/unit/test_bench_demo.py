@@ -30,3 +30,14 @@ def test_the_bench_target_config_passes_reload_at_once_on(tmp_path: Path) -> Non
 
     assert load_config(Target(tmp_path / "a").config_path).server.reload_at_once == 2  # nextdeploy's default
     assert load_config(Target(tmp_path / "b", reload_at_once=1).config_path).server.reload_at_once == 1
+
+
+def test_the_demo_shows_how_steps_ended_by_their_titles() -> None:
+    assert demo_cmd.step_outcome("ok  [build] build the app (next build) (3.0 s)") == \
+        "ok  build the app (next build) (3.0 s)"
+    assert demo_cmd.step_outcome("FAILED [held] preflight: new workers (4 s window) (1.0 s)") == \
+        "FAILED preflight: new workers (4 s window) (1.0 s)"
+    error = "error: the release crashed (fix: see `nextdeploy logs`)"
+    assert demo_cmd.step_outcome(error) == error
+    assert demo_cmd.step_outcome("... [build] build the app (next build)") is None
+    assert demo_cmd.step_outcome("release 20261121-070058-556-fc4f") is None

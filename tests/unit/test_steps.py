@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.steps import StepName, tagged, untag
+from nextdeploy.steps import StepName, tagged, untag, untag_line
 from nextdeploy.ui import Reporter
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "nextdeploy"
@@ -50,6 +50,11 @@ def test_a_tag_round_trips_and_an_unknown_one_is_a_title() -> None:
         assert untag(tagged(name, "a [b] title")) == (name.value, "a [b] title")
     assert untag("[nope] a title") == (None, "[nope] a title")
     assert untag("roll back to [/]") == (None, "roll back to [/]")
+    assert untag_line("ok  [build] build the app (next build) (3.0 s)") == "ok  build the app (next build) (3.0 s)"
+    assert untag_line("FAILED [verify] verify (1.0 s)") == "FAILED verify (1.0 s)"
+    assert untag_line("... [switch] switch current -> R2") == "... switch current -> R2"
+    for line in ("ok  [nope] x (1.0 s)", "error: [build] failed (fix: y)", "ok  pm2 save (0.5 s)"):
+        assert untag_line(line) == line
 
 
 def test_the_bench_reads_the_steps_of_a_reporters_run_by_name() -> None:

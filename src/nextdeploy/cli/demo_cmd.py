@@ -19,12 +19,19 @@ import click
 
 from nextdeploy.cli.options import FiniteFloatRange, debug_option
 from nextdeploy.errors import HostPathError, NextdeployError
+from nextdeploy.steps import untag_line
 from nextdeploy.ui import Reporter
 
 if TYPE_CHECKING:
     from nextdeploy.benchkit.engine import Run, RunContext
 
 DEMO_MARKER = ".nextdeploy-demo"
+
+
+def step_outcome(line: str) -> str | None:
+    """What the demo shows of a deploy's ``--json`` progress line: how each step ended and the error, as a
+    person reads them (without the step names scripts read); None for the rest."""
+    return untag_line(line) if line.startswith(("ok ", "FAILED", "error:")) else None
 
 
 def prepare_dir(directory: Path) -> None:
@@ -83,8 +90,9 @@ def demo_command(directory: Path, port: int | None, rate: float, keep_running: b
     started = time.monotonic()
 
     def echo_step(line: str) -> None:
-        if line.startswith(("ok ", "FAILED", "error:")):
-            info(f"    {line}")
+        shown = step_outcome(line)
+        if shown is not None:
+            info(f"    {shown}")
 
     session = Session(NEXTDEPLOY, target, info, echo_steps=echo_step)
     finished = False
