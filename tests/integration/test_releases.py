@@ -201,6 +201,27 @@ def _run(site: Site) -> tuple[int, str]:
     return result.code, result.output
 
 
+def test_a_failed_install_or_build_step_says_failed(site: Site) -> None:
+    """Issue 20, item 7: the failed step's progress line says FAILED, never ``ok`` (no Next.js build here)."""
+    package = json.loads((site.app_dir / "package.json").read_text())
+    package["dependencies"]["left-pad"] = "1.3.0"  # not in the lockfile: the frozen install fails
+    (site.app_dir / "package.json").write_text(json.dumps(package))
+    result = site.deploy()
+    assert result.code == ExitCode.BUILD_FAILED, result.output
+    assert re.search(r"^FAILED install dependencies \(pnpm, frozen lockfile\) \(", result.stdout, re.M), result.output
+    assert not re.search(r"^ok +install dependencies", result.stdout, re.M), result.output
+
+    site.set_version("v1")
+    shutil.copyfile(REPO / "examples" / "hello" / "package.json", site.app_dir / "package.json")
+    site.write_config(app={"build_command": "echo broken on purpose; exit 3"})
+    result = site.deploy()
+    assert result.code == ExitCode.BUILD_FAILED, result.output
+    assert re.search(r"^ok +install dependencies", result.stdout, re.M), result.output
+    assert re.search(r"^FAILED build the app \(next build\) \(", result.stdout, re.M), result.output
+    assert not re.search(r"^ok +build the app", result.stdout, re.M), result.output
+    assert "broken on purpose" in result.output
+
+
 def test_build_killed_mid_copy_leaves_an_unfinished_release_that_the_next_run_cleans(site: Site) -> None:
     env = {**tool_env(), "NEXTDEPLOY_TEST_PAUSE_AT": "mid-copy"}
     deploy = subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(site.config_path)],
