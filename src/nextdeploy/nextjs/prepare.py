@@ -90,7 +90,8 @@ def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -
     check_node(layout)
     _check_sharp(ctx, build, source, layout)
     warning = caches.isr_warning(build.next_config, _read_json(build.next_dir / "prerender-manifest.json"),
-                                 ctx.config.server.instances)
+                                 ctx.config.server.instances,
+                                 lambda: envcheck.revalidates_in_source(source.source_root))
     if warning:
         ctx.reporter.warn(warning)
     return {"traced_files": len(traces.files), "static_files": len(own_static)}
