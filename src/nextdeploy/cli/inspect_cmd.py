@@ -19,6 +19,7 @@ from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import Pm2, startup_configured
 from nextdeploy.probe import health_problem, http_get, local_address
+from nextdeploy.releaselog import Status
 from nextdeploy.tools import find_tool, node_version
 
 
@@ -73,10 +74,19 @@ def releases_command(config_path: Path, json_mode: bool) -> None:
     for row in rows:
         size = f"{row['bytes'] / 1e6:.1f} MB" if isinstance(row["bytes"], int | float) and row["bytes"] else ""
         # Text, not markup: a reason may hold "[/]" (an error message, the app's output), the log anything.
-        cells = ["*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
+        cells = ["*" if row["current"] else "", row["id"],
+                 shown_status(str(row["status"]), bool(row["current"])), row["created_at"] or "",
                  str(row["revision"] or "")[:12], size, row["reason"] or ""]
         table.add_row(*(Text(str(cell)) for cell in cells))
     ctx.reporter.console.print(table)
+
+
+def shown_status(status: str, current: bool) -> str:
+    """A release's status in the table: the log's ``active`` (went live, never failed) is ``live`` for the
+    current release and ``good`` (a rollback target) for the others; ``--json`` keeps the log's word."""
+    if status == Status.ACTIVE:
+        return "live" if current else "good"
+    return status
 
 
 @click.command("status")
