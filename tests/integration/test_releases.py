@@ -114,6 +114,12 @@ def test_dry_run_prints_the_plan_and_changes_nothing(site: Site) -> None:
                      "pm2 start", "launcher.cjs", "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY=***",
                      "stays healthy for 4 s", "Node against next's engines"):
         assert expected in result.stdout, expected
+    # Issue 20: the commands that really run: pm2 with its PM2_HOME, the binaries found, no `cp --exclude`.
+    tools = REPO / ".tools" / "node_modules" / ".bin"
+    assert f"PM2_HOME={site.pm2_home} {tools}/pm2 start " in result.stdout, result.stdout
+    assert f"{tools}/pnpm install --frozen-lockfile" in result.stdout, result.stdout
+    assert "rsync -a --exclude=node_modules" in result.stdout and "cp -a --exclude" not in result.stdout
+    assert "npm install --prefix" not in result.stdout  # pnpm and pm2 are found: nothing to install first
     assert not site.root.exists()
 
 
