@@ -279,10 +279,11 @@ def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
     dirs = deps_plan.cached_dirs(cache, key)
     if dirs is None or any((source.source_root / rel).exists() for rel in dirs):
         return False
-    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules"):
+    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules") as step:
         try:
             ctx.executor.apply_all(deps_plan.take_ops(cache, dirs, source.source_root))
         except (OSError, HostPathError) as exc:
+            step.failed = True
             # Half taken: clear what arrived and install from scratch (the cache is void: its key is gone).
             ctx.reporter.warn(f"could not reuse the cached node_modules ({exc}); installing")
             for rel in dirs:
