@@ -28,7 +28,7 @@ def test_read_only_commands_install_nothing_and_start_no_daemon(site: Site) -> N
     assert "no releases yet" in releases.output
     logs = site.nextdeploy("logs", env=without_pm2).expect_ok()
     assert "pm2 is not installed" in logs.output
-    assert not (site.root / "tools").exists()
+    assert not site.root.exists()  # nothing written at all, not even the deploy root
 
     # pm2 installed, its daemon not running: the app's log files are shown as they are, no daemon started.
     (site.root / "logs").mkdir(parents=True)
