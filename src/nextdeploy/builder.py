@@ -220,8 +220,8 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
                                     yarn_berry)
     install_command = f"`{manager} {' '.join(install.argv[1:])}`"
     if key is None or not _take_dependencies(ctx, source, key):
-        with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
-            installed = ctx.executor.apply(install)
+        with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)") as step:
+            installed = step.check(ctx.executor.apply(install))
         if installed.timed_out:
             raise _timed_out(ctx, install_command, log_file)
         if not installed.ok:
@@ -234,8 +234,8 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
                 details=tail,
             )
     build = build_plan.build_op(tool, config.app, source.app_dir, env, log_file, hidden)
-    with ctx.reporter.step("build the app (next build)"):
-        built = ctx.executor.apply(build)
+    with ctx.reporter.step("build the app (next build)") as step:
+        built = step.check(ctx.executor.apply(build))
     if not built.ok:
         if key is not None:
             # The install was good: the next build (the fix of this one, likely) needs none. The failed
@@ -279,10 +279,11 @@ def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
     dirs = deps_plan.cached_dirs(cache, key)
     if dirs is None or any((source.source_root / rel).exists() for rel in dirs):
         return False
-    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules"):
+    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules") as step:
         try:
             ctx.executor.apply_all(deps_plan.take_ops(cache, dirs, source.source_root))
         except (OSError, HostPathError) as exc:
+            step.failed = True
             # Half taken: clear what arrived and install from scratch (the cache is void: its key is gone).
             ctx.reporter.warn(f"could not reuse the cached node_modules ({exc}); installing")
             for rel in dirs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from nextdeploy.activate import current_release
@@ -17,6 +18,7 @@ from nextdeploy.plans import release as release_plan
 from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.project import PackageManager, find_lockfile
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, secret_files
+from nextdeploy.tools import PINNED_NPM_TOOLS, find_tool, tools_bin
 
 
 def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
@@ -47,7 +49,10 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     preflight_env = runtime_env(config, 0, "127.0.0.1")
     preflight_env["PORT"] = "<free port>"
     ecosystem = pm2_plan.ecosystem_source(config, paths, secret_files(paths))
-    pm2 = "pm2"
+    pm2, pm2_install = _tool_path(ctx, "pm2", config.pm2.bin)
+    tool, tool_install = _tool_path(ctx, manager)
+    pm2_home = config.pm2_home or os.environ.get("PM2_HOME")
+    pm2_env = {"PM2_HOME": str(pm2_home)} if pm2_home else {}
     live = current_release(ctx)
     first = live is None
 
@@ -62,13 +67,14 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     return [
         ("prepare the deploy root", [*(MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir)),
                                      MakeDirs(paths.logs_dir, mode=0o700)]),
+        *([("install what is not found on PATH", tool_install + pm2_install)] if tool_install + pm2_install else []),
         ("export source", export),
         ("install and build" + (" (no install if the install inputs match the last good build's: the cached"
                                 " node_modules are moved in, [app] reuse_dependencies)"
                                 if config.app.reuse_dependencies else ""), [
-            build_plan.install_op(manager, manager, config.app, install_dir, env, paths.build_log(release_id),
+            build_plan.install_op(tool, manager, config.app, install_dir, env, paths.build_log(release_id),
                                   hidden),
-            build_plan.build_op(manager, config.app, source.app_dir, env, paths.build_log(release_id), hidden),
+            build_plan.build_op(tool, config.app, source.app_dir, env, paths.build_log(release_id), hidden),
         ]),
         ("assemble the release", [
             *release_plan.begin_release_ops(layout),
@@ -88,11 +94,22 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
             *pm2_plan.log_ops(config, paths),
             Symlink(f"releases/{release_id}", paths.current_link),
             Run(pm2_plan.start_argv(pm2, paths.ecosystem_file, config.app.name) if first
-                else pm2_plan.reload_argv(pm2, paths.ecosystem_file, config.app.name)),
-            Run(pm2_plan.save_argv(pm2)),
+                else pm2_plan.reload_argv(pm2, paths.ecosystem_file, config.app.name), env=pm2_env),
+            Run(pm2_plan.save_argv(pm2), env=pm2_env),
         ]),
         *hook_step("after_activate"),
     ]
+
+
+def _tool_path(ctx: Context, name: str, explicit: str | None = None) -> tuple[str, list[Op]]:
+    """The binary a deploy would run, and the install it needs first: as found now, else where nextdeploy
+    installs it with npm (pm2, pnpm), else the bare name (the deploy then stops: exit 5)."""
+    found = find_tool(name, ctx.paths.tools_dir, explicit)
+    if found or explicit or name not in ("pm2", "pnpm"):
+        return found or explicit or name, []
+    install = Run(("npm", "install", "--prefix", str(ctx.paths.tools_dir), "--no-audit", "--no-fund",
+                   PINNED_NPM_TOOLS[name]))
+    return str(tools_bin(ctx.paths.tools_dir) / name), [install]
 
 
 def print_deploy_plan(ctx: Context) -> None:

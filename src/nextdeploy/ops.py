@@ -96,15 +96,26 @@ class PrivateFile:
 
 @dataclass(frozen=True)
 class CopyTree:
-    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth."""
+    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth.
+
+    ``link_from``: an earlier copy of the tree; a regular file whose bytes (and mode) equal the file at the
+    same path there is hard-linked to it instead of copied (``public``: static files nothing rewrites)."""
 
     src: Path
     dst: Path
     ignore: tuple[str, ...] = ()
+    link_from: Path | None = None
 
     def render(self) -> str:
-        excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
-        return f"cp -a{excludes} {shlex.quote(str(self.src))}/. {shlex.quote(str(self.dst))}/"
+        src, dst = shlex.quote(str(self.src)), shlex.quote(str(self.dst))
+        if self.ignore:  # cp has no --exclude: rsync's (a bare name matches at any depth) is what happens
+            excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
+            line = f"rsync -a{excludes} {src}/ {dst}/"
+        else:
+            line = f"cp -a {src}/. {dst}/"
+        if self.link_from is not None:
+            line += f"  # files identical in {shlex.quote(str(self.link_from))} are hard-linked"
+        return line
 
 
 @dataclass(frozen=True)

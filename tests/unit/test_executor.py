@@ -111,6 +111,33 @@ def test_move_link_from_shows_in_dry_run(tmp_path: Path) -> None:
     assert line.startswith("mv ") and "hard-linked" in line
 
 
+def test_copy_tree_links_files_identical_in_the_earlier_copy(tmp_path: Path) -> None:
+    # Issue 20: `public` was copied into every release, 17 MB each for a real app, though unchanged.
+    live, source, dst = tmp_path / "live" / "public", tmp_path / "src" / "public", tmp_path / "new" / "public"
+    for tree, changed in ((live, "old"), (source, "new")):
+        (tree / "img").mkdir(parents=True)
+        (tree / "img" / "logo.svg").write_text("<svg/>")
+        (tree / "notes.txt").write_text(changed)
+        (tree / "link.svg").symlink_to("img/logo.svg")
+    (source / "added.txt").write_text("added")
+    LocalExecutor().apply(CopyTree(source, dst, link_from=live))
+    assert os.path.samefile(dst / "img" / "logo.svg", live / "img" / "logo.svg")
+    assert not os.path.samefile(dst / "notes.txt", live / "notes.txt") and (dst / "notes.txt").read_text() == "new"
+    assert (dst / "added.txt").read_text() == "added" and os.readlink(dst / "link.svg") == "img/logo.svg"
+    assert (live / "notes.txt").read_text() == "old"
+    # Without an earlier copy (a first deploy), or when it has no such file, every file is its own.
+    LocalExecutor().apply(CopyTree(source, tmp_path / "first"))
+    assert not os.path.samefile(tmp_path / "first" / "img" / "logo.svg", live / "img" / "logo.svg")
+
+
+def test_copy_tree_renders_what_really_happens() -> None:
+    # cp has no --exclude: a copy that skips names renders as the rsync line that does the same.
+    assert CopyTree(Path("/repo"), Path("/b/src"), ignore=("node_modules", ".next")).render() == (
+        "rsync -a --exclude=node_modules --exclude=.next /repo/ /b/src/")
+    assert CopyTree(Path("/b/public"), Path("/r/public"), link_from=Path("/live/public")).render() == (
+        "cp -a /b/public/. /r/public/  # files identical in /live/public are hard-linked")
+
+
 def test_write_file_mode(tmp_path: Path) -> None:
     LocalExecutor().apply(WriteFile(tmp_path / "k", "secret", mode=0o600))
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600

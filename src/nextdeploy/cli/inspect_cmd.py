@@ -10,14 +10,30 @@ import click
 from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
+from nextdeploy.context import Context
 from nextdeploy.deploy import check_app_name, open_pm2, running_processes
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
 from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.pm2 import startup_configured
+from nextdeploy.pm2 import Pm2, startup_configured
 from nextdeploy.probe import health_problem, http_get, local_address
-from nextdeploy.tools import node_version
+from nextdeploy.releaselog import Status
+from nextdeploy.tools import find_tool, node_version
+
+
+def _pm2_as_it_is(ctx: Context) -> tuple[Pm2, bool, str | None]:
+    """PM2 for a read-only command: whether pm2 is installed, and what is missing for it to show the app (None
+    when its daemon runs). pm2 is never installed here and PM2_HOME not created; no pm2 command runs unless
+    its daemon does (every pm2 command starts one)."""
+    binary = find_tool("pm2", ctx.paths.tools_dir, ctx.config.pm2.bin)
+    pm2 = Pm2(binary or "pm2", ctx.config.pm2_home, ctx.executor)
+    if binary is None:
+        where = ctx.config.pm2.bin or f"PATH or {ctx.paths.tools_dir}"
+        return pm2, False, f"pm2 is not installed (not on {where}; `nextdeploy deploy` installs it)"
+    if pm2.daemon_pid() is None:
+        return pm2, True, f"PM2's daemon is not running (PM2_HOME={pm2.home_dir})"
+    return pm2, True, None
 
 
 @click.command("releases")
@@ -57,10 +73,19 @@ def releases_command(config_path: Path, json_mode: bool) -> None:
     for row in rows:
         size = f"{row['bytes'] / 1e6:.1f} MB" if isinstance(row["bytes"], int | float) and row["bytes"] else ""
         # Text, not markup: a reason may hold "[/]" (an error message, the app's output), the log anything.
-        cells = ["*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
+        cells = ["*" if row["current"] else "", row["id"],
+                 shown_status(str(row["status"]), bool(row["current"])), row["created_at"] or "",
                  str(row["revision"] or "")[:12], size, row["reason"] or ""]
         table.add_row(*(Text(str(cell)) for cell in cells))
     ctx.reporter.console.print(table)
+
+
+def shown_status(status: str, current: bool) -> str:
+    """A release's status in the table: the log's ``active`` (went live, never failed) is ``live`` for the
+    current release and ``good`` (a rollback target) for the others; ``--json`` keeps the log's word."""
+    if status == Status.ACTIVE:
+        return "live" if current else "good"
+    return status
 
 
 @click.command("status")
@@ -72,8 +97,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     ctx = make_context(config_path, json_mode)
     config = ctx.config
     current = current_release(ctx)
-    pm2 = open_pm2(ctx)
-    # Asking the pm2 command would start a daemon: a status must change nothing.
+    pm2, pm2_installed, pm2_missing = _pm2_as_it_is(ctx)
     daemon_running = pm2.daemon_pid() is not None
     workers = pm2.workers(config.app.name) if daemon_running else []
     draining = pm2.leaving_workers(config.app.name) if daemon_running else []
@@ -99,6 +123,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         "healthy": problem is None,
         "health_problem": problem,
         "pm2_daemon_running": daemon_running,
+        "pm2_installed": pm2_installed,
         "startup_on_boot": startup_configured(),
         "node": node,
         "deploy_running": _deploy_running(ctx.paths.build_lock_file),
@@ -133,7 +158,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     elif daemon_running:
         info("no PM2 workers for this app")
     else:
-        info(f"PM2's daemon is not running (PM2_HOME={pm2.home_dir})")
+        info(str(pm2_missing))
     if draining:
         info(f"{len(draining)} old worker(s) draining: PM2 is stopping them (pid "
              f"{', '.join(str(w.pid) for w in draining)}); they take no new connections")

@@ -23,10 +23,10 @@ from nextdeploy.nextjs import caches, envcheck, skew, traced
 from nextdeploy.nextjs.build import BuildOutput, inspect_build
 from nextdeploy.nextjs.traces import (
     TraceSet,
+    check_release_paths,
     excluded_files,
     included_files,
     listing,
-    missing_in,
     read_traces,
     reject_escaping,
     walk_files,
@@ -90,7 +90,8 @@ def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -
     check_node(layout)
     _check_sharp(ctx, build, source, layout)
     warning = caches.isr_warning(build.next_config, _read_json(build.next_dir / "prerender-manifest.json"),
-                                 ctx.config.server.instances)
+                                 ctx.config.server.instances,
+                                 lambda: envcheck.revalidates_in_source(source.source_root))
     if warning:
         ctx.reporter.warn(warning)
     return {"traced_files": len(traces.files), "static_files": len(own_static)}
@@ -163,8 +164,17 @@ def required_paths(build: BuildOutput, traces: TraceSet) -> set[str]:
 
 
 def check_traced_files(build: BuildOutput, traces: TraceSet, layout: ReleaseLayout, excluded: set[str]) -> None:
-    """Every file the traces name must be in the release; raises ReleaseError listing the missing ones."""
-    missing = missing_in(layout.release_dir, required_paths(build, traces))
+    """Every file the traces name must be in the release, and no traced link may lead out of it; raises
+    ReleaseError listing the offending paths (a link left dangling inside the release is fine)."""
+    found = check_release_paths(layout.release_dir, required_paths(build, traces))
+    if found.escaping:
+        raise ReleaseError(
+            f"{len(found.escaping)} traced link(s) of the release lead outside it",
+            hint="a release must be self-contained: check the build's links (an absolute link into the build dir "
+                 "breaks once it is deleted) and [release] include",
+            details=listing(found.escaping),
+        )
+    missing = found.missing
     if not missing:
         return
     by_exclude = [path for path in missing if path in excluded]
