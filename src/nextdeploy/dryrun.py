@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nextdeploy.activate import current_release
-from nextdeploy.builder import LAUNCHER_SOURCE
+from nextdeploy.builder import LAUNCHER_SOURCE, Installer, plan_package_manager
 from nextdeploy.context import Context
 from nextdeploy.ids import new_release_id
 from nextdeploy.ops import MakeDirs, Op, Run, Symlink, WriteFile
@@ -13,8 +13,9 @@ from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans import release as release_plan
+from nextdeploy.plans.packagemanager import choose_manager
 from nextdeploy.plans.runtime import runtime_env
-from nextdeploy.project import PackageManager, find_lockfile
+from nextdeploy.project import read_yarnrc
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, secret_files
 
 
@@ -24,16 +25,16 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     source = SourceLayout(paths.build_dir(release_id) / "src", config.app.path)
     app_rel = "" if config.app.path in ("", ".") else config.app.path.strip("/")
     layout = ReleaseLayout(paths.release_dir(release_id), app_rel)
-    manager: PackageManager = "pnpm"
-    install_dir = source.source_root
-    if not config.app.is_git:
-        found = find_lockfile(Path(config.source) / config.app.path, Path(config.source), config.app.package_manager)
-        if found:
-            manager = found.package_manager
-            install_dir = source.source_root / found.install_dir.relative_to(Path(config.source))
+    if config.app.is_git:
+        # Read from the checkout during the deploy; shown as for a pnpm app with a current lockfile.
+        installer = Installer(choose_manager("pnpm", "pnpm-lock.yaml", "9.0"), "pnpm", None)
+    else:
+        installer = plan_package_manager(ctx, Path(config.source))
+    install_dir = source.source_root / installer.install_rel
+    yarnrc = read_yarnrc(Path(config.source) / installer.install_rel) if installer.choice.berry else {}
     env = build_plan.build_env(config.app.build_env, release_id)
-    env[SERVER_ACTIONS_ENV] = "(from shared/server-actions.key)"
-    hidden = frozenset({SERVER_ACTIONS_ENV})
+    secret_env = {SERVER_ACTIONS_ENV: "(from shared/server-actions.key)"}
+    hidden = frozenset(secret_env)
     if config.app.is_git:
         export: list[Op] = [
             build_plan.git_mirror_op("git", config.source, paths.git_mirror_dir, paths.git_mirror_dir.exists(),
@@ -49,15 +50,20 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     pm2 = "pm2"
     live = current_release(ctx)
     first = live is None
+    choice, tool = installer.choice, installer.binary
+    setup = [(f"install {choice.label} with npm ({choice.reason}; nothing on this host fits)", installer.setup)]
     return [
         ("prepare the deploy root", [MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir, paths.logs_dir)]),
+        *(setup if installer.setup else []),
         ("export source", export),
         ("install and build" + (" (no install if the install inputs match the last good build's: the cached"
                                 " node_modules are moved in, [app] reuse_dependencies)"
                                 if config.app.reuse_dependencies else ""), [
-            build_plan.install_op(manager, manager, config.app, install_dir, env, paths.build_log(release_id),
-                                  hidden),
-            build_plan.build_op(manager, config.app, source.app_dir, env, paths.build_log(release_id), hidden),
+            build_plan.install_op(choice, tool, config.app, install_dir,
+                                  build_plan.install_env(env, choice, yarnrc, paths.yarn_cache_dir),
+                                  paths.build_log(release_id), installer.path),
+            build_plan.build_op(tool, config.app, source.app_dir, {**env, **secret_env}, paths.build_log(release_id),
+                                hidden, installer.path),
         ]),
         ("assemble the release", [
             *release_plan.begin_release_ops(layout),

@@ -318,6 +318,8 @@ class DryRunExecutor(Executor):
 
 def _run(op: Run) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
+    if op.path:
+        env["PATH"] = os.pathsep.join([*op.path, *([env["PATH"]] if env.get("PATH") else [])])
     try:
         if op.log_file is not None:
             op.log_file.parent.mkdir(parents=True, exist_ok=True)
