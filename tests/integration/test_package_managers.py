@@ -35,6 +35,17 @@ def overlay(fixture: str, destination: Path) -> None:
     shutil.copyfile(FIXTURES / "probe.cjs", destination / "scripts" / "probe.cjs")
 
 
+def link_new_files(source: Path, destination: Path) -> None:
+    """Hard-link into ``destination`` the files of ``source`` it lacks (yarn's cache archives are immutable)."""
+    for path in sorted(source.rglob("*")) if source.is_dir() else []:
+        target = destination / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+
+
 def probe_records(probe: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in probe.read_text().splitlines()] if probe.exists() else []
 
@@ -114,8 +125,7 @@ def test_a_yarn_berry_app_deploys_and_reuses_its_dependencies(site: Site) -> Non
     probe = site.base / "probe.jsonl"
     site.write_config(app={"source": str(site.app_dir), "build_env": {"NEXTDEPLOY_TEST_PROBE": str(probe)}})
     yarn_cache = site.root / "cache" / "yarn-berry"
-    if YARN_CACHE_SEED.is_dir():
-        shutil.copytree(YARN_CACHE_SEED, yarn_cache, copy_function=os.link)
+    link_new_files(YARN_CACHE_SEED, yarn_cache)
 
     first = site.deploy().expect_ok()
     assert "install dependencies (yarn 3.8.7, frozen lockfile)" in first.output
@@ -126,7 +136,7 @@ def test_a_yarn_berry_app_deploys_and_reuses_its_dependencies(site: Site) -> Non
     ]
     # Yarn's cache is kept under the deploy root, between builds.
     assert list((yarn_cache / "cache").glob("next-npm-16.4.6-*.zip"))
-    shutil.copytree(yarn_cache, YARN_CACHE_SEED, copy_function=os.link, dirs_exist_ok=True)
+    link_new_files(yarn_cache, YARN_CACHE_SEED)
 
     second = site.deploy("v2").expect_ok()
     assert "install dependencies: unchanged, reusing the last build's node_modules" in second.output
