@@ -291,6 +291,10 @@ def ensure_package_manager(ctx: Context, installer: Installer) -> Installer:
             result = ctx.executor.apply(op)
             if not result.ok:
                 remove_path(build_plan.staging_dir(prefix))
+                output = (result.stderr or result.stdout).splitlines()
+                if says_disk_full(output):
+                    raise DiskFullError(f"installing {choice.label} with npm ran out of disk space",
+                                        details=output[-LOG_TAIL_LINES:])
                 raise ToolMissingError(
                     f"could not install {choice.label} ({choice.reason}) with npm: "
                     f"{_npm_error(result.stderr or result.stdout)}",

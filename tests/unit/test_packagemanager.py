@@ -3,16 +3,24 @@ read (project.py) and how a binary's version is found without running it (tools.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ProjectError
+from nextdeploy.builder import Installer, ensure_package_manager
+from nextdeploy.config import parse_config
+from nextdeploy.context import Context
+from nextdeploy.errors import DiskFullError, ProjectError, ToolMissingError
+from nextdeploy.executor import LocalExecutor, RunResult
+from nextdeploy.ops import Op, Run
+from nextdeploy.plans.build import package_manager_install_ops, staging_dir
 from nextdeploy.plans.deps import reuse_blocker
 from nextdeploy.plans.packagemanager import choose_manager, install_failure, parse_pin
 from nextdeploy.project import Lockfile, lockfile_format, pinned_package_manager, read_yarnrc
-from nextdeploy.tools import find_package_manager, manager_binary, package_version
+from nextdeploy.tools import find_package_manager, manager_binary, manager_prefix, package_version
+from nextdeploy.ui import Reporter
 
 SHA = ("+sha512.77b89e9be77a2b06ad8f403a19cae5e22976f61023f98ad323d5c30194958ebc02ee0a6ae5d13ee454f6134e4e8caf29a05f0"
        "b1a0e1d2b17bca6b6a1f1159f86")
@@ -211,3 +219,37 @@ def test_the_package_manager_is_found_on_path_or_in_its_own_tools_prefix(tmp_pat
     legacy = _npm_install(tools, "pnpm", "10.34.9", "pnpm", "bin/pnpm.cjs")
     monkeypatch.setenv("PATH", "/nonexistent")
     assert find_package_manager(current, tools) == (str(legacy), "10.34.9")
+
+
+class NpmFails(LocalExecutor):
+    """Runs file ops; every command fails with ``output`` (what npm printed)."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.output = output
+
+    def apply(self, op: Op) -> RunResult:
+        return RunResult(1, "", self.output) if isinstance(op, Run) else super().apply(op)
+
+
+@pytest.mark.parametrize(("npm_output", "error", "words"), [
+    ("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/pnpm\nnpm error A complete log "
+     "of this run can be found in: /x.log\n", ToolMissingError,
+     "could not install pnpm 8.15.6 (package.json pins pnpm@8.15.6) with npm: npm error code E404; npm error 404 "
+     "Not Found - GET https://registry.npmjs.org/pnpm"),
+    ("npm error code ENOSPC\nnpm error nospc ENOSPC: no space left on device, write\n", DiskFullError,
+     "installing pnpm 8.15.6 with npm ran out of disk space"),
+])
+def test_a_package_manager_npm_cannot_install_is_said_and_leaves_no_half_tool(
+        tmp_path: Path, npm_output: str, error: type[Exception], words: str) -> None:
+    config = parse_config({"app": {"name": "x", "source": "app"}, "server": {"root": str(tmp_path / "root")}},
+                          tmp_path)
+    ctx = Context(config, NpmFails(npm_output), Reporter(force_plain=True, stream=io.StringIO()))
+    choice = choose_manager("pnpm", "pnpm-lock.yaml", "6.0", "pnpm@8.15.6")
+    prefix = manager_prefix(ctx.paths.tools_dir, choice)
+    installer = Installer(choice, str(manager_binary(ctx.paths.tools_dir, choice)), "8.15.6",
+                          setup=package_manager_install_ops("/usr/bin/npm", choice, prefix, 60))
+    with pytest.raises(error) as raised:
+        ensure_package_manager(ctx, installer)
+    assert str(raised.value.args[0]) == words
+    assert not staging_dir(prefix).exists() and not prefix.exists()
