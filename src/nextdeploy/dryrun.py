@@ -58,7 +58,9 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
         ("export source", export),
         ("install and build" + (" (no install if the install inputs match the last good build's: the cached"
                                 " node_modules are moved in, [app] reuse_dependencies)"
-                                if config.app.reuse_dependencies else ""), [
+                                if config.app.reuse_dependencies else "")
+         + ("; the package manager and its version are read from the checkout (shown: pnpm)"
+            if config.app.is_git else ""), [
             build_plan.install_op(choice, tool, config.app, install_dir,
                                   build_plan.install_env(env, choice, yarnrc, paths.yarn_cache_dir),
                                   paths.build_log(release_id), installer.path),

@@ -12,6 +12,7 @@ import pytest
 from nextdeploy.builder import Installer, ensure_package_manager
 from nextdeploy.config import parse_config
 from nextdeploy.context import Context
+from nextdeploy.dryrun import deploy_plan
 from nextdeploy.errors import DiskFullError, ProjectError, ToolMissingError
 from nextdeploy.executor import LocalExecutor, RunResult
 from nextdeploy.ops import Op, Run
@@ -253,3 +254,31 @@ def test_a_package_manager_npm_cannot_install_is_said_and_leaves_no_half_tool(
         ensure_package_manager(ctx, installer)
     assert str(raised.value.args[0]) == words
     assert not staging_dir(prefix).exists() and not prefix.exists()
+
+
+def test_the_dry_run_shows_the_install_the_deploy_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixture = Path(__file__).parents[1] / "fixtures" / "yarn-berry"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # npm, and no yarn 3.8.7
+    root = tmp_path / "root"
+    config = parse_config({"app": {"name": "x", "source": str(fixture)}, "server": {"root": str(root)}}, tmp_path)
+    ctx = Context(config, LocalExecutor(), Reporter(force_plain=True))
+    steps = dict(deploy_plan(ctx, "r1"))
+    prefix = root / "tools" / "yarn-3.8.7"
+    setup = [op.render() for op in steps["install yarn 3.8.7 with npm (package.json pins yarn@3.8.7; nothing on this "
+                                         "host fits)"]]
+    assert any(line.endswith(f"install --prefix {prefix}.partial --no-audit --no-fund @yarnpkg/cli-dist@3.8.7")
+               for line in setup)
+    install, build = next(ops for title, ops in steps.items() if title.startswith("install and build"))
+    bin_dir = prefix / "node_modules" / ".bin"
+    assert install.render() == (
+        f'(cd {root}/builds/r1/src && PATH={bin_dir}:"$PATH" YARN_GLOBAL_FOLDER={root}/cache/yarn-berry '
+        f"NEXT_TELEMETRY_DISABLED=1 CI=1 NEXT_DEPLOYMENT_ID=r1 nice -n 10 {bin_dir}/yarn install --immutable) >> "
+        f"{root}/logs/build-r1.log 2>&1")
+    assert "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY=***" in build.render() and f"{bin_dir}/yarn run build" in build.render()
+    assert not root.exists()
+
+    git = parse_config({"app": {"name": "x", "source": "https://example.invalid/x.git"},
+                        "server": {"root": str(root)}}, tmp_path)
+    titles = [title for title, _ in deploy_plan(Context(git, LocalExecutor(), Reporter(force_plain=True)), "r1")]
+    assert any(title.endswith("the package manager and its version are read from the checkout (shown: pnpm)")
+               for title in titles)
