@@ -55,6 +55,7 @@ def current_release(ctx: Context) -> str | None:
 def write_ecosystem(ctx: Context) -> None:
     source = pm2_plan.ecosystem_source(ctx.config, ctx.paths, secret_files(ctx.paths))
     ctx.executor.apply(WriteFile(ctx.paths.ecosystem_file, source, mode=0o600))
+    ctx.executor.apply_all(pm2_plan.log_ops(ctx.config, ctx.paths))
 
 
 def switch_to(ctx: Context, release_id: str) -> None:

@@ -30,7 +30,7 @@ from nextdeploy.executor import remove_in_background, remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import tree_stats
 from nextdeploy.nextjs import prepare as nextjs_prepare
-from nextdeploy.ops import Op, Run
+from nextdeploy.ops import Op, Run, redact_url
 from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
 from nextdeploy.plans import deps as deps_plan
@@ -77,6 +77,8 @@ def prepare_root(ctx: Context) -> None:
                       paths.cache_dir, paths.logs_dir):
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            if directory == paths.logs_dir:
+                directory.chmod(0o700)  # build, preflight and app logs may hold secrets
         except OSError as exc:
             raise HostPathError(
                 f"cannot create {directory}: {exc.strerror}",
@@ -173,7 +175,7 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
                                                                  config.app.build_timeout))
             if not result.ok:
                 raise BuildError(
-                    f"cannot fetch git source {config.source}: {_first_line(result.stderr)}",
+                    f"cannot fetch git source {redact_url(config.source)}: {_first_line(result.stderr)}",
                     hint="check [app] source (a reachable git URL or repository path, with credentials that "
                          "need no prompt: an SSH key or a credential helper)" + (
                              ", or raise [app] build_timeout" if result.timed_out else ""),
@@ -182,7 +184,7 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
             resolved = ctx.executor.apply(build_plan.git_resolve_op(git, mirror, ref))
             revision = resolved.stdout.strip()
             if not resolved.ok or not revision:
-                raise BuildError(f"git ref {ref!r} not found in {config.source}",
+                raise BuildError(f"git ref {ref!r} not found in {redact_url(config.source)}",
                                  hint="set [app] ref to an existing branch, tag or commit")
             for op in build_plan.git_checkout_ops(git, mirror, revision, build_src):
                 result = ctx.executor.apply(op)

@@ -59,6 +59,7 @@ from nextdeploy.held import (
     recover_held,
     wait_until_gone,
 )
+from nextdeploy.hooks import run_hook
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import is_complete, layout_of
@@ -108,13 +109,42 @@ def open_pm2(ctx: Context) -> Pm2:
     return pm2
 
 
+@dataclass
+class _Attempt:
+    """What the hooks around a deploy need to know of it: set as the deploy learns it."""
+
+    release: str | None = None
+    live_before: str | None = None
+    revision: str | None = None
+
+
 def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
     """Build a new release and put it live with zero downtime, or change nothing live.
 
     Two locks: the build lock for the whole run (one build at a time), the live lock only while live
     state changes (the recovery at the start, the activation at the end). A rollback or a stop needs
-    only the live lock, so it is never held up by a build of several minutes.
+    only the live lock, so it is never held up by a build of several minutes. The ``[hooks]``:
+    ``before_activate`` once the release is assembled, ``after_activate`` once it is live, ``on_failure``
+    when a deploy that had begun its release failed (not when it was interrupted).
     """
+    attempt = _Attempt()
+    try:
+        result = _deploy(ctx, lock_timeout, attempt)
+    except NextdeployError as exc:
+        if attempt.release is not None:
+            problem = run_hook(ctx, "on_failure", attempt.release, attempt.live_before, attempt.revision,
+                               error=exc.message)
+            if problem is not None:
+                ctx.reporter.warn(problem)
+        raise
+    problem = run_hook(ctx, "after_activate", result.release, result.previous, attempt.revision)
+    if problem is not None:
+        ctx.reporter.warn(f"{problem}; release {result.release} is live (its output: "
+                          f"{ctx.paths.build_log(result.release)})")
+    return result
+
+
+def _deploy(ctx: Context, lock_timeout: float, attempt: _Attempt) -> DeployResult:
     started = time.monotonic()
     prepare_root(ctx)
     with DeployLock(ctx.paths.build_lock_file, "nextdeploy deploy", lock_timeout) as build_lock:
@@ -131,6 +161,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             sweeping = sweep_trash(ctx)  # beside the build, which leaves the CPU idle for seconds
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
+        attempt.release, attempt.live_before = release_id, live_before
         key = ensure_server_actions_key(ctx.config, ctx.paths)
         secrets = {SERVER_ACTIONS_ENV: key}
         with _before_the_switch(release_id):
@@ -139,6 +170,8 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             with _before_the_switch(release_id):
                 checkpoint("assembled")
                 bridge_static_assets(ctx, release_id)
+                attempt.revision = built.manifest.get("revision")
+                before_activate(ctx, release_id, live_before, attempt.revision)
                 # A code-only change goes live by the held cut-over, its window watched on the very workers
                 # that will serve (``held.py``); anything else is preflighted here, outside PM2.
                 held = held_cutover_ids(ctx, pm2, release_id) is not None
@@ -191,6 +224,16 @@ def _before_the_switch(release_id: str) -> Iterator[None]:
         name = stopped_by(exc)
         raise Interrupted(name, f"interrupted by {name} before release {release_id} went live; nothing live "
                                 "changed") from None
+
+
+def before_activate(ctx: Context, release_id: str, live_before: str | None, revision: str | None) -> None:
+    """The ``before_activate`` hook (a migration), once, before any traffic moves: a failure rejects the
+    release like a failed preflight."""
+    try:
+        run_hook(ctx, "before_activate", release_id, live_before, revision)
+    except NextdeployError as exc:
+        ctx.log.append("failed", release_id, reason=exc.message)
+        raise
 
 
 def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> None:

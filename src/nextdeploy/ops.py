@@ -7,10 +7,19 @@ which is what a dry run shows and what the literal-string tests assert.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# The user part of a URL (https://user:password@host, https://<token>@host): a credential in a git source.
+_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``, as git does in its messages."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class Run:
     # Directories put before PATH (the inherited one, or ``env``'s): where the app's scripts find the
     # package manager nextdeploy installed for it.
     path: tuple[str, ...] = ()
+    # With ``log_file``: each output line is also shown, after this prefix, as it comes (a release hook).
+    echo_prefix: str | None = None
 
     def render(self) -> str:
         env = " ".join(
@@ -37,7 +48,7 @@ class Run:
             + [f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
                for name, value in self.env.items()]
         )
-        command = shlex.join(self.argv)
+        command = redact_url(shlex.join(self.argv))  # a git source's URL may carry a token
         if self.nice:
             command = f"nice -n {self.nice} {command}"
         line = f"{env} {command}" if env else command
@@ -65,10 +76,26 @@ class WriteFile:
 
 @dataclass(frozen=True)
 class MakeDirs:
+    """``mkdir -p``; with ``mode``, the last directory gets it even when it existed already."""
+
+    path: Path
+    mode: int | None = None
+
+    def render(self) -> str:
+        line = f"mkdir -p {shlex.quote(str(self.path))}"
+        return line if self.mode is None else f"{line} && chmod {self.mode:o} {shlex.quote(str(self.path))}"
+
+
+@dataclass(frozen=True)
+class PrivateFile:
+    """Create ``path`` empty if it is absent (an existing one is never truncated) and make it 0600: a log another
+    program (PM2) appends to, which holds what the app prints, secrets included."""
+
     path: Path
 
     def render(self) -> str:
-        return f"mkdir -p {shlex.quote(str(self.path))}"
+        path = shlex.quote(str(self.path))
+        return f"touch {path} && chmod 600 {path}"
 
 
 @dataclass(frozen=True)
@@ -216,5 +243,5 @@ class DeleteWorkers:
         return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}" + ("" if self.wait else ", not waiting")
 
 
-Op = (Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers
-      | StopProcesses | SpawnWorkers | DeleteWorkers)
+Op = (Run | WriteFile | MakeDirs | PrivateFile | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove
+      | ReloadWorkers | StopProcesses | SpawnWorkers | DeleteWorkers)

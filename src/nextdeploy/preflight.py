@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nextdeploy.config import Config
 from nextdeploy.errors import PreflightError
-from nextdeploy.executor import kill_process_group
+from nextdeploy.executor import kill_process_group, open_private
 from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.probe import ProbeResult, health_problem, http_get, listen_port
@@ -46,9 +46,8 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
     port = int(env["PORT"]) if env.get("PORT") else listen_port()
     # NEXTDEPLOY_HOLD=0: the launcher serves its port at once (the hold is for workers under PM2).
     env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1", "NEXTDEPLOY_HOLD": "0"}
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with log_file.open("wb") as log:
+    with open_private(log_file, append=False) as log:  # the app's output: secrets too
         # Own session: stopping the process group also stops anything the server spawned. Not niced like
         # the build: on a host the live app keeps busy, a starved server would miss its health timeout.
         process = subprocess.Popen(

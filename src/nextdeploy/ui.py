@@ -68,7 +68,7 @@ class Reporter:
             if self.rich:
                 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-                columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+                columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
                 with Progress(*columns, console=self.console, transient=True) as progress:
                     progress.add_task(title, total=None)
                     yield
@@ -81,7 +81,9 @@ class Reporter:
             self.timings.append(StepTiming(title, seconds, ok))
             mark = ("[green]✓[/]" if ok else "[red]✗[/]") if self.rich else ("ok " if ok else "FAILED")
             if self.rich:
-                self.console.print(f"{mark} {title} [dim]({seconds:.1f} s)[/]")
+                from rich.markup import escape
+
+                self.console.print(f"{mark} {escape(title)} [dim]({seconds:.1f} s)[/]")
             else:
                 self._line(f"{mark} {title} ({seconds:.1f} s)")
 
@@ -93,7 +95,9 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         if self.rich:
-            self.console.print(f"[yellow]warning:[/] {message}")
+            from rich.markup import escape
+
+            self.console.print(f"[yellow]warning:[/] {escape(message)}")  # a path may hold "[/]"
         else:
             self._line(f"warning: {message}")
 

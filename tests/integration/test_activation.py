@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,36 +19,11 @@ from nextdeploy.probe import http_get
 from support.site import Run, Site, tool_env
 
 pytest.importorskip("aiohttp")
-from nextdeploy.loadgen import BackgroundLoad, LoadResult
+from nextdeploy.loadgen import LoadResult
+from support.load import load_on as under_load
+from support.load import no_failures as assert_no_failures
 
 pytestmark = pytest.mark.integration
-
-RATE = 200  # requests per second
-MAX_SECONDS = 120  # hard bound on every load run; each stops TAIL_SECONDS after its deploy returns
-TAIL_SECONDS = 2.0
-
-
-@contextmanager
-def under_load(site: Site, mode: str = "keepalive", path: str = "/api/health") -> Iterator[dict[str, Any]]:
-    """Bounded load on the public port while the body runs and TAIL_SECONDS after (a failure right after the
-    switch counts too); yields a dict that gets the result."""
-    box: dict[str, Any] = {}
-    load = BackgroundLoad(site.url + path, rate=RATE, duration=MAX_SECONDS, mode=mode, connections=16)
-    load.start()
-    try:
-        yield box
-        time.sleep(TAIL_SECONDS)
-    finally:
-        load.stop()
-        box["load"] = load.result(timeout=MAX_SECONDS + 30)
-
-
-def assert_no_failures(load: LoadResult) -> None:
-    # Not RATE x duration: the page route `/` costs ~9 ms of CPU, so 2 cores serve it at ~100 req/s, and a
-    # rollback now takes ~4 s. This only guards against a load generator that did not run.
-    assert load.total >= RATE * 2, f"too little load to prove anything: {load.total} requests"
-    assert load.failed == 0, f"{load.failed} of {load.total} requests failed: {load.errors()}"
-
 
 def worker_releases(site: Site) -> list[str]:
     status = site.nextdeploy("status", "--json")

@@ -22,7 +22,9 @@ from nextdeploy.ops import (
     CopyFile,
     CopyTree,
     DeleteWorkers,
+    MakeDirs,
     MoveTree,
+    PrivateFile,
     ReloadWorkers,
     Run,
     SpawnWorkers,
@@ -112,6 +114,32 @@ def test_move_link_from_shows_in_dry_run(tmp_path: Path) -> None:
 def test_write_file_mode(tmp_path: Path) -> None:
     LocalExecutor().apply(WriteFile(tmp_path / "k", "secret", mode=0o600))
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+
+
+def test_logs_are_private(tmp_path: Path) -> None:
+    """What a build or a server prints may hold secrets: logs are 0600 in a 0700 directory (they were 0644
+    in a 0755 logs/), whatever the umask, and an older world-readable log is made private too."""
+    old_umask = os.umask(0o022)
+    try:
+        logs = tmp_path / "logs"
+        log = logs / "build-1.log"
+        result = LocalExecutor().apply(Run(("sh", "-c", "echo built"), env={"TOKEN": "s3cret"}, log_file=log,
+                                           secret_env=frozenset({"TOKEN"})))
+        assert result.ok
+        assert (logs.stat().st_mode & 0o777, log.stat().st_mode & 0o777) == (0o700, 0o600)
+        assert log.read_text().splitlines() == [f"$ TOKEN=*** sh -c 'echo built' >> {log} 2>&1", "built"]
+        logs.chmod(0o755)
+        pm2_log = logs / "pm2-app.out.log"
+        pm2_log.write_text("kept\n")
+        pm2_log.chmod(0o644)
+        LocalExecutor().apply_all([MakeDirs(logs, mode=0o700), PrivateFile(pm2_log), PrivateFile(logs / "new.log")])
+        assert logs.stat().st_mode & 0o777 == 0o700
+        assert pm2_log.read_text() == "kept\n" and pm2_log.stat().st_mode & 0o777 == 0o600  # never truncated
+        assert (logs / "new.log").stat().st_mode & 0o777 == 0o600
+        assert PrivateFile(logs / "a b").render() == f"touch '{logs}/a b' && chmod 600 '{logs}/a b'"
+        assert MakeDirs(logs, mode=0o700).render() == f"mkdir -p {logs} && chmod 700 {logs}"
+    finally:
+        os.umask(old_umask)
 
 
 def test_run_missing_tool_is_a_clear_error() -> None:

@@ -280,5 +280,6 @@ def test_the_dry_run_shows_the_install_the_deploy_runs(tmp_path: Path, monkeypat
     git = parse_config({"app": {"name": "x", "source": "https://example.invalid/x.git"},
                         "server": {"root": str(root)}}, tmp_path)
     titles = [title for title, _ in deploy_plan(Context(git, LocalExecutor(), Reporter(force_plain=True)), "r1")]
-    assert any(title.endswith("the package manager and its version are read from the checkout (shown: pnpm)")
+    assert any(title.endswith("the package manager and its version are read from the source at deploy time "
+                              "(shown: pnpm)")
                for title in titles)

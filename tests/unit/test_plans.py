@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nextdeploy.config import parse_config
+from nextdeploy.executor import LocalExecutor
 from nextdeploy.ops import CopyTree, Run, Symlink, WriteFile
 from nextdeploy.paths import DeployPaths, ReleaseLayout, SourceLayout
 from nextdeploy.plans import build, pm2, release
@@ -70,6 +71,15 @@ def test_render_hides_secrets() -> None:
     assert "s3cret" not in WriteFile(Path("/k"), "s3cret", 0o600, secret=True).render()
 
 
+def test_render_hides_credentials_in_urls(tmp_path: Path) -> None:
+    op = build.git_mirror_op("git", "https://x-access-token:ghs_s3cret@github.com/a/b.git", Path("/m"), False)
+    assert op.render() == "GIT_TERMINAL_PROMPT=0 git clone --mirror --quiet https://***@github.com/a/b.git /m"
+    assert op.argv[4] == "https://x-access-token:ghs_s3cret@github.com/a/b.git"  # hidden from view only
+    assert "ghp_tok" not in build.git_mirror_op("git", "https://ghp_tok@host/r", Path("/m"), False).render()
+    assert build.git_mirror_op("git", "git@github.com:a/b.git", Path("/m"), False).render().endswith(
+        "git@github.com:a/b.git /m")  # no credential in an scp-like address
+
+
 def test_switch_is_temp_link_plus_rename() -> None:
     assert Symlink("releases/r1", Path("/srv/h/current")).render() == (
         "ln -sfn releases/r1 /srv/h/current.tmp && mv -T /srv/h/current.tmp /srv/h/current")
@@ -89,6 +99,22 @@ def test_release_assembly_for_a_monorepo() -> None:
     assert begin[-1] == WriteFile(layout.unfinished_marker, "this release is being assembled; never activate it\n")
     finish = release.finish_release_ops(layout, {"id": "r1"})
     assert finish[-1].render() == "rm -rf /srv/h/releases/r1/.nextdeploy-unfinished"  # the marker goes last
+
+
+def test_shared_files_in_a_folder_are_linked_into_it(tmp_path: Path) -> None:
+    # `shared_files = ["config/local.json"]` is valid: its folder may not exist in the release (it raised
+    # FileNotFoundError, exit 1, after the whole build).
+    shared = tmp_path / "shared"
+    (shared / "config").mkdir(parents=True)
+    (shared / "config" / "local.json").write_text("{}")
+    (shared / ".env.production").write_text("A=1\n")
+    layout = ReleaseLayout(tmp_path / "releases" / "r1", "apps/web")
+    layout.app_dir.mkdir(parents=True)
+    names = [".env.production", "config/local.json", "absent.json"]
+    LocalExecutor().apply_all(release.shared_link_ops(shared, names, {".env.production", "config/local.json"},
+                                                      layout))
+    assert (layout.app_dir / "config" / "local.json").read_text() == "{}"
+    assert (layout.app_dir / ".env.production").is_symlink() and not (layout.app_dir / "absent.json").exists()
 
 
 def test_directory_export_skips_dependencies_and_build_output() -> None:

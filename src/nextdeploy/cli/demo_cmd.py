@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nextdeploy.cli.options import debug_option
+from nextdeploy.cli.options import FiniteFloatRange, debug_option
 from nextdeploy.errors import HostPathError, NextdeployError, ToolMissingError
 from nextdeploy.ui import Reporter
 
@@ -70,7 +70,7 @@ def _demo_body(context: RunContext) -> None:
               show_default=True, help="Where the demo app, deploy root and PM2_HOME go (wiped if a previous demo).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Port of the demo site [default: a free one].")
-@click.option("--rate", type=click.FloatRange(1, 2000), default=200, show_default=True,
+@click.option("--rate", type=FiniteFloatRange(1, 2000), default=200, show_default=True,
               help="Requests per second during the demo (keep-alive clients).")
 @click.option("--keep-running", is_flag=True, help="Leave the demo site running at the end.")
 @debug_option

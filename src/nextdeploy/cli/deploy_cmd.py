@@ -45,7 +45,8 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
 @json_option
 @lock_timeout_option
 @debug_option
-@click.option("--to", "target", metavar="ID", help="The release to go back to (default: the previous good one).")
+@click.option("--to", "target", metavar="ID", callback=lambda _ctx, _param, value: _release_id(value),
+              help="The release to go back to (default: the previous good one).")
 def rollback_command(config_path: Path, json_mode: bool, lock_timeout: float, target: str | None) -> None:
     """Put an earlier good release back instantly (no rebuild), verified like a deploy."""
     ctx = make_context(config_path, json_mode)
@@ -71,6 +72,14 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
     else:
         ctx.reporter.info(f"started {result.release} in {result.seconds:.1f} s")
     ctx.reporter.result(result.to_json())
+
+
+def _release_id(value: str | None) -> str | None:
+    # `--to "$ID"` with ID unset must not mean "the previous release": say so instead.
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a release id (see `nextdeploy releases`), or leave --to out to go "
+                                 "back to the previous good release")
+    return value
 
 
 def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:

@@ -51,12 +51,15 @@ def releases_command(config_path: Path, json_mode: bool) -> None:
         ctx.reporter.info("no releases yet: run `nextdeploy deploy`")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("", "id", "status", "created", "revision", "size", "note")
     for row in rows:
-        size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else ""
-        table.add_row("*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
-                      (row["revision"] or "")[:12], size, row["reason"] or "")
+        size = f"{row['bytes'] / 1e6:.1f} MB" if isinstance(row["bytes"], int | float) and row["bytes"] else ""
+        # Text, not markup: a reason may hold "[/]" (an error message, the app's output), the log anything.
+        cells = ["*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
+                 str(row["revision"] or "")[:12], size, row["reason"] or ""]
+        table.add_row(*(Text(str(cell)) for cell in cells))
     ctx.reporter.console.print(table)
 
 
@@ -174,7 +177,8 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
 @click.command("logs")
 @config_option
 @debug_option
-@click.option("-n", "--lines", default=50, show_default=True, help="How many past lines to show.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
+              help="How many past lines to show.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 def logs_command(config_path: Path, lines: int, follow: bool) -> None:
     """The PM2 logs of the app (time-stamped, kept in <root>/logs outside the releases)."""

@@ -52,16 +52,18 @@ def build_argv(tool: str, build_command: str | None) -> tuple[str, ...]:
 def install_op(choice: ManagerChoice, tool: str, app: AppConfig, cwd: Path, env: Mapping[str, str],
                log_file: Path, path: tuple[str, ...] = ()) -> Run:
     """The frozen-lockfile install, niced and bounded by ``[app] build_timeout`` like the build. Its ``env``
-    holds no secret: any dependency's install script runs with it."""
+    holds no nextdeploy secret (any dependency's install script runs with it); the values of ``[app]
+    build_env`` are secrets (tokens, keys) wherever the command is shown: the log header, a dry run."""
     return Run(choice.install_argv(tool), cwd=cwd, env=env, log_file=log_file, timeout=app.build_timeout,
-               nice=app.build_nice, path=path)
+               secret_env=frozenset(app.build_env), nice=app.build_nice, path=path)
 
 
 def build_op(tool: str, app: AppConfig, cwd: Path, env: Mapping[str, str], log_file: Path,
              secret_env: frozenset[str] = frozenset(), path: tuple[str, ...] = ()) -> Run:
-    """The app's build, niced and bounded by ``[app] build_timeout``."""
+    """The app's build, niced and bounded by ``[app] build_timeout``; ``[app] build_env`` values hidden."""
     return Run(build_argv(tool, app.build_command), cwd=cwd, env=env, log_file=log_file,
-               timeout=app.build_timeout, secret_env=secret_env, nice=app.build_nice, path=path)
+               timeout=app.build_timeout, secret_env=secret_env.union(app.build_env), nice=app.build_nice,
+               path=path)
 
 
 def install_env(env: Mapping[str, str], choice: ManagerChoice, yarnrc: Mapping[str, str],

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.config import Config
-from nextdeploy.ops import WriteFile
+from nextdeploy.ops import MakeDirs, Op, PrivateFile, WriteFile
 from nextdeploy.paths import META_DIR, DeployPaths
 from nextdeploy.plans.runtime import runtime_env
 
@@ -35,6 +35,14 @@ def ecosystem_app(config: Config, paths: DeployPaths) -> dict[str, object]:
         "error_file": str(paths.pm2_error_log(config.app.name)),
         "env": ecosystem_env(config),
     }
+
+
+def log_ops(config: Config, paths: DeployPaths) -> list[Op]:
+    """PM2 creates the app's log files with its daemon's umask (0644 as a rule): made 0600 first, in a 0700
+    ``logs/``, so that what the app prints (secrets too) is for the deploying user only. PM2 appends to
+    an existing file and keeps its mode."""
+    return [MakeDirs(paths.logs_dir, mode=0o700), PrivateFile(paths.pm2_out_log(config.app.name)),
+            PrivateFile(paths.pm2_error_log(config.app.name))]
 
 
 def ecosystem_env(config: Config) -> dict[str, str]:

@@ -40,8 +40,16 @@ def standalone_release_ops(source: SourceLayout, layout: ReleaseLayout, launcher
 
 
 def shared_link_ops(shared_dir: Path, names: Iterable[str], present: set[str], layout: ReleaseLayout) -> list[Op]:
-    """Link ``<root>/shared/<name>`` into the app dir for each configured name that exists."""
-    return [Symlink(str(shared_dir / name), layout.app_dir / name) for name in names if name in present]
+    """Link ``<root>/shared/<name>`` into the app dir for each configured name that exists (a name in a
+    folder, ``config/local.json``, gets its folder first: the build may not have made it)."""
+    ops: list[Op] = []
+    for name in names:
+        if name in present:
+            link = layout.app_dir / name
+            if link.parent != layout.app_dir:
+                ops.append(MakeDirs(link.parent))
+            ops.append(Symlink(str(shared_dir / name), link))
+    return ops
 
 
 def finish_release_ops(layout: ReleaseLayout, manifest: dict[str, Any]) -> list[Op]:
