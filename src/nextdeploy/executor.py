@@ -356,6 +356,8 @@ def open_private(path: Path, append: bool = True) -> BinaryIO:
 
 def _run(op: Run, echo: Callable[[str], None] | None = None) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
+    if op.path:
+        env["PATH"] = os.pathsep.join([*op.path, *([env["PATH"]] if env.get("PATH") else [])])
     try:
         if op.log_file is not None:
             with open_private(op.log_file) as log:

@@ -36,13 +36,17 @@ class Run:
     # Env names whose values never reach a dry run, a log or an error message.
     secret_env: frozenset[str] = frozenset()
     nice: int = 0  # added niceness (lower CPU priority), e.g. for a build beside the live app
+    # Directories put before PATH (the inherited one, or ``env``'s): where the app's scripts find the
+    # package manager nextdeploy installed for it.
+    path: tuple[str, ...] = ()
     # With ``log_file``: each output line is also shown, after this prefix, as it comes (a release hook).
     echo_prefix: str | None = None
 
     def render(self) -> str:
         env = " ".join(
-            f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
-            for name, value in self.env.items()
+            ([f"PATH={shlex.quote(':'.join(self.path))}:\"$PATH\""] if self.path else [])
+            + [f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
+               for name, value in self.env.items()]
         )
         command = redact_url(shlex.join(self.argv))  # a git source's URL may carry a token
         if self.nice:
