@@ -212,10 +212,16 @@ def logs_command(config_path: Path, lines: int, follow: bool) -> None:
     streams = [ctx.paths.pm2_out_log(name), ctx.paths.pm2_error_log(name), ctx.paths.pm2_raw_log(name)]
     for path in streams:
         last = applogs.tail(path, lines)
-        if last or path != ctx.paths.pm2_raw_log(name):
+        if last or (path != ctx.paths.pm2_raw_log(name) and path.exists()):
             click.echo(f"==> {path} (last {len(last)} lines, with its rotated files) <==")
             for line in last:
                 click.echo(line)
+    # Nothing here starts PM2 (every pm2 command starts a daemon): say when nothing runs the app.
+    _, _, missing = _pm2_as_it_is(ctx)
+    if missing is not None:
+        click.echo(f"{missing}: nothing writes these logs now" + (", nothing to follow" if follow else "")
+                   + "; `nextdeploy start` serves the live release again")
+        return
     if follow:
         labels = {path: path.name.removeprefix(f"pm2-{name}.").removesuffix(".log") for path in streams}
         applogs.follow(streams, lambda path, line: click.echo(f"{labels[path]} | {line}"))
