@@ -1,0 +1,46 @@
+"""Issue 21: a deploy root with a space goes live; a release never links out of itself; a root is ours
+before anything is deleted in it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nextdeploy.errors import ExitCode
+from support.site import Site
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_root_with_a_space_goes_live_and_links_out_of_the_release_are_refused(site: Site) -> None:
+    # PM2 runs a script path holding a space as `bash -c <path>`: the workers never ran the launcher.
+    site.root = site.base / "deploy root"
+    site.write_config(server={"root": str(site.root)}, health={"stable_for": 1})
+    site.deploy().expect_ok()  # a first deploy: preflight, then PM2 starts the app
+    first = site.current()
+    assert site.version() == "v1"
+
+    # A file of the source's public/ that is a link to a file outside the source: it would be served.
+    secret = site.base / "secret.txt"
+    secret.write_text("not for the web\n")
+    (site.app_dir / "public" / "leak.txt").symlink_to(secret)
+    result = site.deploy("v2")
+    assert result.code == ExitCode.RELEASE_INVALID, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the release would hold a symlink that leaves it: public/leak.txt -> {secret}"), last
+    assert "(fix: replace the link in the source" in last, last
+    assert site.current() == first and site.version() == "v1"
+    assert site.get("/leak.txt")[0] == 404
+    [failed] = [r for r in site.releases() if r["status"] == "failed"]
+    assert not (site.root / "releases" / failed["id"]).exists()
+
+    # Links inside the release are fine (pnpm's node_modules are full of them), and a code-only change goes
+    # live by the held cut-over: new workers started by PM2 from the same ecosystem, under the space.
+    (site.app_dir / "public" / "leak.txt").unlink()
+    (site.app_dir / "public" / "same.txt").symlink_to("hello.txt")
+    site.deploy("v3").expect_ok()
+    assert site.version() == "v3"
+    assert site.get("/same.txt")[:2] == site.get("/hello.txt")[:2]
+    status = site.nextdeploy("status", "--json").json()
+    assert [w["release"] for w in status["workers"]] == [site.current()] * 2, json.dumps(status)
