@@ -44,3 +44,36 @@ def test_a_root_with_a_space_goes_live_and_links_out_of_the_release_are_refused(
     assert site.get("/same.txt")[:2] == site.get("/hello.txt")[:2]
     status = site.nextdeploy("status", "--json").json()
     assert [w["release"] for w in status["workers"]] == [site.current()] * 2, json.dumps(status)
+
+
+def test_a_root_that_is_not_ours_is_refused_and_nothing_in_it_deleted(site: Site) -> None:
+    # Someone points [server] root at a directory in use: builds/ and trash/ there are not ours to delete.
+    site.root.mkdir()
+    (site.root / "index.html").write_text("<h1>my site</h1>")
+    (site.root / "builds").mkdir()
+    (site.root / "builds" / "precious.txt").write_text("keep")
+    (site.root / "trash").mkdir()
+    (site.root / "trash" / "maybe-not").write_text("keep too")
+    before = sorted(p.relative_to(site.root) for p in site.root.rglob("*"))
+    for command in (("deploy",), ("rollback",), ("start",)):
+        result = site.nextdeploy(*command)
+        assert result.code == ExitCode.HOST_PATH, result.output
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == (f"error: [server] root {site.root} is a non-empty directory nextdeploy did not create (it "
+                        "holds builds, index.html, trash); nextdeploy deletes files in its root, so it does not "
+                        "use it (fix: point [server] root at a new or empty directory (nextdeploy creates it), e.g. "
+                        f"{site.root / 'nextdeploy'})"), last
+    assert sorted(p.relative_to(site.root) for p in site.root.rglob("*")) == before
+
+    # A root an earlier nextdeploy made (its release log, no mark yet) is adopted, and used.
+    site.root = site.base / "old-root"
+    (site.root / "builds" / "20261101-000000-000-dead").mkdir(parents=True)
+    (site.root / "releases.jsonl").write_text(
+        json.dumps({"event": "building", "release": "20261101-000000-000-dead", "ts": "2026-11-01T00:00:00.000Z"})
+        + "\n")
+    site.write_config(server={"root": str(site.root)})
+    result = site.nextdeploy("rollback")
+    assert result.code == ExitCode.ROLLBACK_FAILED, result.output  # nothing to roll back to, but it ran
+    assert f"marked {site.root} as a nextdeploy root (made by an earlier version)" in result.output
+    assert (site.root / ".nextdeploy-root").is_file()
+    assert not any((site.root / "builds").iterdir())  # its interrupted build's leftovers cleaned
