@@ -47,7 +47,8 @@ def check_root(root: Path) -> Claim:
     """Claim the root for nextdeploy before anything is created or deleted in it; raises HostPathError
     for a non-empty directory nextdeploy did not create. Returns the claim (the caller writes the mark)."""
     try:
-        entries = sorted(entry.name for entry in root.iterdir())
+        # lost+found: the root is a file system of its own (mkfs made it), not someone's files.
+        entries = sorted(entry.name for entry in root.iterdir() if entry.name != "lost+found")
     except FileNotFoundError:
         return Claim.OURS
     except NotADirectoryError:

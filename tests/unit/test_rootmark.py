@@ -44,6 +44,8 @@ def test_a_foreign_root_is_refused_with_the_fix(tmp_path: Path) -> None:
 
 def test_new_marked_and_earlier_roots(tmp_path: Path) -> None:
     assert check_root(tmp_path / "new") is Claim.OURS
+    (tmp_path / "volume" / "lost+found").mkdir(parents=True)  # a file system of its own, fresh from mkfs
+    assert check_root(tmp_path / "volume") is Claim.OURS
     old = tmp_path / "old"
     (old / "releases" / "r1").mkdir(parents=True)
     (old / "releases.jsonl").write_text(json.dumps({"event": "building", "release": "r1", "ts": "t"}) + "\n")
