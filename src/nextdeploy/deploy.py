@@ -380,13 +380,13 @@ def _changing_live_state(ctx: Context, holder: str, lock_timeout: float, restart
     with DeployLock(ctx.paths.lock_file, holder, lock_timeout):
         pm2 = open_pm2(ctx)
         check_host(ctx, pm2)
-        with _build_lock_if_free(ctx, holder) as no_build_running:
+        with build_lock_if_free(ctx, holder) as no_build_running:
             recover(ctx, pm2, clean_builds=no_build_running, restart_live=restart_live)
         yield pm2
 
 
 @contextmanager
-def _build_lock_if_free(ctx: Context, holder: str) -> Iterator[bool]:
+def build_lock_if_free(ctx: Context, holder: str) -> Iterator[bool]:
     """Hold the build lock if no deploy is building (True), or yield False at once: a rollback or a start
     never waits for a build, and leaves its files alone."""
     try:
@@ -474,15 +474,20 @@ def _clean_builds(ctx: Context, current: str | None) -> None:
     for record in records.values():
         if record.status is Status.UNFINISHED and record.id != current and not paths.release_dir(record.id).exists():
             ctx.log.append("removed", record.id, reason="unfinished (interrupted before its release was assembled)")
-    # An interrupted deploy leaves orphans: pnpm and next build still writing into its build dir, its
-    # preflight server serving a release (maybe deleted since) with the app's secrets in its env.
-    leftovers = leftover_processes(paths)
+    stop_leftovers(ctx)
+    for build_dir in paths.builds_dir.glob("*"):
+        remove_path(build_dir)
+
+
+def stop_leftovers(ctx: Context) -> None:
+    """Stop what an interrupted deploy left running (``leftover_processes``): pnpm and next build still
+    writing into its build dir, its preflight server serving a release (maybe deleted since) with the app's
+    secrets in its env. Only while no deploy builds (the caller holds the build lock)."""
+    leftovers = leftover_processes(ctx.paths)
     if leftovers:
         with ctx.reporter.step(f"stop {len(leftovers)} process(es) an interrupted deploy left running (pid "
                                f"{', '.join(map(str, leftovers))})"):
             ctx.executor.apply(StopProcesses(tuple(leftovers), LEFTOVER_GRACE))
-    for build_dir in paths.builds_dir.glob("*"):
-        remove_path(build_dir)
 
 
 def leftover_processes(paths: DeployPaths) -> list[int]:

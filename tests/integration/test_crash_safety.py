@@ -281,12 +281,15 @@ def test_what_a_killed_deploy_started_is_stopped_by_the_next_command(site: Site)
     text = site.nextdeploy("status").output
     assert "process(es) an interrupted deploy started still run" in text, text
 
-    # The next deploy stops it first. Killed during its `next build`: the release dir did not exist yet,
-    # only the log knows the release, and the install/build processes run on.
+    # The next command stops it: here `stop` (a deploy, rollback or start do too, below).
+    site.nextdeploy("stop").expect_ok()
+    assert not any(running(pid) for pid in servers)
+
+    # Killed during `next build`: the release dir did not exist yet, only the log knows the release, and the
+    # install/build processes run on. (The deploy first started the stopped app again.)
     site.set_version("v3")
     deploy = start_deploy(site)
     wait_for_child(deploy, "run build")
-    assert not any(running(pid) for pid in servers)
     building = site.log_events()[-1]["release"]
     kill(deploy)
     assert not (site.root / "releases" / building).exists()

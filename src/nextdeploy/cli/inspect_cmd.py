@@ -11,7 +11,14 @@ from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
 from nextdeploy.context import Context
-from nextdeploy.deploy import check_app_name, leftover_processes, open_pm2, running_processes
+from nextdeploy.deploy import (
+    build_lock_if_free,
+    check_app_name,
+    leftover_processes,
+    open_pm2,
+    running_processes,
+    stop_leftovers,
+)
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
 from nextdeploy.nextjs.envcheck import built_node_problem
@@ -19,6 +26,7 @@ from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import Pm2, startup_configured
 from nextdeploy.probe import health_problem, http_get, local_address
 from nextdeploy.releaselog import Status
+from nextdeploy.rootmark import ROOT_MARKER
 from nextdeploy.tools import find_tool, node_version
 
 
@@ -204,6 +212,11 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
             pm2.save()
         # A crash-looping worker that PM2 was restarting during the delete can outlive it.
         stop_lost_workers(ctx, pm2, after_delete=any(worker.status != "online" for worker in workers))
+        # A killed deploy's preflight server serves too. Only in a root of ours (never someone's processes).
+        if (ctx.paths.root / ROOT_MARKER).is_file():
+            with build_lock_if_free(ctx, "nextdeploy stop") as free:
+                if free:
+                    stop_leftovers(ctx)
 
 
 @click.command("logs")
