@@ -55,7 +55,7 @@ def test_a_root_that_is_not_ours_is_refused_and_nothing_in_it_deleted(site: Site
     (site.root / "trash").mkdir()
     (site.root / "trash" / "maybe-not").write_text("keep too")
     before = sorted(p.relative_to(site.root) for p in site.root.rglob("*"))
-    for command in (("deploy",), ("rollback",), ("start",)):
+    for command in (("deploy",), ("deploy", "--dry-run"), ("rollback",), ("start",)):
         result = site.nextdeploy(*command)
         assert result.code == ExitCode.HOST_PATH, result.output
         last = result.stderr.strip().splitlines()[-1]
