@@ -13,6 +13,7 @@ from collections.abc import Collection
 from enum import Enum
 from pathlib import Path
 
+from nextdeploy.disk import is_disk_full
 from nextdeploy.errors import HostPathError
 
 ROOT_MARKER = ".nextdeploy-root"
@@ -73,8 +74,14 @@ def check_root(root: Path) -> Claim:
 def mark(root: Path) -> None:
     """Write the mark (idempotent)."""
     marker = root / ROOT_MARKER
-    if not marker.exists():
+    if marker.exists():
+        return
+    try:
         marker.write_text(MARKER_TEXT, encoding="utf-8")
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        marker.touch()  # an empty mark needs no data block: the deploy goes on to say the disk is full
 
 
 def _count_entries(directory: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -56,3 +57,12 @@ def test_new_marked_and_earlier_roots(tmp_path: Path) -> None:
     assert check_root(old) is Claim.OURS
     with pytest.raises(HostPathError, match="is a file, not a directory"):
         check_root(old / "releases.jsonl")
+
+
+def test_the_mark_on_a_full_disk_is_an_empty_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    mark(tmp_path)
+    assert (tmp_path / ROOT_MARKER).is_file()  # so the deploy goes on, to its clear disk-full error (exit 17)
