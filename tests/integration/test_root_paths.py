@@ -21,14 +21,19 @@ def test_a_root_with_a_space_goes_live_and_links_out_of_the_release_are_refused(
     first = site.current()
     assert site.version() == "v1"
 
-    # A file of the source's public/ that is a link to a file outside the source: it would be served.
+    # A file of the source's public/ that is a link to a file outside the source: it would be served. And a
+    # post-build step that links a file of the host into .next/static.
     secret = site.base / "secret.txt"
     secret.write_text("not for the web\n")
     (site.app_dir / "public" / "leak.txt").symlink_to(secret)
+    package_json = site.app_dir / "package.json"
+    scripts = package_json.read_text()
+    package_json.write_text(scripts.replace('"next build"', '"next build && ln -s /etc/hostname .next/static/host"'))
     result = site.deploy("v2")
     assert result.code == ExitCode.RELEASE_INVALID, result.output
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: the release would hold a symlink that leaves it: public/leak.txt -> {secret}"), last
+    assert last.startswith("error: the release would hold 2 symlinks that leave it: .next/static/host -> "
+                           f"/etc/hostname, public/leak.txt -> {secret} "), last
     assert "(fix: replace the link in the source" in last, last
     assert site.current() == first and site.version() == "v1"
     assert site.get("/leak.txt")[0] == 404
@@ -38,6 +43,7 @@ def test_a_root_with_a_space_goes_live_and_links_out_of_the_release_are_refused(
     # Links inside the release are fine (pnpm's node_modules are full of them), and a code-only change goes
     # live by the held cut-over: new workers started by PM2 from the same ecosystem, under the space.
     (site.app_dir / "public" / "leak.txt").unlink()
+    package_json.write_text(scripts)
     (site.app_dir / "public" / "same.txt").symlink_to("hello.txt")
     site.deploy("v3").expect_ok()
     assert site.version() == "v3"

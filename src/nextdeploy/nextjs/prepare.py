@@ -105,10 +105,11 @@ def reject_links_leaving(layout: ReleaseLayout, shared_links: list[Path]) -> Non
     hold. ``shared_links``: the links to ``<root>/shared`` nextdeploy made itself."""
     leaving = links_leaving(layout.release_dir, shared_links)
     if leaving:
-        path, target = leaving[0]
-        more = f" (and {len(leaving) - 1} more)" if len(leaving) > 1 else ""
+        named = ", ".join(f"{path} -> {target}" for path, target in leaving[:3])
+        more = f" and {len(leaving) - 3} more" if len(leaving) > 3 else ""
         raise ReleaseError(
-            f"the release would hold a symlink that leaves it: {path} -> {target}{more}",
+            f"the release would hold {'a symlink' if len(leaving) == 1 else f'{len(leaving)} symlinks'} that "
+            f"{'leaves' if len(leaving) == 1 else 'leave'} it: {named}{more}",
             hint="replace the link in the source (or the build step that makes it) with the file itself; "
                  "a release may only link to files inside it",
         )
