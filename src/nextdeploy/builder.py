@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nextdeploy import __version__
+from nextdeploy import __version__, rootmark
 from nextdeploy.context import Context
 from nextdeploy.disk import disk_full_error, is_disk_full, says_disk_full
 from nextdeploy.errors import (
@@ -71,8 +71,10 @@ class BuiltRelease:
 
 
 def prepare_root(ctx: Context) -> None:
-    """Create the deploy root's folders, with a clear error when the root is not writable."""
+    """Create the deploy root's folders, with a clear error when the root is not writable or is not ours
+    (a non-empty directory nextdeploy did not create: ``rootmark``)."""
     paths = ctx.paths
+    claim = rootmark.check_root(paths.root)
     for directory in (paths.root, paths.releases_dir, paths.shared_dir, paths.builds_dir,
                       paths.cache_dir, paths.logs_dir):
         try:
@@ -88,11 +90,14 @@ def prepare_root(ctx: Context) -> None:
     try:
         probe.write_text("")
         probe.unlink()
+        rootmark.mark(paths.root)
     except OSError as exc:
         raise HostPathError(
             f"deploy root {paths.root} is not writable: {exc.strerror}",
             hint="fix its owner/permissions or choose another [server] root",
         ) from None
+    if claim is rootmark.Claim.ADOPT:
+        ctx.reporter.info(f"marked {paths.root} as a nextdeploy root (made by an earlier version)")
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:

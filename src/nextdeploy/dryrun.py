@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nextdeploy import rootmark
 from nextdeploy.activate import current_release
 from nextdeploy.builder import LAUNCHER_SOURCE, Installer, plan_package_manager
 from nextdeploy.context import Context
@@ -124,6 +125,7 @@ def _tool_path(ctx: Context, name: str, explicit: str | None = None) -> tuple[st
 
 
 def print_deploy_plan(ctx: Context) -> None:
+    rootmark.check_root(ctx.paths.root)  # a root that is not ours: refused as the deploy would (read only)
     release_id = new_release_id()
     ctx.reporter.info(f"dry run: nothing will be changed; the new release would be {release_id}")
     plan = deploy_plan(ctx, release_id)

@@ -597,16 +597,19 @@ def processes_under(directory: Path) -> list[int]:
     return [pid for pid, cwd, _ in live_processes() if (cwd + os.sep).startswith(prefix)]
 
 
-def stop_processes_under(directory: Path) -> list[int]:
-    """SIGKILL every process working inside ``directory`` (orphans of a killed run); returns their pids."""
-    killed = []
-    for pid in processes_under(directory):
+def processes_marked(name: str, value: str) -> list[int]:
+    """Pids of the processes started with ``name=value`` in their environment (and whatever they started:
+    children inherit it), wherever they work now. Other users' processes cannot be read: never theirs."""
+    marker = f"\0{name}={value}\0".encode()
+    found = []
+    for pid in _other_pids():
         try:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
-            pass
-    return killed
+            continue
+        if marker in b"\0" + environ + b"\0" and _running(pid):
+            found.append(pid)
+    return found
 
 
 def bind_error(host: str, port: int) -> OSError | None:

@@ -17,7 +17,7 @@ import pytest
 
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
-from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
+from nextdeploy.executor import DryRunExecutor, LocalExecutor, processes_marked, switch_symlink
 from nextdeploy.ops import (
     CopyFile,
     CopyTree,
@@ -488,3 +488,23 @@ def test_stop_processes_interrupts_then_kills_what_stays(tmp_path: Path) -> None
             process.kill()
             process.wait()
     assert StopProcesses((1, 2), 10).render() == "kill -INT 1 2; sleep 10; kill -KILL 1 2  # what is left of them"
+
+
+def test_processes_marked_finds_a_process_and_its_children_by_their_env(tmp_path: Path) -> None:
+    marker = {"NEXTDEPLOY_PREFLIGHT_FOR": str(tmp_path / "a root")}
+    marked = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], env={**os.environ, **marker}, cwd="/",
+                              start_new_session=True)
+    other = subprocess.Popen(["sleep", "30"], env={**os.environ, "NEXTDEPLOY_PREFLIGHT_FOR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 5
+        found: list[int] = []
+        while len(found) < 2 and time.monotonic() < deadline:
+            found = processes_marked("NEXTDEPLOY_PREFLIGHT_FOR", str(tmp_path / "a root"))
+            time.sleep(0.02)
+        assert marked.pid in found and len(found) == 2  # the shell and its sleep, wherever they work
+        assert other.pid not in found
+    finally:
+        os.killpg(marked.pid, signal.SIGKILL)
+        other.kill()
+        marked.wait()
+        other.wait()

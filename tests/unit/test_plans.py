@@ -126,7 +126,7 @@ def test_ecosystem_runs_the_launcher_through_current(tmp_path: Path) -> None:
     config = parse_config({"app": {"name": "hello", "source": "."}, "server": {"root": "/srv/hello", "port": 3100,
                                                                              "env": {"API": "x"}}}, tmp_path)
     app = pm2.ecosystem_app(config, DeployPaths(config.root))
-    assert app["script"] == "/srv/hello/current/.nextdeploy/launcher.cjs"
+    assert app["script"] == ".nextdeploy/launcher.cjs"  # relative to cwd: a root with a space stays one path
     assert app["cwd"] == "/srv/hello/current"
     assert app["exec_mode"] == "cluster" and app["wait_ready"] is True and app["instances"] == 2
     env = app["env"]

@@ -11,7 +11,14 @@ from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
 from nextdeploy.context import Context
-from nextdeploy.deploy import check_app_name, open_pm2, running_processes
+from nextdeploy.deploy import (
+    build_lock_if_free,
+    check_app_name,
+    leftover_processes,
+    open_pm2,
+    running_processes,
+    stop_leftovers,
+)
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
 from nextdeploy.nextjs.envcheck import built_node_problem
@@ -19,6 +26,7 @@ from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import Pm2, startup_configured
 from nextdeploy.probe import health_problem, http_get, local_address
 from nextdeploy.releaselog import Status
+from nextdeploy.rootmark import ROOT_MARKER
 from nextdeploy.tools import find_tool, node_version
 
 
@@ -115,6 +123,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
          "memory_mb": round(w.memory / 1e6, 1), "release": w.release_in(ctx.paths.releases_dir)}
         for w in workers
     ]
+    deploy_running = _deploy_running(ctx.paths.build_lock_file)
     data: dict[str, Any] = {
         "app": config.app.name,
         "root": str(ctx.paths.root),
@@ -126,10 +135,12 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         "pm2_installed": pm2_installed,
         "startup_on_boot": startup_configured(),
         "node": node,
-        "deploy_running": _deploy_running(ctx.paths.build_lock_file),
+        "deploy_running": deploy_running,
         "workers": worker_rows,
         "lost_workers": lost,
         "draining_workers": [w.pid for w in draining],
+        # A preflight server or a build an interrupted deploy left running (a running deploy's are its own).
+        "leftover_processes": [] if deploy_running else leftover_processes(ctx.paths),
     }
     if json_mode:
         ctx.reporter.result(data)
@@ -166,6 +177,10 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         ctx.reporter.warn(f"{len(lost)} worker(s) of a release here run outside PM2's list (pid "
                           f"{', '.join(map(str, lost))}) and may still take connections: `nextdeploy stop`, "
                           "`start` or the next deploy stops them")
+    if data["leftover_processes"]:
+        ctx.reporter.warn(f"{len(data['leftover_processes'])} process(es) an interrupted deploy started still run "
+                          f"(pid {', '.join(map(str, data['leftover_processes']))}: its preflight server or build): "
+                          "the next deploy, `rollback` or `start` stops them")
     if current and not workers and not lost:
         info(f"nothing serves {current}: `nextdeploy start` starts it again (no build)")
     if data["startup_on_boot"]:
@@ -197,6 +212,11 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
             pm2.save()
         # A crash-looping worker that PM2 was restarting during the delete can outlive it.
         stop_lost_workers(ctx, pm2, after_delete=any(worker.status != "online" for worker in workers))
+        # A killed deploy's preflight server serves too. Only in a root of ours (never someone's processes).
+        if (ctx.paths.root / ROOT_MARKER).is_file():
+            with build_lock_if_free(ctx, "nextdeploy stop") as free:
+                if free:
+                    stop_leftovers(ctx)
 
 
 @click.command("logs")
