@@ -49,7 +49,14 @@ from nextdeploy.errors import (
     RollbackError,
     stopped_by,
 )
-from nextdeploy.executor import bind_error, port_holders, remove_in_background, remove_path, stop_processes_under
+from nextdeploy.executor import (
+    bind_error,
+    port_holders,
+    processes_marked,
+    processes_under,
+    remove_in_background,
+    remove_path,
+)
 from nextdeploy.faults import checkpoint
 from nextdeploy.held import (
     activate_held,
@@ -66,12 +73,13 @@ from nextdeploy.manifest import is_complete, layout_of
 from nextdeploy.nextjs import envcheck
 from nextdeploy.nextjs.prepare import check_node
 from nextdeploy.nextjs.skew import bridge_static_assets
-from nextdeploy.paths import UNFINISHED_MARKER
+from nextdeploy.ops import StopProcesses
+from nextdeploy.paths import UNFINISHED_MARKER, DeployPaths
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.pm2 import Pm2
 from nextdeploy.ports import port_problem
-from nextdeploy.preflight import run_preflight
+from nextdeploy.preflight import PREFLIGHT_MARKER, run_preflight
 from nextdeploy.probe import listen_port
 from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.retention import releases_to_remove, rollback_target
@@ -81,6 +89,8 @@ from nextdeploy.tools import node_version, require_tool
 
 # How long a built and preflighted release waits for a rollback or stop that holds the live lock.
 ACTIVATION_LOCK_WAIT = 300.0
+# Seconds a leftover process gets to exit on SIGINT before SIGKILL: none of them serves users.
+LEFTOVER_GRACE = 1.0
 
 
 @dataclass
@@ -372,13 +382,13 @@ def _changing_live_state(ctx: Context, holder: str, lock_timeout: float, restart
     with DeployLock(ctx.paths.lock_file, holder, lock_timeout):
         pm2 = open_pm2(ctx)
         check_host(ctx, pm2)
-        with _build_lock_if_free(ctx, holder) as no_build_running:
+        with build_lock_if_free(ctx, holder) as no_build_running:
             recover(ctx, pm2, clean_builds=no_build_running, restart_live=restart_live)
         yield pm2
 
 
 @contextmanager
-def _build_lock_if_free(ctx: Context, holder: str) -> Iterator[bool]:
+def build_lock_if_free(ctx: Context, holder: str) -> Iterator[bool]:
     """Hold the build lock if no deploy is building (True), or yield False at once: a rollback or a start
     never waits for a build, and leaves its files alone."""
     try:
@@ -462,10 +472,31 @@ def _clean_builds(ctx: Context, current: str | None) -> None:
         if (release_dir / UNFINISHED_MARKER).exists() or (record and record.status is Status.UNFINISHED):
             remove_path(release_dir)
             ctx.log.append("removed", release_dir.name, reason="unfinished (interrupted build)")
-    # An interrupted build leaves orphans (pnpm, next build) still writing into its build dir.
-    stop_processes_under(paths.builds_dir)
+    # Killed before its release dir existed (during the export, install or build): only the log knows it.
+    for record in records.values():
+        if record.status is Status.UNFINISHED and record.id != current and not paths.release_dir(record.id).exists():
+            ctx.log.append("removed", record.id, reason="unfinished (interrupted before its release was assembled)")
+    stop_leftovers(ctx)
     for build_dir in paths.builds_dir.glob("*"):
         remove_path(build_dir)
+
+
+def stop_leftovers(ctx: Context) -> None:
+    """Stop what an interrupted deploy left running (``leftover_processes``): pnpm and next build still
+    writing into its build dir, its preflight server serving a release (maybe deleted since) with the app's
+    secrets in its env. Only while no deploy builds (the caller holds the build lock)."""
+    leftovers = leftover_processes(ctx.paths)
+    if leftovers:
+        with ctx.reporter.step(f"stop {len(leftovers)} process(es) an interrupted deploy left running (pid "
+                               f"{', '.join(map(str, leftovers))})", StepName.STOP_LEFTOVERS):
+            ctx.executor.apply(StopProcesses(tuple(leftovers), LEFTOVER_GRACE))
+
+
+def leftover_processes(paths: DeployPaths) -> list[int]:
+    """What a deploy of this root started and left running when it was killed: its preflight server (by the
+    marker in its env, wherever it works now) and install or build processes working in ``builds/``.
+    Only leftovers when no deploy holds the build lock: else they are that deploy's."""
+    return sorted(set(processes_marked(PREFLIGHT_MARKER, str(paths.root))) | set(processes_under(paths.builds_dir)))
 
 
 def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | None) -> None:

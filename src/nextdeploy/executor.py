@@ -125,7 +125,7 @@ class LocalExecutor(Executor):
         elif isinstance(op, PrivateFile):
             open_private(op.path).close()
         elif isinstance(op, CopyTree):
-            _copy_tree(op.src, op.dst, op.ignore)
+            _copy_tree(op.src, op.dst, op.ignore, op.link_from)
         elif isinstance(op, MoveTree):
             _move_tree(op)
         elif isinstance(op, CopyFile):
@@ -236,10 +236,19 @@ def _wait_until_serving(calls: dict[int, Future[str | None]], events: pm2rpc.Eve
             ready.add(pm_id)
 
 
-def _copy_tree(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = ()) -> None:
-    """``cp -a`` into ``dst`` (merging), symlinks kept, every file a new inode (see ``_copy_replacing``)."""
+def _copy_tree(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = (), link_from: Path | None = None) -> None:
+    """``cp -a`` into ``dst`` (merging), symlinks kept, every file a new inode (see ``_copy_replacing``), but
+    with ``link_from`` a hard link to the file at the same path there when it is the same."""
+    copy: Callable[[str | Path, str | Path], None] = _copy_replacing
+    if link_from is not None:
+        earlier_root, dst_root = link_from, Path(dst)
+
+        def copy(file_src: str | Path, file_dst: str | Path) -> None:
+            if not _link_if_same(str(file_src), earlier_root / Path(file_dst).relative_to(dst_root), file_dst):
+                _copy_replacing(file_src, file_dst)
+
     shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns(*ignore) if ignore else None,
-                    dirs_exist_ok=True, copy_function=_copy_replacing)
+                    dirs_exist_ok=True, copy_function=copy)
 
 
 def _copy_replacing(src: str | Path, dst: str | Path) -> None:
@@ -266,14 +275,8 @@ def _move_entries(src: Path, dst: Path, relative: Path, link_from: Path | None) 
         if earlier is not None and entry.is_dir(follow_symlinks=False) and earlier.is_dir():
             _move_entries(Path(entry.path), target, inner, link_from)
             continue
-        if earlier is not None and "node_modules" in inner.parts and _same_regular_file(entry.path, earlier):
-            try:
-                if os.path.lexists(target):
-                    os.unlink(target)
-                os.link(earlier, target)
-                continue
-            except OSError:
-                pass  # another filesystem, link limit: move it instead
+        if earlier is not None and "node_modules" in inner.parts and _link_if_same(entry.path, earlier, target):
+            continue
         if not os.path.lexists(target):
             try:
                 os.rename(entry.path, target)
@@ -285,6 +288,20 @@ def _move_entries(src: Path, dst: Path, relative: Path, link_from: Path | None) 
             _copy_tree(entry.path, target)
         else:
             _copy_replacing(entry.path, target)
+
+
+def _link_if_same(src: str, earlier: Path, target: str | Path) -> bool:
+    """Make ``target`` a hard link to ``earlier`` if that has the same bytes and mode as ``src``. False when it
+    differs or cannot be linked (another filesystem, the link limit): then the caller moves or copies."""
+    if not _same_regular_file(src, earlier):
+        return False
+    try:
+        if os.path.lexists(target):
+            os.unlink(target)
+        os.link(earlier, target)
+    except OSError:
+        return False
+    return True
 
 
 def _same_regular_file(src: str, earlier: Path) -> bool:
@@ -339,6 +356,8 @@ def open_private(path: Path, append: bool = True) -> BinaryIO:
 
 def _run(op: Run, echo: Callable[[str], None] | None = None) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
+    if op.path:
+        env["PATH"] = os.pathsep.join([*op.path, *([env["PATH"]] if env.get("PATH") else [])])
     try:
         if op.log_file is not None:
             with open_private(op.log_file) as log:
@@ -578,16 +597,19 @@ def processes_under(directory: Path) -> list[int]:
     return [pid for pid, cwd, _ in live_processes() if (cwd + os.sep).startswith(prefix)]
 
 
-def stop_processes_under(directory: Path) -> list[int]:
-    """SIGKILL every process working inside ``directory`` (orphans of a killed run); returns their pids."""
-    killed = []
-    for pid in processes_under(directory):
+def processes_marked(name: str, value: str) -> list[int]:
+    """Pids of the processes started with ``name=value`` in their environment (and whatever they started:
+    children inherit it), wherever they work now. Other users' processes cannot be read: never theirs."""
+    marker = f"\0{name}={value}\0".encode()
+    found = []
+    for pid in _other_pids():
         try:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
-            pass
-    return killed
+            continue
+        if marker in b"\0" + environ + b"\0" and _running(pid):
+            found.append(pid)
+    return found
 
 
 def bind_error(host: str, port: int) -> OSError | None:

@@ -27,8 +27,8 @@ def run_hook(ctx: Context, event: HookEvent, release: str, previous: str | None,
     cwd = next((d for d in (release_dir / ctx.config.app.path, release_dir) if d.is_dir()), paths.root)
     env = hook_env(ctx.config, event, release, release_dir, previous, revision,
                    error=error[:ERROR_CHARS] if error is not None else None)
-    with ctx.reporter.step(f"hook {event}", StepName.HOOK):
-        result = ctx.executor.apply(hook_op(ctx.config, event, command, cwd, env, paths.build_log(release)))
+    with ctx.reporter.step(f"hook {event}", StepName.HOOK) as step:
+        result = step.check(ctx.executor.apply(hook_op(ctx.config, event, command, cwd, env, paths.build_log(release))))
         if result.timed_out:
             problem = f"the {event} hook was still running after {ctx.config.hooks.timeout:g} s and was killed " \
                       "with everything it started"

@@ -36,13 +36,17 @@ class Run:
     # Env names whose values never reach a dry run, a log or an error message.
     secret_env: frozenset[str] = frozenset()
     nice: int = 0  # added niceness (lower CPU priority), e.g. for a build beside the live app
+    # Directories put before PATH (the inherited one, or ``env``'s): where the app's scripts find the
+    # package manager nextdeploy installed for it.
+    path: tuple[str, ...] = ()
     # With ``log_file``: each output line is also shown, after this prefix, as it comes (a release hook).
     echo_prefix: str | None = None
 
     def render(self) -> str:
         env = " ".join(
-            f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
-            for name, value in self.env.items()
+            ([f"PATH={shlex.quote(':'.join(self.path))}:\"$PATH\""] if self.path else [])
+            + [f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
+               for name, value in self.env.items()]
         )
         command = redact_url(shlex.join(self.argv))  # a git source's URL may carry a token
         if self.nice:
@@ -96,15 +100,26 @@ class PrivateFile:
 
 @dataclass(frozen=True)
 class CopyTree:
-    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth."""
+    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth.
+
+    ``link_from``: an earlier copy of the tree; a regular file whose bytes (and mode) equal the file at the
+    same path there is hard-linked to it instead of copied (``public``: static files nothing rewrites)."""
 
     src: Path
     dst: Path
     ignore: tuple[str, ...] = ()
+    link_from: Path | None = None
 
     def render(self) -> str:
-        excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
-        return f"cp -a{excludes} {shlex.quote(str(self.src))}/. {shlex.quote(str(self.dst))}/"
+        src, dst = shlex.quote(str(self.src)), shlex.quote(str(self.dst))
+        if self.ignore:  # cp has no --exclude: rsync's (a bare name matches at any depth) is what happens
+            excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
+            line = f"rsync -a{excludes} {src}/ {dst}/"
+        else:
+            line = f"cp -a {src}/. {dst}/"
+        if self.link_from is not None:
+            line += f"  # files identical in {shlex.quote(str(self.link_from))} are hard-linked"
+        return line
 
 
 @dataclass(frozen=True)

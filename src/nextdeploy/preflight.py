@@ -16,6 +16,7 @@ from pathlib import Path
 from nextdeploy.config import Config
 from nextdeploy.errors import PreflightError
 from nextdeploy.executor import kill_process_group, open_private
+from nextdeploy.faults import checkpoint
 from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.probe import ProbeResult, health_problem, http_get, listen_port
@@ -25,6 +26,8 @@ BOOT_POLL_INTERVAL = 0.05
 POLL_INTERVAL = 0.2
 # After a failed probe in the stability window, how long to wait for the process to exit (clearer error).
 EXIT_GRACE = 0.5
+# In the preflight server's environment: the deploy root it was started for (see ``leftover_processes``).
+PREFLIGHT_MARKER = "NEXTDEPLOY_PREFLIGHT_FOR"
 # Server output that means the release is broken even if its health route answers.
 FATAL_OUTPUT_MARKERS = ("MODULE_NOT_FOUND", "Cannot find module")
 
@@ -45,7 +48,9 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
     """Start the release, gate on health and stability, always stop it. Raises PreflightError."""
     port = int(env["PORT"]) if env.get("PORT") else listen_port()
     # NEXTDEPLOY_HOLD=0: the launcher serves its port at once (the hold is for workers under PM2).
-    env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1", "NEXTDEPLOY_HOLD": "0"}
+    # The marker: a deploy killed here leaves this server running; the next command finds it by it.
+    env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1", "NEXTDEPLOY_HOLD": "0",
+           PREFLIGHT_MARKER: str(config.root)}
     started = time.monotonic()
     with open_private(log_file, append=False) as log:  # the app's output: secrets too
         # Own session: stopping the process group also stops anything the server spawned. Not niced like
@@ -55,6 +60,7 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         try:
+            checkpoint("preflight")
             report = _gate(config, process, port, started, log_file)
         except BaseException as exc:
             # Also on Ctrl-C, SIGTERM or SIGHUP: in its own session the server gets none of them itself.

@@ -115,13 +115,64 @@ def find_lockfile(app_dir: Path, source_root: Path, prefer: str = "auto") -> Loc
 
 def _declared_package_manager(package_json: Path) -> str | None:
     """The name in package.json's ``packageManager`` field (``pnpm@9.1.0`` -> ``pnpm``)."""
+    value = package_manager_field(package_json)
+    return value.split("@", 1)[0] if isinstance(value, str) else None
+
+
+def package_manager_field(package_json: Path) -> object:
+    """package.json's ``packageManager`` value as written (``pnpm@8.15.6+sha512...``), None if absent."""
     if not package_json.is_file():
         return None
     try:
-        value = json.loads(package_json.read_text(encoding="utf-8")).get("packageManager")
-    except (OSError, json.JSONDecodeError, AttributeError):
+        data = json.loads(package_json.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
         return None
-    return value.split("@", 1)[0] if isinstance(value, str) else None
+    return data.get("packageManager") if isinstance(data, dict) else None
+
+
+def pinned_package_manager(lockfile: Lockfile, app_dir: Path) -> object:
+    """The ``packageManager`` that governs an install: the workspace root's (the lockfile's directory), else
+    the app's."""
+    for directory in dict.fromkeys((lockfile.install_dir, app_dir)):
+        value = package_manager_field(directory / "package.json")
+        if value is not None:
+            return value
+    return None
+
+
+_PNPM_LOCKFILE_VERSION = re.compile(r"""^lockfileVersion:\s*['"]?([0-9][0-9.]*)['"]?\s*$""", re.M)
+_YARN_METADATA_VERSION = re.compile(r"""^__metadata:[ \t]*\n(?:[ \t]+.*\n)*?[ \t]+version:[ \t]*['"]?(\d+)""", re.M)
+
+
+def lockfile_format(lockfile: Lockfile) -> str | None:
+    """The lockfile's format: pnpm's lockfileVersion ("6.0"), yarn.lock's ``__metadata`` version ("6", yarn 2+;
+    "1" for a yarn 1 lockfile, which has none); None for npm or when unreadable."""
+    try:
+        with lockfile.path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    if lockfile.package_manager == "pnpm":
+        match = _PNPM_LOCKFILE_VERSION.search(head)
+        return match.group(1) if match else None
+    if lockfile.package_manager == "yarn":
+        match = _YARN_METADATA_VERSION.search(head)
+        return match.group(1) if match else "1"
+    return None
+
+
+def read_yarnrc(directory: Path) -> dict[str, str]:
+    """The top-level scalar settings of ``.yarnrc.yml`` (nodeLinker, globalFolder, ...); {} without one."""
+    try:
+        text = (directory / ".yarnrc.yml").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        match = re.match(r"""^([A-Za-z][A-Za-z0-9]*):[ \t]*("[^"]*"|'[^']*'|[^#]*?)[ \t]*(?:#.*)?$""", line)
+        if match and match.group(2):
+            settings[match.group(1)] = match.group(2).strip("'\"")
+    return settings
 
 
 def find_workspace_root(app_dir: Path, source_root: Path) -> Path | None:

@@ -17,6 +17,7 @@ class StepName(StrEnum):
     # Build, beside the live release.
     EXPORT = "export"  # copy or check out the source into a build dir
     INSTALL = "install"  # install dependencies (or reuse the last build's)
+    INSTALL_TOOL = "install-tool"  # install the package manager the app pins, with npm (once)
     BUILD = "build"  # next build
     ASSEMBLE = "assemble"  # assemble the release dir
     HOOK = "hook"  # a user hook (before_activate, after_activate...)
@@ -37,6 +38,7 @@ class StepName(StrEnum):
     REJECT = "reject"  # delete a rejected release's held workers
     STOP = "stop"  # remove the app from PM2
     STOP_LOST = "stop-lost"  # stop workers PM2 lost track of
+    STOP_LEFTOVERS = "stop-leftovers"  # stop the build or preflight processes an interrupted deploy left
     RECOVER = "recover"  # repair an interrupted activation
     RECOVER_HELD = "recover-held"  # delete the held workers an interrupted held cut-over left
     RESTART_LIVE = "restart-live"  # serve the live release again before a deploy (PM2 had lost it)

@@ -16,12 +16,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
 
 from nextdeploy.steps import StepName, tagged
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+class _Outcome(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+
+OutcomeT = TypeVar("OutcomeT", bound=_Outcome)
+
+
+@dataclass
+class StepHandle:
+    """What a running step may say about itself: a step whose command failed ends FAILED even when the
+    error is raised only after the step (the caller first looks at the log, hands on dependencies...)."""
+
+    failed: bool = False
+
+    def check(self, outcome: OutcomeT) -> OutcomeT:
+        """Mark the step failed unless ``outcome.ok``; returns ``outcome``."""
+        if not outcome.ok:
+            self.failed = True
+        return outcome
 
 
 @dataclass
@@ -67,14 +89,16 @@ class Reporter:
     # Progress -------------------------------------------------------------------------------------
 
     @contextmanager
-    def step(self, title: str, name: StepName | None = None) -> Iterator[None]:
-        """Run a step: shows ``title`` while running, then its outcome and duration. ``name`` is its stable
-        name (``nextdeploy.steps``): with ``--json`` each progress line carries it (``... [name] title``),
-        and so does ``timings``."""
+    def step(self, title: str, name: StepName | None = None) -> Iterator[StepHandle]:
+        """Run a step: shows ``title`` while running, then its outcome and duration. It failed if it raised,
+        or if the block marked it failed through the handle it gets. ``name`` is its stable name
+        (``nextdeploy.steps``): with ``--json`` each progress line carries it (``... [name] title``), and so
+        does ``timings``."""
         started = time.monotonic()
         # Tagged only with --json (progress on stderr, read by scripts and the bench); a person reads titles.
         shown = tagged(name, title) if self.json_mode else title
         ok = False
+        handle = StepHandle()
         try:
             if self.rich:
                 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -82,11 +106,11 @@ class Reporter:
                 columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
                 with Progress(*columns, console=self.console, transient=True) as progress:
                     progress.add_task(title, total=None)
-                    yield
+                    yield handle
             else:
                 self._line(f"... {shown}")
-                yield
-            ok = True
+                yield handle
+            ok = not handle.failed
         finally:
             seconds = time.monotonic() - started
             self.timings.append(StepTiming(title, name, seconds, ok))

@@ -108,7 +108,7 @@ def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(si
             package.write_text(package.read_text().replace('"private"', '"description": "v3", "private"', 1))
         result = site.deploy(version)
         assert result.code == 0, result.output
-        installs.append("install dependencies (pnpm, frozen lockfile)" in result.output)
+        installs.append("install dependencies (pnpm " in result.output)
         ids.append(site.current())
     assert installs == [True, False, True]  # v2: same inputs as v1, node_modules reused
     on_disk = {p.name for p in (site.root / "releases").iterdir()}
@@ -126,7 +126,7 @@ def test_retention_keeps_n_good_releases_and_never_the_live_one_or_its_target(si
     assert site.current() == ids[1]
     site.write_config(releases={"keep": 2}, health={"stable_for": 1}, app={"reuse_dependencies": False})
     fourth = site.deploy("v4")
-    assert fourth.code == 0 and "install dependencies (pnpm, frozen lockfile)" in fourth.output, fourth.output
+    assert fourth.code == 0 and "install dependencies (pnpm " in fourth.output, fourth.output
     v4 = site.current()
     on_disk = {p.name for p in (site.root / "releases").iterdir()}
     assert on_disk == {v4, ids[1]}, on_disk

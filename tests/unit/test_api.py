@@ -100,11 +100,12 @@ def test_status_on_an_empty_root_changes_nothing_and_serializes(tmp_path: Path) 
     assert isinstance(result, nextdeploy.Status)
     assert result.current is None and result.workers == [] and result.lost_workers == []
     assert result.pm2_daemon_running is False and result.healthy is False and result.health_problem
-    assert result.deploy_running is None and result.pm2_home == str(tmp_path / "pm2home")
+    assert result.deploy_running is None and result.pm2_installed
+    assert result.pm2_problem == f"PM2's daemon is not running (PM2_HOME={tmp_path / 'pm2home'})"
     data = json.loads(json.dumps(result.to_json()))
     assert data["app"] == "hello" and data["current"] is None and data["workers"] == []
     assert not pm2_ran.exists(), "status ran the pm2 command (that starts a daemon)"
-    assert not (tmp_path / "root" / "current").exists()
+    assert not (tmp_path / "root").exists() and not (tmp_path / "pm2home").exists()  # read only
 
 
 def test_a_dry_run_deploy_prints_its_plan_and_changes_nothing(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from nextdeploy import __version__
 from nextdeploy.cli.main import cli, main
 from nextdeploy.errors import ExitCode
+from nextdeploy.releaselog import ReleaseLog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,3 +152,25 @@ def test_dry_run_never_shows_env_values(capsys: pytest.CaptureFixture[str], tmp_
         assert "secret" not in out + err, out
         assert out.count("API_TOKEN=***") == 2 and out.count("DB_PASSWORD=***") == 1, out  # install, build; preflight
     assert not (tmp_path / "root").exists()
+
+
+def test_releases_tells_the_live_release_from_earlier_good_ones(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path) -> None:
+    # Issue 20: the old and the live release were both listed as "active".
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "app"\n[server]\nroot = "root"\n')
+    (tmp_path / "root" / "releases" / "r2").mkdir(parents=True)
+    (tmp_path / "root" / "current").symlink_to("releases/r2")
+    log = ReleaseLog(tmp_path / "root" / "releases.jsonl")
+    for release in ("r1", "r2"):
+        log.append("built", release)
+        log.append("activated", release)
+    log.append("built", "r3")
+    code, out, _ = run(capsys, "releases", "-c", str(config))
+    cells = [[cell.strip() for cell in line.split("\u2502")[1:-1]] for line in out.splitlines()
+             if line.startswith("\u2502")]  # the table's rows: "│ * │ r2 │ live │ ..."
+    assert code == 0 and "active" not in out, out
+    assert [row[:3] for row in cells] == [["", "r1", "good"], ["*", "r2", "live"], ["", "r3", "ready"]], out
+    code, out, _ = run(capsys, "releases", "-c", str(config), "--json")
+    assert [(row["status"], row["current"]) for row in json.loads(out)] == [
+        ("active", False), ("active", True), ("ready", False)]

@@ -13,6 +13,7 @@ from nextdeploy.context import Context
 from nextdeploy.dryrun import deploy_plan
 from nextdeploy.errors import ConfigError
 from nextdeploy.executor import DryRunExecutor, LocalExecutor
+from nextdeploy.hooks import run_hook
 from nextdeploy.plans.hooks import hook_env, hook_op
 from nextdeploy.ui import Reporter
 from support.processes import gone_soon
@@ -66,6 +67,17 @@ def test_a_hooks_output_is_shown_with_a_prefix_and_kept_in_the_log(tmp_path: Pat
     assert sorted(shown) == ["[after_activate] one", "[after_activate] two"]
     log = (tmp_path / "build.log").read_text()
     assert "one\n" in log and "two\n" in log and log.startswith("$ ")
+
+
+def test_a_failed_hook_that_does_not_stop_the_deploy_says_failed(tmp_path: Path) -> None:
+    # Issue 20, item 7: an after_activate hook that failed printed "ok  hook after_activate" before its warning.
+    (tmp_path / "root").mkdir()
+    reporter = Reporter(force_plain=True)
+    printed: list[str] = []
+    reporter._line = printed.append  # type: ignore[method-assign]
+    ctx = Context(_config(tmp_path, after_activate="exit 7"), LocalExecutor(echo=printed.append), reporter)
+    assert run_hook(ctx, "after_activate", "R1", None, None) == "the after_activate hook failed (exit 7)"
+    assert printed[-1].startswith("FAILED hook after_activate ("), printed
 
 
 def test_a_hook_past_its_timeout_is_killed_with_everything_it_started(tmp_path: Path) -> None:

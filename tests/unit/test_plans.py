@@ -9,13 +9,15 @@ from nextdeploy.executor import LocalExecutor
 from nextdeploy.ops import CopyTree, Run, Symlink, WriteFile
 from nextdeploy.paths import DeployPaths, ReleaseLayout, SourceLayout
 from nextdeploy.plans import build, pm2, release
+from nextdeploy.plans.packagemanager import choose_manager
 
 
 def test_install_and_build_commands() -> None:
-    assert build.install_argv("pnpm", "pnpm") == ("pnpm", "install", "--frozen-lockfile")
-    assert build.install_argv("npm", "npm") == ("npm", "ci", "--no-audit", "--no-fund")
-    assert build.install_argv("yarn", "yarn") == ("yarn", "install", "--frozen-lockfile")
-    assert build.install_argv("yarn", "yarn", yarn_berry=True) == ("yarn", "install", "--immutable")
+    pnpm, npm = choose_manager("pnpm", "pnpm-lock.yaml", "9.0"), choose_manager("npm", "package-lock.json", None)
+    assert pnpm.install_argv("pnpm") == ("pnpm", "install", "--frozen-lockfile")
+    assert npm.install_argv("npm") == ("npm", "ci", "--no-audit", "--no-fund")
+    assert choose_manager("yarn", "yarn.lock", "1").install_argv("yarn") == ("yarn", "install", "--frozen-lockfile")
+    assert choose_manager("yarn", "yarn.lock", "8").install_argv("yarn") == ("yarn", "install", "--immutable")
     assert build.build_argv("pnpm", None) == ("pnpm", "run", "build")
     assert build.build_argv("pnpm", "turbo run build") == ("sh", "-c", "turbo run build")
 
@@ -23,10 +25,44 @@ def test_install_and_build_commands() -> None:
 def test_install_and_build_are_niced_and_bounded_by_the_build_timeout(tmp_path: Path) -> None:
     app = parse_config({"app": {"name": "h", "source": "a", "build_nice": 7, "build_timeout": 600},
                         "server": {"root": "r"}}, tmp_path).app
-    install = build.install_op("pnpm", "pnpm", app, Path("/b"), {}, Path("/l"))
+    install = build.install_op(choose_manager("pnpm", "pnpm-lock.yaml", "9.0"), "pnpm", app, Path("/b"), {},
+                               Path("/l"))
     built = build.build_op("pnpm", app, Path("/b/app"), {}, Path("/l"))
     assert install.argv == ("pnpm", "install", "--frozen-lockfile") and built.argv == ("pnpm", "run", "build")
     assert (install.nice, install.timeout, built.nice, built.timeout) == (7, 600, 7, 600)
+
+
+def test_install_and_build_put_the_package_manager_nextdeploy_installed_first_on_path(tmp_path: Path) -> None:
+    app = parse_config({"app": {"name": "h", "source": "a"}, "server": {"root": "r"}}, tmp_path).app
+    choice = choose_manager("pnpm", "pnpm-lock.yaml", "6.0", "pnpm@8.15.6")
+    bin_dir = "/srv/h/tools/pnpm-8.15.6/node_modules/.bin"
+    install = build.install_op(choice, f"{bin_dir}/pnpm", app, Path("/b"), {"CI": "1"}, Path("/l"), (bin_dir,))
+    built = build.build_op(f"{bin_dir}/pnpm", app, Path("/b"), {"K": "s"}, Path("/l"), frozenset({"K"}), (bin_dir,))
+    assert install.render() == (f'(cd /b && PATH={bin_dir}:"$PATH" CI=1 nice -n 10 {bin_dir}/pnpm install '
+                                "--frozen-lockfile) >> /l 2>&1")
+    assert built.render().startswith(f'(cd /b && PATH={bin_dir}:"$PATH" K=*** nice -n 10 {bin_dir}/pnpm run build')
+
+
+def test_yarn_berry_keeps_its_cache_under_the_root_unless_the_project_chose_a_folder() -> None:
+    berry = choose_manager("yarn", "yarn.lock", "6")
+    cache = Path("/srv/h/cache/yarn-berry")
+    assert build.install_env({"CI": "1"}, berry, {}, cache) == {"YARN_GLOBAL_FOLDER": str(cache), "CI": "1"}
+    assert "YARN_GLOBAL_FOLDER" not in build.install_env({}, berry, {"globalFolder": "/y"}, cache)
+    assert build.install_env({"YARN_GLOBAL_FOLDER": "/mine"}, berry, {}, cache) == {"YARN_GLOBAL_FOLDER": "/mine"}
+    assert build.install_env({"CI": "1"}, choose_manager("yarn", "yarn.lock", "1"), {}, cache) == {"CI": "1"}
+
+
+def test_package_manager_is_installed_into_its_prefix_through_a_staging_dir() -> None:
+    choice = choose_manager("yarn", "yarn.lock", "6", "yarn@3.8.7")
+    prefix = Path("/srv/h/tools/yarn-3.8.7")
+    lines = [op.render() for op in build.package_manager_install_ops("/usr/bin/npm", choice, prefix, 300)]
+    assert lines == [
+        "rm -rf /srv/h/tools/yarn-3.8.7.partial",
+        "mkdir -p /srv/h/tools/yarn-3.8.7.partial",
+        "/usr/bin/npm install --prefix /srv/h/tools/yarn-3.8.7.partial --no-audit --no-fund @yarnpkg/cli-dist@3.8.7",
+        "rm -rf /srv/h/tools/yarn-3.8.7",
+        "mv -T /srv/h/tools/yarn-3.8.7.partial /srv/h/tools/yarn-3.8.7",
+    ]
 
 
 def test_render_hides_secrets() -> None:
@@ -90,7 +126,7 @@ def test_ecosystem_runs_the_launcher_through_current(tmp_path: Path) -> None:
     config = parse_config({"app": {"name": "hello", "source": "."}, "server": {"root": "/srv/hello", "port": 3100,
                                                                              "env": {"API": "x"}}}, tmp_path)
     app = pm2.ecosystem_app(config, DeployPaths(config.root))
-    assert app["script"] == "/srv/hello/current/.nextdeploy/launcher.cjs"
+    assert app["script"] == ".nextdeploy/launcher.cjs"  # relative to cwd: a root with a space stays one path
     assert app["cwd"] == "/srv/hello/current"
     assert app["exec_mode"] == "cluster" and app["wait_ready"] is True and app["instances"] == 2
     env = app["env"]

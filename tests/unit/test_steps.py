@@ -79,11 +79,13 @@ def _reported_names(paths: list[Path]) -> set[StepName]:
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step":
-                for inner in ast.walk(node):
-                    if (isinstance(inner, ast.Attribute) and isinstance(inner.value, ast.Name)
-                            and inner.value.id == "StepName"):
-                        names.add(StepName[inner.attr])
+                names |= _reported_names_in(node)
     return names
+
+
+def _reported_names_in(call: ast.Call) -> set[StepName]:
+    return {StepName[inner.attr] for inner in ast.walk(call) if isinstance(inner, ast.Attribute)
+            and isinstance(inner.value, ast.Name) and inner.value.id == "StepName"}
 
 
 def _bench_names() -> set[StepName]:
@@ -121,3 +123,15 @@ def test_every_step_the_bench_reads_is_reported_under_its_name() -> None:
     # nextdeploy's own figures: the stability window, its rollback, its restart after `pm2 kill`.
     assert set(WINDOW_STEPS) <= ours
     assert {StepName.CUTOVER, StepName.ROLLBACK, StepName.RESTART_LIVE, StepName.RECOVER} <= ours
+
+
+def test_every_step_nextdeploy_reports_has_a_stable_name() -> None:
+    """So that ``--json`` progress and timings name every step: a new ``reporter.step(title)`` needs a
+    ``StepName`` too (add one to nextdeploy.steps if none fits)."""
+    unnamed = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step" \
+                    and not _reported_names_in(node):
+                unnamed.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not unnamed, f"reporter.step() without a StepName: {unnamed}"

@@ -10,12 +10,20 @@ import click
 from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
-from nextdeploy.deploy import check_app_name, open_pm2, running_processes
-from nextdeploy.hoststatus import host_status
+from nextdeploy.deploy import (
+    build_lock_if_free,
+    check_app_name,
+    open_pm2,
+    running_processes,
+    stop_leftovers,
+)
+from nextdeploy.hoststatus import host_status, pm2_as_it_is
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
 from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
+from nextdeploy.releaselog import Status
+from nextdeploy.rootmark import ROOT_MARKER
 from nextdeploy.steps import StepName
 
 
@@ -56,10 +64,19 @@ def releases_command(config_path: Path, json_mode: bool) -> None:
     for row in rows:
         size = f"{row['bytes'] / 1e6:.1f} MB" if isinstance(row["bytes"], int | float) and row["bytes"] else ""
         # Text, not markup: a reason may hold "[/]" (an error message, the app's output), the log anything.
-        cells = ["*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
+        cells = ["*" if row["current"] else "", row["id"],
+                 shown_status(str(row["status"]), bool(row["current"])), row["created_at"] or "",
                  str(row["revision"] or "")[:12], size, row["reason"] or ""]
         table.add_row(*(Text(str(cell)) for cell in cells))
     ctx.reporter.console.print(table)
+
+
+def shown_status(status: str, current: bool) -> str:
+    """A release's status in the table: the log's ``active`` (went live, never failed) is ``live`` for the
+    current release and ``good`` (a rollback target) for the others; ``--json`` keeps the log's word."""
+    if status == Status.ACTIVE:
+        return "live" if current else "good"
+    return status
 
 
 @click.command("status")
@@ -99,7 +116,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     elif report.pm2_daemon_running:
         info("no PM2 workers for this app")
     else:
-        info(f"PM2's daemon is not running (PM2_HOME={report.pm2_home})")
+        info(str(report.pm2_problem))
     if draining:
         info(f"{len(draining)} old worker(s) draining: PM2 is stopping them (pid "
              f"{', '.join(map(str, draining))}); they take no new connections")
@@ -107,6 +124,10 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         ctx.reporter.warn(f"{len(lost)} worker(s) of a release here run outside PM2's list (pid "
                           f"{', '.join(map(str, lost))}) and may still take connections: `nextdeploy stop`, "
                           "`start` or the next deploy stops them")
+    if report.leftover_processes:
+        ctx.reporter.warn(f"{len(report.leftover_processes)} process(es) an interrupted deploy started still run "
+                          f"(pid {', '.join(map(str, report.leftover_processes))}: its preflight server or build): "
+                          "the next deploy, `rollback` or `start` stops them")
     if current and not workers and not lost:
         info(f"nothing serves {current}: `nextdeploy start` starts it again (no build)")
     if report.startup_on_boot:
@@ -132,6 +153,11 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
             pm2.save()
         # A crash-looping worker that PM2 was restarting during the delete can outlive it.
         stop_lost_workers(ctx, pm2, after_delete=any(worker.status != "online" for worker in workers))
+        # A killed deploy's preflight server serves too. Only in a root of ours (never someone's processes).
+        if (ctx.paths.root / ROOT_MARKER).is_file():
+            with build_lock_if_free(ctx, "nextdeploy stop") as free:
+                if free:
+                    stop_leftovers(ctx)
 
 
 @click.command("logs")
@@ -147,10 +173,16 @@ def logs_command(config_path: Path, lines: int, follow: bool) -> None:
     streams = [ctx.paths.pm2_out_log(name), ctx.paths.pm2_error_log(name), ctx.paths.pm2_raw_log(name)]
     for path in streams:
         last = applogs.tail(path, lines)
-        if last or path != ctx.paths.pm2_raw_log(name):
+        if last or (path != ctx.paths.pm2_raw_log(name) and path.exists()):
             click.echo(f"==> {path} (last {len(last)} lines, with its rotated files) <==")
             for line in last:
                 click.echo(line)
+    # Nothing here starts PM2 (every pm2 command starts a daemon): say when nothing runs the app.
+    _, _, missing = pm2_as_it_is(ctx)
+    if missing is not None:
+        click.echo(f"{missing}: nothing writes these logs now" + (", nothing to follow" if follow else "")
+                   + "; `nextdeploy start` serves the live release again")
+        return
     if follow:
         labels = {path: path.name.removeprefix(f"pm2-{name}.").removesuffix(".log") for path in streams}
         applogs.follow(streams, lambda path, line: click.echo(f"{labels[path]} | {line}"))

@@ -296,9 +296,25 @@ http.Server.prototype.listen = function (port, hostname) {
   adoptServer(this);
   publicPort = port;
   publicHost = typeof hostname === 'string' ? hostname : undefined;
+  // Next builds every request's URL from where it believes it listens (its address on 'listening'):
+  // request.url, so NextResponse.redirect(new URL('/', request.url)) in a route handler, and
+  // x-forwarded-port. It must see the public address, as under plain server.js, never this worker's private
+  // port (a Location nobody can reach, which nginx's proxy_redirect cannot map back).
+  this.address = () => ({ address: publicHost ?? '::', family: net.isIPv6(publicHost ?? '::') ? 'IPv6' : 'IPv4',
+    port: publicPort });
+  this.once('listening', () => {
+    // Next has just set its own origin from the address above; a Server Action's redirect is rendered by a
+    // request to it: keep that on this worker's private port (this very release, even while held).
+    process.env.__NEXT_PRIVATE_ORIGIN = `http://127.0.0.1:${privatePort()}`;
+  });
   // exclusive: a private port of this worker, never shared through the cluster primary.
   return originalListen.call(this, { host: '127.0.0.1', port: 0, exclusive: true });
 };
+
+// Where Next's server really listens (its own address() reports the public one).
+function privatePort() {
+  return net.Server.prototype.address.call(server).port;
+}
 
 function adoptServer(srv) {
   server = srv;
@@ -369,7 +385,7 @@ async function waitReady() {
   await Promise.race([serverListening, sleep(Math.max(0, deadline - Date.now()))]);
   if (!server.listening) throw new Error('server never started listening');
 
-  const port = server.address().port;
+  const port = privatePort();
   let last = 'no attempt';
   while (!timedOut() && !draining) {
     let now;
@@ -578,8 +594,8 @@ function main() {
     .then(async (status) => {
       if (status === null) return; // shut down while booting
       const held = hold && !fs.existsSync(APPROVED_FILE);
-      if (held) announceHeld(server.address().port);
-      const warmed = await warm(server.address().port);
+      if (held) announceHeld(privatePort());
+      const warmed = await warm(privatePort());
       if (held && !draining) await waitForApproval();
       if (draining) return removeHeldFile();
       await openFront();

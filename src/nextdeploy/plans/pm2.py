@@ -15,11 +15,14 @@ from nextdeploy.plans.runtime import runtime_env
 
 
 def ecosystem_app(config: Config, paths: DeployPaths) -> dict[str, object]:
-    """The PM2 app definition. Script and cwd go through ``current`` so a reload picks the new release."""
+    """The PM2 app definition. Script and cwd go through ``current`` so a reload picks the new release.
+
+    The script is relative to cwd (PM2 resolves it there): PM2 runs a script path holding a space as a shell
+    command (`bash -c <path>`), so a deploy root with a space in it never ran the launcher."""
     current = paths.current_link
     return {
         "name": config.app.name,
-        "script": str(current / META_DIR / "launcher.cjs"),
+        "script": f"{META_DIR}/launcher.cjs",
         "cwd": str(current),
         "exec_mode": "cluster",
         "instances": config.server.instances,
