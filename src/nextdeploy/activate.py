@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nextdeploy.checks import release_health
 from nextdeploy.context import Context
 from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, RollbackError, stopped_by
 from nextdeploy.executor import remove_path
@@ -339,9 +340,9 @@ def serving_problem(ctx: Context, workers: list[Worker], release_id: str) -> str
     if problem is not None:
         return problem
     config = ctx.config
-    result = http_get(local_address(config.server.hostname), config.server.port, config.health.path,
-                      config.health.request_timeout)
-    problem = health_problem(result, config.health)
+    health = release_health(config.health, ctx.paths.release_dir(release_id))
+    result = http_get(local_address(config.server.hostname), config.server.port, health.path, health.request_timeout)
+    problem = health_problem(result, health)
     if problem is not None:
         return f"the public port {config.server.port} is not healthy: {problem}"
     if result.release not in (None, release_id):
@@ -377,12 +378,13 @@ def _probe_public_port(ctx: Context, release_id: str) -> None:
     reaches every worker). An old worker of an in-place reload may still answer for a moment: PM2 tells it
     to stop on its successor's 'ready', and it closes its listener a few ms later (``ReloadWorkers``)."""
     config = ctx.config
+    health = release_health(config.health, ctx.paths.release_dir(release_id))
     host = local_address(config.server.hostname)
     others_until = time.monotonic() + OLD_LISTENER_GRACE
     in_a_row = 0
     while in_a_row < 2 * config.server.instances:
-        result = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
-        problem = health_problem(result, config.health)
+        result = http_get(host, config.server.port, health.path, health.request_timeout)
+        problem = health_problem(result, health)
         if problem:
             raise Pm2Error(f"the public port {config.server.port} is not healthy: {problem}")
         if result.release is not None and result.release != release_id:

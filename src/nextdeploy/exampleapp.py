@@ -87,6 +87,14 @@ def copy_example(destination: Path, version: str = "v1", variant: str = "good") 
     return destination
 
 
+def set_base_path(app_dir: Path, base_path: str | None) -> None:
+    """Serve the app under ``base_path`` (next.config's ``basePath``), or at the root again with None."""
+    config = (example_source() / "next.config.mjs").read_text()
+    if base_path:
+        config = config.replace('output: "standalone",', f'output: "standalone",\n  basePath: "{base_path}",')
+    (app_dir / "next.config.mjs").write_text(config)
+
+
 def set_version(app_dir: Path, version: str, variant: str = "good") -> None:
     """Make ``app_dir`` the given variant of ``version`` (resets any earlier variant)."""
     if variant not in VARIANTS:

@@ -42,6 +42,7 @@ from nextdeploy.activate import (
     write_ecosystem,
     written_since,
 )
+from nextdeploy.checks import health_hint, release_health
 from nextdeploy.context import Context
 from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, PreflightError, stopped_by
 from nextdeploy.faults import checkpoint
@@ -207,7 +208,8 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
 
     While they boot, only what is cheap is looked at every POLL (the held files); PM2's list every
     LIST_POLL, a healthy worker's health every WINDOW_POLL, and all of it once more, fresh, before the end."""
-    config, health = ctx.config, ctx.config.health
+    config = ctx.config
+    health = release_health(config.health, layout.release_dir)
     instances = config.server.instances
     deadline = spawned + health.timeout
     rest_spawned = False
@@ -274,8 +276,7 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
             raise PreflightError(
                 f"the new release was not healthy within {health.timeout:g} s: {problem}"
                 f"{launcher_reason(logs.text())}",
-                hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
-                     "the old release is still serving")
+                hint=f"{health_hint(health, layout.release_dir)}; the old release is still serving")
         if window_end is None or time.monotonic() >= window_end:
             time.sleep(POLL)  # the first answer starts the window; after its end, every moment counts
         else:  # in the window: look again at its end at the latest

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from nextdeploy.activate import current_release, stop_lost_workers
+from nextdeploy.checks import release_health
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
 from nextdeploy.deploy import check_app_name, open_pm2, running_processes
 from nextdeploy.lock import DeployLock
@@ -76,8 +77,9 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     draining = pm2.leaving_workers(config.app.name) if daemon_running else []
     lost = pm2.lost_workers(ctx.paths.releases_dir)
     host = local_address(config.server.hostname)
-    probe = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
-    problem = health_problem(probe, config.health)
+    health = release_health(config.health, ctx.paths.release_dir(current)) if current else config.health
+    probe = http_get(host, config.server.port, health.path, health.request_timeout)
+    problem = health_problem(probe, health)
     daemon_node = pm2.daemon_node()
     node = {
         "pm2": node_version(daemon_node) if daemon_node and Path(daemon_node).is_file() else None,
@@ -113,7 +115,7 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         running = data["deploy_running"]
         info(f"a deploy is running: pid {running['pid']} since {running['started_at']} (a rollback does not "
              "wait for it)")
-    info(f"health {config.health.path}: {'ok' if problem is None else problem}")
+    info(f"health {health.path}: {'ok' if problem is None else problem}")
     mismatch = built_node_problem(node["pm2"], node["built_with"])
     if mismatch:
         ctx.reporter.warn(mismatch)
