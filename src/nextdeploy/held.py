@@ -199,10 +199,11 @@ def _hold(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids
 
 
 def _cut_over(ctx: Context, pm2: Pm2, release_id: str, layout: ReleaseLayout, new_ids: frozenset[int],
-              old_ids: tuple[int, ...]) -> None:
+              old_ids: tuple[int, ...], put_back: bool = False) -> None:
     """Approve: the held workers open the public port; then the old ones are deleted (they drain)."""
     approve(ctx, release_id)
-    checkpoint("approved")
+    if not put_back:
+        checkpoint("approved")
     _wait_serving(ctx, pm2, layout, new_ids)
     # Cut over: from here a killed run leaves the new workers serving (the recovery reloads them).
     ctx.executor.apply(Remove(ctx.paths.held_state_file))
@@ -216,6 +217,15 @@ def put_back_held(ctx: Context, pm2: Pm2, previous: str | None, failed: str, lea
     port, then let in while ``failed``'s drain (as a deploy's cut-over; no stability window: it served a
     moment ago). If that does not work, ``put_back`` (switch, reload). Raises RollbackError."""
     name = ctx.config.app.name
+    if previous is not None and ctx.paths.held_state_file.exists():
+        # Stopped between the approval and the old workers' deletion: they never stopped serving.
+        with ctx.reporter.step(f"put {previous} back: its workers serve on, {failed}'s are deleted (they drain)"):
+            switch_to(ctx, previous)
+            purge_workers(ctx, pm2, lambda worker: worker.pm_id not in leaving)
+            ctx.executor.apply(Remove(ctx.paths.held_state_file))
+        ctx.log.append("rolled_back", previous, **{"from": failed})
+        pm2.save(required=False)
+        return
     release_dir = ctx.paths.release_dir(previous) if previous else None
     failing = [worker for worker in pm2.workers(name) if worker.pm_id not in leaving]
     if (previous is None or release_dir is None or not is_complete(release_dir) or not holds_until_approved(release_dir)
@@ -231,14 +241,16 @@ def put_back_held(ctx: Context, pm2: Pm2, previous: str | None, failed: str, lea
         with ctx.reporter.step(f"put {previous} back: its workers start beside {failed}'s, are let in once healthy"):
             new_workers = _hold(ctx, pm2, previous, failed, failing_ids, layout, logs, reapprove=True, stable_for=0,
                                 others=leaving)
-            _cut_over(ctx, pm2, previous, layout, frozenset(w.pm_id for w in new_workers), failing_ids)
+            _cut_over(ctx, pm2, previous, layout, frozenset(w.pm_id for w in new_workers), failing_ids, put_back=True)
             verify(ctx, pm2, previous, failing_pids, leaving=leaving | frozenset(failing_ids))
     except NextdeployError as exc:
         ctx.reporter.info(f"{previous} did not come back beside {failed} ({exc.message}); putting it back by a reload")
+        gone = leaving | frozenset(failing_ids)  # cut over: `failed`'s workers were deleted, they drain
         if ctx.paths.held_state_file.exists():  # not cut over: its held workers go, `failed` serves meanwhile
-            _reject(ctx, pm2, previous, failed, set(failing_ids), failing_pids)
+            _reject(ctx, pm2, previous, failed, set(gone), failing_pids)  # (the leaving ones drain on)
+            gone = leaving
         approve(ctx, previous, again=True)
-        wait_until_gone(ctx, pm2, leaving | frozenset(failing_ids))
+        wait_until_gone(ctx, pm2, gone)
         put_back(ctx, pm2, previous, failed=failed)
         return
     ctx.log.append("rolled_back", previous, **{"from": failed})

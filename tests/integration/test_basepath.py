@@ -5,6 +5,8 @@ Real next builds, real pm2, bounded load on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from support.site import Site
 
 pytest.importorskip("aiohttp")
 from integration.test_activation import assert_no_failures, deploy_paused_at, under_load, worker_releases
+from integration.test_crash_safety import start_deploy, stop_and_wait, wait_for_pause
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +80,11 @@ def test_a_base_path_release_is_probed_under_it_and_rollbacks_are_checked_first(
     assert statuses(site) == {v1: "active", v2: "active"}
 
 
-def test_a_failed_verify_puts_the_previous_release_back_without_losing_a_request(site: Site, tmp_path: Path) -> None:
-    """A release that passed its window and took traffic, then failed verify: the previous release's workers
-    start beside its workers and are let in once healthy. The page route never stops answering."""
+def test_a_failed_verify_or_an_interrupt_puts_the_previous_release_back_without_losing_a_request(
+        site: Site, tmp_path: Path) -> None:
+    """A release that passed its window and took traffic, then failed verify (or the run was interrupted
+    then): the previous release's workers start beside its workers and are let in once healthy. The page
+    route never stops answering."""
     site.write_config(health={"stable_for": 1})
     site.deploy().expect_ok()
     v1 = site.current()
@@ -100,3 +105,25 @@ def test_a_failed_verify_puts_the_previous_release_back_without_losing_a_request
     assert site.current() == v1 and worker_releases(site) == [v1, v1]
     assert statuses(site) == {v1: "active", v2: "failed"}
     assert {site.get()[2]["x-nextdeploy-release"] for _ in range(8)} == {v1}
+
+    # Interrupted right after traffic moved (SIGTERM, as Ctrl-C): the same put-back, before the command exits.
+    site.set_version("v3")
+    with under_load(site, "keepalive", path="/") as box:
+        deploy = start_deploy(site, "approved")
+        wait_for_pause(deploy, "approved")
+        v3 = site.log_events()[-1]["release"]
+        stopped = time.monotonic()
+        code, err = stop_and_wait(deploy, signal.SIGTERM)
+        put_back_seconds = time.monotonic() - stopped
+    assert code == ExitCode.INTERRUPTED, err
+    # v1's workers never stopped serving: v3's are deleted at once, not after waiting out a drain of v1's
+    # workers that never began (kill_timeout + 2 s = 12 s) and a reload.
+    print(f"put back in {put_back_seconds:.1f} s")
+    assert put_back_seconds < 9, put_back_seconds
+    assert err[-1] == f"error: interrupted by SIGTERM while activating {v3}; rolled back to {v1}", err
+    assert_no_failures(box["load"])
+    assert site.current() == v1 and worker_releases(site) == [v1, v1]
+    put_back, failed = site.log_events()[-2:]
+    assert (put_back["event"], put_back["release"], put_back["from"]) == ("rolled_back", v1, v3)
+    assert (failed["event"], failed["release"]) == ("failed", v3)
+    assert failed["reason"] == "after the switch: interrupted by SIGTERM"
