@@ -79,6 +79,17 @@ def test_a_base_path_release_is_probed_under_it_and_rollbacks_are_checked_first(
     assert site.get("/b/api/health")[0] == 200
     assert statuses(site) == {v1: "active", v2: "active"}
 
+    # With a changed config (no held cut-over: PM2's env changes) the target is preflighted outside PM2 first.
+    site.write_config(health={"timeout": 3, "stable_for": 1, "expect_body": '"version":"v1"'},
+                      server={"env": {"GREETING": "hi"}})
+    assert v2 is not None
+    refused = site.nextdeploy("rollback", "--to", v2)
+    assert refused.code == ExitCode.ROLLBACK_FAILED, refused.output
+    assert f"check {v2} before traffic moves: health gate on a private port" in refused.output, refused.output
+    assert f"rollback to {v2} refused" in refused.output and "nothing live changed" in refused.output
+    assert site.current() == v1 and worker_releases(site) == [v1, v1]
+    assert statuses(site) == {v1: "active", v2: "active"}
+
 
 def test_a_failed_verify_or_an_interrupt_puts_the_previous_release_back_without_losing_a_request(
         site: Site, tmp_path: Path) -> None:
