@@ -410,7 +410,10 @@ def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: boo
         ctx.reporter.warn(f"a previous run was interrupted while activating {pending.release}; repairing")
         # Killed during the repair, the next run repairs again (every step here can be repeated). A repair
         # that fails is not retried: the deploy after it goes on (the new release may be the fix).
-        with failed_once_put_back(ctx, pending.release, "interrupted during activation"):
+        # A rollback target served well before (an active release): not failed for good for being interrupted.
+        served = any(record.id == pending.release and record.usable for record in ctx.log.records())
+        with failed_once_put_back(ctx, pending.release, "interrupted during activation",
+                                  event="refused" if served else "failed"):
             _repair_activation(ctx, pm2, pending.release, previous)
     stop_lost_workers(ctx, pm2)
     current = current_release(ctx)

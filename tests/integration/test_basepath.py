@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,11 @@ import pytest
 
 from nextdeploy.errors import ExitCode
 from nextdeploy.exampleapp import set_base_path
-from support.site import Site
+from support.site import Site, tool_env
 
 pytest.importorskip("aiohttp")
 from integration.test_activation import assert_no_failures, deploy_paused_at, under_load, worker_releases
-from integration.test_crash_safety import start_deploy, stop_and_wait, wait_for_pause
+from integration.test_crash_safety import kill, start_deploy, stop_and_wait, wait_for_pause
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +89,17 @@ def test_a_base_path_release_is_probed_under_it_and_rollbacks_are_checked_first(
     assert refused.code == ExitCode.ROLLBACK_FAILED, refused.output
     assert f"check {v2} before traffic moves: health gate on a private port" in refused.output, refused.output
     assert f"rollback to {v2} refused" in refused.output and "nothing live changed" in refused.output
+    assert site.current() == v1 and worker_releases(site) == [v1, v1]
+    assert statuses(site) == {v1: "active", v2: "active"}
+
+    # A rollback killed right after its switch: the next run puts v1 back, and v2 is not failed for good.
+    site.write_config(health={"timeout": 10, "stable_for": 1}, server={"env": {"GREETING": "hi"}})
+    env = {**tool_env(), "NEXTDEPLOY_TEST_PAUSE_AT": "switched"}
+    killed = subprocess.Popen([sys.executable, "-m", "nextdeploy", "rollback", "--to", v2, "-c", str(site.config_path)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_pause(killed, "switched")
+    kill(killed)
+    site.nextdeploy("start").expect_ok()
     assert site.current() == v1 and worker_releases(site) == [v1, v1]
     assert statuses(site) == {v1: "active", v2: "active"}
 
