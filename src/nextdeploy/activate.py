@@ -26,6 +26,7 @@ from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2 import Pm2, Worker
 from nextdeploy.probe import health_problem, http_get, local_address
 from nextdeploy.secrets import protect_pm2_dump, secret_files, secret_values
+from nextdeploy.steps import StepName
 
 VERIFY_TIMEOUT = 20.0
 RESTART_WINDOW = 1.0  # the preflight already watched for late crashes
@@ -56,6 +57,7 @@ def current_release(ctx: Context) -> str | None:
 def write_ecosystem(ctx: Context) -> None:
     source = pm2_plan.ecosystem_source(ctx.config, ctx.paths, secret_files(ctx.paths))
     ctx.executor.apply(WriteFile(ctx.paths.ecosystem_file, source, mode=0o600))
+    ctx.executor.apply_all(pm2_plan.log_ops(ctx.config, ctx.paths))
 
 
 def switch_to(ctx: Context, release_id: str) -> None:
@@ -140,7 +142,8 @@ def stop_lost_workers(ctx: Context, pm2: Pm2, after_delete: bool = False) -> Non
     lost = pm2.lost_workers(ctx.paths.releases_dir)
     if not lost:
         return
-    with ctx.reporter.step(f"stop {len(lost)} worker(s) PM2 lost track of (pid {', '.join(map(str, lost))})"):
+    with ctx.reporter.step(f"stop {len(lost)} worker(s) PM2 lost track of (pid {', '.join(map(str, lost))})",
+                            StepName.STOP_LOST):
         ctx.executor.apply(StopProcesses(tuple(lost), ctx.config.server.kill_timeout / 1000))
 
 
@@ -188,12 +191,13 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     error_log_offset = file_size(error_log)
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
-        with ctx.reporter.step(f"switch current -> {release_id}"):
+        with ctx.reporter.step(f"switch current -> {release_id}", StepName.SWITCH):
             switch_to(ctx, release_id)
         checkpoint("switched")
-        with ctx.reporter.step("start workers" if not old_pids else "reload workers"):
+        with ctx.reporter.step(*(("start workers", StepName.START) if not old_pids else
+                                 ("reload workers", StepName.RELOAD))):
             start_or_reload(ctx, pm2, old_workers)
-        with ctx.reporter.step("verify every worker runs the new release"):
+        with ctx.reporter.step("verify every worker runs the new release", StepName.VERIFY):
             workers = verify(ctx, pm2, release_id, old_pids, during_watch=lambda: _save(ctx, pm2))
     except (NextdeployError, KeyboardInterrupt) as exc:
         # Ctrl-C, SIGTERM or SIGHUP here undoes the switch too: the new release was never verified.
@@ -271,14 +275,14 @@ def _save(ctx: Context, pm2: Pm2) -> None:
 def put_back(ctx: Context, pm2: Pm2, previous: str | None, failed: str) -> None:
     """Undo a failed switch. Raises RollbackError if the previous release cannot be restored."""
     if previous is None or not is_complete(ctx.paths.release_dir(previous)):
-        with ctx.reporter.step("stop the app (nothing earlier to roll back to)"):
+        with ctx.reporter.step("stop the app (nothing earlier to roll back to)", StepName.STOP):
             pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
             remove_path(ctx.paths.current_link)
         stop_lost_workers(ctx, pm2, after_delete=True)
         return
     old_pids = {worker.pid for worker in pm2.workers(ctx.config.app.name)}
     try:
-        with ctx.reporter.step(f"roll back to {previous}"):
+        with ctx.reporter.step(f"roll back to {previous}", StepName.ROLLBACK):
             switch_to(ctx, previous)
             try:
                 start_or_reload(ctx, pm2)
@@ -359,7 +363,7 @@ def start_live(ctx: Context, pm2: Pm2, release_id: str, workers: list[Worker]) -
     error_log = ctx.paths.pm2_error_log(ctx.config.app.name)
     error_log_offset = file_size(error_log)
     try:
-        with ctx.reporter.step(f"start the live release {release_id}"):
+        with ctx.reporter.step(f"start the live release {release_id}", StepName.START_LIVE):
             write_ecosystem(ctx)
             protect_pm2_dump(Path(pm2.env["PM2_HOME"]))
             start_or_reload(ctx, pm2, workers)

@@ -10,28 +10,57 @@ import json
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nextdeploy import __version__
+from nextdeploy import __version__, rootmark
 from nextdeploy.context import Context
 from nextdeploy.disk import disk_full_error, is_disk_full, says_disk_full
-from nextdeploy.errors import BuildError, DiskFullError, HostPathError, NextdeployError, ProjectError, ReleaseError
+from nextdeploy.errors import (
+    BuildError,
+    DiskFullError,
+    HostPathError,
+    NextdeployError,
+    ProjectError,
+    ReleaseError,
+    ToolMissingError,
+)
 from nextdeploy.executor import remove_in_background, remove_path
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import tree_stats
 from nextdeploy.nextjs import prepare as nextjs_prepare
+from nextdeploy.ops import Op, Run, redact_url
 from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
 from nextdeploy.plans import deps as deps_plan
 from nextdeploy.plans import release as release_plan
-from nextdeploy.project import ProjectInfo, inspect_project, standalone_hint
+from nextdeploy.plans.packagemanager import ManagerChoice, choose_manager, install_failure
+from nextdeploy.project import (
+    ProjectInfo,
+    find_lockfile,
+    inspect_project,
+    lockfile_format,
+    pinned_package_manager,
+    read_yarnrc,
+    standalone_hint,
+)
 from nextdeploy.releaselog import now_iso
-from nextdeploy.tools import node_version, require_tool
+from nextdeploy.steps import StepName
+from nextdeploy.tools import (
+    find_package_manager,
+    find_tool,
+    manager_binary,
+    manager_prefix,
+    node_version,
+    package_version,
+    require_tool,
+    tools_bin,
+)
 
 LAUNCHER_SOURCE = Path(__file__).parent / "launcher" / "launcher.cjs"
 LOG_TAIL_LINES = 25
+DIAGNOSIS_LINES = 200  # of the install log, searched for what a failed install says about the lockfile
 
 
 @dataclass
@@ -43,12 +72,16 @@ class BuiltRelease:
 
 
 def prepare_root(ctx: Context) -> None:
-    """Create the deploy root's folders, with a clear error when the root is not writable."""
+    """Create the deploy root's folders, with a clear error when the root is not writable or is not ours
+    (a non-empty directory nextdeploy did not create: ``rootmark``)."""
     paths = ctx.paths
+    claim = rootmark.check_root(paths.root)
     for directory in (paths.root, paths.releases_dir, paths.shared_dir, paths.builds_dir,
                       paths.cache_dir, paths.logs_dir):
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            if directory == paths.logs_dir:
+                directory.chmod(0o700)  # build, preflight and app logs may hold secrets
         except OSError as exc:
             raise HostPathError(
                 f"cannot create {directory}: {exc.strerror}",
@@ -58,11 +91,14 @@ def prepare_root(ctx: Context) -> None:
     try:
         probe.write_text("")
         probe.unlink()
+        rootmark.mark(paths.root)
     except OSError as exc:
         raise HostPathError(
             f"deploy root {paths.root} is not writable: {exc.strerror}",
             hint="fix its owner/permissions or choose another [server] root",
         ) from None
+    if claim is rootmark.Claim.ADOPT:
+        ctx.reporter.info(f"marked {paths.root} as a nextdeploy root (made by an earlier version)")
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -80,10 +116,17 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
     ctx.log.append("building", release_id)
     build_dir = paths.build_dir(release_id)
     try:
+        local_source = None if ctx.config.app.is_git else Path(ctx.config.source)
+        installer = None
+        if local_source is not None and local_source.is_dir():
+            # Before the export: a package manager that is missing or cannot be installed costs no copy.
+            installer = ensure_package_manager(ctx, plan_package_manager(ctx, local_source))
         source, revision = _export_source(ctx, release_id)
+        if installer is None:
+            installer = ensure_package_manager(ctx, plan_package_manager(ctx, source.source_root))
         info = _inspect_build(ctx, source)
-        deps_key = _install_and_build(ctx, release_id, source, info, secrets or {})
-        built = _assemble(ctx, release_id, source, info, revision)
+        deps_key = _install_and_build(ctx, release_id, source, info, installer, secrets or {})
+        built = _assemble(ctx, release_id, source, info, revision, installer.version)
         if deps_key is not None:
             _hand_on_dependencies(ctx, source, deps_key, build_dir)
     except (NextdeployError, OSError) as exc:
@@ -130,7 +173,7 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
     config, paths = ctx.config, ctx.paths
     revision: str | None
     build_src = paths.build_dir(release_id) / "src"
-    with ctx.reporter.step("export source"):
+    with ctx.reporter.step("export source", StepName.EXPORT):
         if config.app.is_git:
             git = require_tool("git")
             mirror = paths.git_mirror_dir
@@ -138,7 +181,7 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
                                                                  config.app.build_timeout))
             if not result.ok:
                 raise BuildError(
-                    f"cannot fetch git source {config.source}: {_first_line(result.stderr)}",
+                    f"cannot fetch git source {redact_url(config.source)}: {_first_line(result.stderr)}",
                     hint="check [app] source (a reachable git URL or repository path, with credentials that "
                          "need no prompt: an SSH key or a credential helper)" + (
                              ", or raise [app] build_timeout" if result.timed_out else ""),
@@ -147,7 +190,7 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
             resolved = ctx.executor.apply(build_plan.git_resolve_op(git, mirror, ref))
             revision = resolved.stdout.strip()
             if not resolved.ok or not revision:
-                raise BuildError(f"git ref {ref!r} not found in {config.source}",
+                raise BuildError(f"git ref {ref!r} not found in {redact_url(config.source)}",
                                  hint="set [app] ref to an existing branch, tag or commit")
             for op in build_plan.git_checkout_ops(git, mirror, revision, build_src):
                 result = ctx.executor.apply(op)
@@ -177,62 +220,174 @@ def _working_tree_revision(source_dir: Path) -> str | None:
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
+def _no_lockfile(ctx: Context) -> ProjectError:
+    wanted = ctx.config.app.package_manager
+    which = "pnpm-lock.yaml, package-lock.json or yarn.lock" if wanted == "auto" else f"a {wanted} lockfile"
+    return ProjectError(
+        f"no lockfile ({which}) in {ctx.config.app.path} or above it in the source",
+        hint="commit your lockfile (run `pnpm install` / `npm install` / `yarn` once and commit the result)",
+    )
+
+
 def _inspect_build(ctx: Context, source: SourceLayout) -> ProjectInfo:
     info = inspect_project(source.app_dir, source.source_root, prefer=ctx.config.app.package_manager)
     if info.lockfile is None:
-        wanted = ctx.config.app.package_manager
-        which = "pnpm-lock.yaml, package-lock.json or yarn.lock" if wanted == "auto" else f"a {wanted} lockfile"
-        raise ProjectError(
-            f"no lockfile ({which}) in {ctx.config.app.path} or above it in the source",
-            hint="commit your lockfile (run `pnpm install` / `npm install` / `yarn` once and commit the result)",
-        )
+        raise _no_lockfile(ctx)
     if info.sets_deployment_id:
         ctx.reporter.warn("next.config sets its own deploymentId: it wins over the release id nextdeploy passes")
     return info
 
 
+@dataclass(frozen=True)
+class Installer:
+    """The package manager a build installs and builds with: found on the host, or installed first."""
+
+    choice: ManagerChoice
+    binary: str
+    version: str | None  # None: not known (a binary that is not an npm install)
+    install_rel: str = "."  # where the install runs: the lockfile's directory, relative to the source root
+    # Put before PATH for the install and the build, so the app's own scripts (a postinstall, a build
+    # script calling `pnpm`) find this same binary: one nextdeploy installed is on no other PATH.
+    path: tuple[str, ...] = ()
+    setup: list[Op] = field(default_factory=list)  # installing it with npm first
+
+    @property
+    def label(self) -> str:
+        return f"{self.choice.name} {self.version}" if self.version else self.choice.label
+
+
+def plan_package_manager(ctx: Context, source_root: Path) -> Installer:
+    """The package manager the app pins (or its lockfile needs), and how to get it; installs nothing."""
+    config, tools_dir = ctx.config, ctx.paths.tools_dir
+    app_dir = (source_root / config.app.path).resolve()
+    lockfile = find_lockfile(app_dir, source_root.resolve(), config.app.package_manager)
+    if lockfile is None:
+        raise _no_lockfile(ctx)
+    choice = choose_manager(lockfile.package_manager, lockfile.path.name, lockfile_format(lockfile),
+                            pinned_package_manager(lockfile, app_dir))
+    install_rel = lockfile.install_dir.relative_to(source_root.resolve()).as_posix()
+    if choice.name == "npm":
+        npm = require_tool("npm")
+        return Installer(choice, npm, package_version(npm, "npm"), install_rel)
+    found = find_package_manager(choice, tools_dir)
+    if found is not None:
+        on_path = found[0] == shutil.which(choice.name)
+        return Installer(choice, found[0], found[1], install_rel, () if on_path else (str(Path(found[0]).parent),))
+    npm_binary = find_tool("npm")
+    if npm_binary is None:
+        raise ToolMissingError(
+            f"{choice.wanted} is needed ({choice.reason}) and was not found, nor npm to install it",
+            hint=f"install Node.js with npm (nextdeploy then installs {choice.label} itself), or install "
+                 f"{choice.wanted} and put it on PATH",
+        )
+    prefix = manager_prefix(tools_dir, choice)
+    return Installer(choice, str(manager_binary(tools_dir, choice)), choice.exact, install_rel,
+                     (str(tools_bin(prefix)),),
+                     build_plan.package_manager_install_ops(npm_binary, choice, prefix, config.app.build_timeout))
+
+
+def ensure_package_manager(ctx: Context, installer: Installer) -> Installer:
+    """Install the package manager with npm when the plan says so (once: the next deploy finds it)."""
+    for note in installer.choice.notes:
+        ctx.reporter.warn(note)
+    if not installer.setup:
+        return installer
+    choice = installer.choice
+    prefix = manager_prefix(ctx.paths.tools_dir, choice)
+    with ctx.reporter.step(f"install {choice.label} with npm into {prefix} ({choice.reason}; once)",
+                           StepName.INSTALL_TOOL):
+        for op in installer.setup:
+            result = ctx.executor.apply(op)
+            if not result.ok:
+                remove_path(build_plan.staging_dir(prefix))
+                output = (result.stderr or result.stdout).splitlines()
+                if says_disk_full(output):
+                    raise DiskFullError(f"installing {choice.label} with npm ran out of disk space",
+                                        details=output[-LOG_TAIL_LINES:])
+                raise ToolMissingError(
+                    f"could not install {choice.label} ({choice.reason}) with npm: "
+                    f"{_npm_error(result.stderr or result.stdout)}",
+                    hint=f"check that npm reaches its registry and that {choice.npm_spec} exists, or install "
+                         f"{choice.wanted} yourself and put it on PATH",
+                )
+        version = package_version(installer.binary, choice.name)
+        if not choice.accepts(version):
+            raise ToolMissingError(
+                f"npm installed {choice.npm_spec} into {prefix}, but {installer.binary} is not {choice.wanted}",
+                hint=f"install {choice.wanted} yourself and put it on PATH",
+            )
+    return replace(installer, version=version, setup=[])
+
+
+def _npm_error(output: str) -> str:
+    """What npm says went wrong (``npm error code ETARGET; npm error notarget No matching version ...``)."""
+    lines = [line.strip() for line in output.splitlines()
+             if line.startswith(("npm error", "npm ERR!")) and "complete log" not in line
+             and line.strip() not in ("npm error", "npm ERR!")]
+    return "; ".join(lines[:2]) if lines else _first_line(output)
+
+
+def _install_error(ctx: Context, installer: Installer, install: Run, lockfile: str, timed_out: bool,
+                   log_file: Path) -> NextdeployError:
+    """What a failed install says: the disk is full, the lockfile is not for this package manager (or out of
+    date), or another error shown from the log."""
+    command = f"`{installer.choice.name} {' '.join(install.argv[1:])}`"
+    if timed_out:
+        return _timed_out(ctx, command, log_file)
+    tail = log_tail(log_file)
+    if says_disk_full(tail):
+        return DiskFullError(f"{command} ran out of disk space", details=tail)
+    lockfile_problem = install_failure(installer.choice, installer.version, lockfile,
+                                       log_tail(log_file, DIAGNOSIS_LINES))
+    if lockfile_problem is not None:
+        what, fix = lockfile_problem
+        return BuildError(f"{what} (full log: {log_file})", hint=f"{fix}; nothing live was changed", details=tail)
+    return BuildError(f"{command} failed (full log: {log_file})",
+                      hint="fix the dependency error shown above, then deploy again; nothing live was changed",
+                      details=tail)
+
+
 def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info: ProjectInfo,
-                       secrets: dict[str, str]) -> str | None:
+                       installer: Installer, secrets: dict[str, str]) -> str | None:
     """Install (or reuse the last build's node_modules) and build. Returns the dependencies' cache key,
-    or None when they are not to be handed on (reuse off, yarn berry)."""
+    or None when they are not to be handed on (reuse off, yarn Plug'n'Play).
+
+    ``secrets`` (the Server Actions key) are in the build's environment only: any dependency's install
+    script runs in the install's."""
     config, paths = ctx.config, ctx.paths
     assert info.lockfile is not None
-    manager = info.lockfile.package_manager
-    tool = require_tool(manager, paths.tools_dir, install=manager == "pnpm")
+    choice, tool = installer.choice, installer.binary
     log_file = paths.build_log(release_id)
-    env = {**build_plan.build_env(config.app.build_env, deployment_id=release_id), **secrets}
-    hidden = frozenset(secrets)
+    env = build_plan.build_env(config.app.build_env, deployment_id=release_id)
+    install_dir = info.lockfile.install_dir
+    yarnrc = read_yarnrc(install_dir) if choice.berry else {}
 
     saved_cache = paths.next_cache_dir / _cache_key(config.app.path)
     if saved_cache.is_dir():
         ctx.executor.apply_all(build_plan.restore_cache_ops(saved_cache, source.next_cache_dir))
 
-    yarn_berry = (info.lockfile.install_dir / ".yarnrc.yml").is_file()
-    # Yarn berry keeps its install in .yarn/ and .pnp.cjs, not (only) node_modules: always install.
     key = None
-    if config.app.reuse_dependencies and not yarn_berry:
-        inputs = deps_plan.scan_source(source.source_root).inputs
-        key = deps_plan.deps_key(inputs, manager, tool, require_tool("node"), config.app.build_env)
-    install = build_plan.install_op(tool, manager, config.app, info.lockfile.install_dir, env, log_file, hidden,
-                                    yarn_berry)
-    install_command = f"`{manager} {' '.join(install.argv[1:])}`"
+    if config.app.reuse_dependencies:
+        blocker = deps_plan.reuse_blocker(choice, yarnrc, config.app.build_env)
+        if blocker is not None:
+            ctx.reporter.info(f"note: {blocker}")
+        else:
+            inputs = deps_plan.scan_source(source.source_root).inputs
+            key = deps_plan.deps_key(inputs, choice.name, tool, require_tool("node"), config.app.build_env)
+    install = build_plan.install_op(choice, tool, config.app, install_dir,
+                                    build_plan.install_env(env, choice, yarnrc, paths.yarn_cache_dir), log_file,
+                                    installer.path)
     if key is None or not _take_dependencies(ctx, source, key):
-        with ctx.reporter.step(f"install dependencies ({manager}, frozen lockfile)"):
-            installed = ctx.executor.apply(install)
-        if installed.timed_out:
-            raise _timed_out(ctx, install_command, log_file)
-        if not installed.ok:
-            tail = log_tail(log_file)
-            if says_disk_full(tail):
-                raise DiskFullError(f"{install_command} ran out of disk space", details=tail)
-            raise BuildError(
-                f"{install_command} failed (full log: {log_file})",
-                hint="fix the dependency error shown above; if the lockfile is out of date, update and commit it",
-                details=tail,
-            )
-    build = build_plan.build_op(tool, config.app, source.app_dir, env, log_file, hidden)
-    with ctx.reporter.step("build the app (next build)"):
-        built = ctx.executor.apply(build)
+        with ctx.reporter.step(f"install dependencies ({installer.label}, frozen lockfile)",
+                               StepName.INSTALL) as step:
+            installed = step.check(ctx.executor.apply(install))
+            if not installed.ok:
+                lockfile = info.lockfile.path.relative_to(source.source_root).as_posix()
+                raise _install_error(ctx, installer, install, lockfile, installed.timed_out, log_file)
+    build = build_plan.build_op(tool, config.app, source.app_dir, {**env, **secrets}, log_file,
+                                frozenset(secrets), installer.path)
+    with ctx.reporter.step("build the app (next build)", StepName.BUILD) as step:
+        built = step.check(ctx.executor.apply(build))
     if not built.ok:
         if key is not None:
             # The install was good: the next build (the fix of this one, likely) needs none. The failed
@@ -276,10 +431,12 @@ def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
     dirs = deps_plan.cached_dirs(cache, key)
     if dirs is None or any((source.source_root / rel).exists() for rel in dirs):
         return False
-    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules"):
+    with ctx.reporter.step("install dependencies: unchanged, reusing the last build's node_modules",
+                           StepName.INSTALL) as step:
         try:
             ctx.executor.apply_all(deps_plan.take_ops(cache, dirs, source.source_root))
         except (OSError, HostPathError) as exc:
+            step.failed = True
             # Half taken: clear what arrived and install from scratch (the cache is void: its key is gone).
             ctx.reporter.warn(f"could not reuse the cached node_modules ({exc}); installing")
             for rel in dirs:
@@ -326,11 +483,11 @@ def app_rel_of(source: SourceLayout) -> str:
 
 
 def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: ProjectInfo,
-              revision: str | None) -> BuiltRelease:
+              revision: str | None, package_manager_version: str | None) -> BuiltRelease:
     config, paths = ctx.config, ctx.paths
     app_rel = app_rel_of(source) if config.release.mode == "standalone" else nextjs_prepare.traced_app_rel(source)
     layout = ReleaseLayout(paths.release_dir(release_id), app_rel)
-    with ctx.reporter.step("assemble the release"):
+    with ctx.reporter.step("assemble the release", StepName.ASSEMBLE):
         ctx.executor.apply_all(release_plan.begin_release_ops(layout))
         file_ops = nextjs_prepare.server_files_ops(ctx, source, layout, LAUNCHER_SOURCE)
         ctx.executor.apply(file_ops[0])
@@ -354,6 +511,7 @@ def _assemble(ctx: Context, release_id: str, source: SourceLayout, info: Project
             "node_version": node_version(require_tool("node")),
             "nextdeploy_version": __version__,
             "package_manager": info.lockfile.package_manager if info.lockfile else None,
+            "package_manager_version": package_manager_version,
             "created_at": now_iso(),
             "files": stats.files,
             "bytes": stats.bytes,

@@ -52,7 +52,14 @@ from nextdeploy.errors import (
     RollbackError,
     stopped_by,
 )
-from nextdeploy.executor import bind_error, port_holders, remove_in_background, remove_path, stop_processes_under
+from nextdeploy.executor import (
+    bind_error,
+    port_holders,
+    processes_marked,
+    processes_under,
+    remove_in_background,
+    remove_path,
+)
 from nextdeploy.faults import checkpoint
 from nextdeploy.held import (
     activate_held,
@@ -62,26 +69,31 @@ from nextdeploy.held import (
     recover_held,
     wait_until_gone,
 )
+from nextdeploy.hooks import run_hook
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import holds_until_approved, is_complete, layout_of
 from nextdeploy.nextjs import envcheck
 from nextdeploy.nextjs.prepare import check_node
 from nextdeploy.nextjs.skew import bridge_static_assets
-from nextdeploy.paths import UNFINISHED_MARKER
+from nextdeploy.ops import StopProcesses
+from nextdeploy.paths import UNFINISHED_MARKER, DeployPaths
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.pm2 import Pm2
 from nextdeploy.ports import port_problem
-from nextdeploy.preflight import run_preflight
+from nextdeploy.preflight import PREFLIGHT_MARKER, run_preflight
 from nextdeploy.probe import listen_port
 from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.retention import releases_to_remove, rollback_target
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key, secret_values
+from nextdeploy.steps import StepName
 from nextdeploy.tools import node_version, require_tool
 
 # How long a built and preflighted release waits for a rollback or stop that holds the live lock.
 ACTIVATION_LOCK_WAIT = 300.0
+# Seconds a leftover process gets to exit on SIGINT before SIGKILL: none of them serves users.
+LEFTOVER_GRACE = 1.0
 
 
 @dataclass
@@ -111,13 +123,42 @@ def open_pm2(ctx: Context) -> Pm2:
     return pm2
 
 
+@dataclass
+class _Attempt:
+    """What the hooks around a deploy need to know of it: set as the deploy learns it."""
+
+    release: str | None = None
+    live_before: str | None = None
+    revision: str | None = None
+
+
 def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
     """Build a new release and put it live with zero downtime, or change nothing live.
 
     Two locks: the build lock for the whole run (one build at a time), the live lock only while live
     state changes (the recovery at the start, the activation at the end). A rollback or a stop needs
-    only the live lock, so it is never held up by a build of several minutes.
+    only the live lock, so it is never held up by a build of several minutes. The ``[hooks]``:
+    ``before_activate`` once the release is assembled, ``after_activate`` once it is live, ``on_failure``
+    when a deploy that had begun its release failed (not when it was interrupted).
     """
+    attempt = _Attempt()
+    try:
+        result = _deploy(ctx, lock_timeout, attempt)
+    except NextdeployError as exc:
+        if attempt.release is not None:
+            problem = run_hook(ctx, "on_failure", attempt.release, attempt.live_before, attempt.revision,
+                               error=exc.message)
+            if problem is not None:
+                ctx.reporter.warn(problem)
+        raise
+    problem = run_hook(ctx, "after_activate", result.release, result.previous, attempt.revision)
+    if problem is not None:
+        ctx.reporter.warn(f"{problem}; release {result.release} is live (its output: "
+                          f"{ctx.paths.build_log(result.release)})")
+    return result
+
+
+def _deploy(ctx: Context, lock_timeout: float, attempt: _Attempt) -> DeployResult:
     started = time.monotonic()
     prepare_root(ctx)
     with DeployLock(ctx.paths.build_lock_file, "nextdeploy deploy", lock_timeout) as build_lock:
@@ -134,6 +175,7 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             sweeping = sweep_trash(ctx)  # beside the build, which leaves the CPU idle for seconds
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id}")
+        attempt.release, attempt.live_before = release_id, live_before
         key = ensure_server_actions_key(ctx.config, ctx.paths)
         secrets = {SERVER_ACTIONS_ENV: key}
         with _before_the_switch(release_id):
@@ -142,6 +184,8 @@ def deploy(ctx: Context, lock_timeout: float = 0.0) -> DeployResult:
             with _before_the_switch(release_id):
                 checkpoint("assembled")
                 bridge_static_assets(ctx, release_id)
+                attempt.revision = built.manifest.get("revision")
+                before_activate(ctx, release_id, live_before, attempt.revision)
                 # A code-only change goes live by the held cut-over, its window watched on the very workers
                 # that will serve (``held.py``); anything else is preflighted here, outside PM2.
                 held = held_cutover_ids(ctx, pm2, release_id) is not None
@@ -196,11 +240,22 @@ def _before_the_switch(release_id: str) -> Iterator[None]:
                                 "changed") from None
 
 
+def before_activate(ctx: Context, release_id: str, live_before: str | None, revision: str | None) -> None:
+    """The ``before_activate`` hook (a migration), once, before any traffic moves: a failure rejects the
+    release like a failed preflight."""
+    try:
+        run_hook(ctx, "before_activate", release_id, live_before, revision)
+    except NextdeployError as exc:
+        ctx.log.append("failed", release_id, reason=exc.message)
+        raise
+
+
 def preflight(ctx: Context, built: BuiltRelease, secrets: dict[str, str]) -> None:
     """The health gate: the release must serve, outside PM2, before it takes traffic."""
     node = require_tool("node")
     env = runtime_env(ctx.config, listen_port(), "127.0.0.1", secrets)
-    with ctx.reporter.step(f"preflight: health gate on a private port ({ctx.config.health.stable_for:g} s window)"):
+    with ctx.reporter.step(f"preflight: health gate on a private port ({ctx.config.health.stable_for:g} s window)",
+                            StepName.PREFLIGHT):
         try:
             run_preflight(ctx.config, built.layout, node, env, ctx.paths.preflight_log(built.id))
         except PreflightError as exc:
@@ -301,7 +356,7 @@ def _preflight_rollback_target(ctx: Context, target: str, current: str | None) -
     if layout is None:
         return
     env = runtime_env(ctx.config, listen_port(), "127.0.0.1", secret_values(ctx.paths) or {})
-    with ctx.reporter.step(f"check {target} before traffic moves: health gate on a private port"):
+    with ctx.reporter.step(f"check {target} before traffic moves: health gate on a private port", StepName.PREFLIGHT):
         try:
             run_preflight(ctx.config, layout, require_tool("node"), env, ctx.paths.preflight_log(target))
         except PreflightError as exc:
@@ -356,13 +411,13 @@ def _changing_live_state(ctx: Context, holder: str, lock_timeout: float, restart
     with DeployLock(ctx.paths.lock_file, holder, lock_timeout):
         pm2 = open_pm2(ctx)
         check_host(ctx, pm2)
-        with _build_lock_if_free(ctx, holder) as no_build_running:
+        with build_lock_if_free(ctx, holder) as no_build_running:
             recover(ctx, pm2, clean_builds=no_build_running, restart_live=restart_live)
         yield pm2
 
 
 @contextmanager
-def _build_lock_if_free(ctx: Context, holder: str) -> Iterator[bool]:
+def build_lock_if_free(ctx: Context, holder: str) -> Iterator[bool]:
     """Hold the build lock if no deploy is building (True), or yield False at once: a rollback or a start
     never waits for a build, and leaves its files alone."""
     try:
@@ -426,7 +481,7 @@ def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: boo
         step = (f"restart the live release {current} (PM2 had no workers)" if not workers else
                 f"reload {len(strays)} worker(s) on another release back to the live release {current}")
         try:
-            with ctx.reporter.step(step):
+            with ctx.reporter.step(step, StepName.RESTART_LIVE):
                 write_ecosystem(ctx)
                 start_or_reload(ctx, pm2, workers)
                 verify(ctx, pm2, current, set(), require_new_pids=False)
@@ -449,16 +504,37 @@ def _clean_builds(ctx: Context, current: str | None) -> None:
         if (release_dir / UNFINISHED_MARKER).exists() or (record and record.status is Status.UNFINISHED):
             remove_path(release_dir)
             ctx.log.append("removed", release_dir.name, reason="unfinished (interrupted build)")
-    # An interrupted build leaves orphans (pnpm, next build) still writing into its build dir.
-    stop_processes_under(paths.builds_dir)
+    # Killed before its release dir existed (during the export, install or build): only the log knows it.
+    for record in records.values():
+        if record.status is Status.UNFINISHED and record.id != current and not paths.release_dir(record.id).exists():
+            ctx.log.append("removed", record.id, reason="unfinished (interrupted before its release was assembled)")
+    stop_leftovers(ctx)
     for build_dir in paths.builds_dir.glob("*"):
         remove_path(build_dir)
+
+
+def stop_leftovers(ctx: Context) -> None:
+    """Stop what an interrupted deploy left running (``leftover_processes``): pnpm and next build still
+    writing into its build dir, its preflight server serving a release (maybe deleted since) with the app's
+    secrets in its env. Only while no deploy builds (the caller holds the build lock)."""
+    leftovers = leftover_processes(ctx.paths)
+    if leftovers:
+        with ctx.reporter.step(f"stop {len(leftovers)} process(es) an interrupted deploy left running (pid "
+                               f"{', '.join(map(str, leftovers))})", StepName.STOP_LEFTOVERS):
+            ctx.executor.apply(StopProcesses(tuple(leftovers), LEFTOVER_GRACE))
+
+
+def leftover_processes(paths: DeployPaths) -> list[int]:
+    """What a deploy of this root started and left running when it was killed: its preflight server (by the
+    marker in its env, wherever it works now) and install or build processes working in ``builds/``.
+    Only leftovers when no deploy holds the build lock: else they are that deploy's."""
+    return sorted(set(processes_marked(PREFLIGHT_MARKER, str(paths.root))) | set(processes_under(paths.builds_dir)))
 
 
 def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | None) -> None:
     """Put back what ``release``'s interrupted activation replaced."""
     paths = ctx.paths
-    with ctx.reporter.step("recover from the interrupted activation"):
+    with ctx.reporter.step("recover from the interrupted activation", StepName.RECOVER):
         if previous and is_complete(paths.release_dir(previous)):
             switch_to(ctx, previous)
             workers = pm2.workers(ctx.config.app.name)
@@ -480,7 +556,8 @@ def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | Non
 
 
 def retain(ctx: Context) -> list[str]:
-    """Remove releases beyond ``[releases] keep`` (never the live one or the rollback target).
+    """Remove releases beyond ``[releases] keep`` (never the live one or the rollback target), and their build
+    and preflight logs.
 
     Each is renamed into ``trash/`` (atomic: a run killed here never leaves half a release that still
     looks complete), and deleted during the next deploy's build (``sweep_trash``): deleting its ~1,200
@@ -489,10 +566,13 @@ def retain(ctx: Context) -> list[str]:
     on_disk = {path.name for path in paths.releases_dir.iterdir() if path.is_dir()}
     doomed = releases_to_remove(ctx.log.records(), on_disk, current_release(ctx), ctx.config.releases.keep)
     if doomed:
-        with ctx.reporter.step(f"remove {len(doomed)} old release{'s' if len(doomed) > 1 else ''}"):
+        with ctx.reporter.step(f"remove {len(doomed)} old release{'s' if len(doomed) > 1 else ''}", StepName.RETAIN):
             paths.trash_dir.mkdir(exist_ok=True)
             for release_id in doomed:
                 os.rename(paths.release_dir(release_id), paths.trash_dir / release_id)
+                for log in (paths.build_log(release_id), paths.preflight_log(release_id)):  # they go with it
+                    if log.is_file():
+                        os.rename(log, paths.trash_dir / release_id / log.name)
                 ctx.log.append("removed", release_id)
     return doomed
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from nextdeploy import rootmark
 from nextdeploy.activate import current_release
-from nextdeploy.builder import LAUNCHER_SOURCE
+from nextdeploy.builder import LAUNCHER_SOURCE, Installer, plan_package_manager
 from nextdeploy.context import Context
 from nextdeploy.ids import new_release_id
 from nextdeploy.ops import MakeDirs, Op, Run, Symlink, WriteFile
 from nextdeploy.paths import ReleaseLayout, SourceLayout
 from nextdeploy.plans import build as build_plan
+from nextdeploy.plans import hooks as hooks_plan
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans import release as release_plan
+from nextdeploy.plans.packagemanager import choose_manager
 from nextdeploy.plans.runtime import runtime_env
-from nextdeploy.project import PackageManager, find_lockfile
+from nextdeploy.project import find_lockfile, read_yarnrc
 from nextdeploy.secrets import SERVER_ACTIONS_ENV, secret_files
+from nextdeploy.tools import PINNED_NPM_TOOLS, find_tool, tools_bin
 
 
 def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
@@ -24,16 +29,20 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     source = SourceLayout(paths.build_dir(release_id) / "src", config.app.path)
     app_rel = "" if config.app.path in ("", ".") else config.app.path.strip("/")
     layout = ReleaseLayout(paths.release_dir(release_id), app_rel)
-    manager: PackageManager = "pnpm"
-    install_dir = source.source_root
-    if not config.app.is_git:
-        found = find_lockfile(Path(config.source) / config.app.path, Path(config.source), config.app.package_manager)
-        if found:
-            manager = found.package_manager
-            install_dir = source.source_root / found.install_dir.relative_to(Path(config.source))
+    # Without a lockfile here the deploy stops before its install (exit 4); the plan still shows one.
+    source_known = not config.app.is_git and find_lockfile(
+        (Path(config.source) / config.app.path).resolve(), Path(config.source).resolve(),
+        config.app.package_manager) is not None
+    if source_known:
+        installer = plan_package_manager(ctx, Path(config.source))
+    else:
+        # Read from the checkout (or the source, once there) during the deploy; shown as for a pnpm app.
+        installer = Installer(choose_manager("pnpm", "pnpm-lock.yaml", "9.0"), "pnpm", None)
+    install_dir = source.source_root / installer.install_rel
+    yarnrc = read_yarnrc(Path(config.source) / installer.install_rel) if installer.choice.berry else {}
     env = build_plan.build_env(config.app.build_env, release_id)
-    env[SERVER_ACTIONS_ENV] = "(from shared/server-actions.key)"
-    hidden = frozenset({SERVER_ACTIONS_ENV})
+    secret_env = {SERVER_ACTIONS_ENV: "(from shared/server-actions.key)"}
+    hidden = frozenset(secret_env)
     if config.app.is_git:
         export: list[Op] = [
             build_plan.git_mirror_op("git", config.source, paths.git_mirror_dir, paths.git_mirror_dir.exists(),
@@ -46,18 +55,38 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     preflight_env = runtime_env(config, 0, "127.0.0.1")
     preflight_env["PORT"] = "<free port>"
     ecosystem = pm2_plan.ecosystem_source(config, paths, secret_files(paths))
-    pm2 = "pm2"
+    pm2, pm2_install = _tool_path(ctx, "pm2", config.pm2.bin)
+    pm2_home = config.pm2_home or os.environ.get("PM2_HOME")
+    pm2_env = {"PM2_HOME": str(pm2_home)} if pm2_home else {}
     live = current_release(ctx)
     first = live is None
+    choice, tool = installer.choice, installer.binary
+    setup = [(f"install {choice.label} with npm ({choice.reason}; nothing on this host fits)", installer.setup)]
+
+    def hook_step(event: hooks_plan.HookEvent) -> list[tuple[str, list[Op]]]:
+        command = hooks_plan.hook_command(config, event)
+        if command is None:
+            return []
+        env = hooks_plan.hook_env(config, event, release_id, layout.release_dir, live, "<revision>")
+        return [(f"hook {event}", [hooks_plan.hook_op(config, event, command, layout.app_dir, env,
+                                                      paths.build_log(release_id))])]
+
     return [
-        ("prepare the deploy root", [MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir, paths.logs_dir)]),
+        ("prepare the deploy root", [*(MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir)),
+                                     MakeDirs(paths.logs_dir, mode=0o700)]),
+        *(setup if installer.setup else []),
+        *([("install pm2 (not found on PATH)", pm2_install)] if pm2_install else []),
         ("export source", export),
         ("install and build" + (" (no install if the install inputs match the last good build's: the cached"
                                 " node_modules are moved in, [app] reuse_dependencies)"
-                                if config.app.reuse_dependencies else ""), [
-            build_plan.install_op(manager, manager, config.app, install_dir, env, paths.build_log(release_id),
-                                  hidden),
-            build_plan.build_op(manager, config.app, source.app_dir, env, paths.build_log(release_id), hidden),
+                                if config.app.reuse_dependencies else "")
+         + ("; the package manager and its version are read from the source at deploy time (shown: pnpm)"
+            if not source_known else ""), [
+            build_plan.install_op(choice, tool, config.app, install_dir,
+                                  build_plan.install_env(env, choice, yarnrc, paths.yarn_cache_dir),
+                                  paths.build_log(release_id), installer.path),
+            build_plan.build_op(tool, config.app, source.app_dir, {**env, **secret_env}, paths.build_log(release_id),
+                                hidden, installer.path),
         ]),
         ("assemble the release", [
             *release_plan.begin_release_ops(layout),
@@ -67,20 +96,36 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
                                           set(config.release.shared_files), layout),
             *release_plan.finish_release_ops(layout, {"id": release_id}),
         ]),
+        *hook_step("before_activate"),
         ("preflight on a private port", [
-            Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env),
+            Run(("node", str(layout.launcher_file)), cwd=layout.app_dir, env=preflight_env,
+                secret_env=frozenset(config.server.env)),
         ]),
         ("activate", [
             WriteFile(paths.ecosystem_file, ecosystem, mode=0o600),
+            *pm2_plan.log_ops(config, paths),
             Symlink(f"releases/{release_id}", paths.current_link),
             Run(pm2_plan.start_argv(pm2, paths.ecosystem_file, config.app.name) if first
-                else pm2_plan.reload_argv(pm2, paths.ecosystem_file, config.app.name)),
-            Run(pm2_plan.save_argv(pm2)),
+                else pm2_plan.reload_argv(pm2, paths.ecosystem_file, config.app.name), env=pm2_env),
+            Run(pm2_plan.save_argv(pm2), env=pm2_env),
         ]),
+        *hook_step("after_activate"),
     ]
 
 
+def _tool_path(ctx: Context, name: str, explicit: str | None = None) -> tuple[str, list[Op]]:
+    """The binary a deploy would run, and the install it needs first: as found now, else where nextdeploy
+    installs it with npm (pm2, pnpm), else the bare name (the deploy then stops: exit 5)."""
+    found = find_tool(name, ctx.paths.tools_dir, explicit)
+    if found or explicit or name not in ("pm2", "pnpm"):
+        return found or explicit or name, []
+    install = Run(("npm", "install", "--prefix", str(ctx.paths.tools_dir), "--no-audit", "--no-fund",
+                   PINNED_NPM_TOOLS[name]))
+    return str(tools_bin(ctx.paths.tools_dir) / name), [install]
+
+
 def print_deploy_plan(ctx: Context) -> None:
+    rootmark.check_root(ctx.paths.root)  # a root that is not ours: refused as the deploy would (read only)
     release_id = new_release_id()
     ctx.reporter.info(f"dry run: nothing will be changed; the new release would be {release_id}")
     plan = deploy_plan(ctx, release_id)
@@ -111,6 +156,9 @@ def print_deploy_plan(ctx: Context) -> None:
     ctx.reporter.info("# then: verify workers (online, new pids, cwd in the new release, no restarts), "
                       f"probe http://{ctx.config.server.hostname}:{ctx.config.server.port}"
                       f"{ctx.config.health.path}, roll back on failure, keep {ctx.config.releases.keep} releases")
+    if ctx.config.hooks.on_failure is not None:
+        ctx.reporter.info(f"# if the deploy fails (not when interrupted): the on_failure hook, "
+                          f"{ctx.config.hooks.on_failure!r}, with NEXTDEPLOY_ERROR set")
     ctx.reporter.result({"release": release_id, "steps": [
         {"step": title, "ops": [op.render() for op in ops]} for title, ops in plan
     ]})

@@ -19,7 +19,9 @@ place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback on
     ├── Pm2Error               PM2 misbehaved
     ├── PortError              the public port is taken by another process, or cannot be listened on
     ├── NameTakenError         PM2 runs another app under the app's name
-    └── DiskFullError          no space left (or over quota) on the disk of the deploy root
+    ├── DiskFullError          no space left (or over quota) on the disk of the deploy root
+    ├── HookError              the before_activate hook failed or timed out; nothing live changed
+    └── SshError               a host unreachable or refusing us over SSH (``nextdeploy.remote.errors``)
 
     Interrupted (a KeyboardInterrupt)  Ctrl-C, SIGTERM or SIGHUP: exit code 130
 """
@@ -50,6 +52,8 @@ class ExitCode(IntEnum):
     PORT = 15
     NAME_TAKEN = 16
     DISK_FULL = 17
+    HOOK_FAILED = 18
+    SSH = 19
     INTERRUPTED = 130
 
 
@@ -124,6 +128,12 @@ class NameTakenError(NextdeployError):
 
 class DiskFullError(NextdeployError):
     exit_code = ExitCode.DISK_FULL
+
+
+class HookError(NextdeployError):
+    """The ``before_activate`` hook failed or timed out: the release was rejected, nothing live changed."""
+
+    exit_code = ExitCode.HOOK_FAILED
 
 
 class Interrupted(KeyboardInterrupt):

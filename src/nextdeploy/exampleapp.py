@@ -11,6 +11,8 @@ A variant is the same app with one file changed, so each broken release fails in
     page-throws    /api/health is fine but / answers 500 (caught only by smoke routes)
     health-fails-on-file  serves, but /api/health answers 500 once a file ``health-fails`` appears in
                    the server's directory (a release that fails verify after traffic moved to it)
+    redirects      good, plus redirects built from ``request.url`` (a proxy, i.e. middleware, at /go-home and a
+                   route handler at /api/redirect) and /api/seen, which echoes the URL and headers the app sees
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from nextdeploy.plans.build import IGNORED_IN_SOURCE
 
 VARIANTS = ("good", "crash-at-boot", "never-listens", "health-500", "exit-after-3s", "slow-start", "page-throws",
-            "health-fails-on-file")
+            "health-fails-on-file", "redirects")
 
 # instrumentation.js register() runs when the Next.js server starts, before it serves requests.
 _INSTRUMENTATION = {
@@ -82,6 +84,33 @@ export default function Home() {
 }
 """
 
+# The "redirects" variant: files added to the app (paths relative to it), removed again by set_version.
+_REDIRECTS = {
+    "proxy.js": """import { NextResponse } from "next/server";
+
+export function proxy(request) {
+  return NextResponse.redirect(new URL("/", request.url));
+}
+
+export const config = { matcher: "/go-home" };
+""",
+    "app/api/redirect/route.js": """export const dynamic = "force-dynamic";
+
+export async function GET(request) {
+  return Response.redirect(new URL("/", request.url), 307);
+}
+""",
+    "app/api/seen/route.js": """export const dynamic = "force-dynamic";
+
+export async function GET(request) {
+  const headers = Object.fromEntries(
+    ["host", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-for"].map(
+      (name) => [name, request.headers.get(name)]));
+  return Response.json({ url: request.url, headers });
+}
+""",
+}
+
 
 def example_source() -> Path:
     """The example app: the repository's copy when running from a checkout, else the packaged one."""
@@ -117,6 +146,8 @@ def set_version(app_dir: Path, version: str, variant: str = "good") -> None:
     for relative in ("app/page.jsx", "app/api/health/route.js"):
         shutil.copyfile(original / relative, app_dir / relative)
     (app_dir / "instrumentation.js").unlink(missing_ok=True)
+    for relative in _REDIRECTS:
+        (app_dir / relative).unlink(missing_ok=True)
     (app_dir / "app" / "version.js").write_text(
         "// The demo and the tests rewrite this line to tell releases apart.\n"
         f'export const APP_VERSION = "{version}";\n'
@@ -129,3 +160,7 @@ def set_version(app_dir: Path, version: str, variant: str = "good") -> None:
         (app_dir / "app" / "api" / "health" / "route.js").write_text(_HEALTH_FAILS_ON_FILE)
     elif variant == "page-throws":
         (app_dir / "app" / "page.jsx").write_text(_PAGE_THROWS)
+    elif variant == "redirects":
+        for relative, text in _REDIRECTS.items():
+            (app_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            (app_dir / relative).write_text(text)

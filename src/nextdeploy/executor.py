@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
@@ -34,6 +34,7 @@ from nextdeploy.ops import (
     MakeDirs,
     MoveTree,
     Op,
+    PrivateFile,
     ReloadWorkers,
     Remove,
     Rename,
@@ -46,6 +47,8 @@ from nextdeploy.ops import (
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.ports import Holder, Listener, listeners_on
 
+# How long a command's output is still read after it exited (what it left running may hold the pipe).
+OUTPUT_DRAIN = 2.0
 # How long a reload with ``until_serving`` waits on PM2's bus before it looks at its calls again.
 SERVING_POLL = 0.05
 
@@ -81,10 +84,11 @@ class Executor:
 
 
 class LocalExecutor(Executor):
-    """Runs ops on this machine."""
+    """Runs ops on this machine. ``echo`` shows the lines of a ``Run`` with an ``echo_prefix``."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
         self._unsettled: list[Future[str | None]] = []
+        self.echo = echo
 
     def settle(self) -> list[str]:
         unsettled, self._unsettled = self._unsettled, []
@@ -101,7 +105,7 @@ class LocalExecutor(Executor):
 
     def _apply(self, op: Op) -> RunResult:
         if isinstance(op, Run):
-            return _run(op)
+            return _run(op, self.echo)
         if isinstance(op, ReloadWorkers):
             result, unsettled = _reload_workers(op)
             self._unsettled += unsettled
@@ -116,8 +120,12 @@ class LocalExecutor(Executor):
             _write_atomic(op.path, op.content, op.mode)
         elif isinstance(op, MakeDirs):
             op.path.mkdir(parents=True, exist_ok=True)
+            if op.mode is not None:
+                op.path.chmod(op.mode)
+        elif isinstance(op, PrivateFile):
+            open_private(op.path).close()
         elif isinstance(op, CopyTree):
-            _copy_tree(op.src, op.dst, op.ignore)
+            _copy_tree(op.src, op.dst, op.ignore, op.link_from)
         elif isinstance(op, MoveTree):
             _move_tree(op)
         elif isinstance(op, CopyFile):
@@ -228,10 +236,19 @@ def _wait_until_serving(calls: dict[int, Future[str | None]], events: pm2rpc.Eve
             ready.add(pm_id)
 
 
-def _copy_tree(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = ()) -> None:
-    """``cp -a`` into ``dst`` (merging), symlinks kept, every file a new inode (see ``_copy_replacing``)."""
+def _copy_tree(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = (), link_from: Path | None = None) -> None:
+    """``cp -a`` into ``dst`` (merging), symlinks kept, every file a new inode (see ``_copy_replacing``), but
+    with ``link_from`` a hard link to the file at the same path there when it is the same."""
+    copy: Callable[[str | Path, str | Path], None] = _copy_replacing
+    if link_from is not None:
+        earlier_root, dst_root = link_from, Path(dst)
+
+        def copy(file_src: str | Path, file_dst: str | Path) -> None:
+            if not _link_if_same(str(file_src), earlier_root / Path(file_dst).relative_to(dst_root), file_dst):
+                _copy_replacing(file_src, file_dst)
+
     shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns(*ignore) if ignore else None,
-                    dirs_exist_ok=True, copy_function=_copy_replacing)
+                    dirs_exist_ok=True, copy_function=copy)
 
 
 def _copy_replacing(src: str | Path, dst: str | Path) -> None:
@@ -258,14 +275,8 @@ def _move_entries(src: Path, dst: Path, relative: Path, link_from: Path | None) 
         if earlier is not None and entry.is_dir(follow_symlinks=False) and earlier.is_dir():
             _move_entries(Path(entry.path), target, inner, link_from)
             continue
-        if earlier is not None and "node_modules" in inner.parts and _same_regular_file(entry.path, earlier):
-            try:
-                if os.path.lexists(target):
-                    os.unlink(target)
-                os.link(earlier, target)
-                continue
-            except OSError:
-                pass  # another filesystem, link limit: move it instead
+        if earlier is not None and "node_modules" in inner.parts and _link_if_same(entry.path, earlier, target):
+            continue
         if not os.path.lexists(target):
             try:
                 os.rename(entry.path, target)
@@ -277,6 +288,20 @@ def _move_entries(src: Path, dst: Path, relative: Path, link_from: Path | None) 
             _copy_tree(entry.path, target)
         else:
             _copy_replacing(entry.path, target)
+
+
+def _link_if_same(src: str, earlier: Path, target: str | Path) -> bool:
+    """Make ``target`` a hard link to ``earlier`` if that has the same bytes and mode as ``src``. False when it
+    differs or cannot be linked (another filesystem, the link limit): then the caller moves or copies."""
+    if not _same_regular_file(src, earlier):
+        return False
+    try:
+        if os.path.lexists(target):
+            os.unlink(target)
+        os.link(earlier, target)
+    except OSError:
+        return False
+    return True
 
 
 def _same_regular_file(src: str, earlier: Path) -> bool:
@@ -316,15 +341,35 @@ class DryRunExecutor(Executor):
         return RunResult(0)
 
 
-def _run(op: Run) -> RunResult:
+def open_private(path: Path, append: bool = True) -> BinaryIO:
+    """Open a log for writing, mode 0600 (also when it existed), in a directory created 0700: what a build or
+    a server prints may hold secrets (env values, tokens in an error)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if append else "wb")
+
+
+def _run(op: Run, echo: Callable[[str], None] | None = None) -> RunResult:
     env = dict(op.env) if op.clean_env else {**os.environ, **op.env}
+    if op.path:
+        env["PATH"] = os.pathsep.join([*op.path, *([env["PATH"]] if env.get("PATH") else [])])
     try:
         if op.log_file is not None:
-            op.log_file.parent.mkdir(parents=True, exist_ok=True)
-            with op.log_file.open("ab") as log:
+            with open_private(op.log_file) as log:
                 log.write(f"$ {op.render()}\n".encode())
                 log.flush()
-                stdout, stderr, code = _run_to_end(op, env, log, subprocess.STDOUT, text=False)
+                if op.echo_prefix is not None:
+                    prefix = op.echo_prefix
+                    tee = _tee(log, (lambda line: echo(prefix + line)) if echo else None)
+                    stdout, stderr, code = _run_to_end(op, env, subprocess.PIPE, subprocess.STDOUT, text=False,
+                                                       on_output=tee)
+                else:
+                    stdout, stderr, code = _run_to_end(op, env, log, subprocess.STDOUT, text=False)
         else:
             stdout, stderr, code = _run_to_end(op, env, subprocess.PIPE, subprocess.PIPE, text=True)
     except FileNotFoundError:
@@ -339,8 +384,19 @@ def _run(op: Run) -> RunResult:
     return RunResult(code, stdout or "", stderr or "")
 
 
-def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
-                text: bool) -> tuple[str | None, str | None, int]:
+def _tee(log: Any, echo: Callable[[str], None] | None) -> Callable[[Any], None]:
+    """Reads a child's output line by line into ``log`` (bytes, as written) and ``echo`` (text, no newline)."""
+    def pump(pipe: Any) -> None:
+        for raw in iter(pipe.readline, b""):
+            log.write(raw)
+            log.flush()
+            if echo is not None:
+                echo(raw.decode(errors="replace").rstrip("\r\n"))
+    return pump
+
+
+def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any, text: bool,
+                on_output: Callable[[Any], None] | None = None) -> tuple[str | None, str | None, int]:
     """Run a command and wait for it; on a timeout or an interrupt (Ctrl-C), kill it with all it started.
 
     A niced command, or one with a timeout, runs in a session of its own (see _lower_priority), out of
@@ -362,15 +418,24 @@ def _run_to_end(op: Run, env: dict[str, str], stdout: Any, stderr: Any,
         if holding:
             holding = False
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a held signal is raised here
-        out, err = process.communicate(timeout=op.timeout)
-        return out, err, process.returncode
+        if on_output is None:
+            out, err = process.communicate(timeout=op.timeout)
+            return out, err, process.returncode
+        reader = threading.Thread(target=on_output, args=(process.stdout,), daemon=True)
+        reader.start()
+        process.wait(timeout=op.timeout)
+        reader.join(OUTPUT_DRAIN)  # a daemon it left behind may hold the pipe open: do not wait for it
+        return None, None, process.returncode
     except BaseException:
         if process is not None:
             if own_session:
                 # Its own process group: a build's package manager, `next build` and its workers go together.
                 kill_process_group(process.pid)
             process.kill()
-            process.communicate()
+            if on_output is None:
+                process.communicate()
+            else:
+                process.wait()
         raise
     finally:
         if holding:
@@ -532,16 +597,19 @@ def processes_under(directory: Path) -> list[int]:
     return [pid for pid, cwd, _ in live_processes() if (cwd + os.sep).startswith(prefix)]
 
 
-def stop_processes_under(directory: Path) -> list[int]:
-    """SIGKILL every process working inside ``directory`` (orphans of a killed run); returns their pids."""
-    killed = []
-    for pid in processes_under(directory):
+def processes_marked(name: str, value: str) -> list[int]:
+    """Pids of the processes started with ``name=value`` in their environment (and whatever they started:
+    children inherit it), wherever they work now. Other users' processes cannot be read: never theirs."""
+    marker = f"\0{name}={value}\0".encode()
+    found = []
+    for pid in _other_pids():
         try:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
-            pass
-    return killed
+            continue
+        if marker in b"\0" + environ + b"\0" and _running(pid):
+            found.append(pid)
+    return found
 
 
 def bind_error(host: str, port: int) -> OSError | None:

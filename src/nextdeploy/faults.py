@@ -13,7 +13,7 @@ import time
 
 PAUSE_ENV = "NEXTDEPLOY_TEST_PAUSE_AT"
 RESUME_ENV = "NEXTDEPLOY_TEST_RESUME_FILE"
-CHECKPOINTS = ("mid-copy", "assembled", "switched", "held", "approved")
+CHECKPOINTS = ("mid-copy", "assembled", "preflight", "switched", "held", "approved")
 
 
 def checkpoint(name: str) -> None:

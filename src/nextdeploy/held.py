@@ -62,6 +62,7 @@ from nextdeploy.pm2 import Pm2, Worker
 from nextdeploy.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
 from nextdeploy.probe import health_problem, http_get
 from nextdeploy.secrets import protect_pm2_dump
+from nextdeploy.steps import StepName
 
 POLL = 0.02  # the held files, while the first answer is awaited (it starts the window)
 # PM2's list costs its daemon 1-2 ms of CPU (it builds every process's entry), and the daemon is the cluster
@@ -119,7 +120,7 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
         if rollback:
             step = f"check {release_id} before traffic moves: its workers under PM2, held off the public port"
-        with ctx.reporter.step(step):
+        with ctx.reporter.step(step, StepName.HELD):
             new_workers = _hold(ctx, pm2, release_id, previous, old_ids, layout, logs, reapprove=rollback)
     except (NextdeployError, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):
@@ -153,9 +154,10 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     leaving = frozenset(old_ids)
     new_ids = frozenset(worker.pm_id for worker in new_workers)
     try:
-        with ctx.reporter.step(f"switch traffic -> {release_id}: the held workers take it, the old ones drain"):
+        with ctx.reporter.step(f"switch traffic -> {release_id}: the held workers take it, the old ones drain",
+                               StepName.CUTOVER):
             _cut_over(ctx, pm2, release_id, layout, new_ids, old_ids)
-        with ctx.reporter.step("verify every worker runs the new release"):
+        with ctx.reporter.step("verify every worker runs the new release", StepName.VERIFY):
             workers = verify(ctx, pm2, release_id, old_pids, leaving=leaving,
                              during_watch=lambda: pm2.save(leaving=leaving))
     except (NextdeployError, KeyboardInterrupt) as exc:
@@ -219,7 +221,8 @@ def put_back_held(ctx: Context, pm2: Pm2, previous: str | None, failed: str, lea
     name = ctx.config.app.name
     if previous is not None and ctx.paths.held_state_file.exists():
         # Stopped between the approval and the old workers' deletion: they never stopped serving.
-        with ctx.reporter.step(f"put {previous} back: its workers serve on, {failed}'s are deleted (they drain)"):
+        with ctx.reporter.step(f"put {previous} back: its workers serve on, {failed}'s are deleted (they drain)",
+                               StepName.ROLLBACK):
             switch_to(ctx, previous)
             purge_workers(ctx, pm2, lambda worker: worker.pm_id not in leaving)
             ctx.executor.apply(Remove(ctx.paths.held_state_file))
@@ -238,7 +241,8 @@ def put_back_held(ctx: Context, pm2: Pm2, previous: str | None, failed: str, lea
     layout = layout_of(release_dir) or ReleaseLayout(release_dir)
     logs = _LogMarks(ctx)
     try:
-        with ctx.reporter.step(f"put {previous} back: its workers start beside {failed}'s, are let in once healthy"):
+        with ctx.reporter.step(f"put {previous} back: its workers start beside {failed}'s, are let in once healthy",
+                               StepName.ROLLBACK):
             new_workers = _hold(ctx, pm2, previous, failed, failing_ids, layout, logs, reapprove=True, stable_for=0,
                                 others=leaving)
             _cut_over(ctx, pm2, previous, layout, frozenset(w.pm_id for w in new_workers), failing_ids, put_back=True)
@@ -452,7 +456,8 @@ def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_i
     """Delete the held workers, put ``current`` back. An old worker that PM2 restarted during the window
     started from the new release (held, not serving): it is restarted again, from the old one."""
     name = ctx.config.app.name
-    with ctx.reporter.step(f"reject {release_id}: delete its held workers (they never took a request)"):
+    with ctx.reporter.step(f"reject {release_id}: delete its held workers (they never took a request)",
+                            StepName.REJECT):
         if previous is not None:
             switch_to(ctx, previous)  # first: a worker PM2 starts from now on runs the old release
         releases_dir = ctx.paths.releases_dir
@@ -542,7 +547,8 @@ def recover_held(ctx: Context, pm2: Pm2) -> None:
     state = _read_state(ctx.paths.held_state_file)
     if state is not None:
         release, previous, old_ids, reapprove = state
-        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}"):
+        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}",
+                               StepName.RECOVER_HELD):
             back = previous is not None and is_complete(ctx.paths.release_dir(previous))
             if back and previous is not None and current_release(ctx) == release:
                 switch_to(ctx, previous)  # a worker PM2 forks again then runs the old release
@@ -553,7 +559,8 @@ def recover_held(ctx: Context, pm2: Pm2) -> None:
     doomed = [worker for worker in pm2.workers(ctx.config.app.name) if unapproved(worker)]
     if doomed:
         ids = ", ".join(str(worker.pm_id) for worker in doomed)
-        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})"):
+        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})",
+                               StepName.RECOVER_HELD):
             purge_workers(ctx, pm2, unapproved, unserved=unapproved)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,23 @@ def tree_stats(directory: Path) -> TreeStats:
                 files += 1
                 size += os.lstat(path).st_size
     return TreeStats(files, size, links)
+
+
+def links_leaving(directory: Path, allowed: Collection[Path] = ()) -> list[tuple[str, str]]:
+    """The symlinks under ``directory`` that resolve outside it, as (relative path, link target), except
+    the ``allowed`` link paths. Links between files inside it (pnpm's node_modules) are fine."""
+    top = os.path.realpath(directory)
+    skip = {os.path.join(top, os.path.relpath(path, directory)) for path in allowed}
+    leaving = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path) or path in skip:
+                continue
+            resolved = os.path.realpath(path)
+            if resolved != top and not resolved.startswith(top + os.sep):
+                leaving.append((os.path.relpath(path, top), os.readlink(path)))
+    return sorted(leaving)
 
 
 def read_manifest(release_dir: Path) -> dict[str, Any] | None:

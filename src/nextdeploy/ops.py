@@ -7,10 +7,19 @@ which is what a dry run shows and what the literal-string tests assert.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# The user part of a URL (https://user:password@host, https://<token>@host): a credential in a git source.
+_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``, as git does in its messages."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -27,13 +36,19 @@ class Run:
     # Env names whose values never reach a dry run, a log or an error message.
     secret_env: frozenset[str] = frozenset()
     nice: int = 0  # added niceness (lower CPU priority), e.g. for a build beside the live app
+    # Directories put before PATH (the inherited one, or ``env``'s): where the app's scripts find the
+    # package manager nextdeploy installed for it.
+    path: tuple[str, ...] = ()
+    # With ``log_file``: each output line is also shown, after this prefix, as it comes (a release hook).
+    echo_prefix: str | None = None
 
     def render(self) -> str:
         env = " ".join(
-            f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
-            for name, value in self.env.items()
+            ([f"PATH={shlex.quote(':'.join(self.path))}:\"$PATH\""] if self.path else [])
+            + [f"{name}={'***' if name in self.secret_env else shlex.quote(value)}"
+               for name, value in self.env.items()]
         )
-        command = shlex.join(self.argv)
+        command = redact_url(shlex.join(self.argv))  # a git source's URL may carry a token
         if self.nice:
             command = f"nice -n {self.nice} {command}"
         line = f"{env} {command}" if env else command
@@ -61,23 +76,50 @@ class WriteFile:
 
 @dataclass(frozen=True)
 class MakeDirs:
+    """``mkdir -p``; with ``mode``, the last directory gets it even when it existed already."""
+
+    path: Path
+    mode: int | None = None
+
+    def render(self) -> str:
+        line = f"mkdir -p {shlex.quote(str(self.path))}"
+        return line if self.mode is None else f"{line} && chmod {self.mode:o} {shlex.quote(str(self.path))}"
+
+
+@dataclass(frozen=True)
+class PrivateFile:
+    """Create ``path`` empty if it is absent (an existing one is never truncated) and make it 0600: a log another
+    program (PM2) appends to, which holds what the app prints, secrets included."""
+
     path: Path
 
     def render(self) -> str:
-        return f"mkdir -p {shlex.quote(str(self.path))}"
+        path = shlex.quote(str(self.path))
+        return f"touch {path} && chmod 600 {path}"
 
 
 @dataclass(frozen=True)
 class CopyTree:
-    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth."""
+    """Copy a directory tree, symlinks kept as symlinks; ``ignore`` names are skipped at any depth.
+
+    ``link_from``: an earlier copy of the tree; a regular file whose bytes (and mode) equal the file at the
+    same path there is hard-linked to it instead of copied (``public``: static files nothing rewrites)."""
 
     src: Path
     dst: Path
     ignore: tuple[str, ...] = ()
+    link_from: Path | None = None
 
     def render(self) -> str:
-        excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
-        return f"cp -a{excludes} {shlex.quote(str(self.src))}/. {shlex.quote(str(self.dst))}/"
+        src, dst = shlex.quote(str(self.src)), shlex.quote(str(self.dst))
+        if self.ignore:  # cp has no --exclude: rsync's (a bare name matches at any depth) is what happens
+            excludes = "".join(f" --exclude={shlex.quote(name)}" for name in self.ignore)
+            line = f"rsync -a{excludes} {src}/ {dst}/"
+        else:
+            line = f"cp -a {src}/. {dst}/"
+        if self.link_from is not None:
+            line += f"  # files identical in {shlex.quote(str(self.link_from))} are hard-linked"
+        return line
 
 
 @dataclass(frozen=True)
@@ -212,5 +254,5 @@ class DeleteWorkers:
         return f"# pm2 daemon {shlex.quote(str(self.socket))}: {calls}" + ("" if self.wait else ", not waiting")
 
 
-Op = (Run | WriteFile | MakeDirs | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove | ReloadWorkers
-      | StopProcesses | SpawnWorkers | DeleteWorkers)
+Op = (Run | WriteFile | MakeDirs | PrivateFile | CopyTree | MoveTree | CopyFile | Symlink | Rename | Remove
+      | ReloadWorkers | StopProcesses | SpawnWorkers | DeleteWorkers)

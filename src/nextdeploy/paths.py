@@ -8,8 +8,11 @@ Nothing here touches the disk, so the same answers hold for a dry run and (later
       releases.jsonl               the append-only release log: the only source of ordering
       shared/                      env files and the Server Actions key, linked into every release
       builds/<id>/                 throwaway build dirs (never the user's working tree)
-      cache/                       .next/cache between builds, the last build's node_modules, the git mirror
+      cache/                       .next/cache between builds, the last build's node_modules, the git mirror,
+                                   yarn 2+'s package cache
       logs/                        build, preflight and PM2 logs, outside the releases
+      tools/                       what nextdeploy installed with npm: pm2, the package manager an app pins
+                                   (tools/pnpm-8.15.6/, tools/yarn-3/), each version in its own prefix
       ecosystem.config.cjs         the generated PM2 ecosystem file
       .lock                        flock held while live state changes: a deploy's recovery and activation,
                                    a rollback, a stop
@@ -78,6 +81,11 @@ class DeployPaths:
         return self.cache_dir / "next"
 
     @property
+    def yarn_cache_dir(self) -> Path:
+        """Yarn 2+'s global folder (its cache of package archives), kept between builds."""
+        return self.cache_dir / "yarn-berry"
+
+    @property
     def deps_cache_dir(self) -> Path:
         """The last successful build's node_modules, reused while the install inputs are unchanged."""
         return self.cache_dir / "deps"
@@ -120,6 +128,11 @@ class DeployPaths:
 
     def pm2_error_log(self, app_name: str) -> Path:
         return self.logs_dir / f"pm2-{app_name}.err.log"
+
+    def pm2_raw_log(self, app_name: str) -> Path:
+        """What PM2 itself still gets from the workers: only what bypasses the launcher's log files (a write
+        straight to fd 1/2, e.g. a child process with inherited stdio); normally empty."""
+        return self.logs_dir / f"pm2-{app_name}.raw.log"
 
 
 @dataclass(frozen=True)

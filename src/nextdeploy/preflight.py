@@ -16,7 +16,8 @@ from pathlib import Path
 from nextdeploy.checks import health_hint, release_health
 from nextdeploy.config import Config, HealthConfig
 from nextdeploy.errors import PreflightError
-from nextdeploy.executor import kill_process_group
+from nextdeploy.executor import kill_process_group, open_private
+from nextdeploy.faults import checkpoint
 from nextdeploy.nextjs.smoke import run_smoke
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.probe import ProbeResult, health_problem, http_get, listen_port
@@ -26,6 +27,8 @@ BOOT_POLL_INTERVAL = 0.05
 POLL_INTERVAL = 0.2
 # After a failed probe in the stability window, how long to wait for the process to exit (clearer error).
 EXIT_GRACE = 0.5
+# In the preflight server's environment: the deploy root it was started for (see ``leftover_processes``).
+PREFLIGHT_MARKER = "NEXTDEPLOY_PREFLIGHT_FOR"
 # Server output that means the release is broken even if its health route answers.
 FATAL_OUTPUT_MARKERS = ("MODULE_NOT_FOUND", "Cannot find module")
 
@@ -46,10 +49,11 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
     """Start the release, gate on health and stability, always stop it. Raises PreflightError."""
     port = int(env["PORT"]) if env.get("PORT") else listen_port()
     # NEXTDEPLOY_HOLD=0: the launcher serves its port at once (the hold is for workers under PM2).
-    env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1", "NEXTDEPLOY_HOLD": "0"}
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    # The marker: a deploy killed here leaves this server running; the next command finds it by it.
+    env = {**os.environ, **env, "PORT": str(port), "HOSTNAME": "127.0.0.1", "NEXTDEPLOY_HOLD": "0",
+           PREFLIGHT_MARKER: str(config.root)}
     started = time.monotonic()
-    with log_file.open("wb") as log:
+    with open_private(log_file, append=False) as log:  # the app's output: secrets too
         # Own session: stopping the process group also stops anything the server spawned. Not niced like
         # the build: on a host the live app keeps busy, a starved server would miss its health timeout.
         process = subprocess.Popen(
@@ -57,6 +61,7 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         try:
+            checkpoint("preflight")
             report = _gate(release_health(config.health, layout.release_dir), layout, process, port, started,
                            log_file)
         except BaseException as exc:

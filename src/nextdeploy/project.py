@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nextdeploy.errors import ProjectError
+from nextdeploy.nextconfig import NextConfig, major_version, read_next_config
 
 PackageManager = Literal["pnpm", "npm", "yarn"]
 
@@ -32,15 +33,6 @@ HEALTH_ROUTE_CANDIDATES = tuple(
 PAGE_EXTENSIONS = ("tsx", "ts", "jsx", "js", "mdx")
 _ROUTE_GROUP = re.compile(r"^\(.+\)$")  # app/(marketing)/page.tsx is still "/"
 
-_STANDALONE = re.compile(r"""output\s*:\s*["'`]standalone["'`]""")
-_TRACING_ROOT = re.compile(r"outputFileTracingRoot\s*:")
-_DEPLOYMENT_ID = re.compile(r"\bdeploymentId\s*:")
-
-HEALTH_ROUTE_SNIPPET = """// app/api/health/route.js
-export const dynamic = "force-dynamic";
-export async function GET() {
-  return Response.json({ status: "ok" });
-}"""
 
 
 @dataclass(frozen=True)
@@ -71,6 +63,8 @@ class ProjectInfo:
     health_route: Path | None
     home_page: Path | None = None  # the page that serves "/", if the app has one
     warnings: list[str] = field(default_factory=list)
+    config: NextConfig | None = None  # what next.config.* says (read as text, never run)
+    next_installed: bool = False  # next_version is the installed version, not package.json's range
 
     @property
     def app_path(self) -> str:
@@ -121,13 +115,64 @@ def find_lockfile(app_dir: Path, source_root: Path, prefer: str = "auto") -> Loc
 
 def _declared_package_manager(package_json: Path) -> str | None:
     """The name in package.json's ``packageManager`` field (``pnpm@9.1.0`` -> ``pnpm``)."""
+    value = package_manager_field(package_json)
+    return value.split("@", 1)[0] if isinstance(value, str) else None
+
+
+def package_manager_field(package_json: Path) -> object:
+    """package.json's ``packageManager`` value as written (``pnpm@8.15.6+sha512...``), None if absent."""
     if not package_json.is_file():
         return None
     try:
-        value = json.loads(package_json.read_text(encoding="utf-8")).get("packageManager")
-    except (OSError, json.JSONDecodeError, AttributeError):
+        data = json.loads(package_json.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
         return None
-    return value.split("@", 1)[0] if isinstance(value, str) else None
+    return data.get("packageManager") if isinstance(data, dict) else None
+
+
+def pinned_package_manager(lockfile: Lockfile, app_dir: Path) -> object:
+    """The ``packageManager`` that governs an install: the workspace root's (the lockfile's directory), else
+    the app's."""
+    for directory in dict.fromkeys((lockfile.install_dir, app_dir)):
+        value = package_manager_field(directory / "package.json")
+        if value is not None:
+            return value
+    return None
+
+
+_PNPM_LOCKFILE_VERSION = re.compile(r"""^lockfileVersion:\s*['"]?([0-9][0-9.]*)['"]?\s*$""", re.M)
+_YARN_METADATA_VERSION = re.compile(r"""^__metadata:[ \t]*\n(?:[ \t]+.*\n)*?[ \t]+version:[ \t]*['"]?(\d+)""", re.M)
+
+
+def lockfile_format(lockfile: Lockfile) -> str | None:
+    """The lockfile's format: pnpm's lockfileVersion ("6.0"), yarn.lock's ``__metadata`` version ("6", yarn 2+;
+    "1" for a yarn 1 lockfile, which has none); None for npm or when unreadable."""
+    try:
+        with lockfile.path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    if lockfile.package_manager == "pnpm":
+        match = _PNPM_LOCKFILE_VERSION.search(head)
+        return match.group(1) if match else None
+    if lockfile.package_manager == "yarn":
+        match = _YARN_METADATA_VERSION.search(head)
+        return match.group(1) if match else "1"
+    return None
+
+
+def read_yarnrc(directory: Path) -> dict[str, str]:
+    """The top-level scalar settings of ``.yarnrc.yml`` (nodeLinker, globalFolder, ...); {} without one."""
+    try:
+        text = (directory / ".yarnrc.yml").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        match = re.match(r"""^([A-Za-z][A-Za-z0-9]*):[ \t]*("[^"]*"|'[^']*'|[^#]*?)[ \t]*(?:#.*)?$""", line)
+        if match and match.group(2):
+            settings[match.group(1)] = match.group(2).strip("'\"")
+    return settings
 
 
 def find_workspace_root(app_dir: Path, source_root: Path) -> Path | None:
@@ -146,16 +191,25 @@ def find_next_config(app_dir: Path) -> Path | None:
     return None
 
 
-def next_version(app_dir: Path, package_json: dict[str, Any]) -> str | None:
+def installed_next_version(app_dir: Path, source_root: Path) -> str | None:
+    """The version of the ``next`` package that resolves from the app: its node_modules, or one a workspace
+    manager hoisted up to the source root."""
+    for directory in _ancestors(app_dir, source_root if app_dir.is_relative_to(source_root) else app_dir):
+        installed = directory / "node_modules" / "next" / "package.json"
+        if installed.is_file():
+            try:
+                version = json.loads(installed.read_text(encoding="utf-8")).get("version")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                return None
+            return version if isinstance(version, str) else None
+    return None
+
+
+def next_version(app_dir: Path, package_json: dict[str, Any], source_root: Path | None = None) -> str | None:
     """The installed Next.js version if node_modules is there, else the declared range."""
-    installed = app_dir / "node_modules" / "next" / "package.json"
-    if installed.is_file():
-        try:
-            version = json.loads(installed.read_text(encoding="utf-8")).get("version")
-            if isinstance(version, str):
-                return version
-        except (OSError, json.JSONDecodeError):
-            pass
+    installed = installed_next_version(app_dir, source_root or app_dir)
+    if installed is not None:
+        return installed
     for section in ("dependencies", "devDependencies"):
         declared = package_json.get(section, {}).get("next")
         if isinstance(declared, str):
@@ -182,9 +236,15 @@ def inspect_project(app_dir: Path, source_root: Path | None = None, prefer: str 
             hint="point [app] source (and [app] path in a monorepo) at your Next.js app",
         )
     root = (source_root or _guess_source_root(app_dir)).resolve()
+    installed = installed_next_version(app_dir, root)
+    version = installed or version
     config_path = find_next_config(app_dir)
-    config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path else ""
-    health = next((app_dir / c for c in HEALTH_ROUTE_CANDIDATES if (app_dir / c).is_file()), None)
+    module_type = package_json.get("type")
+    config = read_next_config(config_path, module_type if isinstance(module_type, str) else None,
+                              major_version(version))
+    health = next((app_dir / c for c in HEALTH_ROUTE_CANDIDATES if (app_dir / c).is_file()), None) or next(
+        (found for base in ("app", "src/app") for found in sorted((app_dir / base / "api" / "health").glob("route.*"))
+         if found.is_file()), None)  # route.page.ts and the like, for custom pageExtensions
     return ProjectInfo(
         app_dir=app_dir,
         source_root=root,
@@ -192,12 +252,14 @@ def inspect_project(app_dir: Path, source_root: Path | None = None, prefer: str 
         lockfile=find_lockfile(app_dir, root, prefer),
         next_version=version,
         next_config=config_path,
-        standalone=bool(_STANDALONE.search(config_text)),
-        sets_tracing_root=bool(_TRACING_ROOT.search(config_text)),
-        sets_deployment_id=bool(_DEPLOYMENT_ID.search(config_text)),
+        standalone=config.output is not None and config.output.kind == "standalone",
+        sets_tracing_root=config.sets_tracing_root,
+        sets_deployment_id=config.sets_deployment_id,
         workspace_root=find_workspace_root(app_dir, root),
         health_route=health,
         home_page=find_home_page(app_dir),
+        config=config,
+        next_installed=installed is not None,
     )
 
 
@@ -247,6 +309,26 @@ def _has_workspaces(directory: Path) -> bool:
 
 
 def standalone_hint(info: ProjectInfo) -> str:
-    """Exactly what to add to next.config to get standalone output."""
+    """Exactly what to change in next.config (or the build's env) to get standalone output."""
     where = info.next_config.name if info.next_config else "next.config.mjs"
-    return f"add `output: \"standalone\",` to the config object in {where}"
+    output = info.config.output if info.config else None
+    if output is not None and output.kind == "export":
+        return f'change `output: {output.expression}` to `output: "standalone"` in {where} (line {output.line})'
+    if output is not None and output.kind == "code":
+        if output.env_value is not None:
+            name, value = output.env_value
+            return (f"{where} sets output from `{output.expression}` (line {output.line}): set {name} so it "
+                    f'gives "standalone": [app] build_env = {{ {name} = "{value}" }} in nextdeploy.toml')
+        if "standalone" not in output.expression and not re.search(r"[\w$]\s*\(", output.expression):
+            # Literals and env vars only, e.g. process.env.EXPORT ? 'export' : undefined
+            example = output.expression.replace("undefined", "'standalone'")
+            instead = f" (e.g. `{example}`)" if example != output.expression else ""
+            return (f"{where} sets output from `{output.expression}` (line {output.line}), which never gives "
+                    f'"standalone": change it so it does{instead}')
+        names = ", ".join(output.env_vars) or "the condition it depends on"
+        return (f"{where} sets output from `{output.expression}` (line {output.line}): make it give "
+                f'"standalone" when nextdeploy builds (set {names} in [app] build_env)')
+    typed = info.config is not None and (info.config.language == "js" or info.config.typed)
+    q = info.config.quote if info.config else '"'
+    value = f"{q}standalone{q}" if typed or info.config is None else f"{q}standalone{q} as const"
+    return f"add `output: {value},` to the config object in {where}"

@@ -94,7 +94,8 @@ class ReleaseLog:
         if not self.path.exists():
             return []
         entries = []
-        for raw in self.path.read_text(encoding="utf-8").splitlines():
+        # A byte that is not UTF-8 (a damaged or hand-edited log) spoils its line only, as a torn line does.
+        for raw in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(raw)
             except json.JSONDecodeError:

@@ -16,17 +16,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
+
+from nextdeploy.steps import StepName, tagged
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 
+class _Outcome(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+
+OutcomeT = TypeVar("OutcomeT", bound=_Outcome)
+
+
+@dataclass
+class StepHandle:
+    """What a running step may say about itself: a step whose command failed ends FAILED even when the
+    error is raised only after the step (the caller first looks at the log, hands on dependencies...)."""
+
+    failed: bool = False
+
+    def check(self, outcome: OutcomeT) -> OutcomeT:
+        """Mark the step failed unless ``outcome.ok``; returns ``outcome``."""
+        if not outcome.ok:
+            self.failed = True
+        return outcome
+
+
 @dataclass
 class StepTiming:
-    name: str
+    title: str
+    name: StepName | None
     seconds: float
     ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name.value if self.name else None, "title": self.title,
+                "seconds": round(self.seconds, 3), "ok": self.ok}
 
 
 @dataclass
@@ -60,30 +89,38 @@ class Reporter:
     # Progress -------------------------------------------------------------------------------------
 
     @contextmanager
-    def step(self, title: str) -> Iterator[None]:
-        """Run a named step: shows it while running, then its outcome and duration."""
+    def step(self, title: str, name: StepName | None = None) -> Iterator[StepHandle]:
+        """Run a step: shows ``title`` while running, then its outcome and duration. It failed if it raised,
+        or if the block marked it failed through the handle it gets. ``name`` is its stable name
+        (``nextdeploy.steps``): with ``--json`` each progress line carries it (``... [name] title``), and so
+        does ``timings``."""
         started = time.monotonic()
+        # Tagged only with --json (progress on stderr, read by scripts and the bench); a person reads titles.
+        shown = tagged(name, title) if self.json_mode else title
         ok = False
+        handle = StepHandle()
         try:
             if self.rich:
                 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-                columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+                columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
                 with Progress(*columns, console=self.console, transient=True) as progress:
                     progress.add_task(title, total=None)
-                    yield
+                    yield handle
             else:
-                self._line(f"... {title}")
-                yield
-            ok = True
+                self._line(f"... {shown}")
+                yield handle
+            ok = not handle.failed
         finally:
             seconds = time.monotonic() - started
-            self.timings.append(StepTiming(title, seconds, ok))
+            self.timings.append(StepTiming(title, name, seconds, ok))
             mark = ("[green]✓[/]" if ok else "[red]✗[/]") if self.rich else ("ok " if ok else "FAILED")
             if self.rich:
-                self.console.print(f"{mark} {title} [dim]({seconds:.1f} s)[/]")
+                from rich.markup import escape
+
+                self.console.print(f"{mark} {escape(title)} [dim]({seconds:.1f} s)[/]")
             else:
-                self._line(f"{mark} {title} ({seconds:.1f} s)")
+                self._line(f"{mark} {shown} ({seconds:.1f} s)")
 
     def info(self, message: str) -> None:
         if self.rich:
@@ -93,7 +130,9 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         if self.rich:
-            self.console.print(f"[yellow]warning:[/] {message}")
+            from rich.markup import escape
+
+            self.console.print(f"[yellow]warning:[/] {escape(message)}")  # a path may hold "[/]"
         else:
             self._line(f"warning: {message}")
 
@@ -107,8 +146,6 @@ class Reporter:
         if self.json_mode:
             print(json.dumps(data, indent=2, sort_keys=True, default=str), file=self.stream, flush=True)
 
-    def step_seconds(self, title: str) -> float | None:
-        for timing in reversed(self.timings):
-            if timing.name == title:
-                return timing.seconds
-        return None
+    def steps_json(self) -> list[dict[str, Any]]:
+        """The steps run so far, in the order they ended: name, title, seconds, ok."""
+        return [timing.to_json() for timing in self.timings]

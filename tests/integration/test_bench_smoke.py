@@ -57,6 +57,8 @@ def test_good_and_broken_deploys_under_load_lose_no_request(tmp_path: Path) -> N
         assert run["figures"]["page"]["failed_total"] == 0, run["figures"]["page"]
     good = runs["good"]["actions"][0]
     assert good["end_state"].startswith("live: v2") and good["build_s"] and good["activation_s"]
+    # Found by their stable names: a code-only change goes through the held cut-over's window.
+    assert good["stability_window_s"] and {"build", "held", "cutover", "verify"} <= {s["name"] for s in good["steps"]}
     assert good["disk"]["disk_bytes"] > 1_000_000
     broken = runs["crash-at-boot"]["actions"][0]
     assert broken["exit_code"] == 9 and broken["end_state"] == "rejected; v2 kept", broken

@@ -247,3 +247,60 @@ def test_sigterm_or_sighup_cleans_up_like_ctrl_c(site: Site) -> None:
     assert result.code == 0, result.output
     assert "interrupted while activating" not in result.output
     assert site.version() == "v5"
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_what_a_killed_deploy_started_is_stopped_by_the_next_command(site: Site) -> None:
+    """Issue 21: a deploy SIGKILLed in its preflight left the preflight server running for good (serving a
+    release that may be deleted, with the app's secrets in its env), one killed during `next build` left its
+    release 'unfinished' in `releases` forever. `status` shows such processes; the next command stops them
+    and closes the release's record."""
+    site.write_config(health={"stable_for": 1})
+    site.deploy().expect_ok()
+    live = site.current()
+    (site.root / ".nextdeploy-root").unlink()  # a root an earlier version made: adopted as it goes
+
+    # A config change is preflighted outside PM2, on a private port: killed there, its server runs on.
+    site.write_config(health={"stable_for": 1}, server={"env": {"GREETING": "hi"}})
+    site.set_version("v2")
+    deploy = start_deploy(site, "preflight")
+    wait_for_pause(deploy, "preflight")
+    preflighted = [e for e in site.log_events() if e["event"] == "built"][-1]["release"]
+    kill(deploy)
+    assert (site.root / ".nextdeploy-root").is_file()
+    servers = processes_under(site.root / "releases" / preflighted)
+    assert servers and all(running(pid) for pid in servers)
+    status = site.nextdeploy("status", "--json").json()
+    assert set(servers) <= set(status["leftover_processes"]), status
+    text = site.nextdeploy("status").output
+    assert "process(es) an interrupted deploy started still run" in text, text
+
+    # The next command stops it: here `stop` (a deploy, rollback or start do too, below).
+    site.nextdeploy("stop").expect_ok()
+    assert not any(running(pid) for pid in servers)
+
+    # Killed during `next build`: the release dir did not exist yet, only the log knows the release, and the
+    # install/build processes run on. (The deploy first started the stopped app again.)
+    site.set_version("v3")
+    deploy = start_deploy(site)
+    wait_for_child(deploy, "run build")
+    building = site.log_events()[-1]["release"]
+    kill(deploy)
+    assert not (site.root / "releases" / building).exists()
+    assert {r["id"]: r["status"] for r in site.releases()}[building] == "unfinished"
+    builders = processes_under(site.root / "builds")
+    assert builders and set(builders) <= set(site.nextdeploy("status", "--json").json()["leftover_processes"])
+
+    # The next command (here `start`, which finds the app serving) stops them and closes the record.
+    site.nextdeploy("start").expect_ok()
+    assert not any(running(pid) for pid in builders)
+    assert building not in {r["id"] for r in site.releases()}
+    assert [r for r in site.releases() if r["status"] == "unfinished"] == []
+    assert site.nextdeploy("status", "--json").json()["leftover_processes"] == []
+    assert site.current() == live and site.version() == "v1"

@@ -1,20 +1,20 @@
-"""`nextdeploy demo` for real: v1, v2 under load, a broken v3 rejected, a rollback; nothing left running."""
+"""`nextdeploy demo` for real, installed from the wheel: v1, v2 under load, a broken v3 rejected, a rollback;
+nothing left running."""
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("aiohttp")
-
 from conftest import have_node_tools
 from nextdeploy.executor import live_processes
-from support.site import kill_processes_under, tool_env
+from support.site import REPO, TOOLS_BIN, kill_processes_under, tool_env
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,12 +28,43 @@ def processes_under(base: Path) -> list[str]:
             if cwd.startswith(str(base)) or str(base) in cmdline]
 
 
-def test_demo_deploys_under_load_rejects_a_broken_release_rolls_back_and_stops(tmp_path: Path) -> None:
+def user_env(venv: Path) -> dict[str, str]:
+    """A user's environment after `pip install nextdeploy`: the venv and node + npm on PATH, no pnpm, no pm2."""
+    env = tool_env()
+    parts = [p for p in env["PATH"].split(os.pathsep) if p and p != str(TOOLS_BIN)]
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), *parts])
+    for name in ("VIRTUAL_ENV", "PYTHONPATH"):
+        env.pop(name, None)
+    return env
+
+
+def install_wheel(tmp_path: Path) -> Path:
+    """Build nextdeploy's wheel and install it, without extras, into a fresh venv; returns the venv."""
+    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    (wheel,) = wheels.glob("nextdeploy-*.whl")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    return venv
+
+
+def test_demo_after_a_plain_pip_install_deploys_under_load_rejects_rolls_back_and_stops(tmp_path: Path) -> None:
+    """`pip install nextdeploy` then `nextdeploy demo`, for a user who has only node and npm: the deploy installs
+    pnpm and pm2 with npm into the demo's deploy root, and the plot (matplotlib) is the only part left out."""
+    venv = install_wheel(tmp_path)
+    env = user_env(venv)
+    assert shutil.which("pm2", path=env["PATH"]) is None and shutil.which("pnpm", path=env["PATH"]) is None
+    installed = subprocess.run([str(venv / "bin" / "python"), "-c", "import nextdeploy, aiohttp, importlib.util; "
+                                "print(nextdeploy.__file__, importlib.util.find_spec('matplotlib'))"],
+                               capture_output=True, text=True, check=True, env=env, timeout=60)
+    assert installed.stdout.startswith(str(venv)) and installed.stdout.strip().endswith("None"), installed.stdout
     demo_dir = tmp_path / "demo"
     try:
         completed = subprocess.run(
-            [sys.executable, "-m", "nextdeploy", "demo", "--dir", str(demo_dir)],
-            capture_output=True, text=True, timeout=420, env=tool_env(), stdin=subprocess.DEVNULL,
+            [str(venv / "bin" / "nextdeploy"), "demo", "--dir", str(demo_dir)],
+            capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path,
         )
         output = completed.stdout + completed.stderr
         assert completed.returncode == 0, output
@@ -46,10 +77,9 @@ def test_demo_deploys_under_load_rejects_a_broken_release_rolls_back_and_stops(t
         assert re.search(r"served during the load \(\d+ requests\): v1: \d+, v2: \d+$", output, re.M), output
         assert "v3:" not in output.split("served during the load")[1], output
         assert (demo_dir / "demo-results.json").is_file()
-        if importlib.util.find_spec("matplotlib") is not None:
-            assert (demo_dir / "timeline.png").stat().st_size > 10_000
-        else:
-            assert "plot skipped: matplotlib is not installed" in output
+        assert "plot skipped: matplotlib is not installed (pip install 'nextdeploy[plot]')" in output, output
+        assert not (demo_dir / "timeline.png").exists()
+        assert (demo_dir / "root" / "tools" / "node_modules" / ".bin" / "pm2").exists()  # installed by the deploy
         assert "stopped the demo's PM2 daemon" in output
         # Nothing left: no node, no PM2 daemon, and the port is closed.
         assert processes_under(demo_dir) == [], output

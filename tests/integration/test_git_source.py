@@ -81,12 +81,14 @@ def test_a_git_remote_that_asks_for_a_password_or_hangs_fails_fast(site: Site) -
         assert result.code == ExitCode.BUILD_FAILED, result.output
         assert "terminal prompts disabled" in result.stderr and "credentials that need no prompt" in result.stderr
 
-        site.write_config(app={"source": f"http://127.0.0.1:{silent.getsockname()[1]}/app.git", "ref": "main",
-                               "build_timeout": 2})
+        # A token in the URL is never printed (the message shows the command that timed out).
+        site.write_config(app={"source": f"http://deploy:tok-s3cret@127.0.0.1:{silent.getsockname()[1]}/app.git",
+                               "ref": "main", "build_timeout": 2})
         started = time.monotonic()
         result = site.deploy()
         assert result.code == ExitCode.BUILD_FAILED, result.output
         assert "timed out after 2 s" in result.stderr and "raise [app] build_timeout" in result.stderr
+        assert "tok-s3cret" not in result.output and "http://***@127.0.0.1:" in result.stderr, result.stderr
         assert time.monotonic() - started < 20
     finally:
         private.shutdown()

@@ -136,6 +136,9 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
     started = site.nextdeploy("start", "--json")
     assert started.code == 0, started.output
     assert started.json()["release"] == live and started.json()["already_serving"] is False
+    # Scripts read steps by their stable names (nextdeploy.steps), on stderr and in the result.
+    assert "start-live" in [step["name"] for step in started.json()["steps"]], started.json()
+    assert f"ok  [start-live] start the live release {live} (" in started.stderr, started.stderr
     assert site.get()[2]["x-nextdeploy-release"] == live
     assert [w["release"] for w in site.nextdeploy("status", "--json").json()["workers"]] == [live, live]
     again = site.nextdeploy("start")

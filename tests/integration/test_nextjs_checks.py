@@ -6,12 +6,14 @@ switch, under bounded load, with zero failed requests.
   such a path to a route trace, as a compromised build step could (``mode = "traced"``, the mode that would
   copy it); the file outside must not be copied anywhere;
 - a page that answers 500 while /api/health is fine (variant ``page-throws``): rejected with
-  ``[health] smoke = ["/"]``, and - the control - accepted without smoke routes.
+  ``[health] smoke = ["/"]``, and - the control - accepted without smoke routes, its build output also holding
+  a traced pnpm link left dangling (issue 20, item 3: not a missing file).
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -34,6 +36,19 @@ const path = require("path");
 const trace = path.join(__dirname, ".next/server/app/page.js.nft.json");
 const data = JSON.parse(fs.readFileSync(trace, "utf8"));
 data.files.push(path.relative(path.dirname(trace), process.env.OUTSIDE_FILE));
+fs.writeFileSync(trace, JSON.stringify(data));
+"""
+
+INJECT_DANGLING = """
+// Test-only: a hoisted pnpm link that standalone keeps without its package (the server never loads it),
+// traced as module resolution passed it.
+const fs = require("fs");
+const path = require("path");
+fs.symlinkSync("../ghost@1.0.0/node_modules/ghost",
+               path.join(__dirname, ".next/standalone/node_modules/.pnpm/node_modules/ghost"));
+const trace = path.join(__dirname, ".next/next-server.js.nft.json");
+const data = JSON.parse(fs.readFileSync(trace, "utf8"));
+data.files.push("../node_modules/.pnpm/node_modules/ghost");
 fs.writeFileSync(trace, JSON.stringify(data));
 """
 
@@ -85,10 +100,14 @@ def test_broken_releases_are_rejected_before_the_switch(site: Site) -> None:
     failed = [e for e in site.log_events() if e["event"] == "failed"]
     assert len(failed) == 3 and all(not (site.root / "releases" / e["release"]).exists() for e in failed[:2])
 
-    # The control: the same page-throws release passes without smoke routes (the health route is fine).
-    site.write_config()
+    # The control: the same page-throws release passes without smoke routes (the health route is fine), and
+    # with a traced link its build output leaves dangling.
+    (site.app_dir / "inject-dangling.js").write_text(INJECT_DANGLING)
+    site.write_config(app={"build_command": "pnpm run build && node inject-dangling.js"})
     passed = site.deploy()
     assert passed.code == 0, passed.output
+    assert os.readlink(site.root / "current" / "node_modules/.pnpm/node_modules/ghost") == (
+        "../ghost@1.0.0/node_modules/ghost")
     assert site.current() != live
     assert site.get("/")[0] == 500
     manifest = json.loads((site.root / "releases" / str(site.current()) / ".nextdeploy" / "manifest.json")

@@ -83,8 +83,14 @@ def test_old_tabs_keep_their_assets_within_the_window_and_lose_them_after(site: 
     assert total > 100 and shared / total > 0.9, (shared, total)
     assert shared_files(site.root / "releases" / a, site.root / "releases" / b, ".next/server") == (0, total_files(
         site.root / "releases" / b / ".next" / "server"))
+    # Issue 20: so are its unchanged public files (Next only reads them); a changed one is the new release's own.
+    assert shared_files(site.root / "releases" / a, site.root / "releases" / b, "public") == (1, 1)
+    (site.app_dir / "public" / "hello.txt").write_text("changed in v3\n")
 
     c = deploy(site, "v3")
+    assert shared_files(site.root / "releases" / b, site.root / "releases" / c, "public") == (0, 1)
+    assert site.get("/hello.txt")[1] == "changed in v3\n"
+    assert (site.root / "releases" / b / "public" / "hello.txt").read_text() != "changed in v3\n"
     urls_b = asset_urls(page_b)
     # K=2: C serves B's assets, A has left the window.
     assert set(statuses(site, urls_b).values()) == {200}

@@ -114,6 +114,12 @@ def test_dry_run_prints_the_plan_and_changes_nothing(site: Site) -> None:
                      "pm2 start", "launcher.cjs", "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY=***",
                      "stays healthy for 4 s", "Node against next's engines"):
         assert expected in result.stdout, expected
+    # Issue 20: the commands that really run: pm2 with its PM2_HOME, the binaries found, no `cp --exclude`.
+    tools = REPO / ".tools" / "node_modules" / ".bin"
+    assert f"PM2_HOME={site.pm2_home} {tools}/pm2 start " in result.stdout, result.stdout
+    assert f"{tools}/pnpm install --frozen-lockfile" in result.stdout, result.stdout
+    assert "rsync -a --exclude=node_modules" in result.stdout and "cp -a --exclude" not in result.stdout
+    assert "npm install --prefix" not in result.stdout  # pnpm and pm2 are found: nothing to install first
     assert not site.root.exists()
 
 
@@ -199,6 +205,28 @@ def test_bad_inputs_fail_clearly_and_change_nothing_live(site: Site) -> None:
 def _run(site: Site) -> tuple[int, str]:
     result = site.nextdeploy("deploy")
     return result.code, result.output
+
+
+def test_a_failed_install_or_build_step_says_failed(site: Site) -> None:
+    """Issue 20, item 7: the failed step's progress line says FAILED, never ``ok`` (no Next.js build here)."""
+    package = json.loads((site.app_dir / "package.json").read_text())
+    package["dependencies"]["left-pad"] = "1.3.0"  # not in the lockfile: the frozen install fails
+    (site.app_dir / "package.json").write_text(json.dumps(package))
+    result = site.deploy()
+    assert result.code == ExitCode.BUILD_FAILED, result.output
+    failed_install = r"^FAILED install dependencies \(pnpm [0-9.]+, frozen lockfile\) \("
+    assert re.search(failed_install, result.stdout, re.M), result.output
+    assert not re.search(r"^ok +install dependencies", result.stdout, re.M), result.output
+
+    site.set_version("v1")
+    shutil.copyfile(REPO / "examples" / "hello" / "package.json", site.app_dir / "package.json")
+    site.write_config(app={"build_command": "echo broken on purpose; exit 3"})
+    result = site.deploy()
+    assert result.code == ExitCode.BUILD_FAILED, result.output
+    assert re.search(r"^ok +install dependencies", result.stdout, re.M), result.output
+    assert re.search(r"^FAILED build the app \(next build\) \(", result.stdout, re.M), result.output
+    assert not re.search(r"^ok +build the app", result.stdout, re.M), result.output
+    assert "broken on purpose" in result.output
 
 
 def test_build_killed_mid_copy_leaves_an_unfinished_release_that_the_next_run_cleans(site: Site) -> None:

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nextdeploy.cli import demo_cmd
-from nextdeploy.cli.main import main
-from nextdeploy.errors import ExitCode
-
-
-def test_without_aiohttp_the_demo_fails_with_one_line_naming_the_extra(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    real_find_spec = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "aiohttp" else real_find_spec(name, *args)
-
-    monkeypatch.setattr(demo_cmd.importlib.util, "find_spec", find_spec)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--dir", str(tmp_path / "demo")])
-    assert exit_info.value.code == ExitCode.TOOL_MISSING
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == ["error: the demo needs aiohttp to send load, and it is not installed "
-                     "(fix: pip install 'nextdeploy[load]')"]
-    assert not (tmp_path / "demo").exists()
 
 
 def test_prepare_dir_marks_a_new_dir_and_reuses_only_its_own(tmp_path: Path) -> None:
@@ -52,3 +30,14 @@ def test_the_bench_target_config_passes_reload_at_once_on(tmp_path: Path) -> Non
 
     assert load_config(Target(tmp_path / "a").config_path).server.reload_at_once == 2  # nextdeploy's default
     assert load_config(Target(tmp_path / "b", reload_at_once=1).config_path).server.reload_at_once == 1
+
+
+def test_the_demo_shows_how_steps_ended_by_their_titles() -> None:
+    assert demo_cmd.step_outcome("ok  [build] build the app (next build) (3.0 s)") == \
+        "ok  build the app (next build) (3.0 s)"
+    assert demo_cmd.step_outcome("FAILED [held] preflight: new workers (4 s window) (1.0 s)") == \
+        "FAILED preflight: new workers (4 s window) (1.0 s)"
+    error = "error: the release crashed (fix: see `nextdeploy logs`)"
+    assert demo_cmd.step_outcome(error) == error
+    assert demo_cmd.step_outcome("... [build] build the app (next build)") is None
+    assert demo_cmd.step_outcome("release 20261121-070058-556-fc4f") is None

@@ -23,9 +23,12 @@ from nextdeploy.benchkit.measure import (
     parse_steps,
     pooled_percentile,
     release_of,
+    stability_window,
+    step_started,
     timeline,
 )
 from nextdeploy.loadgen import RequestRecord, percentile
+from nextdeploy.steps import StepName
 
 
 def rec(start: float, latency: float = 0.01, status: int | None = 200, error: str | None = None,
@@ -35,12 +38,12 @@ def rec(start: float, latency: float = 0.01, status: int | None = 200, error: st
 
 LINES = [
     (10.0, "release 20261121-070058-556-fc4f"),
-    (10.1, "... export source"),
-    (10.2, "ok  export source (0.1 s)"),
-    (10.2, "... build the app (next build)"),
-    (13.2, "ok  build the app (next build) (3.0 s)"),
-    (13.3, "... preflight: health gate on a private port (4 s window)"),
-    (14.0, "FAILED preflight: health gate on a private port (4 s window) (0.7 s)"),
+    (10.1, "... [export] export source"),
+    (10.2, "ok  [export] export source (0.1 s)"),
+    (10.2, "... [build] build the app (next build)"),
+    (13.2, "ok  [build] build the app (next build) (3.0 s)"),
+    (13.3, "... [preflight] preflight: health gate on a private port (4 s window)"),
+    (14.0, "FAILED [preflight] preflight: health gate on a private port (4 s window) (0.7 s)"),
     (14.1, "error: the new release exited with code 1 (fix: ...)"),
     (14.2, "... never ends"),
 ]
@@ -48,22 +51,34 @@ LINES = [
 
 def test_parse_steps_pairs_start_and_end_lines() -> None:
     steps = parse_steps(LINES)
-    assert [step.name for step in steps] == [
+    assert [step.name for step in steps] == ["export", "build", "preflight", None]
+    assert [step.title for step in steps] == [
         "export source", "build the app (next build)", "preflight: health gate on a private port (4 s window)",
         "never ends",
     ]
-    build = find_step(steps, "build the app")
+    build = find_step(steps, StepName.BUILD)
     assert build is not None and build.start == 10.2 and build.end == 13.2 and build.ok
     assert build.seconds == pytest.approx(3.0)
-    preflight = find_step(steps, "preflight")
+    preflight = find_step(steps, (StepName.HELD, StepName.PREFLIGHT))
     assert preflight is not None and preflight.ok is False
-    unfinished = find_step(steps, "never ends")
-    assert unfinished is not None and unfinished.end is None and unfinished.seconds is None
+    unfinished = steps[-1]
+    assert unfinished.title == "never ends" and unfinished.end is None and unfinished.seconds is None
+    assert stability_window(steps, 4.0) == 4.0 and stability_window(steps[:2], 4.0) is None
+
+
+def test_steps_are_found_by_name_whatever_their_title_says() -> None:
+    steps = parse_steps([(1.0, "... [verify] check the workers again"), (2.0, "ok  [verify] check the workers again"
+                                                                              " (1.0 s)"),
+                         (3.0, "... verify every worker runs the new release")])  # untagged: no name
+    found = find_step(steps, StepName.VERIFY, last=True)
+    assert found is not None and found.title == "check the workers again" and found.end == 2.0
+    assert step_started("... [reload] reload workers") == "reload" and step_started("... reload workers") is None
+    assert step_started("ok  [reload] reload workers (1.0 s)") is None
 
 
 def test_an_end_line_without_its_start_uses_the_reported_duration() -> None:
-    steps = parse_steps([(5.0, "ok  pm2 save (0.5 s)")])
-    assert steps[0].start == pytest.approx(4.5) and steps[0].end == 5.0
+    steps = parse_steps([(5.0, "ok  [save] pm2 save (0.5 s)")])
+    assert steps[0].start == pytest.approx(4.5) and steps[0].end == 5.0 and steps[0].name == "save"
 
 
 def test_release_of_finds_the_announced_id() -> None:

@@ -12,28 +12,29 @@ from nextdeploy.benchkit import report
 from nextdeploy.benchkit.commands import CommandRecord
 from nextdeploy.benchkit.engine import NEXTDEPLOY, SEED, Action, LoadSpec, Mark, Run
 from nextdeploy.loadgen import LoadResult, RequestRecord
+from nextdeploy.steps import StepName, tagged
 
 T0 = 1000.0  # time.monotonic() when the load started
 
 
-def command(start: float, steps: list[tuple[str, float, float]], exit_code: int = 0,
+def command(start: float, steps: list[tuple[StepName | None, str, float, float]], exit_code: int = 0,
             release: str = "R2") -> CommandRecord:
-    """A finished command whose steps ran at the given load times."""
+    """A finished command whose steps ran at the given load times (progress lines as ``--json`` prints them)."""
     lines = [(T0 + start, f"release {release}")]
-    for name, begin, end in steps:
-        lines.append((T0 + begin, f"... {name}"))
-        lines.append((T0 + end, f"ok  {name} ({end - begin:.1f} s)"))
-    return CommandRecord(["nextdeploy", "deploy"], T0 + start, T0 + steps[-1][2] + 0.2, exit_code, lines=lines)
+    for name, title, begin, end in steps:
+        lines.append((T0 + begin, f"... {tagged(name, title)}"))
+        lines.append((T0 + end, f"ok  {tagged(name, title)} ({end - begin:.1f} s)"))
+    return CommandRecord(["nextdeploy", "deploy"], T0 + start, T0 + steps[-1][3] + 0.2, exit_code, lines=lines)
 
 
-GOOD_STEPS = [
-    ("export source", 4.1, 4.2),
-    ("build the app (next build)", 4.2, 7.2),
-    ("preflight: health gate on a private port (4 s window)", 7.5, 12.0),
-    ("switch current -> R2", 12.5, 12.5),
-    ("reload workers one by one", 12.5, 16.0),
-    ("verify every worker runs the new release", 16.0, 18.0),
-    ("pm2 save (restore this release on reboot)", 18.0, 18.3),
+GOOD_STEPS: list[tuple[StepName | None, str, float, float]] = [
+    (StepName.EXPORT, "export source", 4.1, 4.2),
+    (StepName.BUILD, "build the app (next build)", 4.2, 7.2),
+    (StepName.PREFLIGHT, "preflight: health gate on a private port (4 s window)", 7.5, 12.0),
+    (StepName.SWITCH, "switch current -> R2", 12.5, 12.5),
+    (StepName.RELOAD, "reload workers one by one", 12.5, 16.0),
+    (StepName.VERIFY, "verify every worker runs the new release", 16.0, 18.0),
+    (None, "pm2 save (restore this release on reboot)", 18.0, 18.3),
 ]
 
 
@@ -50,7 +51,7 @@ def good_run() -> Run:
                     serving_after="R2", health_after=200, page_after=200)
     run = Run(NEXTDEPLOY, "good", 1, loads={"keepalive": load(records)},
               specs=[LoadSpec("keepalive", "keepalive", 100)], actions=[action], versions={"R1": "v1", "R2": "v2"},
-              load_started=T0, load_stopped=T0 + 22.0)
+              load_started=T0, load_stopped=T0 + 22.0, stability_window=4.0)
     return run
 
 
@@ -63,7 +64,7 @@ def test_figures_of_a_good_run() -> None:
     assert action["build_s"] == pytest.approx(3.0)
     assert action["activation_s"] == pytest.approx(5.5)  # switch 12.5 -> verify end 18.0
     assert action["overhead_s"] == pytest.approx(action["deploy_s"] - 3.0)
-    assert action["stability_window_s"] == 4.0  # from the preflight step's name
+    assert action["stability_window_s"] == 4.0  # the config's window, as the deploy ran a preflight
     assert action["overhead_beyond_window_s"] == pytest.approx(action["overhead_s"] - 4.0)
     assert action["gaps"][0] == {"after": "start of the command", "seconds": pytest.approx(0.1)}
     figures = data["figures"]["keepalive"]
@@ -94,9 +95,9 @@ def test_end_states_and_the_contract() -> None:
     rejected = Action("deploy", "deploy v2", command(4.0, GOOD_STEPS[:3], exit_code=9), "R1", "R2",
                       serving_after="R1", health_after=200, page_after=200)
     assert report.end_state(rejected, versions) == "rejected; v1 kept"
-    rolled = Action("deploy", "deploy v2", command(4.0, [*GOOD_STEPS[:4], ("roll back to R1 (newest other release "
-                    "by mtime)", 80.0, 81.0)], exit_code=1), "R1", "R2", serving_after="R1", health_after=200,
-                    page_after=200)
+    rolled = Action("deploy", "deploy v2", command(4.0, [*GOOD_STEPS[:4], (StepName.ROLLBACK, "roll back to R1 "
+                    "(newest other release by mtime)", 80.0, 81.0)], exit_code=1), "R1", "R2", serving_after="R1",
+                    health_after=200, page_after=200)
     assert report.end_state(rolled, versions) == "rolled back to v1"
     down = Action("deploy", "deploy v2", command(4.0, GOOD_STEPS), "R1", "R2", health_after=None, page_after=502)
     assert report.end_state(down, versions) == "DOWN (health no answer); / answers 502"

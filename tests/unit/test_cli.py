@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from nextdeploy import __version__
 from nextdeploy.cli.main import cli, main
 from nextdeploy.errors import ExitCode
+from nextdeploy.releaselog import ReleaseLog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,3 +115,62 @@ def test_releases_on_an_empty_root(capsys: pytest.CaptureFixture[str], tmp_path:
     config.write_text('[app]\nname = "x"\nsource = "app"\n[server]\nroot = "root"\n')
     code, out, _ = run(capsys, "releases", "-c", str(config), "--json")
     assert code == 0 and out.strip() == "[]"
+
+
+@pytest.mark.parametrize("target", ["", "  "])
+def test_an_empty_rollback_target_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                   target: str) -> None:
+    # `rollback --to "$ID"` with ID unset rolled back to the previous release, exit 0.
+    code, _, err = run(capsys, "rollback", "--to", target, "-c", str(tmp_path / "nope.toml"))
+    assert code == ExitCode.USAGE and "Invalid value for '--to': is empty" in err, err
+
+
+@pytest.mark.parametrize("command", ["deploy", "rollback", "start", "stop"])
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-inf", "1e999", "-1"])
+def test_lock_timeouts_must_be_finite_and_not_negative(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       command: str, seconds: str) -> None:
+    # `--lock-timeout nan` was accepted and waited forever (nan < 0 is false).
+    code, _, err = run(capsys, command, "--lock-timeout", seconds, "-c", str(tmp_path / "nope.toml"))
+    assert code == ExitCode.USAGE and "Invalid value for '--lock-timeout'" in err, err
+
+
+@pytest.mark.parametrize("args", [("logs", "-n", "-1"), ("demo", "--rate", "nan")])
+def test_other_numbers_out_of_range(capsys: pytest.CaptureFixture[str], tmp_path: Path, args: tuple[str, ...]) -> None:
+    # Before: the demo ran with a rate of nan (in tmp_path: --dir).
+    code, _, err = run(capsys, *args, *(("--dir", str(tmp_path / "demo")) if args[0] == "demo" else ()))
+    assert code == ExitCode.USAGE and "Invalid value for" in err, err
+
+
+def test_dry_run_never_shows_env_values(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "app"\nbuild_env = { API_TOKEN = "build-secret-1" }\n'
+                      '[server]\nroot = "root"\nenv = { DB_PASSWORD = "run-secret-2" }\n')
+    for args in (("deploy", "--dry-run"), ("deploy", "--dry-run", "--json")):
+        code, out, err = run(capsys, *args, "-c", str(config))
+        assert code == 0, err
+        assert "secret" not in out + err, out
+        assert out.count("API_TOKEN=***") == 2 and out.count("DB_PASSWORD=***") == 1, out  # install, build; preflight
+    assert not (tmp_path / "root").exists()
+
+
+def test_releases_tells_the_live_release_from_earlier_good_ones(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path) -> None:
+    # Issue 20: the old and the live release were both listed as "active".
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "app"\n[server]\nroot = "root"\n')
+    (tmp_path / "root" / "releases" / "r2").mkdir(parents=True)
+    (tmp_path / "root" / "current").symlink_to("releases/r2")
+    log = ReleaseLog(tmp_path / "root" / "releases.jsonl")
+    for release in ("r1", "r2"):
+        log.append("built", release)
+        log.append("activated", release)
+    log.append("built", "r3")
+    code, out, _ = run(capsys, "releases", "-c", str(config))
+    cells = [[cell.strip() for cell in line.split("\u2502")[1:-1]] for line in out.splitlines()
+             if line.startswith("\u2502")]  # the table's rows: "│ * │ r2 │ live │ ..."
+    assert code == 0 and "active" not in out, out
+    assert [row[:3] for row in cells] == [["", "r1", "good"], ["*", "r2", "live"], ["", "r3", "ready"]], out
+    code, out, _ = run(capsys, "releases", "-c", str(config), "--json")
+    assert [(row["status"], row["current"]) for row in json.loads(out)] == [
+        ("active", False), ("active", True), ("ready", False)]

@@ -110,5 +110,6 @@ def test_a_cache_that_cannot_be_moved_in_means_a_fresh_install(tmp_path: Path) -
     (source / "packages" / "ui").write_text("a file where the package dir should be")  # the last move fails
     assert not _take_dependencies(ctx, SourceLayout(source), "K")
     assert any("could not reuse the cached node_modules" in line for line in printed), printed
+    assert printed[-1].startswith("FAILED install dependencies: unchanged, reusing"), printed  # not "ok"
     assert not (source / "node_modules").exists() and not (source / "apps" / "web" / "node_modules").exists()
     assert deps.cached_dirs(ctx.paths.deps_cache_dir, "K") is None  # and the void cache is never used

@@ -17,12 +17,14 @@ import pytest
 
 from nextdeploy import pm2rpc
 from nextdeploy.errors import HostPathError, ToolMissingError
-from nextdeploy.executor import DryRunExecutor, LocalExecutor, switch_symlink
+from nextdeploy.executor import DryRunExecutor, LocalExecutor, processes_marked, switch_symlink
 from nextdeploy.ops import (
     CopyFile,
     CopyTree,
     DeleteWorkers,
+    MakeDirs,
     MoveTree,
+    PrivateFile,
     ReloadWorkers,
     Run,
     SpawnWorkers,
@@ -109,9 +111,62 @@ def test_move_link_from_shows_in_dry_run(tmp_path: Path) -> None:
     assert line.startswith("mv ") and "hard-linked" in line
 
 
+def test_copy_tree_links_files_identical_in_the_earlier_copy(tmp_path: Path) -> None:
+    # Issue 20: `public` was copied into every release, 17 MB each for a real app, though unchanged.
+    live, source, dst = tmp_path / "live" / "public", tmp_path / "src" / "public", tmp_path / "new" / "public"
+    for tree, changed in ((live, "old"), (source, "new")):
+        (tree / "img").mkdir(parents=True)
+        (tree / "img" / "logo.svg").write_text("<svg/>")
+        (tree / "notes.txt").write_text(changed)
+        (tree / "link.svg").symlink_to("img/logo.svg")
+    (source / "added.txt").write_text("added")
+    LocalExecutor().apply(CopyTree(source, dst, link_from=live))
+    assert os.path.samefile(dst / "img" / "logo.svg", live / "img" / "logo.svg")
+    assert not os.path.samefile(dst / "notes.txt", live / "notes.txt") and (dst / "notes.txt").read_text() == "new"
+    assert (dst / "added.txt").read_text() == "added" and os.readlink(dst / "link.svg") == "img/logo.svg"
+    assert (live / "notes.txt").read_text() == "old"
+    # Without an earlier copy (a first deploy), or when it has no such file, every file is its own.
+    LocalExecutor().apply(CopyTree(source, tmp_path / "first"))
+    assert not os.path.samefile(tmp_path / "first" / "img" / "logo.svg", live / "img" / "logo.svg")
+
+
+def test_copy_tree_renders_what_really_happens() -> None:
+    # cp has no --exclude: a copy that skips names renders as the rsync line that does the same.
+    assert CopyTree(Path("/repo"), Path("/b/src"), ignore=("node_modules", ".next")).render() == (
+        "rsync -a --exclude=node_modules --exclude=.next /repo/ /b/src/")
+    assert CopyTree(Path("/b/public"), Path("/r/public"), link_from=Path("/live/public")).render() == (
+        "cp -a /b/public/. /r/public/  # files identical in /live/public are hard-linked")
+
+
 def test_write_file_mode(tmp_path: Path) -> None:
     LocalExecutor().apply(WriteFile(tmp_path / "k", "secret", mode=0o600))
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+
+
+def test_logs_are_private(tmp_path: Path) -> None:
+    """What a build or a server prints may hold secrets: logs are 0600 in a 0700 directory (they were 0644
+    in a 0755 logs/), whatever the umask, and an older world-readable log is made private too."""
+    old_umask = os.umask(0o022)
+    try:
+        logs = tmp_path / "logs"
+        log = logs / "build-1.log"
+        result = LocalExecutor().apply(Run(("sh", "-c", "echo built"), env={"TOKEN": "s3cret"}, log_file=log,
+                                           secret_env=frozenset({"TOKEN"})))
+        assert result.ok
+        assert (logs.stat().st_mode & 0o777, log.stat().st_mode & 0o777) == (0o700, 0o600)
+        assert log.read_text().splitlines() == [f"$ TOKEN=*** sh -c 'echo built' >> {log} 2>&1", "built"]
+        logs.chmod(0o755)
+        pm2_log = logs / "pm2-app.out.log"
+        pm2_log.write_text("kept\n")
+        pm2_log.chmod(0o644)
+        LocalExecutor().apply_all([MakeDirs(logs, mode=0o700), PrivateFile(pm2_log), PrivateFile(logs / "new.log")])
+        assert logs.stat().st_mode & 0o777 == 0o700
+        assert pm2_log.read_text() == "kept\n" and pm2_log.stat().st_mode & 0o777 == 0o600  # never truncated
+        assert (logs / "new.log").stat().st_mode & 0o777 == 0o600
+        assert PrivateFile(logs / "a b").render() == f"touch '{logs}/a b' && chmod 600 '{logs}/a b'"
+        assert MakeDirs(logs, mode=0o700).render() == f"mkdir -p {logs} && chmod 700 {logs}"
+    finally:
+        os.umask(old_umask)
 
 
 def test_run_missing_tool_is_a_clear_error() -> None:
@@ -433,3 +488,23 @@ def test_stop_processes_interrupts_then_kills_what_stays(tmp_path: Path) -> None
             process.kill()
             process.wait()
     assert StopProcesses((1, 2), 10).render() == "kill -INT 1 2; sleep 10; kill -KILL 1 2  # what is left of them"
+
+
+def test_processes_marked_finds_a_process_and_its_children_by_their_env(tmp_path: Path) -> None:
+    marker = {"NEXTDEPLOY_PREFLIGHT_FOR": str(tmp_path / "a root")}
+    marked = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], env={**os.environ, **marker}, cwd="/",
+                              start_new_session=True)
+    other = subprocess.Popen(["sleep", "30"], env={**os.environ, "NEXTDEPLOY_PREFLIGHT_FOR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 5
+        found: list[int] = []
+        while len(found) < 2 and time.monotonic() < deadline:
+            found = processes_marked("NEXTDEPLOY_PREFLIGHT_FOR", str(tmp_path / "a root"))
+            time.sleep(0.02)
+        assert marked.pid in found and len(found) == 2  # the shell and its sleep, wherever they work
+        assert other.pid not in found
+    finally:
+        os.killpg(marked.pid, signal.SIGKILL)
+        other.kill()
+        marked.wait()
+        other.wait()

@@ -20,6 +20,8 @@ from nextdeploy.nextjs.envcheck import (
     imports_next_image,
     next_engines,
     node_engine_problem,
+    revalidates,
+    revalidates_in_source,
     runtime_node_problem,
     uses_next_image,
 )
@@ -124,7 +126,48 @@ def test_isr_warning_only_with_several_instances_and_per_process_caches() -> Non
     memory = isr_warning({**shared, "cacheMaxMemorySize": 1000}, ISR_PAGES, instances=4)
     assert memory and "cacheMaxMemorySize is 1000" in memory
     assert uses_isr({"cacheComponents": True}, NO_ISR)
-    assert uses_isr({}, {"routes": {}, "dynamicRoutes": {"/blog/[slug]": {}}})
+    assert uses_isr({}, {"routes": {}, "dynamicRoutes": {"/blog/[slug]": {"fallbackRevalidate": 300}}})
+
+
+STATIC_PAGES = {"routes": {"/about": {"initialRevalidateSeconds": False}, "/blog/first": {
+    "initialRevalidateSeconds": False, "srcRoute": "/blog/[slug]"}, "/_not-found": {}},
+    "dynamicRoutes": {"/blog/[slug]": {"fallback": False, "fallbackRevalidate": False}}}
+
+
+def test_no_isr_warning_for_pages_prerendered_once_and_never_revalidated() -> None:
+    # Issue 20: the warning printed on every deploy of an app whose prerendered pages never change.
+    default = {"cacheHandler": None, "cacheHandlers": {}, "cacheMaxMemorySize": 52428800}
+    assert isr_warning(default, STATIC_PAGES, instances=2) is None
+    # ... unless its source revalidates them (on demand) or caches fetches for a time.
+    warning = isr_warning(default, STATIC_PAGES, instances=2, revalidates_in_source=lambda: True)
+    assert warning and "per process" in warning
+    asked: list[bool] = []
+    assert isr_warning(default, ISR_PAGES, instances=2, revalidates_in_source=lambda: asked.append(True) or True)
+    assert asked == []  # the build told: the source is not read
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('import { revalidatePath } from "next/cache";\nrevalidatePath("/blog");', True),
+    ("await revalidateTag ('posts', 'max')", True),
+    ("updateTag(`user-${id}`)", True),
+    ("await res.revalidate('/blog/' + slug)", True),
+    ("fetch(url, { next: { revalidate: 3600 } })", True),
+    ("export const revalidate = false; fetch(url, { next: { revalidate: 0 } })", False),
+    ("// nothing here about caching", False),
+])
+def test_revalidates(text: str, expected: bool) -> None:
+    assert revalidates(text) is expected
+
+
+def test_revalidates_in_source_skips_dependencies(tmp_path: Path) -> None:
+    (tmp_path / "node_modules" / "next").mkdir(parents=True)
+    dependency = tmp_path / "node_modules" / "next" / "cache.js"
+    dependency.write_text("export function revalidatePath() {}\nrevalidatePath(p)")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "page.tsx").write_text("export default function Page() { return null }")
+    assert not revalidates_in_source(tmp_path)
+    (tmp_path / "app" / "actions.ts").write_text('"use server";\nexport async function save() { revalidatePath("/") }')
+    assert revalidates_in_source(tmp_path)
 
 
 def test_image_cache_link_ops(tmp_path: Path) -> None:

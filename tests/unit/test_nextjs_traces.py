@@ -295,3 +295,61 @@ def test_extra_server_trace_is_cached_per_lockfile(tmp_path: Path, monkeypatch: 
     assert traced.ensure_server_entries_trace("node", build, cache, lockfile) is False
     assert traced.ensure_server_entries_trace("node", build, cache, None) is False  # no lockfile: no cache
     assert len(calls) == 4
+
+
+def _release_with_links(tmp_path: Path, links: dict[str, str]) -> tuple[BuildOutput, ReleaseLayout]:
+    """The fake build with extra links in its pnpm layout, each traced as resolution passed it (a ``files``
+    entry and a ``symlinks`` pair), assembled into a release the way traced mode (and standalone) copies
+    links: as links, whatever they point at."""
+    _, build = fake_build(tmp_path)
+    trace_file = build.next_dir / "next-server.js.nft.json"
+    data = json.loads(trace_file.read_text())
+    for link, target in links.items():
+        (build.tracing_root / link).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, build.tracing_root / link)
+        data["symlinks"].append([len(data["files"]), target])
+        data["files"].append(f"../{link}")
+    trace_file.write_text(json.dumps(data))
+    layout = ReleaseLayout(tmp_path / "release")
+    from nextdeploy.executor import LocalExecutor
+    (tmp_path / "launcher.cjs").write_text("// launcher")
+    traces = read_traces(build.next_dir, build.tracing_root)
+    LocalExecutor().apply_all(traced_release_ops(build, traces, layout, tmp_path / "launcher.cjs"))
+    return build, layout
+
+
+HOISTED = "node_modules/.pnpm/node_modules/semver"
+
+
+def test_a_hoisted_link_left_dangling_is_not_a_missing_file(tmp_path: Path) -> None:
+    # pnpm hoists every package into node_modules/.pnpm/node_modules; standalone keeps the traced link but
+    # not the package behind it when the server never loads a file of it. That release serves.
+    build, layout = _release_with_links(tmp_path, {HOISTED: "../semver@7.6.0/node_modules/semver"})
+    assert os.path.islink(layout.release_dir / HOISTED)
+    assert not os.path.exists(layout.release_dir / HOISTED)
+    check_traced_files(build, read_traces(build.next_dir, build.tracing_root), layout, set())
+
+
+def test_a_traced_file_behind_a_dangling_link_is_missing(tmp_path: Path) -> None:
+    build, layout = _release_with_links(tmp_path, {HOISTED: "../semver@7.6.0/node_modules/semver"})
+    traces = read_traces(build.next_dir, build.tracing_root)
+    traces.files.add(f"{HOISTED}/index.js")  # a file the server loads through the link: it must be there
+    with pytest.raises(ReleaseError) as raised:
+        check_traced_files(build, traces, layout, set())
+    assert raised.value.details == [f"  {HOISTED}/index.js"]
+
+
+def test_a_traced_link_leading_out_of_the_release_is_refused(tmp_path: Path) -> None:
+    # Standalone copies a link as written: an absolute one into the build host (a workspace package linked
+    # by absolute path) leaves the release, existing or not. Refused whether or not its target exists.
+    (tmp_path / "outside").mkdir()
+    build, layout = _release_with_links(tmp_path, {"node_modules/.pnpm/node_modules/a": "../a@1/node_modules/a",
+                                                   "node_modules/.pnpm/node_modules/b": "../b@1/node_modules/b"})
+    for name, target in (("a", tmp_path / "outside"), ("b", tmp_path / "gone")):
+        (layout.release_dir / "node_modules/.pnpm/node_modules" / name).unlink()
+        os.symlink(str(target), layout.release_dir / "node_modules/.pnpm/node_modules" / name)
+    with pytest.raises(ReleaseError) as raised:
+        check_traced_files(build, read_traces(build.next_dir, build.tracing_root), layout, set())
+    assert raised.value.message == "2 traced link(s) of the release lead outside it"
+    assert raised.value.details == [f"  node_modules/.pnpm/node_modules/a -> {tmp_path / 'outside'}",
+                                    f"  node_modules/.pnpm/node_modules/b -> {tmp_path / 'gone'}"]

@@ -10,5 +10,5 @@
     plot       timeline PNGs (matplotlib, optional: ``pip install 'nextdeploy[plot]'``)
     bench      the whole bench
 
-Needs aiohttp (``pip install 'nextdeploy[load]'``): importing ``engine`` imports the load generator.
+Importing ``engine`` imports the load generator (aiohttp, a core dependency).
 """

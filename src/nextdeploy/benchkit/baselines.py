@@ -38,6 +38,7 @@ from nextdeploy.ids import new_release_id
 from nextdeploy.ops import Run
 from nextdeploy.pm2 import parse_jlist
 from nextdeploy.probe import ProbeResult, http_get
+from nextdeploy.steps import StepName
 from nextdeploy.tools import require_tool
 from nextdeploy.ui import Reporter
 
@@ -166,19 +167,19 @@ def seed_deploy(ctx: Context, reporter: Reporter) -> int:
     reporter.info(f"release {release_id}")
     build_release(ctx, release_id)
     release_dir = paths.release_dir(release_id)
-    with reporter.step(f"switch current -> {release_id}"):
+    with reporter.step(f"switch current -> {release_id}", StepName.SWITCH):
         switch_current(paths.root, release_dir)
     if not pm2.is_listed():
-        with reporter.step("pm2 start server.js -i 2 (first start)"):
+        with reporter.step("pm2 start server.js -i 2 (first start)", StepName.START):
             pm2.start()
     else:
-        with reporter.step("pm2 reload --update-env --kill-timeout 5000"):
+        with reporter.step("pm2 reload --update-env --kill-timeout 5000", StepName.RELOAD):
             pm2.reload()
-    with reporter.step("pm2 save"):
+    with reporter.step("pm2 save", StepName.SAVE):
         pm2.save()
 
     port = config.server.port
-    with reporter.step(f"health check: up to {MAX_RETRIES} tries, {RETRY_INTERVAL:g} s apart"):
+    with reporter.step(f"health check: up to {MAX_RETRIES} tries, {RETRY_INTERVAL:g} s apart", StepName.VERIFY):
         roll_back, tries = seed_health_loop(
             lambda: seed_health_ok(http_get("127.0.0.1", port, "/api/health", PROBE_TIMEOUT)), time.sleep)
     reporter.info(f"health check: {tries} tr{'y' if tries == 1 else 'ies'}")
@@ -187,12 +188,12 @@ def seed_deploy(ctx: Context, reporter: Reporter) -> int:
         if previous is None:
             reporter.info("no release to roll back to")
             return 1
-        with reporter.step(f"roll back to {previous} (newest other release by mtime)"):
+        with reporter.step(f"roll back to {previous} (newest other release by mtime)", StepName.ROLLBACK):
             switch_current(paths.root, paths.release_dir(previous))
             pm2.reload(update_env=False)
         reporter.info(f"rolled back to {previous}")
         return 1
-    with reporter.step(f"move old releases away (keep {KEEP_RELEASES} newest by mtime)"):
+    with reporter.step(f"move old releases away (keep {KEEP_RELEASES} newest by mtime)", StepName.RETAIN):
         trash = trash_dir(paths.root)
         trash.mkdir(exist_ok=True)
         for name in older_than_newest_by_mtime(paths.releases_dir):
@@ -207,15 +208,15 @@ def pm2_restart_deploy(ctx: Context, reporter: Reporter) -> int:
     release_id = new_release_id()
     reporter.info(f"release {release_id}")
     build_release(ctx, release_id)
-    with reporter.step(f"switch current -> {release_id}"):
+    with reporter.step(f"switch current -> {release_id}", StepName.SWITCH):
         switch_current(paths.root, paths.release_dir(release_id))
     if not pm2.is_listed():
-        with reporter.step("pm2 start server.js -i 2 (first start)"):
+        with reporter.step("pm2 start server.js -i 2 (first start)", StepName.START):
             pm2.start()
     else:
-        with reporter.step("pm2 restart --update-env"):
+        with reporter.step("pm2 restart --update-env", StepName.RESTART):
             pm2.restart()
-    with reporter.step("pm2 save"):
+    with reporter.step("pm2 save", StepName.SAVE):
         pm2.save()
     return 0
 
@@ -230,7 +231,7 @@ def restore(ctx: Context, reporter: Reporter, release_id: str) -> int:
     fetching it back from the trash if the script's cleanup moved it there."""
     pm2 = PlainPm2(ctx.config, reporter)
     release_dir = ctx.paths.release_dir(release_id)
-    with reporter.step(f"restore {release_id}"):
+    with reporter.step(f"restore {release_id}", StepName.RESTORE):
         if not release_dir.is_dir():
             moved = sorted(trash_dir(ctx.paths.root).glob(f"{release_id}-*"))
             if not moved:

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nextdeploy.benchkit.commands import CommandRecord, LineHook, run_command
-from nextdeploy.benchkit.measure import DiskUsage, disk_usage
+from nextdeploy.benchkit.measure import DiskUsage, disk_usage, step_started
 from nextdeploy.benchkit.target import HEALTH_PATH, Target, python_argv
+from nextdeploy.config import load_config
 from nextdeploy.loadgen import BackgroundLoad, LoadResult, Mode
+from nextdeploy.steps import StepName
 
 DEPLOY_TIMEOUT = 240.0
 # After a command, what serves is looked at once health answers 200, or after this many seconds.
@@ -35,31 +37,31 @@ class Strategy:
     title: str
     deploy_args: tuple[str, ...]  # ``python -m`` arguments; ``-c <config>`` is appended
     rollback_args: tuple[str, ...] | None
-    activation_end: tuple[str, ...]  # step-name prefixes that end its activation (its own verification)
-    reload_step: tuple[str, ...]  # step-name prefixes of its reload/restart (where a worker gets killed)
+    activation_end: tuple[StepName, ...]  # the steps that end its activation (its own verification)
+    reload_step: tuple[StepName, ...]  # the steps of its reload/restart (where a worker gets killed)
 
 
 NEXTDEPLOY = Strategy(
     key="nextdeploy", title="nextdeploy",
     deploy_args=("nextdeploy", "deploy", "--json"),
     rollback_args=("nextdeploy", "rollback", "--json"),
-    activation_end=("verify every worker",),
+    activation_end=(StepName.VERIFY,),
     # The held cut-over replaces workers from its window's start: its new workers boot then.
-    reload_step=("reload workers", "start workers", "preflight: new workers"),
+    reload_step=(StepName.RELOAD, StepName.START, StepName.HELD),
 )
 SEED = Strategy(
     key="seed-script", title="seed script",
     deploy_args=("nextdeploy.benchkit.baselines", "seed"),
     rollback_args=None,
-    activation_end=("health check",),
-    reload_step=("pm2 reload", "pm2 start"),
+    activation_end=(StepName.VERIFY,),  # its health loop
+    reload_step=(StepName.RELOAD, StepName.START),
 )
 PM2_RESTART = Strategy(
     key="pm2-restart", title="pm2 restart",
     deploy_args=("nextdeploy.benchkit.baselines", "pm2-restart"),
     rollback_args=None,
-    activation_end=("pm2 restart", "pm2 start"),
-    reload_step=("pm2 restart", "pm2 start"),
+    activation_end=(StepName.RESTART, StepName.START),
+    reload_step=(StepName.RESTART, StepName.START),
 )
 STRATEGIES = {strategy.key: strategy for strategy in (NEXTDEPLOY, SEED, PM2_RESTART)}
 
@@ -121,6 +123,7 @@ class Run:
     load_stopped: float = 0.0
     notes: list[str] = field(default_factory=list)
     expect: str = "live"
+    stability_window: float | None = None  # the target's [health] stable_for (s)
 
     @property
     def label(self) -> str:
@@ -241,7 +244,8 @@ class Session:
     def run(self, scenario: Scenario, specs: Sequence[LoadSpec], rep: int = 1, pre: float = 4.0,
             post: float = 3.0) -> Run:
         """Run ``scenario`` under ``specs`` loads: steady window, actions, tail window."""
-        run = Run(self.strategy, scenario.name, rep, specs=list(specs), expect=scenario.expect)
+        run = Run(self.strategy, scenario.name, rep, specs=list(specs), expect=scenario.expect,
+                  stability_window=load_config(self.target.config_path).health.stable_for)
         repair = self.ensure_good()
         if repair:
             run.notes.append(repair)
@@ -329,17 +333,17 @@ class RunContext:
         self.target.pm2("kill", timeout=60)
         self.mark("PM2 daemon gone")
 
-    def count_from_step_end(self, action: Action, prefixes: Sequence[str]) -> None:
+    def count_from_step_end(self, action: Action, names: Sequence[StepName]) -> None:
         """Count failures only from the end of ``action``'s step (e.g. once the deploy started the app)."""
         for step in action.command.steps:
-            if step.name.startswith(tuple(prefixes)) and step.end is not None:
+            if step.name in names and step.end is not None:
                 self.run.counted_from = step.end
                 return
         self.run.counted_from = action.command.started
 
     def kill_worker_during_reload(self, delay: float = 1.0) -> LineHook:
         """A line hook: ``delay`` s after the reload step starts, SIGKILL one worker (an old one if any)."""
-        prefixes = tuple(f"... {prefix}" for prefix in self.session.strategy.reload_step)
+        names = self.session.strategy.reload_step
         fired = threading.Event()
 
         def kill_one() -> None:
@@ -361,7 +365,7 @@ class RunContext:
             self.mark(f"SIGKILL {which} worker pid {pid} ({self.session.versions.get(release or '', release)})")
 
         def hook(_: float, line: str) -> None:
-            if not fired.is_set() and line.startswith(prefixes):
+            if not fired.is_set() and step_started(line) in names:
                 fired.set()
                 threading.Thread(target=kill_one, daemon=True).start()
 

@@ -15,22 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nextdeploy.loadgen import RequestRecord, percentile
+from nextdeploy.steps import StepName, untag
 
-# The plain progress format of nextdeploy.ui.Reporter (used on stderr with --json).
-_STEP_START = re.compile(r"^\.\.\. (?P<name>.+)$")
-_STEP_END = re.compile(r"^(?P<mark>ok |FAILED) (?P<name>.+) \((?P<seconds>[0-9.]+) s\)$")
+# The progress format of nextdeploy.ui.Reporter with --json (on stderr): ``... [name] title`` when a step
+# starts, ``ok  [name] title (1.2 s)`` or ``FAILED [name] title (1.2 s)`` when it ends (nextdeploy.steps).
+_STEP_START = re.compile(r"^\.\.\. (?P<text>.+)$")
+_STEP_END = re.compile(r"^(?P<mark>ok |FAILED) (?P<text>.+) \((?P<seconds>[0-9.]+) s\)$")
 _RELEASE = re.compile(r"^release (?P<id>\S+)$")
 
-BUILD_STEP = "build the app (next build)"
-PREFLIGHT_STEP = "preflight:"
-_WINDOW = re.compile(r"\((\d+(?:\.\d+)?) s window\)")
+BUILD_STEP = StepName.BUILD
+# The stability window: the preflight on a private port, or the held cut-over's window under PM2.
+WINDOW_STEPS = (StepName.PREFLIGHT, StepName.HELD)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One named step of a deploy, timed by when its progress lines were read."""
+    """One step of a deploy, timed by when its progress lines were read: its stable name (None for an
+    untagged line) and its title."""
 
-    name: str
+    name: str | None
+    title: str
     start: float
     end: float | None = None
     ok: bool | None = None
@@ -41,37 +45,43 @@ class Step:
 
 
 def parse_steps(lines: Iterable[tuple[float, str]]) -> list[Step]:
-    """Steps from timestamped Reporter lines (``... name`` then ``ok  name (1.2 s)``), in start order."""
+    """Steps from timestamped Reporter lines (``... [name] title`` then ``ok  [name] title (1.2 s)``), in
+    start order."""
     open_steps: dict[str, float] = {}
     steps: list[Step] = []
     for stamp, raw in lines:
         line = raw.rstrip()
         ended = _STEP_END.match(line)
         if ended:
-            name = ended["name"]
-            start = open_steps.pop(name, stamp - float(ended["seconds"]))
-            steps.append(Step(name, start, stamp, ended["mark"] == "ok "))
+            text = ended["text"]
+            start = open_steps.pop(text, stamp - float(ended["seconds"]))
+            steps.append(Step(*untag(text), start, stamp, ended["mark"] == "ok "))
             continue
         started = _STEP_START.match(line)
         if started:
-            open_steps[started["name"]] = stamp
-    steps.extend(Step(name, start) for name, start in open_steps.items())
+            open_steps[started["text"]] = stamp
+    steps.extend(Step(*untag(text), start) for text, start in open_steps.items())
     return sorted(steps, key=lambda step: step.start)
 
 
-def find_step(steps: Sequence[Step], prefix: str | tuple[str, ...], last: bool = False) -> Step | None:
-    """The first (or last) step whose name starts with ``prefix`` (or one of them)."""
-    matching = [step for step in steps if step.name.startswith(prefix)]
+def step_started(line: str) -> str | None:
+    """The stable name of the step a progress line starts, if it is one (a live line hook's test)."""
+    started = _STEP_START.match(line.rstrip())
+    return untag(started["text"])[0] if started else None
+
+
+def find_step(steps: Sequence[Step], names: StepName | Iterable[StepName], last: bool = False) -> Step | None:
+    """The first (or last) step with that stable name (or one of them)."""
+    wanted = {names} if isinstance(names, StepName) else set(names)
+    matching = [step for step in steps if step.name in wanted]
     if not matching:
         return None
     return matching[-1] if last else matching[0]
 
 
-def stability_window(steps: Sequence[Step]) -> float | None:
-    """The preflight's stability window in seconds, read from its step name ("... (4 s window)")."""
-    preflight = find_step(steps, PREFLIGHT_STEP)
-    match = _WINDOW.search(preflight.name) if preflight else None
-    return float(match.group(1)) if match else None
+def stability_window(steps: Sequence[Step], window: float | None) -> float | None:
+    """The stability window (``window`` s, the config's ``[health] stable_for``) if the command waited one."""
+    return window if find_step(steps, WINDOW_STEPS) else None
 
 
 def release_of(lines: Iterable[tuple[float, str]]) -> str | None:

@@ -11,28 +11,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nextdeploy.steps import StepName
+
 BIN_SECONDS = 0.5
 PLOT_HINT = "pip install 'nextdeploy[plot]'"
 
-# (step-name prefix, colour, short label); the first match wins.
-_STEP_STYLES: tuple[tuple[str, str, str], ...] = (
-    ("export source", "#dddddd", ""),
-    ("install dependencies", "#dddddd", ""),
-    ("build the app", "#cccccc", "build"),
-    ("assemble", "#dddddd", ""),
-    ("preflight", "#f6d365", "preflight"),
-    ("switch current", "#9ecae1", ""),
-    ("switch traffic", "#6baed6", "cut-over"),
-    ("reload workers", "#6baed6", "reload"),
-    ("start workers", "#6baed6", "start"),
-    ("pm2 reload", "#6baed6", "pm2 reload"),
-    ("pm2 restart", "#6baed6", "pm2 restart"),
-    ("pm2 start", "#6baed6", "pm2 start"),
-    ("verify", "#c6a4e0", "verify"),
-    ("health check", "#c6a4e0", "health loop"),
-    ("roll back", "#fc9272", "roll back"),
-    ("recover", "#fc9272", "recover"),
-)
+# Stable step name (nextdeploy.steps) -> (colour, short label); steps not listed are not drawn.
+_STEP_STYLES: dict[str, tuple[str, str]] = {
+    StepName.EXPORT: ("#dddddd", ""),
+    StepName.INSTALL: ("#dddddd", ""),
+    StepName.BUILD: ("#cccccc", "build"),
+    StepName.ASSEMBLE: ("#dddddd", ""),
+    StepName.PREFLIGHT: ("#f6d365", "preflight"),
+    StepName.HELD: ("#f6d365", "preflight"),
+    StepName.SWITCH: ("#9ecae1", ""),
+    StepName.CUTOVER: ("#6baed6", "cut-over"),
+    StepName.RELOAD: ("#6baed6", "reload"),
+    StepName.START: ("#6baed6", "start"),
+    StepName.RESTART: ("#6baed6", "restart"),
+    StepName.VERIFY: ("#c6a4e0", "verify"),
+    StepName.ROLLBACK: ("#fc9272", "roll back"),
+    StepName.RECOVER: ("#fc9272", "recover"),
+}
 
 
 def plot_available() -> bool:
@@ -40,11 +40,8 @@ def plot_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _style(name: str) -> tuple[str, str] | None:
-    for prefix, colour, label in _STEP_STYLES:
-        if name.startswith(prefix):
-            return colour, label
-    return None
+def _style(name: str | None) -> tuple[str, str] | None:
+    return _STEP_STYLES.get(name) if name else None
 
 
 def _draw(axes: Any, latency_axes: Any, run: dict[str, Any], label: str, show_legend: bool) -> None:

@@ -41,11 +41,12 @@ from nextdeploy.benchkit.measure import (
     timeline,
 )
 from nextdeploy.loadgen import LoadResult, percentile
+from nextdeploy.steps import StepName
 
 STEADY_WARMUP = 1.0
 # Where traffic moves to the new release: the symlink switch before a reload (the preflight path, a rollback),
 # or the approval of the held workers (the held cut-over).
-SWITCH_STEP = ("switch current", "switch traffic")
+SWITCH_STEP = (StepName.SWITCH, StepName.CUTOVER)
 CONTRACT_SCENARIOS = ("good", "crash-at-boot", "never-listens", "health-500", "exit-after-3s", "slow-start",
                       "page-throws", "rollback", "back-to-back")
 CLIENT_TITLES = {"keepalive": "keep-alive", "new-connection": "new conn."}
@@ -53,7 +54,7 @@ CLIENT_TITLES = {"keepalive": "keep-alive", "new-connection": "new conn."}
 
 # Per action ---------------------------------------------------------------------------------------
 
-def activation_span(action: Action, activation_end: Sequence[str]) -> tuple[float, float] | None:
+def activation_span(action: Action, activation_end: Sequence[StepName]) -> tuple[float, float] | None:
     """Monotonic (start, end) of the switch through the strategy's own verification; None unless the
     release it switched to ended up live (a health loop that ran out is no activation)."""
     if action.kind == "deploy" and (action.release is None or action.serving_after != action.release):
@@ -62,7 +63,7 @@ def activation_span(action: Action, activation_end: Sequence[str]) -> tuple[floa
     switch = find_step(steps, SWITCH_STEP)
     if switch is None:
         return None
-    ends = [step for step in steps if step.name.startswith(tuple(activation_end)) and step.start >= switch.start
+    ends = [step for step in steps if step.name in activation_end and step.start >= switch.start
             and step.end is not None and step.ok]
     if not ends:
         return None
@@ -77,7 +78,7 @@ def end_state(action: Action, versions: dict[str, str]) -> str:
         state = f"DOWN (health {action.health_after or 'no answer'})"
     else:
         served = versions.get(action.serving_after or "", action.serving_after or "?")
-        rolled = any(step.name.startswith("roll back") for step in action.command.steps)
+        rolled = find_step(action.command.steps, StepName.ROLLBACK) is not None
         if action.kind == "rollback":
             state = f"rolled back to {served}"
         elif action.serving_after == action.release:
@@ -113,9 +114,9 @@ def action_figures(action: Action, run: Run) -> dict[str, Any]:
     build = find_step(steps, BUILD_STEP)
     span = activation_span(action, run.strategy.activation_end)
     build_s = build.seconds if build else None
-    window_s = stability_window(steps)
+    window_s = stability_window(steps, run.stability_window)
     overhead_s = action.command.seconds - build_s if build_s is not None else None
-    rollback_step = find_step(steps, "roll back")
+    rollback_step = find_step(steps, StepName.ROLLBACK)
     rollback_s = action.command.seconds if action.kind == "rollback" else (
         rollback_step.seconds if rollback_step else None)
     return {
@@ -142,7 +143,7 @@ def action_figures(action: Action, run: Run) -> dict[str, Any]:
         "disk": asdict(action.disk) if action.disk else None,
         "gaps": step_gaps(action),
         "steps": [
-            {"name": step.name, "start": _round(step.start - run.load_started),
+            {"name": step.name, "title": step.title, "start": _round(step.start - run.load_started),
              "end": _round(step.end - run.load_started) if step.end is not None else None,
              "seconds": _round(step.seconds), "ok": step.ok}
             for step in steps
@@ -159,7 +160,7 @@ def step_gaps(action: Action, minimum: float = 0.05) -> list[dict[str, Any]]:
         if step.start - cursor >= minimum:
             gaps.append({"after": previous, "seconds": round(step.start - cursor, 3)})
         assert step.end is not None
-        cursor, previous = max(cursor, step.end), step_kind(step.name)
+        cursor, previous = max(cursor, step.end), step_kind(step.title)
     if action.command.ended - cursor >= minimum:
         gaps.append({"after": previous, "seconds": round(action.command.ended - cursor, 3)})
     return gaps
@@ -362,7 +363,7 @@ def _histograms(runs: Sequence[dict[str, Any]], label: str, window: str) -> list
 
 
 def step_breakdown(actions: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Median seconds per step name (ids stripped), in the order steps ran."""
+    """Median seconds per step title (ids stripped), in the order steps ran."""
     per_step: dict[str, list[float]] = {}
     for action in actions:
         # Steps and the unlabeled gaps between them, in the order they happened.
@@ -372,9 +373,9 @@ def step_breakdown(actions: Iterable[dict[str, Any]]) -> dict[str, float]:
     return {name: round(statistics.median(values), 2) for name, values in per_step.items()}
 
 
-def step_kind(name: str) -> str:
-    """A step's name without what varies between deploys: release ids, how many releases retention removed."""
-    return re.sub(r"^remove \d+ old releases?$", "remove old releases (retention)", name.split(" -> ")[0])
+def step_kind(title: str) -> str:
+    """A step's title without what varies between deploys: release ids, how many releases retention removed."""
+    return re.sub(r"^remove \d+ old releases?$", "remove old releases (retention)", title.split(" -> ")[0])
 
 
 def _interleave(action: dict[str, Any]) -> list[tuple[str, float | None]]:
@@ -384,7 +385,7 @@ def _interleave(action: dict[str, Any]) -> list[tuple[str, float | None]]:
         gaps.setdefault(gap["after"], []).append(gap["seconds"])
     ordered: list[tuple[str, float | None]] = []
     for name, seconds in [("start of the command", None)] + [
-            (step_kind(step["name"]), step["seconds"]) for step in action["steps"]]:
+            (step_kind(step.get("title", step["name"])), step["seconds"]) for step in action["steps"]]:
         if seconds is not None:
             ordered.append((name, seconds))
         for gap in gaps.pop(name, []):

@@ -9,6 +9,7 @@ fails a request.
 from __future__ import annotations
 
 from nextdeploy.benchkit.engine import NEXTDEPLOY, PM2_RESTART, SEED, RunContext, Scenario
+from nextdeploy.steps import StepName
 
 
 def _deploy(variant: str) -> Scenario:
@@ -44,7 +45,7 @@ def _pm2_killed(context: RunContext) -> None:
     context.mark("deploy starts (the site is down since pm2 kill)")
     action = context.deploy("good")
     # Down from `pm2 kill` until the deploy starts the app again is expected, not the deploy's doing.
-    context.count_from_step_end(action, ("restart the live release", "start workers", "pm2 start", "reload workers"))
+    context.count_from_step_end(action, (StepName.RESTART_LIVE, StepName.START, StepName.RELOAD))
 
 
 def _worker_killed(context: RunContext) -> None:

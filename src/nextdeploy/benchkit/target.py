@@ -44,9 +44,10 @@ def tool_env(pm2_home: Path | None = None) -> dict[str, str]:
     return env
 
 
-def pm2_binary() -> str | None:
-    """pm2 on PATH (with the dev tools first), if any."""
-    return find_tool("pm2", DEV_TOOLS_BIN.parents[1]) if DEV_TOOLS_BIN.is_dir() else find_tool("pm2")
+def pm2_binary(tools_dir: Path | None = None) -> str | None:
+    """pm2 on PATH, else in the dev tools, else in ``tools_dir`` (a deploy root's tools/, where a deploy
+    installs pm2 with npm when PATH has none), if any."""
+    return find_tool("pm2", DEV_TOOLS_BIN.parents[1] if DEV_TOOLS_BIN.is_dir() else tools_dir)
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Target:
         return tool_env(self.pm2_home)
 
     def pm2(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        binary = pm2_binary() or "pm2"
+        binary = pm2_binary(self.root / "tools") or "pm2"
         return subprocess.run([binary, *args], capture_output=True, text=True, env=self.env, timeout=timeout,
                               stdin=subprocess.DEVNULL, check=False)
 

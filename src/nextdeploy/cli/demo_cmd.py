@@ -7,7 +7,6 @@ answered, how many requests failed, and writes a timeline plot.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -18,21 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nextdeploy.cli.options import debug_option
-from nextdeploy.errors import HostPathError, NextdeployError, ToolMissingError
+from nextdeploy.cli.options import FiniteFloatRange, debug_option
+from nextdeploy.errors import HostPathError, NextdeployError
+from nextdeploy.steps import untag_line
 from nextdeploy.ui import Reporter
 
 if TYPE_CHECKING:
     from nextdeploy.benchkit.engine import Run, RunContext
 
 DEMO_MARKER = ".nextdeploy-demo"
-LOAD_HINT = "pip install 'nextdeploy[load]'"
 
 
-def require_aiohttp() -> None:
-    """The load generator needs aiohttp, an optional extra."""
-    if importlib.util.find_spec("aiohttp") is None:
-        raise ToolMissingError("the demo needs aiohttp to send load, and it is not installed", hint=LOAD_HINT)
+def step_outcome(line: str) -> str | None:
+    """What the demo shows of a deploy's ``--json`` progress line: how each step ended and the error, as a
+    person reads them (without the step names scripts read); None for the rest."""
+    return untag_line(line) if line.startswith(("ok ", "FAILED", "error:")) else None
 
 
 def prepare_dir(directory: Path) -> None:
@@ -48,8 +47,8 @@ def prepare_dir(directory: Path) -> None:
 
         pm2_home = directory / "pm2"
         if pm2_home.is_dir():
-            subprocess.run([pm2_binary() or "pm2", "kill"], env=tool_env(pm2_home), capture_output=True,
-                           timeout=60, check=False)
+            pm2 = pm2_binary(directory / "root" / "tools") or "pm2"
+            subprocess.run([pm2, "kill"], env=tool_env(pm2_home), capture_output=True, timeout=60, check=False)
         kill_processes_under(directory.resolve())
         for name in ("app", "root", "pm2"):
             shutil.rmtree(directory / name, ignore_errors=True)
@@ -70,7 +69,7 @@ def _demo_body(context: RunContext) -> None:
               show_default=True, help="Where the demo app, deploy root and PM2_HOME go (wiped if a previous demo).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Port of the demo site [default: a free one].")
-@click.option("--rate", type=click.FloatRange(1, 2000), default=200, show_default=True,
+@click.option("--rate", type=FiniteFloatRange(1, 2000), default=200, show_default=True,
               help="Requests per second during the demo (keep-alive clients).")
 @click.option("--keep-running", is_flag=True, help="Leave the demo site running at the end.")
 @debug_option
@@ -79,7 +78,6 @@ def demo_command(directory: Path, port: int | None, rate: float, keep_running: b
 
     Prints which versions answered and how many requests failed, and writes a timeline plot.
     """
-    require_aiohttp()
     from nextdeploy.benchkit import plot as plots
     from nextdeploy.benchkit import report
     from nextdeploy.benchkit.engine import NEXTDEPLOY, BenchError, LoadSpec, Scenario, Session
@@ -92,8 +90,9 @@ def demo_command(directory: Path, port: int | None, rate: float, keep_running: b
     started = time.monotonic()
 
     def echo_step(line: str) -> None:
-        if line.startswith(("ok ", "FAILED", "error:")):
-            info(f"    {line}")
+        shown = step_outcome(line)
+        if shown is not None:
+            info(f"    {shown}")
 
     session = Session(NEXTDEPLOY, target, info, echo_steps=echo_step)
     finished = False
@@ -118,7 +117,7 @@ def demo_command(directory: Path, port: int | None, rate: float, keep_running: b
         info(f"demo took {time.monotonic() - started:.0f} s")
         finished = True
         if keep_running:
-            stop = f"PM2_HOME={target.pm2_home} {pm2_binary() or 'pm2'} kill"
+            stop = f"PM2_HOME={target.pm2_home} {pm2_binary(target.root / 'tools') or 'pm2'} kill"
             info(f"still running at {target.url}; stop it with: {stop}")
         problems = _problems(run, run_json)
         if problems:

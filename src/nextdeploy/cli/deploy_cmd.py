@@ -45,7 +45,8 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
 @json_option
 @lock_timeout_option
 @debug_option
-@click.option("--to", "target", metavar="ID", help="The release to go back to (default: the previous good one).")
+@click.option("--to", "target", metavar="ID", callback=lambda _ctx, _param, value: _release_id(value),
+              help="The release to go back to (default: the previous good one).")
 def rollback_command(config_path: Path, json_mode: bool, lock_timeout: float, target: str | None) -> None:
     """Put an earlier good release back instantly (no rebuild), verified like a deploy."""
     ctx = make_context(config_path, json_mode)
@@ -70,7 +71,15 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
         ctx.reporter.info(f"{result.release} is serving already; nothing to do")
     else:
         ctx.reporter.info(f"started {result.release} in {result.seconds:.1f} s")
-    ctx.reporter.result(result.to_json())
+    ctx.reporter.result({**result.to_json(), "steps": ctx.reporter.steps_json()})
+
+
+def _release_id(value: str | None) -> str | None:
+    # `--to "$ID"` with ID unset must not mean "the previous release": say so instead.
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a release id (see `nextdeploy releases`), or leave --to out to go "
+                                 "back to the previous good release")
+    return value
 
 
 def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:
@@ -80,4 +89,4 @@ def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:
     )
     if result.removed:
         reporter.info(f"removed old releases: {', '.join(result.removed)}")
-    reporter.result(result.to_json())
+    reporter.result({**result.to_json(), "steps": reporter.steps_json()})

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import click
 
+from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
 from nextdeploy.checks import release_health
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
-from nextdeploy.deploy import check_app_name, open_pm2, running_processes
+from nextdeploy.deploy import (
+    build_lock_if_free,
+    check_app_name,
+    open_pm2,
+    running_processes,
+    stop_leftovers,
+)
+from nextdeploy.hoststatus import host_status, pm2_as_it_is
 from nextdeploy.lock import DeployLock
 from nextdeploy.manifest import read_manifest
 from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.pm2 import startup_configured
-from nextdeploy.probe import health_problem, http_get, local_address
-from nextdeploy.tools import node_version
+from nextdeploy.releaselog import Status
+from nextdeploy.rootmark import ROOT_MARKER
+from nextdeploy.steps import StepName
 
 
 @click.command("releases")
@@ -52,13 +59,25 @@ def releases_command(config_path: Path, json_mode: bool) -> None:
         ctx.reporter.info("no releases yet: run `nextdeploy deploy`")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("", "id", "status", "created", "revision", "size", "note")
     for row in rows:
-        size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else ""
-        table.add_row("*" if row["current"] else "", row["id"], row["status"], row["created_at"] or "",
-                      (row["revision"] or "")[:12], size, row["reason"] or "")
+        size = f"{row['bytes'] / 1e6:.1f} MB" if isinstance(row["bytes"], int | float) and row["bytes"] else ""
+        # Text, not markup: a reason may hold "[/]" (an error message, the app's output), the log anything.
+        cells = ["*" if row["current"] else "", row["id"],
+                 shown_status(str(row["status"]), bool(row["current"])), row["created_at"] or "",
+                 str(row["revision"] or "")[:12], size, row["reason"] or ""]
+        table.add_row(*(Text(str(cell)) for cell in cells))
     ctx.reporter.console.print(table)
+
+
+def shown_status(status: str, current: bool) -> str:
+    """A release's status in the table: the log's ``active`` (went live, never failed) is ``live`` for the
+    current release and ``good`` (a rollback target) for the others; ``--json`` keeps the log's word."""
+    if status == Status.ACTIVE:
+        return "live" if current else "good"
+    return status
 
 
 @click.command("status")
@@ -69,53 +88,21 @@ def status_command(config_path: Path, json_mode: bool) -> None:
     """The live release, its health, and each PM2 worker."""
     ctx = make_context(config_path, json_mode)
     config = ctx.config
-    current = current_release(ctx)
-    pm2 = open_pm2(ctx)
-    # Asking the pm2 command would start a daemon: a status must change nothing.
-    daemon_running = pm2.daemon_pid() is not None
-    workers = pm2.workers(config.app.name) if daemon_running else []
-    draining = pm2.leaving_workers(config.app.name) if daemon_running else []
-    lost = pm2.lost_workers(ctx.paths.releases_dir)
-    host = local_address(config.server.hostname)
-    health = release_health(config.health, ctx.paths.release_dir(current)) if current else config.health
-    probe = http_get(host, config.server.port, health.path, health.request_timeout)
-    problem = health_problem(probe, health)
-    daemon_node = pm2.daemon_node()
-    node = {
-        "pm2": node_version(daemon_node) if daemon_node and Path(daemon_node).is_file() else None,
-        "built_with": (read_manifest(ctx.paths.release_dir(current)) or {}).get("node_version") if current else None,
-    }
-    worker_rows = [
-        {"pm_id": w.pm_id, "pid": w.pid, "status": w.status, "restarts": w.restarts,
-         "memory_mb": round(w.memory / 1e6, 1), "release": w.release_in(ctx.paths.releases_dir)}
-        for w in workers
-    ]
-    data: dict[str, Any] = {
-        "app": config.app.name,
-        "root": str(ctx.paths.root),
-        "current": current,
-        "url": f"http://{host}:{config.server.port}",
-        "healthy": problem is None,
-        "health_problem": problem,
-        "pm2_daemon_running": daemon_running,
-        "startup_on_boot": startup_configured(),
-        "node": node,
-        "deploy_running": _deploy_running(ctx.paths.build_lock_file),
-        "workers": worker_rows,
-        "lost_workers": lost,
-        "draining_workers": [w.pid for w in draining],
-    }
+    report = host_status(ctx)
     if json_mode:
-        ctx.reporter.result(data)
+        ctx.reporter.result(report.to_json())
         return
+    current, workers, lost, draining = report.current, report.workers, report.lost_workers, report.draining_workers
     info = ctx.reporter.info
-    info(f"app {config.app.name} at {data['url']}  root {ctx.paths.root}")
+    info(f"app {config.app.name} at {report.url}  root {ctx.paths.root}")
     info(f"current release: {current or 'none'}")
-    if data["deploy_running"]:
-        running = data["deploy_running"]
+    if report.deploy_running:
+        running = report.deploy_running
         info(f"a deploy is running: pid {running['pid']} since {running['started_at']} (a rollback does not "
              "wait for it)")
-    info(f"health {health.path}: {'ok' if problem is None else problem}")
+    health_path = release_health(config.health, ctx.paths.release_dir(current)).path if current else config.health.path
+    info(f"health {health_path}: {'ok' if report.health_problem is None else report.health_problem}")
+    node = report.node
     mismatch = built_node_problem(node["pm2"], node["built_with"])
     if mismatch:
         ctx.reporter.warn(mismatch)
@@ -125,33 +112,30 @@ def status_command(config_path: Path, json_mode: bool) -> None:
 
     table = Table("pm id", "pid", "status", "restarts", "memory", "release")
     for w in workers:
-        table.add_row(str(w.pm_id), str(w.pid), w.status, str(w.restarts), f"{w.memory / 1e6:.1f} MB",
-                      w.release_in(ctx.paths.releases_dir) or "?")
+        table.add_row(str(w.pm_id), str(w.pid), w.status, str(w.restarts), f"{w.memory_mb:.1f} MB", w.release or "?")
     if workers:
         ctx.reporter.console.print(table)
-    elif daemon_running:
+    elif report.pm2_daemon_running:
         info("no PM2 workers for this app")
     else:
-        info(f"PM2's daemon is not running (PM2_HOME={pm2.home_dir})")
+        info(str(report.pm2_problem))
     if draining:
         info(f"{len(draining)} old worker(s) draining: PM2 is stopping them (pid "
-             f"{', '.join(str(w.pid) for w in draining)}); they take no new connections")
+             f"{', '.join(map(str, draining))}); they take no new connections")
     if lost:
         ctx.reporter.warn(f"{len(lost)} worker(s) of a release here run outside PM2's list (pid "
                           f"{', '.join(map(str, lost))}) and may still take connections: `nextdeploy stop`, "
                           "`start` or the next deploy stops them")
+    if report.leftover_processes:
+        ctx.reporter.warn(f"{len(report.leftover_processes)} process(es) an interrupted deploy started still run "
+                          f"(pid {', '.join(map(str, report.leftover_processes))}: its preflight server or build): "
+                          "the next deploy, `rollback` or `start` stops them")
     if current and not workers and not lost:
         info(f"nothing serves {current}: `nextdeploy start` starts it again (no build)")
-    if data["startup_on_boot"]:
+    if report.startup_on_boot:
         info("PM2 starts on boot: yes (pm2 startup is configured)")
     else:
         info("PM2 starts on boot: not configured; run `pm2 startup` once and follow its instructions")
-
-
-def _deploy_running(build_lock_file: Path) -> dict[str, Any] | None:
-    """The deploy holding the build lock now, if any."""
-    owner = DeployLock(build_lock_file, "nextdeploy status").running_holder()
-    return owner.__dict__ if owner is not None else None
 
 
 @click.command("stop")
@@ -165,21 +149,42 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
         pm2 = open_pm2(ctx)
         check_app_name(ctx, pm2, running_processes(pm2))  # never delete another app that has the same name
         workers = pm2.workers(ctx.config.app.name)
-        with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2"):
+        with ctx.reporter.step(f"remove {ctx.config.app.name} from PM2", StepName.STOP):
             if workers:
                 pm2.check(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name), "delete the app")
             pm2.save()
         # A crash-looping worker that PM2 was restarting during the delete can outlive it.
         stop_lost_workers(ctx, pm2, after_delete=any(worker.status != "online" for worker in workers))
+        # A killed deploy's preflight server serves too. Only in a root of ours (never someone's processes).
+        if (ctx.paths.root / ROOT_MARKER).is_file():
+            with build_lock_if_free(ctx, "nextdeploy stop") as free:
+                if free:
+                    stop_leftovers(ctx)
 
 
 @click.command("logs")
 @config_option
 @debug_option
-@click.option("-n", "--lines", default=50, show_default=True, help="How many past lines to show.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
+              help="How many past lines to show.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 def logs_command(config_path: Path, lines: int, follow: bool) -> None:
-    """The PM2 logs of the app (time-stamped, kept in <root>/logs outside the releases)."""
+    """The app's logs (time-stamped, kept in <root>/logs outside the releases), across their rotations."""
     ctx = make_context(config_path)
-    pm2 = open_pm2(ctx)
-    subprocess.run(pm2_plan.logs_argv(pm2.binary, ctx.config.app.name, lines, follow), env=pm2.env, check=False)
+    name = ctx.config.app.name
+    streams = [ctx.paths.pm2_out_log(name), ctx.paths.pm2_error_log(name), ctx.paths.pm2_raw_log(name)]
+    for path in streams:
+        last = applogs.tail(path, lines)
+        if last or (path != ctx.paths.pm2_raw_log(name) and path.exists()):
+            click.echo(f"==> {path} (last {len(last)} lines, with its rotated files) <==")
+            for line in last:
+                click.echo(line)
+    # Nothing here starts PM2 (every pm2 command starts a daemon): say when nothing runs the app.
+    _, _, missing = pm2_as_it_is(ctx)
+    if missing is not None:
+        click.echo(f"{missing}: nothing writes these logs now" + (", nothing to follow" if follow else "")
+                   + "; `nextdeploy start` serves the live release again")
+        return
+    if follow:
+        labels = {path: path.name.removeprefix(f"pm2-{name}.").removesuffix(".log") for path in streams}
+        applogs.follow(streams, lambda path, line: click.echo(f"{labels[path]} | {line}"))

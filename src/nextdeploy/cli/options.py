@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,9 +33,19 @@ def debug_option(function: F) -> F:
     return click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks of errors.")(function)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf (click's lets nan through every bound: nan < 0 is false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def lock_timeout_option(function: F) -> F:
     return click.option(
-        "--lock-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+        "--lock-timeout", type=FiniteFloatRange(min=0), default=0, show_default=True,
         help="Seconds to wait for another deploy or rollback to finish before giving up.",
     )(function)
 
@@ -46,5 +57,5 @@ def make_context(config_path: Path, json_mode: bool = False, dry_run: bool = Fal
 
 def context_for(config: Config, json_mode: bool = False, dry_run: bool = False) -> Context:
     reporter = Reporter(json_mode=json_mode)
-    executor = DryRunExecutor(reporter.info) if dry_run else LocalExecutor()
+    executor = DryRunExecutor(reporter.info) if dry_run else LocalExecutor(echo=reporter.info)
     return Context(config, executor, reporter)

@@ -73,6 +73,163 @@ function failBoot(message) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Log files, rotated by size without losing a line. Under PM2 the ecosystem file names the files
+// (NEXTDEPLOY_LOG_OUT / _ERR); the worker then writes its own stdout and stderr lines there, time-stamped
+// as PM2's `time` option does, instead of sending them to PM2. Each complete line (or batch of lines) is
+// one synchronous append (O_APPEND): the app's workers share the files and never split each other's lines.
+// Rotation is rename-then-reopen between two writes: the worker that finds the file at max_size renames it
+// to .1 (older ones shift up, the one past `keep` is dropped) under a lock directory; every worker sees the
+// new inode within LOG_CHECK_MS and reopens, and what it wrote meanwhile went into the renamed file. So no
+// line is lost (PM2's own reopen, `pm2 reloadLogs`, drops lines; copy-then-truncate loses what is written
+// between the copy and the truncate), and the workers go on untouched. Without the variables (the
+// preflight, `node launcher.cjs`) output goes to stdout/stderr as usual.
+
+const LOG_CHECK_MS = 100;
+const LOG_LOCK_STALE_MS = 10000; // a lock left by a worker killed mid-rotation
+const LOG_MAX_PARTIAL = 64 * 1024; // a "line" longer than this without a newline is written as it is
+
+function logTimestamp(date) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+function openLogFile(log) {
+  try {
+    if (log.fd !== null) fs.closeSync(log.fd);
+  } catch (err) {
+    // already closed
+  }
+  log.fd = null;
+  try {
+    log.fd = fs.openSync(log.file, 'a', 0o600); // what the app prints may hold secrets
+    const stat = fs.fstatSync(log.fd);
+    log.dev = stat.dev;
+    log.ino = stat.ino;
+  } catch (err) {
+    log.fd = null; // retried at the next check; lines meanwhile go to the original stream
+  }
+}
+
+function appendLog(log, text) {
+  const stamp = logTimestamp(new Date());
+  const lines = (log.partial + text).split('\n');
+  log.partial = lines.pop();
+  if (log.partial.length > LOG_MAX_PARTIAL) {
+    lines.push(log.partial);
+    log.partial = '';
+  }
+  if (lines.length === 0) return;
+  const data = Buffer.from(lines.map((line) => `${stamp}: ${line}\n`).join(''));
+  if (log.fd === null) openLogFile(log);
+  if (log.fd === null) return log.fallback(data);
+  try {
+    let offset = 0;
+    while (offset < data.length) offset += fs.writeSync(log.fd, data, offset);
+  } catch (err) {
+    return log.fallback(data);
+  }
+  // A fast writer checks by volume too, not only every LOG_CHECK_MS: the file stays near max_size.
+  log.sinceCheck += data.length;
+  if (log.sinceCheck >= log.maxBytes / 8) checkLog(log);
+}
+
+// Rotates if the file reached max_size; reopens when another worker rotated it.
+function checkLog(log) {
+  const { maxBytes, keep } = log;
+  log.sinceCheck = 0;
+  let stat;
+  try {
+    stat = fs.statSync(log.file);
+  } catch (err) {
+    return openLogFile(log); // renamed by another worker and not recreated yet: create it
+  }
+  if (log.fd === null || stat.ino !== log.ino || stat.dev !== log.dev) return openLogFile(log);
+  if (stat.size < maxBytes) return;
+  const lock = `${log.file}.rotating`;
+  try {
+    fs.mkdirSync(lock);
+  } catch (err) {
+    try {
+      if (Date.now() - fs.statSync(lock).mtimeMs > LOG_LOCK_STALE_MS) fs.rmdirSync(lock);
+    } catch (err2) {
+      // gone meanwhile
+    }
+    return; // another worker rotates; we reopen at a later check
+  }
+  try {
+    if (fs.statSync(log.file).size >= maxBytes) {
+      // .1 ... .(top-1) exist (rotated files are numbered without gaps): shift them up, the last past keep
+      let top = 1;
+      while (top < keep && fs.existsSync(`${log.file}.${top}`)) top += 1;
+      for (let n = top - 1; n >= 1; n -= 1) fs.renameSync(`${log.file}.${n}`, `${log.file}.${n + 1}`);
+      // Rotated files past keep (kept under an earlier, larger keep) go.
+      for (let n = keep + 1; fs.existsSync(`${log.file}.${n}`); n += 1) fs.unlinkSync(`${log.file}.${n}`);
+      fs.renameSync(log.file, `${log.file}.1`);
+    }
+  } catch (err) {
+    // the file vanished under us: the next check reopens
+  } finally {
+    try {
+      fs.rmdirSync(lock);
+    } catch (err) {
+      // removed as stale by another worker
+    }
+  }
+  openLogFile(log);
+}
+
+function setupLogFiles() {
+  const outFile = process.env.NEXTDEPLOY_LOG_OUT;
+  const errFile = process.env.NEXTDEPLOY_LOG_ERR;
+  if (!outFile || !errFile) return;
+  const maxBytes = envMs('NEXTDEPLOY_LOG_MAX_BYTES', 10 * 1024 * 1024);
+  const keep = envMs('NEXTDEPLOY_LOG_KEEP', 5);
+  const { StringDecoder } = require('string_decoder');
+  const logs = [];
+  for (const [stream, file] of [[process.stdout, outFile], [process.stderr, errFile]]) {
+    const originalWrite = stream.write.bind(stream);
+    const log = {
+      file, maxBytes, keep, fd: null, dev: 0, ino: 0, partial: '', sinceCheck: 0,
+      fallback: (data) => originalWrite(data),
+    };
+    const decoder = new StringDecoder('utf8');
+    openLogFile(log);
+    stream.write = function (chunk, encoding, callback) {
+      if (typeof encoding === 'function') {
+        callback = encoding;
+        encoding = undefined;
+      }
+      let text;
+      if (typeof chunk === 'string') {
+        const plain = !encoding || encoding === 'utf8' || encoding === 'utf-8';
+        text = plain ? chunk : Buffer.from(chunk, encoding).toString('utf8');
+      } else {
+        text = chunk instanceof Uint8Array ? decoder.write(chunk) : String(chunk);
+      }
+      appendLog(log, text);
+      if (typeof callback === 'function') process.nextTick(callback);
+      return true;
+    };
+    logs.push(log);
+  }
+  const [outLog, errLog] = logs;
+  setInterval(() => logs.forEach((log) => checkLog(log)), LOG_CHECK_MS).unref();
+  // A fatal error is printed by Node itself, straight to fd 2: write it to the error log first (unless a
+  // handler takes it: the process lives on, and the handler logs it as it likes).
+  process.on('uncaughtExceptionMonitor', (err, origin) => {
+    if (process.listenerCount('uncaughtException') > 0) return;
+    appendLog(errLog, `${origin}: ${err && err.stack ? err.stack : err}\n`);
+  });
+  // A last line without its newline is written at exit.
+  process.on('exit', () => {
+    for (const log of [outLog, errLog]) if (log.partial) appendLog(log, '\n');
+  });
+}
+
+setupLogFiles();
+
+// ---------------------------------------------------------------------------------------------
 // Signals. Register ours before Next's: Next's own handler calls http.Server#close() (which drops idle
 // keep-alive sockets under the client's feet), waits for busy sockets forever and then exits. We hold
 // every SIGINT/SIGTERM handler registered after this point and run them once our drain is done, so
@@ -140,9 +297,25 @@ http.Server.prototype.listen = function (port, hostname) {
   adoptServer(this);
   publicPort = port;
   publicHost = typeof hostname === 'string' ? hostname : undefined;
+  // Next builds every request's URL from where it believes it listens (its address on 'listening'):
+  // request.url, so NextResponse.redirect(new URL('/', request.url)) in a route handler, and
+  // x-forwarded-port. It must see the public address, as under plain server.js, never this worker's private
+  // port (a Location nobody can reach, which nginx's proxy_redirect cannot map back).
+  this.address = () => ({ address: publicHost ?? '::', family: net.isIPv6(publicHost ?? '::') ? 'IPv6' : 'IPv4',
+    port: publicPort });
+  this.once('listening', () => {
+    // Next has just set its own origin from the address above; a Server Action's redirect is rendered by a
+    // request to it: keep that on this worker's private port (this very release, even while held).
+    process.env.__NEXT_PRIVATE_ORIGIN = `http://127.0.0.1:${privatePort()}`;
+  });
   // exclusive: a private port of this worker, never shared through the cluster primary.
   return originalListen.call(this, { host: '127.0.0.1', port: 0, exclusive: true });
 };
+
+// Where Next's server really listens (its own address() reports the public one).
+function privatePort() {
+  return net.Server.prototype.address.call(server).port;
+}
 
 function adoptServer(srv) {
   server = srv;
@@ -213,7 +386,7 @@ async function waitReady() {
   await Promise.race([serverListening, sleep(Math.max(0, deadline - Date.now()))]);
   if (!server.listening) throw new Error('server never started listening');
 
-  const port = server.address().port;
+  const port = privatePort();
   let last = 'no attempt';
   while (!timedOut() && !draining) {
     let now;
@@ -427,8 +600,8 @@ function main() {
     .then(async (status) => {
       if (status === null) return; // shut down while booting
       const held = hold && !fs.existsSync(APPROVED_FILE);
-      if (held) announceHeld(server.address().port);
-      const warmed = await warm(server.address().port);
+      if (held) announceHeld(privatePort());
+      const warmed = await warm(privatePort());
       if (held && !draining) await waitForApproval();
       if (draining) return removeHeldFile();
       await openFront();

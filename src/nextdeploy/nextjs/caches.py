@@ -15,13 +15,12 @@ workers can answer with different versions of a page until each has revalidated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nextdeploy.ops import MakeDirs, Op, Remove, Symlink
 from nextdeploy.paths import ReleaseLayout
-
-INTERNAL_ROUTES = frozenset({"/_not-found", "/_global-error", "/_error", "/404", "/500"})
 
 
 def image_cache_dir(shared_dir: Path) -> Path:
@@ -35,23 +34,31 @@ def image_cache_ops(shared_dir: Path, layout: ReleaseLayout) -> list[Op]:
             Symlink(str(image_cache_dir(shared_dir)), link)]
 
 
-def uses_isr(next_config: dict[str, Any], prerender_manifest: dict[str, Any]) -> bool:
-    """Whether the app has pages the ISR cache serves and revalidates (heuristic, from the build).
+def uses_isr(next_config: dict[str, Any], prerender_manifest: dict[str, Any],
+             revalidates_in_source: Callable[[], bool] = lambda: False) -> bool:
+    """Whether the app revalidates what its workers cache (heuristic, from the build and its source).
 
-    Any prerendered route of the app (not Next's internal error pages: every prerendered page can be
-    revalidated on demand), any dynamic route with prerendered params, or ``cacheComponents``/``useCache``."""
+    ``cacheComponents``/``useCache``; a prerendered route or a dynamic route's fallback with a time-based
+    revalidation; or revalidation in its source (on demand: ``revalidatePath``/``revalidateTag``..., or
+    ``revalidate: <seconds>`` for fetches). A page prerendered once and never revalidated is the same in
+    every worker: no reason to warn."""
     experimental = next_config.get("experimental") or {}
     if next_config.get("cacheComponents") or (isinstance(experimental, dict) and experimental.get("useCache")):
         return True
     routes = prerender_manifest.get("routes") or {}
     dynamic = prerender_manifest.get("dynamicRoutes") or {}
-    app_routes = [route for route in routes if isinstance(route, str) and route not in INTERNAL_ROUTES]
-    return bool(app_routes) or bool(dynamic)
+    timed = [entry.get("initialRevalidateSeconds") for entry in routes.values() if isinstance(entry, dict)]
+    timed += [entry.get("fallbackRevalidate") for entry in dynamic.values() if isinstance(entry, dict)]
+    if any(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0 for seconds in timed):
+        return True
+    return revalidates_in_source()
 
 
-def isr_warning(next_config: dict[str, Any], prerender_manifest: dict[str, Any], instances: int) -> str | None:
-    """The warning for several instances each with its own ISR cache, or None when it does not apply."""
-    if instances <= 1 or not uses_isr(next_config, prerender_manifest):
+def isr_warning(next_config: dict[str, Any], prerender_manifest: dict[str, Any], instances: int,
+                revalidates_in_source: Callable[[], bool] = lambda: False) -> str | None:
+    """The warning for several instances each with its own ISR cache, or None when it does not apply.
+    ``revalidates_in_source`` is asked only when the build alone does not tell (it reads the source)."""
+    if instances <= 1 or not uses_isr(next_config, prerender_manifest, revalidates_in_source):
         return None
     handlers = next_config.get("cacheHandlers")
     shared_handler = bool(next_config.get("cacheHandler")) or (isinstance(handlers, dict) and any(handlers.values()))

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,10 @@ SOURCE_SUFFIXES = frozenset({".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".mdx
 SKIPPED_FOLDERS = frozenset({"node_modules", ".next", ".git", ".turbo", ".vercel", "out", "dist"})
 _IMAGE_IMPORT = re.compile(r"""(?:from\s*|import\s*\(?\s*|require\s*\(\s*)["']next/(?:legacy/)?image["']""")
 MAX_SOURCE_BYTES = 2_000_000
+# On-demand revalidation (revalidatePath/Tag, updateTag, the pages router's res.revalidate) or a time-based
+# one in fetch/unstable_cache options (`revalidate: 60`; 0 and false cache nothing).
+_REVALIDATES = re.compile(r"""\b(?:revalidatePath|revalidateTag|updateTag|unstable_expire(?:Path|Tag))\s*\(|"""
+                          r"""\.revalidate\s*\(|\brevalidate\s*:\s*[1-9]""")
 
 # Run with the host's node from the app folder of the release: load sharp the way Next does (resolved from
 # next's own folder), and name the platform package sharp wants on this host.
@@ -127,13 +131,27 @@ def _source_files(source_root: Path) -> Iterator[Path]:
 
 def uses_next_image(source_root: Path) -> bool:
     """The heuristic above, over the whole source (a monorepo's shared UI package counts). Reads files."""
+    return _any_source_file(source_root, imports_next_image)
+
+
+def revalidates(text: str) -> bool:
+    """Whether source text revalidates cached pages or data (see ``_REVALIDATES``)."""
+    return bool(_REVALIDATES.search(text))
+
+
+def _any_source_file(source_root: Path, matches: Callable[[str], bool]) -> bool:
     for path in _source_files(source_root):
         try:
-            if path.stat().st_size <= MAX_SOURCE_BYTES and imports_next_image(path.read_text("utf-8", "replace")):
+            if path.stat().st_size <= MAX_SOURCE_BYTES and matches(path.read_text("utf-8", "replace")):
                 return True
         except OSError:
             continue
     return False
+
+
+def revalidates_in_source(source_root: Path) -> bool:
+    """``revalidates`` over the whole source. Reads files."""
+    return _any_source_file(source_root, revalidates)
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,15 @@ from nextdeploy.activate import current_release
 from nextdeploy.checks import base_path_of, planned_checks
 from nextdeploy.context import Context
 from nextdeploy.errors import ReleaseError
-from nextdeploy.manifest import is_complete
+from nextdeploy.manifest import is_complete, links_leaving
 from nextdeploy.nextjs import caches, envcheck, skew, traced
 from nextdeploy.nextjs.build import BuildOutput, inspect_build
 from nextdeploy.nextjs.traces import (
     TraceSet,
+    check_release_paths,
     excluded_files,
     included_files,
     listing,
-    missing_in,
     read_traces,
     reject_escaping,
     walk_files,
@@ -81,6 +81,8 @@ def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -
     excluded = exclude_targets(build, project_root, config.exclude, layout)
     ctx.executor.apply_all(Remove(layout.release_dir / relative) for relative in excluded)
     check_traced_files(build, traces, layout, set(excluded))
+    reject_links_leaving(layout, [layout.app_dir / name for name in config.shared_files
+                                  if (ctx.paths.shared_dir / name).exists()])
 
     _scrub_key(ctx, layout)
     own_static = skew.list_static(layout)
@@ -91,13 +93,30 @@ def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -
     check_node(layout)
     _check_sharp(ctx, build, source, layout)
     warning = caches.isr_warning(build.next_config, _read_json(build.next_dir / "prerender-manifest.json"),
-                                 ctx.config.server.instances)
+                                 ctx.config.server.instances,
+                                 lambda: envcheck.revalidates_in_source(source.source_root))
     if warning:
         ctx.reporter.warn(warning)
     base_path = base_path_of(build.next_config, _read_json(build.next_dir / "routes-manifest.json"))
     # How this release is checked, now and when a rollback brings it back (``nextdeploy.checks``).
     checks = planned_checks(ctx.config.health, base_path)
     return {"traced_files": len(traces.files), "static_files": len(own_static), "checks": checks}
+
+
+def reject_links_leaving(layout: ReleaseLayout, shared_links: list[Path]) -> None:
+    """Raise ReleaseError if a symlink in the release resolves outside it (``public/``, ``.next/static``, the
+    standalone tree, a post-build step's link): the release would serve, and depend on, files it does not
+    hold. ``shared_links``: the links to ``<root>/shared`` nextdeploy made itself."""
+    leaving = links_leaving(layout.release_dir, shared_links)
+    if leaving:
+        named = ", ".join(f"{path} -> {target}" for path, target in leaving[:3])
+        more = f" and {len(leaving) - 3} more" if len(leaving) > 3 else ""
+        raise ReleaseError(
+            f"the release would hold {'a symlink' if len(leaving) == 1 else f'{len(leaving)} symlinks'} that "
+            f"{'leaves' if len(leaving) == 1 else 'leave'} it: {named}{more}",
+            hint="replace the link in the source (or the build step that makes it) with the file itself; "
+                 "a release may only link to files inside it",
+        )
 
 
 # --- include / exclude ------------------------------------------------------------------------------------
@@ -167,8 +186,17 @@ def required_paths(build: BuildOutput, traces: TraceSet) -> set[str]:
 
 
 def check_traced_files(build: BuildOutput, traces: TraceSet, layout: ReleaseLayout, excluded: set[str]) -> None:
-    """Every file the traces name must be in the release; raises ReleaseError listing the missing ones."""
-    missing = missing_in(layout.release_dir, required_paths(build, traces))
+    """Every file the traces name must be in the release, and no traced link may lead out of it; raises
+    ReleaseError listing the offending paths (a link left dangling inside the release is fine)."""
+    found = check_release_paths(layout.release_dir, required_paths(build, traces))
+    if found.escaping:
+        raise ReleaseError(
+            f"{len(found.escaping)} traced link(s) of the release lead outside it",
+            hint="a release must be self-contained: check the build's links (an absolute link into the build dir "
+                 "breaks once it is deleted) and [release] include",
+            details=listing(found.escaping),
+        )
+    missing = found.missing
     if not missing:
         return
     by_exclude = [path for path in missing if path in excluded]

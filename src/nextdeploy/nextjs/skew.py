@@ -40,6 +40,7 @@ from nextdeploy.manifest import layout_of
 from nextdeploy.nextjs.traces import walk_files
 from nextdeploy.paths import ReleaseLayout
 from nextdeploy.releaselog import ReleaseRecord
+from nextdeploy.steps import StepName
 
 STATIC_LIST = "static-files.json"
 
@@ -180,7 +181,8 @@ def bridge_static_assets(ctx: Context, release_id: str) -> BridgeReport | None:
     if ctx.executor.dry_run:
         return None
     keep = ctx.config.skew.keep_assets_of or ctx.config.releases.keep
-    with ctx.reporter.step(f"keep serving the static assets of up to {keep - 1} earlier release(s)"):
+    with ctx.reporter.step(f"keep serving the static assets of up to {keep - 1} earlier release(s)",
+                           StepName.BRIDGE_ASSETS):
         try:
             report = bridge_assets(ctx.paths.releases_dir, ctx.log.records(), release_id, keep)
         except OSError as exc:

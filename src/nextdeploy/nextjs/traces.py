@@ -19,6 +19,7 @@ import json
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -150,9 +151,35 @@ def listing(paths: Iterable[str], limit: int = MAX_LISTED) -> list[str]:
     return lines
 
 
-def missing_in(release_dir: Path, relative_paths: Iterable[str]) -> list[str]:
-    """The paths that do not exist in ``release_dir`` (a dangling link counts as missing). Reads only."""
-    return sorted(path for path in relative_paths if not os.path.exists(release_dir / path))
+@dataclass(frozen=True)
+class ReleasePaths:
+    """The traced paths a release lacks, and its traced links that lead out of it."""
+
+    missing: list[str]
+    escaping: list[str]  # "<link> -> <target as written>"
+
+
+def check_release_paths(release_dir: Path, relative_paths: Iterable[str]) -> ReleasePaths:
+    """Which of ``relative_paths`` are absent from ``release_dir``, and which are links leading out of it.
+    Reads only (one lstat per path, a readlink per link).
+
+    A link whose target is absent is not missing: pnpm's hoisted links (``node_modules/.pnpm/node_modules/
+    <name>``) are traced when module resolution passes them, and standalone copies them without the package
+    they point at when the server never loads a file of it. Every file the server loads is traced itself,
+    and is missing if absent (also when a dangling link stands in its path)."""
+    missing: list[str] = []
+    escaping: list[str] = []
+    real_root = os.path.realpath(release_dir)
+    for relative in sorted(relative_paths):
+        path = release_dir / relative
+        try:
+            is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+        except OSError:
+            missing.append(relative)
+            continue
+        if is_link and os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+            escaping.append(f"{relative} -> {os.readlink(path)}")
+    return ReleasePaths(missing, escaping)
 
 
 # --- [release] include / exclude --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nextdeploy.config import AppConfig
 from nextdeploy.ops import CopyTree, MakeDirs, Op, Remove, Rename, Run
-from nextdeploy.project import PackageManager
+from nextdeploy.plans.packagemanager import ManagerChoice
 
 # Never copied from a directory source: dependencies are installed fresh, build output rebuilt.
 IGNORED_IN_SOURCE = ("node_modules", ".next", ".git", ".turbo", ".vercel")
@@ -42,15 +42,6 @@ def git_checkout_ops(git: str, mirror_dir: Path, revision: str, build_src: Path)
     ]
 
 
-def install_argv(tool: str, package_manager: PackageManager, yarn_berry: bool = False) -> tuple[str, ...]:
-    """Install exactly what the lockfile says; fail if it is out of date."""
-    if package_manager == "pnpm":
-        return (tool, "install", "--frozen-lockfile")
-    if package_manager == "npm":
-        return (tool, "ci", "--no-audit", "--no-fund")
-    return (tool, "install", "--immutable") if yarn_berry else (tool, "install", "--frozen-lockfile")
-
-
 def build_argv(tool: str, build_command: str | None) -> tuple[str, ...]:
     """The app's own build script, or ``[app] build_command`` run by the shell."""
     if build_command:
@@ -58,18 +49,49 @@ def build_argv(tool: str, build_command: str | None) -> tuple[str, ...]:
     return (tool, "run", "build")
 
 
-def install_op(tool: str, package_manager: PackageManager, app: AppConfig, cwd: Path, env: Mapping[str, str],
-               log_file: Path, secret_env: frozenset[str] = frozenset(), yarn_berry: bool = False) -> Run:
-    """The install, niced and bounded by ``[app] build_timeout`` like the build."""
-    return Run(install_argv(tool, package_manager, yarn_berry), cwd=cwd, env=env, log_file=log_file,
-               timeout=app.build_timeout, secret_env=secret_env, nice=app.build_nice)
+def install_op(choice: ManagerChoice, tool: str, app: AppConfig, cwd: Path, env: Mapping[str, str],
+               log_file: Path, path: tuple[str, ...] = ()) -> Run:
+    """The frozen-lockfile install, niced and bounded by ``[app] build_timeout`` like the build. Its ``env``
+    holds no nextdeploy secret (any dependency's install script runs with it); the values of ``[app]
+    build_env`` are secrets (tokens, keys) wherever the command is shown: the log header, a dry run."""
+    return Run(choice.install_argv(tool), cwd=cwd, env=env, log_file=log_file, timeout=app.build_timeout,
+               secret_env=frozenset(app.build_env), nice=app.build_nice, path=path)
 
 
 def build_op(tool: str, app: AppConfig, cwd: Path, env: Mapping[str, str], log_file: Path,
-             secret_env: frozenset[str] = frozenset()) -> Run:
-    """The app's build, niced and bounded by ``[app] build_timeout``."""
+             secret_env: frozenset[str] = frozenset(), path: tuple[str, ...] = ()) -> Run:
+    """The app's build, niced and bounded by ``[app] build_timeout``; ``[app] build_env`` values hidden."""
     return Run(build_argv(tool, app.build_command), cwd=cwd, env=env, log_file=log_file,
-               timeout=app.build_timeout, secret_env=secret_env, nice=app.build_nice)
+               timeout=app.build_timeout, secret_env=secret_env.union(app.build_env), nice=app.build_nice,
+               path=path)
+
+
+def install_env(env: Mapping[str, str], choice: ManagerChoice, yarnrc: Mapping[str, str],
+                yarn_cache: Path) -> dict[str, str]:
+    """The install's environment: the build's, without its secrets (``env`` has none). Yarn 2+ keeps its
+    cache (in its global folder) in ``yarn_cache`` between builds, unless .yarnrc.yml or [app] build_env
+    chose another folder."""
+    if choice.berry and "globalFolder" not in yarnrc and "YARN_GLOBAL_FOLDER" not in env:
+        return {"YARN_GLOBAL_FOLDER": str(yarn_cache), **env}
+    return dict(env)
+
+
+def staging_dir(prefix: Path) -> Path:
+    """Where a tool is installed before it is renamed to ``prefix``."""
+    return prefix.with_name(prefix.name + ".partial")
+
+
+def package_manager_install_ops(npm: str, choice: ManagerChoice, prefix: Path, timeout: float | None) -> list[Op]:
+    """Install the package manager the app wants with npm into its own ``prefix``, through a staging dir
+    renamed into place: an interrupted install never leaves half a tool where the next deploy looks."""
+    staging = staging_dir(prefix)
+    return [
+        Remove(staging),
+        MakeDirs(staging),
+        Run((npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund", choice.npm_spec), timeout=timeout),
+        Remove(prefix),
+        Rename(staging, prefix),
+    ]
 
 
 def build_env(extra: Mapping[str, str], deployment_id: str | None) -> dict[str, str]:

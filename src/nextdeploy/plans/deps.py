@@ -24,17 +24,32 @@ from pathlib import Path
 
 from nextdeploy.ops import MakeDirs, Op, Remove, Rename, WriteFile
 from nextdeploy.plans.build import IGNORED_IN_SOURCE
+from nextdeploy.plans.packagemanager import ManagerChoice
 
 # Files whose bytes decide what an install puts into node_modules.
 INSTALL_INPUTS = frozenset({
     "package.json", "pnpm-lock.yaml", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock",
-    "pnpm-workspace.yaml", ".pnpmfile.cjs", ".npmrc", ".yarnrc",
+    "pnpm-workspace.yaml", ".pnpmfile.cjs", ".npmrc", ".yarnrc", ".yarnrc.yml",
 })
 # Never walked: dependencies, build output, VCS data (what a source export leaves out anyway).
 SKIPPED_DIRS = frozenset(IGNORED_IN_SOURCE)
 KEY_FILE = "key"
 DIRS_FILE = "dirs"
 TREE_DIR = "tree"
+
+
+def reuse_blocker(choice: ManagerChoice, yarnrc: Mapping[str, str], build_env: Mapping[str, str]) -> str | None:
+    """Why the last build's node_modules cannot stand in for an install (a one-line note), or None.
+
+    Yarn 2+ installs into node_modules only with ``nodeLinker: node-modules``; by default (Plug'n'Play)
+    its install is ``.pnp.cjs`` and ``.yarn/``, which this reuse does not carry over."""
+    if not choice.berry:
+        return None
+    linker = build_env.get("YARN_NODE_LINKER") or yarnrc.get("nodeLinker") or "pnp"
+    if linker == "node-modules":
+        return None
+    return (f"yarn's nodeLinker is {linker!r}: its install is not (only) node_modules, so every deploy installs "
+            "again (`nodeLinker: node-modules` in .yarnrc.yml lets a deploy reuse the last build's)")
 
 
 @dataclass(frozen=True)

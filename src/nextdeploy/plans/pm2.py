@@ -9,17 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.config import Config
-from nextdeploy.ops import WriteFile
+from nextdeploy.ops import MakeDirs, Op, PrivateFile, WriteFile
 from nextdeploy.paths import META_DIR, DeployPaths
 from nextdeploy.plans.runtime import runtime_env
 
 
 def ecosystem_app(config: Config, paths: DeployPaths) -> dict[str, object]:
-    """The PM2 app definition. Script and cwd go through ``current`` so a reload picks the new release."""
+    """The PM2 app definition. Script and cwd go through ``current`` so a reload picks the new release.
+
+    The script is relative to cwd (PM2 resolves it there): PM2 runs a script path holding a space as a shell
+    command (`bash -c <path>`), so a deploy root with a space in it never ran the launcher."""
     current = paths.current_link
     return {
         "name": config.app.name,
-        "script": str(current / META_DIR / "launcher.cjs"),
+        "script": f"{META_DIR}/launcher.cjs",
         "cwd": str(current),
         "exec_mode": "cluster",
         "instances": config.server.instances,
@@ -31,15 +34,36 @@ def ecosystem_app(config: Config, paths: DeployPaths) -> dict[str, object]:
         "autorestart": True,
         "time": True,
         "merge_logs": True,
-        "out_file": str(paths.pm2_out_log(config.app.name)),
-        "error_file": str(paths.pm2_error_log(config.app.name)),
+        # The launcher writes the app's output to pm2-<app>.out.log / .err.log and rotates them (log_env).
+        "out_file": str(paths.pm2_raw_log(config.app.name)),
+        "error_file": str(paths.pm2_raw_log(config.app.name)),
         "env": ecosystem_env(config),
     }
 
 
+def log_ops(config: Config, paths: DeployPaths) -> list[Op]:
+    """The app's log files (the launcher writes them; PM2 only the raw one) made 0600 first, in a 0700
+    ``logs/``: PM2 would create its file with its daemon's umask (0644 as a rule), and what the app prints
+    (secrets too) is for the deploying user only. An existing file is appended to and keeps its mode."""
+    name = config.app.name
+    return [MakeDirs(paths.logs_dir, mode=0o700), PrivateFile(paths.pm2_out_log(name)),
+            PrivateFile(paths.pm2_error_log(name)), PrivateFile(paths.pm2_raw_log(name))]
+
+
 def ecosystem_env(config: Config) -> dict[str, str]:
     """The app's env in the ecosystem file (secrets are added from their files when PM2 loads it)."""
-    return runtime_env(config, config.server.port, config.server.hostname)
+    return {**runtime_env(config, config.server.port, config.server.hostname), **log_env(config)}
+
+
+def log_env(config: Config) -> dict[str, str]:
+    """Where the launcher writes the app's stdout and stderr lines, and when it rotates them."""
+    paths = DeployPaths(config.root)
+    return {
+        "NEXTDEPLOY_LOG_OUT": str(paths.pm2_out_log(config.app.name)),
+        "NEXTDEPLOY_LOG_ERR": str(paths.pm2_error_log(config.app.name)),
+        "NEXTDEPLOY_LOG_MAX_BYTES": str(config.logs.max_bytes),
+        "NEXTDEPLOY_LOG_KEEP": str(config.logs.keep),
+    }
 
 
 def ecosystem_source(config: Config, paths: DeployPaths, secret_files: dict[str, Path] | None = None) -> str:
@@ -172,8 +196,3 @@ def jlist_argv(pm2: str) -> tuple[str, ...]:
 
 def ping_argv(pm2: str) -> tuple[str, ...]:
     return (pm2, "ping")
-
-
-def logs_argv(pm2: str, name: str, lines: int, follow: bool) -> tuple[str, ...]:
-    argv = (pm2, "logs", name, "--lines", str(lines))
-    return argv if follow else (*argv, "--nostream")
