@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nextdeploy.checks import release_health
 from nextdeploy.context import Context
 from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, RollbackError, stopped_by
 from nextdeploy.executor import remove_path
@@ -252,16 +253,17 @@ def written_since(log_file: Path, offset: int, lines: int = 5, since: str = "the
 
 
 @contextmanager
-def failed_once_put_back(ctx: Context, release_id: str, reason: str) -> Iterator[None]:
+def failed_once_put_back(ctx: Context, release_id: str, reason: str, event: str = "failed") -> Iterator[None]:
     """Log ``release_id`` as failed once the put-back in the block is over, or has failed. Not when it is
     killed or interrupted: the switch then stays pending in the log, and the next run's recovery puts
-    the previous release back (logged first, the failed release left in ``current`` would pass for live)."""
+    the previous release back (logged first, the failed release left in ``current`` would pass for live).
+    ``event`` "refused": a rollback target that failed its check (it served well before: not sticky)."""
     try:
         yield
     except NextdeployError:
-        ctx.log.append("failed", release_id, reason=reason)
+        ctx.log.append(event, release_id, reason=reason)
         raise
-    ctx.log.append("failed", release_id, reason=reason)
+    ctx.log.append(event, release_id, reason=reason)
 
 
 def _save(ctx: Context, pm2: Pm2) -> None:
@@ -343,9 +345,9 @@ def serving_problem(ctx: Context, workers: list[Worker], release_id: str) -> str
     if problem is not None:
         return problem
     config = ctx.config
-    result = http_get(local_address(config.server.hostname), config.server.port, config.health.path,
-                      config.health.request_timeout)
-    problem = health_problem(result, config.health)
+    health = release_health(config.health, ctx.paths.release_dir(release_id))
+    result = http_get(local_address(config.server.hostname), config.server.port, health.path, health.request_timeout)
+    problem = health_problem(result, health)
     if problem is not None:
         return f"the public port {config.server.port} is not healthy: {problem}"
     if result.release not in (None, release_id):
@@ -381,20 +383,22 @@ def _probe_public_port(ctx: Context, release_id: str) -> None:
     reaches every worker). An old worker of an in-place reload may still answer for a moment: PM2 tells it
     to stop on its successor's 'ready', and it closes its listener a few ms later (``ReloadWorkers``)."""
     config = ctx.config
+    health = release_health(config.health, ctx.paths.release_dir(release_id))
     host = local_address(config.server.hostname)
     others_until = time.monotonic() + OLD_LISTENER_GRACE
     in_a_row = 0
     while in_a_row < 2 * config.server.instances:
-        result = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
-        problem = health_problem(result, config.health)
-        if problem:
-            raise Pm2Error(f"the public port {config.server.port} is not healthy: {problem}")
+        result = http_get(host, config.server.port, health.path, health.request_timeout)
+        # An old worker is judged by whom it is, not by its health: its release may answer elsewhere (basePath).
         if result.release is not None and result.release != release_id:
             if time.monotonic() >= others_until:
                 raise Pm2Error(f"port {config.server.port} answered from release {result.release}, not {release_id}")
             in_a_row = 0
             time.sleep(0.02)
             continue
+        problem = health_problem(result, health)
+        if problem:
+            raise Pm2Error(f"the public port {config.server.port} is not healthy: {problem}")
         in_a_row += 1
 
 

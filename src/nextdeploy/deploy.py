@@ -4,7 +4,9 @@
                  a code-only change: [live lock: held cut-over (held.py): new workers beside the old ones,
                                       held off the port through the window, let in; verify, save, retain]
                  or anything else:   preflight, [live lock: switch, start/reload, verify, save, retain]
-    rollback = live lock: recover, switch back, reload, verify, save   (never waits for a build)
+    rollback = live lock: recover, then the held cut-over back to the target (its workers checked beside the
+               live ones before they take traffic), or a preflight then switch back, reload; verify, save
+               (never waits for a build)
     start    = live lock: recover, start or reload the live release, verify, save (no switch, no build)
 
 Everything before the switch (or a held cut-over's approval) happens beside the live release; a failure
@@ -27,6 +29,7 @@ from nextdeploy.activate import (
     activate,
     current_release,
     failed_once_put_back,
+    release_only_change,
     serving_problem,
     settle,
     start_live,
@@ -69,7 +72,7 @@ from nextdeploy.held import (
 from nextdeploy.hooks import run_hook
 from nextdeploy.ids import new_release_id
 from nextdeploy.lock import DeployLock
-from nextdeploy.manifest import is_complete, layout_of
+from nextdeploy.manifest import holds_until_approved, is_complete, layout_of
 from nextdeploy.nextjs import envcheck
 from nextdeploy.nextjs.prepare import check_node
 from nextdeploy.nextjs.skew import bridge_static_assets
@@ -83,7 +86,7 @@ from nextdeploy.preflight import PREFLIGHT_MARKER, run_preflight
 from nextdeploy.probe import listen_port
 from nextdeploy.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.retention import releases_to_remove, rollback_target
-from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key
+from nextdeploy.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key, secret_values
 from nextdeploy.steps import StepName
 from nextdeploy.tools import node_version, require_tool
 
@@ -333,10 +336,36 @@ def rollback(ctx: Context, to: str | None = None, lock_timeout: float = 0.0) -> 
             check_node(layout)
         bridge_static_assets(ctx, target)
         try:
-            report = activate(ctx, pm2, target, current, event="rolled_back")
+            # Checked before traffic moves to it, as it was when it first went live (its recorded checks): by
+            # the held cut-over when nothing but the release changes, else by a preflight outside PM2.
+            held_ids = release_only_change(ctx, pm2) if holds_until_approved(ctx.paths.release_dir(target)) else None
+            if held_ids and current is not None:
+                report = activate_held(ctx, pm2, target, current, held_ids, rollback=True)
+            else:
+                _preflight_rollback_target(ctx, target, current)
+                approve(ctx, target, again=True)  # an earlier check taken back by a killed run
+                report = activate(ctx, pm2, target, current, event="rolled_back")
         finally:
             settle(ctx)
     return DeployResult(target, current, time.monotonic() - started, report.seconds)
+
+
+def _preflight_rollback_target(ctx: Context, target: str, current: str | None) -> None:
+    """Raise RollbackError, with nothing live changed, if ``target`` fails the preflight outside PM2."""
+    layout = layout_of(ctx.paths.release_dir(target))
+    if layout is None:
+        return
+    env = runtime_env(ctx.config, listen_port(), "127.0.0.1", secret_values(ctx.paths) or {})
+    with ctx.reporter.step(f"check {target} before traffic moves: health gate on a private port", StepName.PREFLIGHT):
+        try:
+            run_preflight(ctx.config, layout, require_tool("node"), env, ctx.paths.preflight_log(target))
+        except PreflightError as exc:
+            ctx.log.append("refused", target, reason=f"rollback check: {exc.message}")
+            raise RollbackError(
+                f"rollback to {target} refused: it failed its checks before taking traffic ({exc.message}); "
+                f"nothing live changed{f', {current} still serves' if current else ''}",
+                hint="see the server output above; `nextdeploy rollback --to ID` picks another release",
+                details=exc.details) from None
 
 
 @dataclass
@@ -436,7 +465,10 @@ def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: boo
         ctx.reporter.warn(f"a previous run was interrupted while activating {pending.release}; repairing")
         # Killed during the repair, the next run repairs again (every step here can be repeated). A repair
         # that fails is not retried: the deploy after it goes on (the new release may be the fix).
-        with failed_once_put_back(ctx, pending.release, "interrupted during activation"):
+        # A rollback target served well before (an active release): not failed for good for being interrupted.
+        served = any(record.id == pending.release and record.usable for record in ctx.log.records())
+        with failed_once_put_back(ctx, pending.release, "interrupted during activation",
+                                  event="refused" if served else "failed"):
             _repair_activation(ctx, pm2, pending.release, previous)
     stop_lost_workers(ctx, pm2)
     current = current_release(ctx)

@@ -9,6 +9,8 @@ A variant is the same app with one file changed, so each broken release fails in
     exit-after-3s  serves, then the process exits 3 s after start
     slow-start     answers only after 10 s (then works: a slow but good release)
     page-throws    /api/health is fine but / answers 500 (caught only by smoke routes)
+    health-fails-on-file  serves, but /api/health answers 500 once a file ``health-fails`` appears in
+                   the server's directory (a release that fails verify after traffic moved to it)
     redirects      good, plus redirects built from ``request.url`` (a proxy, i.e. middleware, at /go-home and a
                    route handler at /api/redirect) and /api/seen, which echoes the URL and headers the app sees
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from nextdeploy.plans.build import IGNORED_IN_SOURCE
 
 VARIANTS = ("good", "crash-at-boot", "never-listens", "health-500", "exit-after-3s", "slow-start", "page-throws",
-            "redirects")
+            "health-fails-on-file", "redirects")
 
 # instrumentation.js register() runs when the Next.js server starts, before it serves requests.
 _INSTRUMENTATION = {
@@ -61,6 +63,17 @@ _HEALTH_500 = """export const dynamic = "force-dynamic";
 
 export async function GET() {
   return Response.json({ status: "broken" }, { status: 500 });
+}
+"""
+
+_HEALTH_FAILS_ON_FILE = """import { existsSync } from "node:fs";
+import { APP_VERSION } from "../../version";
+
+export const dynamic = "force-dynamic";
+
+export async function GET() {
+  const broken = existsSync("health-fails");
+  return Response.json({ status: broken ? "broken" : "ok", version: APP_VERSION }, { status: broken ? 500 : 200 });
 }
 """
 
@@ -117,6 +130,14 @@ def copy_example(destination: Path, version: str = "v1", variant: str = "good") 
     return destination
 
 
+def set_base_path(app_dir: Path, base_path: str | None) -> None:
+    """Serve the app under ``base_path`` (next.config's ``basePath``), or at the root again with None."""
+    config = (example_source() / "next.config.mjs").read_text()
+    if base_path:
+        config = config.replace('output: "standalone",', f'output: "standalone",\n  basePath: "{base_path}",')
+    (app_dir / "next.config.mjs").write_text(config)
+
+
 def set_version(app_dir: Path, version: str, variant: str = "good") -> None:
     """Make ``app_dir`` the given variant of ``version`` (resets any earlier variant)."""
     if variant not in VARIANTS:
@@ -135,6 +156,8 @@ def set_version(app_dir: Path, version: str, variant: str = "good") -> None:
         (app_dir / "instrumentation.js").write_text(_INSTRUMENTATION[variant])
     elif variant == "health-500":
         (app_dir / "app" / "api" / "health" / "route.js").write_text(_HEALTH_500)
+    elif variant == "health-fails-on-file":
+        (app_dir / "app" / "api" / "health" / "route.js").write_text(_HEALTH_FAILS_ON_FILE)
     elif variant == "page-throws":
         (app_dir / "app" / "page.jsx").write_text(_PAGE_THROWS)
     elif variant == "redirects":

@@ -42,8 +42,17 @@ from nextdeploy.activate import (
     write_ecosystem,
     written_since,
 )
+from nextdeploy.checks import health_hint, release_health
 from nextdeploy.context import Context
-from nextdeploy.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, PreflightError, stopped_by
+from nextdeploy.errors import (
+    ActivationError,
+    Interrupted,
+    NextdeployError,
+    Pm2Error,
+    PreflightError,
+    RollbackError,
+    stopped_by,
+)
 from nextdeploy.faults import checkpoint
 from nextdeploy.manifest import holds_until_approved, is_approved, is_complete, layout_of
 from nextdeploy.nextjs.smoke import run_smoke
@@ -71,9 +80,12 @@ REST_AFTER = 1.5
 PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
 
 
-def approve(ctx: Context, release_id: str) -> None:
-    """Let the release's workers take traffic: now, and whenever PM2 starts one of them later."""
+def approve(ctx: Context, release_id: str, again: bool = False) -> None:
+    """Let the release's workers take traffic: now, and whenever PM2 starts one of them later. ``again``: it
+    had been approved before its approval was taken back for a check (a rollback, a put-back)."""
     layout = ReleaseLayout(ctx.paths.release_dir(release_id))
+    if again and not is_complete(layout.release_dir):
+        return
     if holds_until_approved(layout.release_dir):
         ctx.executor.apply(WriteFile(layout.approved_file, "approved\n"))
 
@@ -86,41 +98,51 @@ def held_cutover_ids(ctx: Context, pm2: Pm2, release_id: str) -> tuple[int, ...]
 
 
 def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
-                  old_ids: tuple[int, ...]) -> ActivationReport:
+                  old_ids: tuple[int, ...], rollback: bool = False) -> ActivationReport:
     """Put ``release_id`` live by the held cut-over. A release that fails its window raises PreflightError
-    with the old workers untouched; a failure after the cut-over raises as ``activate`` does."""
+    with the old workers untouched; a failure after the cut-over puts ``previous`` back (``put_back_held``)
+    and raises as ``activate`` does.
+
+    ``rollback``: ``release_id`` is an earlier good release, checked this way before traffic moves to it. It
+    was approved when it first went live: held again for the window. Failing it is not held against it (a
+    ``refused`` event, not a sticky ``failed``): refused before the cut-over, RollbackError, nothing live
+    changed."""
     config = ctx.config
     name = config.app.name
-    socket = pm2.home_dir / "rpc.sock"
     old_workers = [worker for worker in pm2.workers(name) if worker.pm_id in old_ids]
     old_pids = {worker.pid for worker in old_workers}
     layout = layout_of(ctx.paths.release_dir(release_id)) or ReleaseLayout(ctx.paths.release_dir(release_id))
     protect_pm2_dump(pm2.home_dir)
     logs = _LogMarks(ctx)
+    outcome_event = "refused" if rollback else "failed"
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
         step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
+        if rollback:
+            step = f"check {release_id} before traffic moves: its workers under PM2, held off the public port"
         with ctx.reporter.step(step, StepName.HELD):
-            # Whom to delete if this run is killed before the cut-over (``recover_held``).
-            ctx.executor.apply(WriteFile(ctx.paths.held_state_file, _state(release_id, previous, old_ids)))
-            switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
-            spawned = time.monotonic()
-            # One new worker first, the others once it answers (see REST_AFTER).
-            _spawn(ctx, socket, old_ids[:1])
-            new_workers = _window(ctx, pm2, layout, set(old_ids), spawned, logs,
-                                  spawn_rest=lambda: _spawn(ctx, socket, old_ids[1:]))
+            new_workers = _hold(ctx, pm2, release_id, previous, old_ids, layout, logs, reapprove=rollback)
     except (NextdeployError, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):
             signal_name: str | None = stopped_by(exc)
             message = f"interrupted by {signal_name}"
         else:
             signal_name, message = None, exc.message
-        with failed_once_put_back(ctx, release_id, f"preflight: {message}"):
+        with failed_once_put_back(ctx, release_id, f"preflight: {message}", event=outcome_event):
             _reject(ctx, pm2, release_id, previous, set(old_ids), old_pids)
+            if rollback:
+                approve(ctx, release_id, again=True)
         if signal_name:
             raise Interrupted(signal_name, f"{message} while release {release_id} was held off the public port; "
                                            f"its workers were deleted, {previous} served throughout") from None
         assert isinstance(exc, NextdeployError)
+        if rollback:
+            raise RollbackError(
+                f"rollback to {release_id} refused: it failed its checks before taking traffic ({exc.message}); "
+                f"nothing live changed, {previous} served throughout",
+                hint="see `nextdeploy logs`; `nextdeploy rollback --to ID` picks another release",
+                details=logs.lines() + exc.details,
+            ) from None
         if isinstance(exc, PreflightError):
             exc.details = logs.lines() + exc.details
             raise
@@ -134,24 +156,17 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     try:
         with ctx.reporter.step(f"switch traffic -> {release_id}: the held workers take it, the old ones drain",
                                StepName.CUTOVER):
-            approve(ctx, release_id)
-            checkpoint("approved")
-            _wait_serving(ctx, pm2, layout, new_ids)
-            # Cut over: from here a killed run leaves the new workers serving (the recovery reloads them).
-            ctx.executor.apply(Remove(ctx.paths.held_state_file))
-            # The old workers stop taking new connections at once and finish what they serve (launcher drain).
-            ctx.executor.apply(DeleteWorkers(socket, old_ids, wait=False))
+            _cut_over(ctx, pm2, release_id, layout, new_ids, old_ids)
         with ctx.reporter.step("verify every worker runs the new release", StepName.VERIFY):
             workers = verify(ctx, pm2, release_id, old_pids, leaving=leaving,
                              during_watch=lambda: pm2.save(leaving=leaving))
     except (NextdeployError, KeyboardInterrupt) as exc:
-        # Approved already: the new workers serve. What failed is PM2 or the public port: `activate`'s
-        # put-back (switch back, reload, verify) once the old workers are gone.
+        # Approved already: the new workers serve. What failed is PM2 or the public port: the previous release
+        # comes back the same way, beside them (``put_back_held``).
         signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
         reason = f"interrupted by {signal_name}" if signal_name else str(exc)
-        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}"):
-            wait_until_gone(ctx, pm2, leaving)
-            put_back(ctx, pm2, previous, failed=release_id)
+        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}", event=outcome_event):
+            put_back_held(ctx, pm2, previous, release_id, leaving)
         outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
         if signal_name:
             raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
@@ -159,9 +174,91 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         raise ActivationError(f"release {release_id} failed after the switch ({exc.message}); {outcome}",
                               hint="see `nextdeploy logs` for the workers' output",
                               details=exc.details + logs.lines()) from None
-    ctx.log.append("activated", release_id)
+    ctx.log.append("rolled_back" if rollback else "activated", release_id, **({"from": previous} if rollback else {}))
     write_ecosystem(ctx)  # unchanged (a release-only change), rewritten as every activation does
     return ActivationReport(release_id, time.monotonic() - started, workers)
+
+
+def _hold(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids: tuple[int, ...],
+          layout: ReleaseLayout, logs: _LogMarks, reapprove: bool = False,
+          stable_for: float | None = None, others: frozenset[int] = frozenset()) -> list[Worker]:
+    """Start ``release_id``'s workers beside ``old_ids`` (one like each), held off the public port, and watch
+    them through the window (``_window``). ``reapprove``: the release was approved before (a rollback target,
+    a put-back): its approval is taken back for the window, and given back by the recovery if this run dies.
+    ``others``: ids of workers still leaving (not new, not old)."""
+    socket = pm2.home_dir / "rpc.sock"
+    # Whom to delete if this run is killed before the cut-over (``recover_held``).
+    state = _state(release_id, previous, old_ids, reapprove)
+    ctx.executor.apply(WriteFile(ctx.paths.held_state_file, state))
+    if reapprove:
+        ctx.executor.apply(Remove(layout.approved_file))
+    switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
+    spawned = time.monotonic()
+    # One new worker first, the others once it answers (see REST_AFTER).
+    _spawn(ctx, socket, old_ids[:1])
+    return _window(ctx, pm2, layout, set(old_ids) | others, spawned, logs,
+                   spawn_rest=lambda: _spawn(ctx, socket, old_ids[1:]), stable_for=stable_for)
+
+
+def _cut_over(ctx: Context, pm2: Pm2, release_id: str, layout: ReleaseLayout, new_ids: frozenset[int],
+              old_ids: tuple[int, ...], put_back: bool = False) -> None:
+    """Approve: the held workers open the public port; then the old ones are deleted (they drain)."""
+    approve(ctx, release_id)
+    if not put_back:
+        checkpoint("approved")
+    _wait_serving(ctx, pm2, layout, new_ids)
+    # Cut over: from here a killed run leaves the new workers serving (the recovery reloads them).
+    ctx.executor.apply(Remove(ctx.paths.held_state_file))
+    # The old workers stop taking new connections at once and finish what they serve (launcher drain).
+    ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", old_ids, wait=False))
+
+
+def put_back_held(ctx: Context, pm2: Pm2, previous: str | None, failed: str, leaving: frozenset[int]) -> None:
+    """Undo a held cut-over whose verify failed (or was interrupted) without a moment where nothing answers:
+    ``previous``'s workers start again beside ``failed``'s, held until each answers healthy on its private
+    port, then let in while ``failed``'s drain (as a deploy's cut-over; no stability window: it served a
+    moment ago). If that does not work, ``put_back`` (switch, reload). Raises RollbackError."""
+    name = ctx.config.app.name
+    if previous is not None and ctx.paths.held_state_file.exists():
+        # Stopped between the approval and the old workers' deletion: they never stopped serving.
+        with ctx.reporter.step(f"put {previous} back: its workers serve on, {failed}'s are deleted (they drain)",
+                               StepName.ROLLBACK):
+            switch_to(ctx, previous)
+            purge_workers(ctx, pm2, lambda worker: worker.pm_id not in leaving)
+            ctx.executor.apply(Remove(ctx.paths.held_state_file))
+        ctx.log.append("rolled_back", previous, **{"from": failed})
+        pm2.save(required=False)
+        return
+    release_dir = ctx.paths.release_dir(previous) if previous else None
+    failing = [worker for worker in pm2.workers(name) if worker.pm_id not in leaving]
+    if (previous is None or release_dir is None or not is_complete(release_dir) or not holds_until_approved(release_dir)
+            or not failing):
+        wait_until_gone(ctx, pm2, leaving)
+        put_back(ctx, pm2, previous, failed=failed)
+        return
+    failing_ids = tuple(worker.pm_id for worker in failing)
+    failing_pids = {worker.pid for worker in failing}
+    layout = layout_of(release_dir) or ReleaseLayout(release_dir)
+    logs = _LogMarks(ctx)
+    try:
+        with ctx.reporter.step(f"put {previous} back: its workers start beside {failed}'s, are let in once healthy",
+                               StepName.ROLLBACK):
+            new_workers = _hold(ctx, pm2, previous, failed, failing_ids, layout, logs, reapprove=True, stable_for=0,
+                                others=leaving)
+            _cut_over(ctx, pm2, previous, layout, frozenset(w.pm_id for w in new_workers), failing_ids, put_back=True)
+            verify(ctx, pm2, previous, failing_pids, leaving=leaving | frozenset(failing_ids))
+    except NextdeployError as exc:
+        ctx.reporter.info(f"{previous} did not come back beside {failed} ({exc.message}); putting it back by a reload")
+        gone = leaving | frozenset(failing_ids)  # cut over: `failed`'s workers were deleted, they drain
+        if ctx.paths.held_state_file.exists():  # not cut over: its held workers go, `failed` serves meanwhile
+            _reject(ctx, pm2, previous, failed, set(gone), failing_pids)  # (the leaving ones drain on)
+            gone = leaving
+        approve(ctx, previous, again=True)
+        wait_until_gone(ctx, pm2, gone)
+        put_back(ctx, pm2, previous, failed=failed)
+        return
+    ctx.log.append("rolled_back", previous, **{"from": failed})
+    pm2.save(required=False, leaving=leaving | frozenset(failing_ids))
 
 
 class _LogMarks:
@@ -202,14 +299,17 @@ def _spawn(ctx: Context, socket: Path, like: tuple[int, ...]) -> None:
 
 
 def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], spawned: float,
-            logs: _LogMarks, spawn_rest: Callable[[], None]) -> list[Worker]:
+            logs: _LogMarks, spawn_rest: Callable[[], None], stable_for: float | None = None) -> list[Worker]:
     """Watch the new workers until the release has answered healthy for ``stable_for`` s from its first
     good answer (as the preflight does: one worker's), every new worker answers healthy, and none exited or
     restarted. Starts the other new workers (``spawn_rest``) once the first answers. Raises PreflightError.
 
     While they boot, only what is cheap is looked at every POLL (the held files); PM2's list every
     LIST_POLL, a healthy worker's health every WINDOW_POLL, and all of it once more, fresh, before the end."""
-    config, health = ctx.config, ctx.config.health
+    config = ctx.config
+    health = release_health(config.health, layout.release_dir)
+    if stable_for is not None:
+        health = health.model_copy(update={"stable_for": stable_for})
     instances = config.server.instances
     deadline = spawned + health.timeout
     rest_spawned = False
@@ -276,8 +376,7 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
             raise PreflightError(
                 f"the new release was not healthy within {health.timeout:g} s: {problem}"
                 f"{launcher_reason(logs.text())}",
-                hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
-                     "the old release is still serving")
+                hint=f"{health_hint(health, layout.release_dir)}; the old release is still serving")
         if window_end is None or time.monotonic() >= window_end:
             time.sleep(POLL)  # the first answer starts the window; after its end, every moment counts
         else:  # in the window: look again at its end at the latest
@@ -447,13 +546,15 @@ def recover_held(ctx: Context, pm2: Pm2) -> None:
 
     state = _read_state(ctx.paths.held_state_file)
     if state is not None:
-        release, previous, old_ids = state
+        release, previous, old_ids, reapprove = state
         with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}",
                                StepName.RECOVER_HELD):
             back = previous is not None and is_complete(ctx.paths.release_dir(previous))
             if back and previous is not None and current_release(ctx) == release:
                 switch_to(ctx, previous)  # a worker PM2 forks again then runs the old release
             purge_workers(ctx, pm2, lambda worker: worker.pm_id not in old_ids, unserved=unapproved)
+            if reapprove:  # a rollback target or a put-back, approved before its check
+                approve(ctx, release, again=True)
             ctx.executor.apply(Remove(ctx.paths.held_state_file))
     doomed = [worker for worker in pm2.workers(ctx.config.app.name) if unapproved(worker)]
     if doomed:
@@ -463,17 +564,20 @@ def recover_held(ctx: Context, pm2: Pm2) -> None:
             purge_workers(ctx, pm2, unapproved, unserved=unapproved)
 
 
-def _state(release_id: str, previous: str | None, old_ids: tuple[int, ...]) -> str:
-    return json.dumps({"release": release_id, "previous": previous, "old_ids": list(old_ids)}) + "\n"
+def _state(release_id: str, previous: str | None, old_ids: tuple[int, ...], reapprove: bool = False) -> str:
+    return json.dumps({"release": release_id, "previous": previous, "old_ids": list(old_ids),
+                       "reapprove": reapprove}) + "\n"
 
 
-def _read_state(path: Path) -> tuple[str, str | None, frozenset[int]] | None:
+def _read_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return str(data["release"]), data.get("previous"), frozenset(int(i) for i in data["old_ids"])
+        return (str(data["release"]), data.get("previous"), frozenset(int(i) for i in data["old_ids"]),
+                data.get("reapprove") is True)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-__all__ = ["activate_held", "approve", "held_cutover_ids", "purge_workers", "recover_held", "wait_until_gone"]
+__all__ = ["activate_held", "approve", "held_cutover_ids", "purge_workers", "put_back_held", "recover_held",
+           "wait_until_gone"]
 

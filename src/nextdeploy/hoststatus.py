@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.activate import current_release
+from nextdeploy.checks import release_health
 from nextdeploy.context import Context
 from nextdeploy.deploy import leftover_processes
 from nextdeploy.lock import DeployLock
@@ -69,8 +70,9 @@ def host_status(ctx: Context) -> Status:
     draining = pm2.leaving_workers(config.app.name) if daemon_running else []
     lost = pm2.lost_workers(ctx.paths.releases_dir)
     host = local_address(config.server.hostname)
-    probe = http_get(host, config.server.port, config.health.path, config.health.request_timeout)
-    problem = health_problem(probe, config.health)
+    health = release_health(config.health, ctx.paths.release_dir(current)) if current else config.health
+    probe = http_get(host, config.server.port, health.path, health.request_timeout)
+    problem = health_problem(probe, health)
     daemon_node = pm2.daemon_node()
     deploy_running = _deploy_running(ctx.paths.build_lock_file)
     return Status(

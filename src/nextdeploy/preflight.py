@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nextdeploy.config import Config
+from nextdeploy.checks import health_hint, release_health
+from nextdeploy.config import Config, HealthConfig
 from nextdeploy.errors import PreflightError
 from nextdeploy.executor import kill_process_group, open_private
 from nextdeploy.faults import checkpoint
@@ -61,7 +62,8 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
         )
         try:
             checkpoint("preflight")
-            report = _gate(config, process, port, started, log_file)
+            report = _gate(release_health(config.health, layout.release_dir), layout, process, port, started,
+                           log_file)
         except BaseException as exc:
             # Also on Ctrl-C, SIGTERM or SIGHUP: in its own session the server gets none of them itself.
             _stop(process)
@@ -79,9 +81,8 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
     return report
 
 
-def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: float,
+def _gate(health: HealthConfig, layout: ReleaseLayout, process: subprocess.Popen[bytes], port: int, started: float,
           log_file: Path) -> PreflightReport:
-    health = config.health
     deadline = started + health.timeout
     first_healthy: float | None = None
     last: ProbeResult | None = None
@@ -126,8 +127,7 @@ def _gate(config: Config, process: subprocess.Popen[bytes], port: int, started: 
         elif now >= deadline:
             raise PreflightError(
                 f"the new release was not healthy within {health.timeout:g} s: {problem}{_launcher_reason(log_file)}",
-                hint=f"make {health.path} answer {health.expect_status} (or raise [health] timeout); "
-                     "the old release is still serving",
+                hint=f"{health_hint(health, layout.release_dir)}; the old release is still serving",
             )
         time.sleep(POLL_INTERVAL if first_healthy is not None else BOOT_POLL_INTERVAL)
 

@@ -8,6 +8,8 @@ Events, in the order a deploy writes them:
   building     a build started (the release dir may be half-made until ``built``)
   built        the release is assembled and complete
   failed       build, preflight or activation failed (sticky: never chosen by rollback again)
+  refused      a rollback target failed its check and was not (or no longer) live; it served well before,
+               so it stays usable (not sticky)
   switching    ``current`` is about to move from ``from`` to ``release``
   activated    the release is live and verified
   rolled_back  ``current`` was moved back to ``release`` (from ``from``)
@@ -141,7 +143,7 @@ def pending_switch(events: list[dict[str, Any]]) -> PendingSwitch | None:
         if entry["event"] == "switching":
             settled = any(
                 later["event"] in ("activated", "rolled_back")
-                or (later["event"] == "failed" and later["release"] == entry["release"])
+                or (later["event"] in ("failed", "refused") and later["release"] == entry["release"])
                 for later in events[index + 1 :]
             )
             if settled:

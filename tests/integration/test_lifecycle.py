@@ -222,10 +222,10 @@ def test_code_only_deploys_boot_new_workers_beside_the_old_and_env_changes_go_th
     workers = [e for e in pm2rpc.process_list(site.pm2_home) if e["pm2_env"]["status"] != "stopping"]
     assert [e["pm2_env"]["env"]["NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"] for e in workers] == [new_key, new_key]
 
-    # A rollback replaces both workers at the same time, in place (through the daemon's socket).
+    # A rollback goes by the held cut-over too: the target's workers are checked beside the live ones first.
     offset = site.pm2_log_size()
     rolled = site.nextdeploy("rollback")
     assert rolled.code == 0, rolled.output
     assert site.version() == "v4"
     events = _reload_events(site, offset)
-    assert sorted(events[:2]) == ["start 4", "start 5"] and sorted(events[2:]) == ["stop 4", "stop 5"], events
+    assert sorted(events[:2]) == ["start 6", "start 7"] and sorted(events[2:]) == ["stop 4", "stop 5"], events

@@ -51,3 +51,12 @@ def test_pending_switch() -> None:
     assert pending_switch(events(("switching", "b"), ("failed", "b"), ("rolled_back", "a"))) is None
     assert pending_switch(events(("switching", "b"), ("rolled_back", "a"), ("failed", "b"))) is None
     assert pending_switch(events(("activated", "a"))) is None
+
+
+def test_a_refused_rollback_target_stays_usable_and_settles_its_switch() -> None:
+    """A rollback target that failed its check served well before: not marked failed for good."""
+    log = events(("built", "a"), ("activated", "a"), ("built", "b"), ("activated", "b"),
+                 ("switching", "a"), ("refused", "a"))
+    records = {r.id: r for r in fold(log)}
+    assert records["a"].usable and records["b"].usable
+    assert pending_switch(log) is None

@@ -9,6 +9,7 @@ import click
 
 from nextdeploy import applogs
 from nextdeploy.activate import current_release, stop_lost_workers
+from nextdeploy.checks import release_health
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
 from nextdeploy.deploy import (
     build_lock_if_free,
@@ -99,7 +100,8 @@ def status_command(config_path: Path, json_mode: bool) -> None:
         running = report.deploy_running
         info(f"a deploy is running: pid {running['pid']} since {running['started_at']} (a rollback does not "
              "wait for it)")
-    info(f"health {config.health.path}: {'ok' if report.health_problem is None else report.health_problem}")
+    health_path = release_health(config.health, ctx.paths.release_dir(current)).path if current else config.health.path
+    info(f"health {health_path}: {'ok' if report.health_problem is None else report.health_problem}")
     node = report.node
     mismatch = built_node_problem(node["pm2"], node["built_with"])
     if mismatch:

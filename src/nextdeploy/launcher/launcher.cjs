@@ -27,11 +27,12 @@ function envMs(name, fallback) {
   return Number.isFinite(value) && value > 0 ? value : fallback;
 }
 
-const READY_PATH = process.env.NEXTDEPLOY_READY_PATH || '/';
+// Both may be replaced by the release's own (manifest "checks": [health] paths under the build's basePath).
+let READY_PATH = process.env.NEXTDEPLOY_READY_PATH || '/';
 // Routes requested once after the ready path and before the public port opens ([health] smoke). A route's
 // first request loads its code: ~50 ms of CPU for a page of the example app, during which every
 // connection of this worker waits. Measured with bench/run.py: the stalls right after a reload were these.
-const WARM_PATHS = (process.env.NEXTDEPLOY_WARM_PATHS || '').split('\n').filter((p) => p.startsWith('/'));
+let WARM_PATHS = (process.env.NEXTDEPLOY_WARM_PATHS || '').split('\n').filter((p) => p.startsWith('/'));
 const READY_TIMEOUT_MS = envMs('NEXTDEPLOY_READY_TIMEOUT_MS', 30000);
 // Must stay below PM2's kill_timeout, or PM2 SIGKILLs us mid-drain and every socket resets.
 const DRAIN_TIMEOUT_MS = envMs('NEXTDEPLOY_DRAIN_TIMEOUT_MS', 8000);
@@ -579,6 +580,11 @@ function main() {
     return failBoot('manifest.json has no "server" path');
   }
   const serverFile = path.resolve(RELEASE_DIR, manifest.server);
+  const checks = manifest.checks;
+  if (checks && typeof checks.health === 'string' && checks.health.startsWith('/')) {
+    READY_PATH = checks.health;
+    if (Array.isArray(checks.smoke)) WARM_PATHS = checks.smoke.filter((p) => typeof p === 'string' && p.startsWith('/'));
+  }
   // The preflight runs the release outside PM2 on a private port of its own, before any approval: no hold.
   const hold = manifest.hold === true && process.env.NEXTDEPLOY_HOLD !== '0';
 

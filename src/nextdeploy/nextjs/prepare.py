@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.activate import current_release
+from nextdeploy.checks import base_path_of, planned_checks
 from nextdeploy.context import Context
 from nextdeploy.errors import ReleaseError
 from nextdeploy.manifest import is_complete, links_leaving
@@ -96,7 +97,10 @@ def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -
                                  lambda: envcheck.revalidates_in_source(source.source_root))
     if warning:
         ctx.reporter.warn(warning)
-    return {"traced_files": len(traces.files), "static_files": len(own_static)}
+    base_path = base_path_of(build.next_config, _read_json(build.next_dir / "routes-manifest.json"))
+    # How this release is checked, now and when a rollback brings it back (``nextdeploy.checks``).
+    checks = planned_checks(ctx.config.health, base_path)
+    return {"traced_files": len(traces.files), "static_files": len(own_static), "checks": checks}
 
 
 def reject_links_leaving(layout: ReleaseLayout, shared_links: list[Path]) -> None:
