@@ -262,6 +262,7 @@ def plan_package_manager(ctx: Context, source_root: Path) -> Installer:
     app_dir = (source_root / config.app.path).resolve()
     lockfile = find_lockfile(app_dir, source_root.resolve(), config.app.package_manager)
     if lockfile is None:
+        inspect_project(app_dir, source_root.resolve(), config.app.package_manager)  # not an app at all: say that
         raise _no_lockfile(ctx)
     choice = choose_manager(lockfile.package_manager, lockfile.path.name, lockfile_format(lockfile),
                             pinned_package_manager(lockfile, app_dir))

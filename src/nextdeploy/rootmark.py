@@ -53,7 +53,10 @@ def check_root(root: Path) -> Claim:
     except FileNotFoundError:
         return Claim.OURS
     except NotADirectoryError:
-        raise HostPathError(f"[server] root {root} is a file, not a directory",
+        file = next((path for path in (root, *root.parents) if path.exists() and not path.is_dir()), root)
+        where = (f"[server] root {root} is a file" if file == root
+                 else f"cannot create [server] root {root}: {file} is a file")
+        raise HostPathError(f"{where}, not a directory",
                             hint="point [server] root at a new or empty directory") from None
     except OSError as exc:
         raise HostPathError(f"cannot read the deploy root {root}: {exc.strerror}",

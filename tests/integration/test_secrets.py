@@ -45,7 +45,7 @@ def test_secrets_stay_out_of_logs_and_every_log_is_private(site: Site) -> None:
     assert stat.S_IMODE(logs.stat().st_mode) == 0o700
     names = sorted(path.name for path in logs.iterdir())
     assert names == sorted([f"build-{release}.log", f"preflight-{release}.log", old_log.name,
-                            f"pm2-{site.app_name}.err.log"]), names
+                            f"pm2-{site.app_name}.err.log", f"pm2-{site.app_name}.raw.log"]), names
     assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in logs.iterdir()} == dict.fromkeys(names, 0o600)
     assert old_log.read_text().startswith("an older line\n") and "ready in" in old_log.read_text()  # appended
     build_log = (logs / f"build-{release}.log").read_text()
