@@ -92,7 +92,9 @@ def test_broken_releases_are_rejected_before_the_switch(site: Site) -> None:
     finally:
         load.stop()
     result = load.result(timeout=MAX_SECONDS + 30)
-    assert result.total >= RATE * 10, result.summary()
+    # Guards against a load generator that did not run: three rejected deploys take 9-10 s on an idle machine
+    # (cached .next/cache, reused node_modules), more under load.
+    assert result.total >= RATE * 5, result.summary()
     assert result.failed == 0, result.errors()
     assert set(result.releases_seen()) == {live}
     assert "TOP-SECRET" not in output
