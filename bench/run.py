@@ -13,7 +13,7 @@ from typing import cast
 from nextdeploy.benchkit.bench import BenchOptions, main_guard, run_bench
 from nextdeploy.benchkit.engine import STRATEGIES
 from nextdeploy.benchkit.scenarios import SCENARIOS
-from nextdeploy.loadgen import Mode
+from nextdeploy.demo.loadgen import Mode
 
 HERE = Path(__file__).resolve().parent
 

@@ -22,29 +22,29 @@ _SOURCES = {
     "deploy": "nextdeploy.api",
     "rollback": "nextdeploy.api",
     "status": "nextdeploy.api",
-    "Config": "nextdeploy.config",
-    "DeployResult": "nextdeploy.deploy",
-    "Status": "nextdeploy.hoststatus",
-    "WorkerStatus": "nextdeploy.hoststatus",
-    "ExitCode": "nextdeploy.errors",
-    "NextdeployError": "nextdeploy.errors",
-    "ConfigError": "nextdeploy.errors",
-    "ProjectError": "nextdeploy.errors",
-    "ToolMissingError": "nextdeploy.errors",
-    "HostPathError": "nextdeploy.errors",
-    "BuildError": "nextdeploy.errors",
-    "ReleaseError": "nextdeploy.errors",
-    "PreflightError": "nextdeploy.errors",
-    "ActivationError": "nextdeploy.errors",
-    "RollbackError": "nextdeploy.errors",
-    "LockError": "nextdeploy.errors",
-    "ReleaseNotFoundError": "nextdeploy.errors",
-    "Pm2Error": "nextdeploy.errors",
-    "PortError": "nextdeploy.errors",
-    "NameTakenError": "nextdeploy.errors",
-    "DiskFullError": "nextdeploy.errors",
-    "HookError": "nextdeploy.errors",
-    "Interrupted": "nextdeploy.errors",
+    "Config": "nextdeploy.core.config",
+    "DeployResult": "nextdeploy.procedures.deploy",
+    "Status": "nextdeploy.procedures.status",
+    "WorkerStatus": "nextdeploy.procedures.status",
+    "ExitCode": "nextdeploy.core.errors",
+    "NextdeployError": "nextdeploy.core.errors",
+    "ConfigError": "nextdeploy.core.errors",
+    "ProjectError": "nextdeploy.core.errors",
+    "ToolMissingError": "nextdeploy.core.errors",
+    "HostPathError": "nextdeploy.core.errors",
+    "BuildError": "nextdeploy.core.errors",
+    "ReleaseError": "nextdeploy.core.errors",
+    "PreflightError": "nextdeploy.core.errors",
+    "ActivationError": "nextdeploy.core.errors",
+    "RollbackError": "nextdeploy.core.errors",
+    "LockError": "nextdeploy.core.errors",
+    "ReleaseNotFoundError": "nextdeploy.core.errors",
+    "Pm2Error": "nextdeploy.core.errors",
+    "PortError": "nextdeploy.core.errors",
+    "NameTakenError": "nextdeploy.core.errors",
+    "DiskFullError": "nextdeploy.core.errors",
+    "HookError": "nextdeploy.core.errors",
+    "Interrupted": "nextdeploy.core.errors",
     "SshError": "nextdeploy.remote.errors",
 }
 
@@ -78,12 +78,12 @@ else:
 
 
 class _Package(ModuleType):
-    """Keeps ``nextdeploy.deploy`` the public function: importing the internal submodule of the same name
-    (``from nextdeploy.deploy import ...``) would otherwise set the package's attribute to that module."""
+    """Keeps ``nextdeploy.procedures.deploy`` the public function: importing the internal submodule of the same name
+    (``from nextdeploy.procedures.deploy import ...``) would otherwise set the package's attribute to that module."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _SOURCES and isinstance(value, ModuleType):
-            return  # the submodule stays reachable as sys.modules["nextdeploy.deploy"]
+            return  # the submodule stays reachable as sys.modules["nextdeploy.procedures.deploy"]
         super().__setattr__(name, value)
 
 
@@ -94,9 +94,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from nextdeploy.api import deploy, load_config, rollback, status
-    from nextdeploy.config import Config
-    from nextdeploy.deploy import DeployResult
-    from nextdeploy.errors import (
+    from nextdeploy.core.config import Config
+    from nextdeploy.core.errors import (
         ActivationError,
         BuildError,
         ConfigError,
@@ -117,5 +116,6 @@ if TYPE_CHECKING:
         RollbackError,
         ToolMissingError,
     )
-    from nextdeploy.hoststatus import Status, WorkerStatus
+    from nextdeploy.procedures.deploy import DeployResult
+    from nextdeploy.procedures.status import Status, WorkerStatus
     from nextdeploy.remote.errors import SshError

@@ -1,9 +1,9 @@
 """The public Python API, re-exported by ``nextdeploy`` (import it from there): what the CLI's
 ``deploy``, ``rollback`` and ``status`` do, as functions of a config.
 
-Each call takes a :class:`~nextdeploy.config.Config` or the path of a ``nextdeploy.toml``, prints its
+Each call takes a :class:`~nextdeploy.core.config.Config` or the path of a ``nextdeploy.toml``, prints its
 progress as plain lines to ``progress`` (stderr by default; each step line carries its stable name, see
-``nextdeploy.steps``), returns a result with ``to_json()`` and raises a ``NextdeployError`` subclass, whose
+``nextdeploy.core.steps``), returns a result with ``to_json()`` and raises a ``NextdeployError`` subclass, whose
 ``exit_code`` is the CLI's, for every expected failure. Unlike the CLI it installs no signal handlers:
 a SIGTERM to the calling process does not put the previous release back.
 """
@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO, overload
 
-from nextdeploy.config import Config
-from nextdeploy.config import load_config as _load_config
+from nextdeploy.core.config import Config
+from nextdeploy.core.config import load_config as _load_config
 
 if TYPE_CHECKING:
-    from nextdeploy.context import Context
-    from nextdeploy.deploy import DeployResult
-    from nextdeploy.hoststatus import Status
+    from nextdeploy.core.context import Context
+    from nextdeploy.procedures.deploy import DeployResult
+    from nextdeploy.procedures.status import Status
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -47,11 +47,11 @@ def deploy(config: Config | str | os.PathLike[str], *, lock_timeout: float = 0.0
     ``progress`` without doing any, and return None."""
     ctx = _context(config, progress, dry_run)
     if dry_run:
-        from nextdeploy.dryrun import print_deploy_plan
+        from nextdeploy.procedures.dryrun import print_deploy_plan
 
         print_deploy_plan(ctx)
         return None
-    from nextdeploy.deploy import deploy as run_deploy
+    from nextdeploy.procedures.deploy import deploy as run_deploy
 
     return run_deploy(ctx, lock_timeout=lock_timeout)
 
@@ -60,7 +60,7 @@ def rollback(config: Config | str | os.PathLike[str], *, to: str | None = None, 
              progress: TextIO | None = None) -> DeployResult:
     """Put the previous good release (or release ``to``) back, verified, without a build
     (``nextdeploy rollback``)."""
-    from nextdeploy.deploy import rollback as run_rollback
+    from nextdeploy.procedures.deploy import rollback as run_rollback
 
     return run_rollback(_context(config, progress), to=to, lock_timeout=lock_timeout)
 
@@ -68,15 +68,15 @@ def rollback(config: Config | str | os.PathLike[str], *, to: str | None = None, 
 def status(config: Config | str | os.PathLike[str], *, progress: TextIO | None = None) -> Status:
     """The live release, its health and each PM2 worker (``nextdeploy status``); changes nothing and
     never starts a PM2 daemon."""
-    from nextdeploy.hoststatus import host_status
+    from nextdeploy.procedures.status import host_status
 
     return host_status(_context(config, progress))
 
 
 def _context(config: Config | str | os.PathLike[str], progress: TextIO | None, dry_run: bool = False) -> Context:
-    from nextdeploy.context import Context
-    from nextdeploy.executor import DryRunExecutor, LocalExecutor
-    from nextdeploy.ui import Reporter
+    from nextdeploy.core.context import Context
+    from nextdeploy.core.ui import Reporter
+    from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
 
     if not isinstance(config, Config):
         config = load_config(config)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ExitCode
-from nextdeploy.executor import processes_under
-from nextdeploy.probe import http_get
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.host.executor import processes_under
+from nextdeploy.host.probe import http_get
 from support.site import Run, Site, tool_env
 
 pytest.importorskip("aiohttp")
-from nextdeploy.loadgen import LoadResult
+from nextdeploy.demo.loadgen import LoadResult
 from support.load import load_on as under_load
 from support.load import no_failures as assert_no_failures
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from nextdeploy.errors import ExitCode
-from nextdeploy.exampleapp import set_base_path
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.demo.exampleapp import set_base_path
 from support.site import Site, tool_env
 
 pytest.importorskip("aiohttp")

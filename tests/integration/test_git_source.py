@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ExitCode
+from nextdeploy.core.errors import ExitCode
 from support.site import Site
 
 pytestmark = pytest.mark.integration

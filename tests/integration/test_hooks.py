@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nextdeploy.errors import ExitCode
+from nextdeploy.core.errors import ExitCode
 from support.processes import gone_soon
 from support.site import Site
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from nextdeploy.errors import ExitCode
-from nextdeploy.probe import listen_port
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.host.probe import listen_port
 from support.processes import port_held_elsewhere
 from support.site import Site
 

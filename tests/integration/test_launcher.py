@@ -32,8 +32,8 @@ pytest.importorskip("aiohttp")
 
 import contextlib
 
-from nextdeploy.loadgen import BackgroundLoad, LoadResult
-from nextdeploy.probe import listen_port
+from nextdeploy.demo.loadgen import BackgroundLoad, LoadResult
+from nextdeploy.host.probe import listen_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO / ".tools" / "node_modules" / ".bin"

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from nextdeploy import pm2rpc
-from nextdeploy.errors import ExitCode
-from nextdeploy.pm2 import parse_jlist
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.pm2 import rpc as pm2rpc
+from nextdeploy.pm2.client import parse_jlist
 from support.site import Site
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,7 @@ def test_stop_logs_and_pm2_resurrect(site: Site) -> None:
     started = site.nextdeploy("start", "--json")
     assert started.code == 0, started.output
     assert started.json()["release"] == live and started.json()["already_serving"] is False
-    # Scripts read steps by their stable names (nextdeploy.steps), on stderr and in the result.
+    # Scripts read steps by their stable names (nextdeploy.core.steps), on stderr and in the result.
     assert "start-live" in [step["name"] for step in started.json()["steps"]], started.json()
     assert f"ok  [start-live] start the live release {live} (" in started.stderr, started.stderr
     assert site.get()[2]["x-nextdeploy-release"] == live

@@ -16,7 +16,7 @@ import pytest
 from support.site import REPO, Site, tool_env
 
 pytest.importorskip("aiohttp")
-from nextdeploy.loadgen import BackgroundLoad
+from nextdeploy.demo.loadgen import BackgroundLoad
 
 pytestmark = pytest.mark.integration
 

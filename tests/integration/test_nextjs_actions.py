@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from nextdeploy.secrets import files_containing
+from nextdeploy.release.secrets import files_containing
 from support.site import Site
 
 pytestmark = pytest.mark.integration

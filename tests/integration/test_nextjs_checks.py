@@ -17,12 +17,12 @@ import os
 
 import pytest
 
-from nextdeploy.errors import ExitCode
-from nextdeploy.secrets import files_containing
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.release.secrets import files_containing
 from support.site import Site
 
 pytest.importorskip("aiohttp")
-from nextdeploy.loadgen import BackgroundLoad
+from nextdeploy.demo.loadgen import BackgroundLoad
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from nextdeploy.nextjs.envcheck import probe_sharp
 from support.site import REPO, Site
 
 pytest.importorskip("aiohttp")
-from nextdeploy.loadgen import BackgroundLoad, LoadResult
+from nextdeploy.demo.loadgen import BackgroundLoad, LoadResult
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from tests.support.site import REPO, Site
 
-from nextdeploy.errors import ExitCode
+from nextdeploy.core.errors import ExitCode
 
 pytestmark = pytest.mark.integration
 

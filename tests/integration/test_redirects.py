@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from nextdeploy.probe import listen_port
+from nextdeploy.host.probe import listen_port
 from support.site import Site, tool_env
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ExitCode
-from nextdeploy.executor import live_processes
-from nextdeploy.probe import listen_port
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.host.executor import live_processes
+from nextdeploy.host.probe import listen_port
 from support.site import REPO, Site, tool_env
 
 pytestmark = pytest.mark.integration

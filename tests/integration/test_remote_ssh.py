@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.cli.main import format_error
-from nextdeploy.errors import ExitCode
+from nextdeploy.core.errors import ExitCode
 from nextdeploy.remote.argv import SshSettings
 from nextdeploy.remote.errors import (
     HostKeyError,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nextdeploy.errors import ExitCode
+from nextdeploy.core.errors import ExitCode
 from support.site import Site
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from nextdeploy import pm2rpc
+from nextdeploy.pm2 import rpc as pm2rpc
 from support.site import Site
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ToolMissingError
-from nextdeploy.tools import require_tool
+from nextdeploy.core.errors import ToolMissingError
+from nextdeploy.host.tools import require_tool
 
 pytestmark = pytest.mark.integration
 

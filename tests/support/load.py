@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nextdeploy.loadgen import BackgroundLoad, LoadResult
+from nextdeploy.demo.loadgen import BackgroundLoad, LoadResult
 from support.site import Site
 
 RATE = 200  # requests per second

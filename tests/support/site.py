@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.benchkit.target import kill_processes_under
-from nextdeploy.exampleapp import copy_example, set_version
-from nextdeploy.probe import listen_port
+from nextdeploy.demo.exampleapp import copy_example, set_version
+from nextdeploy.host.probe import listen_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO / ".tools" / "node_modules" / ".bin"

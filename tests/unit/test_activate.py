@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy import activate
-from nextdeploy.config import parse_config
-from nextdeploy.context import Context
-from nextdeploy.errors import Pm2Error
-from nextdeploy.executor import DryRunExecutor, LocalExecutor
-from nextdeploy.pm2 import Pm2
-from nextdeploy.ui import Reporter
+from nextdeploy.activation import activate
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import Pm2Error
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
+from nextdeploy.pm2.client import Pm2
 
 
 def _serving(releases: Iterator[str]) -> tuple[http.server.ThreadingHTTPServer, int]:

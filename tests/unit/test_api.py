@@ -39,11 +39,10 @@ def test_all_names_the_api_and_every_name_resolves() -> None:
 
 
 def test_the_internal_deploy_module_does_not_replace_the_deploy_function() -> None:
-    from nextdeploy.deploy import DeployResult  # loads the submodule nextdeploy.deploy
+    from nextdeploy.procedures.deploy import DeployResult  # loads the procedure, a module of another package
 
     assert callable(nextdeploy.deploy) and nextdeploy.deploy.__module__ == "nextdeploy.api"
     assert nextdeploy.DeployResult is DeployResult
-    assert sys.modules["nextdeploy.deploy"].DeployResult is DeployResult
     from nextdeploy import deploy
 
     assert deploy is nextdeploy.deploy
@@ -111,7 +110,7 @@ def test_status_on_an_empty_root_changes_nothing_and_serializes(tmp_path: Path) 
 def test_a_dry_run_deploy_prints_its_plan_and_changes_nothing(tmp_path: Path) -> None:
     path, pm2_ran = _config_file(tmp_path)
     progress = io.StringIO()
-    assert nextdeploy.deploy(nextdeploy.load_config(path), dry_run=True, progress=progress) is None
+    assert nextdeploy.procedures.deploy(nextdeploy.load_config(path), dry_run=True, progress=progress) is None
     plan = progress.getvalue()
     assert plan.startswith("dry run: nothing will be changed; the new release would be ")
     assert "pnpm install --frozen-lockfile" in plan and "# preflight passes when /" in plan

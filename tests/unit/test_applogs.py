@@ -1,4 +1,4 @@
-"""Reading the app's logs across their rotations (nextdeploy.applogs) and the [logs] settings."""
+"""Reading the app's logs across their rotations (nextdeploy.host.applogs) and the [logs] settings."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.applogs import ROTATED_GRACE, Follower, rotated_files, tail
-from nextdeploy.config import parse_config, size_bytes
-from nextdeploy.errors import ConfigError
+from nextdeploy.core.config import parse_config, size_bytes
+from nextdeploy.core.errors import ConfigError
+from nextdeploy.host.applogs import ROTATED_GRACE, Follower, rotated_files, tail
 
 
 def rotate(path: Path, keep: int) -> None:

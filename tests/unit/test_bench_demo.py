@@ -26,7 +26,7 @@ def test_prepare_dir_marks_a_new_dir_and_reuses_only_its_own(tmp_path: Path) -> 
 
 def test_the_bench_target_config_passes_reload_at_once_on(tmp_path: Path) -> None:
     from nextdeploy.benchkit.target import Target
-    from nextdeploy.config import load_config
+    from nextdeploy.core.config import load_config
 
     assert load_config(Target(tmp_path / "a").config_path).server.reload_at_once == 2  # nextdeploy's default
     assert load_config(Target(tmp_path / "b", reload_at_once=1).config_path).server.reload_at_once == 1

@@ -27,8 +27,8 @@ from nextdeploy.benchkit.measure import (
     step_started,
     timeline,
 )
-from nextdeploy.loadgen import RequestRecord, percentile
-from nextdeploy.steps import StepName
+from nextdeploy.core.steps import StepName
+from nextdeploy.demo.loadgen import RequestRecord, percentile
 
 
 def rec(start: float, latency: float = 0.01, status: int | None = 200, error: str | None = None,

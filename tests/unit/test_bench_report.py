@@ -11,8 +11,8 @@ pytest.importorskip("aiohttp")
 from nextdeploy.benchkit import report
 from nextdeploy.benchkit.commands import CommandRecord
 from nextdeploy.benchkit.engine import NEXTDEPLOY, SEED, Action, LoadSpec, Mark, Run
-from nextdeploy.loadgen import LoadResult, RequestRecord
-from nextdeploy.steps import StepName, tagged
+from nextdeploy.core.steps import StepName, tagged
+from nextdeploy.demo.loadgen import LoadResult, RequestRecord
 
 T0 = 1000.0  # time.monotonic() when the load started
 

@@ -12,7 +12,7 @@ from nextdeploy.benchkit.baselines import (
     seed_health_loop,
     seed_health_ok,
 )
-from nextdeploy.probe import ProbeResult
+from nextdeploy.host.probe import ProbeResult
 
 
 def answers(*results: bool) -> tuple[list[float], Callable[[], bool]]:

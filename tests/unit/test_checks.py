@@ -1,4 +1,4 @@
-"""basePath-aware checks (nextdeploy.checks): which paths a release is probed on, and where they are recorded."""
+"""basePath-aware checks (nextdeploy.core.checks): which paths a release is probed on, and where they are recorded."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.checks import base_path_of, health_hint, planned_checks, release_health, under_base
-from nextdeploy.config import HealthConfig
+from nextdeploy.core.checks import base_path_of, health_hint, planned_checks, release_health, under_base
+from nextdeploy.core.config import HealthConfig
 
 
 @pytest.mark.parametrize(("base", "path", "expected"), [

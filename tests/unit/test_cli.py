@@ -13,8 +13,8 @@ import pytest
 
 from nextdeploy import __version__
 from nextdeploy.cli.main import cli, main
-from nextdeploy.errors import ExitCode
-from nextdeploy.releaselog import ReleaseLog
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.core.releaselog import ReleaseLog
 
 REPO = Path(__file__).resolve().parents[2]
 

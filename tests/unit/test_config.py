@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.config import load_config, parse_config
-from nextdeploy.errors import ConfigError
+from nextdeploy.core.config import load_config, parse_config
+from nextdeploy.core.errors import ConfigError
 
 GOOD = {"app": {"name": "hello", "source": "app"}, "server": {"root": "root"}}
 

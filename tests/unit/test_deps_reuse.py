@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nextdeploy.builder import _take_dependencies
-from nextdeploy.config import parse_config
-from nextdeploy.context import Context
-from nextdeploy.executor import LocalExecutor
-from nextdeploy.ops import Remove, Rename, WriteFile
-from nextdeploy.paths import SourceLayout
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.paths import SourceLayout
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import LocalExecutor
 from nextdeploy.plans import deps
-from nextdeploy.ui import Reporter
+from nextdeploy.plans.ops import Remove, Rename, WriteFile
+from nextdeploy.release.builder import _take_dependencies
 
 
 def make_monorepo(root: Path) -> None:

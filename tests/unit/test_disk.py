@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.disk import disk_full_error, is_disk_full, says_disk_full
-from nextdeploy.errors import ExitCode
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.host.disk import disk_full_error, is_disk_full, says_disk_full
 
 PNPM_WRAPPED = """Error:   × installing dependencies
   ╰─▶ Failed to write cafs: Failed to write to file at "/srv/.pnpm-

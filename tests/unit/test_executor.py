@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from nextdeploy import pm2rpc
-from nextdeploy.errors import HostPathError, ToolMissingError
-from nextdeploy.executor import DryRunExecutor, LocalExecutor, processes_marked, switch_symlink
-from nextdeploy.ops import (
+from nextdeploy.core.errors import HostPathError, ToolMissingError
+from nextdeploy.host.executor import DryRunExecutor, LocalExecutor, processes_marked, switch_symlink
+from nextdeploy.plans.ops import (
     CopyFile,
     CopyTree,
     DeleteWorkers,
@@ -32,6 +31,7 @@ from nextdeploy.ops import (
     Symlink,
     WriteFile,
 )
+from nextdeploy.pm2 import rpc as pm2rpc
 from support.processes import as_in_a_terminal, gone_soon
 
 
@@ -252,9 +252,9 @@ def test_a_stop_signal_during_a_niced_run_kills_it_with_everything_it_started(tm
     pid_file.touch()
     script = (
         (_SIGNAL_AS_IT_STARTS.format(pid_file=str(pid_file), signum=int(signum)) if when == "as it starts" else "")
-        + "from nextdeploy import interrupts\n"
-        + "from nextdeploy.executor import LocalExecutor\n"
-        + "from nextdeploy.ops import Run\n"
+        + "from nextdeploy.core import interrupts\n"
+        + "from nextdeploy.host.executor import LocalExecutor\n"
+        + "from nextdeploy.plans.ops import Run\n"
         + "interrupts.install()\n"
         + f"LocalExecutor().apply(Run({_with_grandchild(pid_file)!r}, nice=5))\n"
     )

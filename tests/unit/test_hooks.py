@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.config import Config, parse_config
-from nextdeploy.context import Context
-from nextdeploy.dryrun import deploy_plan
-from nextdeploy.errors import ConfigError
-from nextdeploy.executor import DryRunExecutor, LocalExecutor
-from nextdeploy.hooks import run_hook
+from nextdeploy.core.config import Config, parse_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import ConfigError
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
 from nextdeploy.plans.hooks import hook_env, hook_op
-from nextdeploy.ui import Reporter
+from nextdeploy.procedures.dryrun import deploy_plan
+from nextdeploy.procedures.hooks import run_hook
 from support.processes import gone_soon
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nextdeploy.ids import is_release_id, is_valid_deployment_id, new_release_id
+from nextdeploy.core.ids import is_release_id, is_valid_deployment_id, new_release_id
 
 moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2999, 1, 1), timezones=st.just(UTC))
 

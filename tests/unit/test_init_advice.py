@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.cli.main import main
-from nextdeploy.errors import ExitCode
+from nextdeploy.core.errors import ExitCode
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -108,7 +108,7 @@ def test_cjs_monorepo_config_uses_dirname(capsys: pytest.CaptureFixture[str], tm
 
 
 def test_module_system_of_each_config_file(tmp_path: Path) -> None:
-    from nextdeploy.nextconfig import read_next_config
+    from nextdeploy.nextjs.nextconfig import read_next_config
 
     def esm(name: str, text: str, package_type: str | None = None, major: int | None = 16) -> bool:
         path = tmp_path / name
@@ -200,7 +200,7 @@ def test_static_export_and_commented_output(capsys: pytest.CaptureFixture[str], 
     assert "change `output: 'export'` to `output: \"standalone\"` in next.config.js (line 2)" in init(capsys, app)[1]
     app = make_app(tmp_path / "b", config="module.exports = {\n  // output: 'standalone',\n}\n")
     assert "standalone output is not set" in init(capsys, app)[1]  # a comment is not a setting
-    from nextdeploy.nextconfig import mask
+    from nextdeploy.nextjs.nextconfig import mask
 
     assert mask("a /* 'x' */ 'y' // z") == "a           ' '     "
 
@@ -321,7 +321,7 @@ def test_output_shorthand_from_a_variable_that_never_gives_standalone(capsys: py
 
 
 def test_mask_skips_regex_literals_and_keeps_strings_apart() -> None:
-    from nextdeploy.nextconfig import mask
+    from nextdeploy.nextjs.nextconfig import mask
 
     text = "const a = x.replace(/'/g, '') // output: 'export'\nconst b = 4 / 2 / 1; const c = 'output: x'"
     masked = mask(text)

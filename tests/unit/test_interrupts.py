@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.config import parse_config
-from nextdeploy.paths import ReleaseLayout
-from nextdeploy.preflight import run_preflight
+from nextdeploy.activation.preflight import run_preflight
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.paths import ReleaseLayout
 from support.processes import as_in_a_terminal, gone_soon
 
 WAIT_FOR_A_SIGNAL = """
 import os, signal, sys, time
-from nextdeploy import interrupts
-from nextdeploy.errors import Interrupted
+from nextdeploy.core import interrupts
+from nextdeploy.core.errors import Interrupted
 {before}
 interrupts.install()
 try:

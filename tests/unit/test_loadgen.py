@@ -1,4 +1,4 @@
-"""Fast tests of nextdeploy.loadgen: the summaries, and short real runs against a tiny local server."""
+"""Fast tests of nextdeploy.demo.loadgen: the summaries, and short real runs against a tiny local server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
-from nextdeploy.loadgen import (
+from nextdeploy.demo.loadgen import (
     BackgroundLoad,
     LoadResult,
     RequestRecord,

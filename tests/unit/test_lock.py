@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import LockError
-from nextdeploy.lock import DeployLock
+from nextdeploy.core.errors import LockError
+from nextdeploy.host.lock import DeployLock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from nextdeploy.lock import DeployLock
+from nextdeploy.host.lock import DeployLock
 lock = DeployLock(Path(sys.argv[1]), "holder")
 lock.acquire()
 print("held", flush=True)

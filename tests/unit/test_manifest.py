@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nextdeploy.manifest import links_leaving
+from nextdeploy.core.manifest import links_leaving
 
 
 def make_release(tmp_path: Path) -> Path:

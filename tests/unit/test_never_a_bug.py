@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from nextdeploy.cli.main import main
-from nextdeploy.errors import ExitCode
-from nextdeploy.ui import Reporter
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.core.ui import Reporter
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello"

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.builder import _inspect_build
-from nextdeploy.config import HealthConfig, parse_config
-from nextdeploy.context import Context
-from nextdeploy.errors import ExitCode, PreflightError
-from nextdeploy.executor import DryRunExecutor
+from nextdeploy.core.config import HealthConfig, parse_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import ExitCode, PreflightError
+from nextdeploy.core.paths import ReleaseLayout, SourceLayout
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import DryRunExecutor
+from nextdeploy.host.probe import ProbeResult
 from nextdeploy.nextjs import smoke
 from nextdeploy.nextjs.caches import image_cache_ops, isr_warning, uses_isr
 from nextdeploy.nextjs.envcheck import (
@@ -25,9 +27,7 @@ from nextdeploy.nextjs.envcheck import (
     runtime_node_problem,
     uses_next_image,
 )
-from nextdeploy.paths import ReleaseLayout, SourceLayout
-from nextdeploy.probe import ProbeResult
-from nextdeploy.ui import Reporter
+from nextdeploy.release.builder import _inspect_build
 
 
 @pytest.mark.parametrize(("node", "engines", "problem"), [
@@ -252,7 +252,7 @@ def test_next_config_deployment_id_warns_that_it_wins(tmp_path: Path) -> None:
 ])
 def test_sharp_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, uses_image: bool, loads: bool,
                       outcome: str) -> None:
-    from nextdeploy.errors import ReleaseError
+    from nextdeploy.core.errors import ReleaseError
     from nextdeploy.nextjs import envcheck, prepare
     from nextdeploy.nextjs.build import BuildOutput
 

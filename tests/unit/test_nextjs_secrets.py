@@ -1,5 +1,5 @@
 """The Server Actions key: generated once, stored 0600, given to builds and workers, scrubbed from
-releases, never echoed (nextdeploy.secrets and the planners that carry it)."""
+releases, never echoed (nextdeploy.release.secrets and the planners that carry it)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.config import parse_config
-from nextdeploy.errors import ConfigError
-from nextdeploy.paths import DeployPaths
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.errors import ConfigError
+from nextdeploy.core.paths import DeployPaths
 from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.secrets import (
+from nextdeploy.release.secrets import (
     SERVER_ACTIONS_ENV,
     ensure_server_actions_key,
     files_containing,
@@ -108,7 +108,7 @@ def test_scrub_ops_and_leak_scan(tmp_path: Path) -> None:
     assert len(ops) == 2 and all(KEY not in op.render() for op in ops)
     assert files_containing(tmp_path, KEY) == [".next/server/server-reference-manifest.js",
                                                ".next/server/server-reference-manifest.json"]
-    from nextdeploy.executor import LocalExecutor
+    from nextdeploy.host.executor import LocalExecutor
     LocalExecutor().apply_all(ops)
     assert files_containing(tmp_path, KEY) == []
     assert scrub_ops(server) == []
@@ -127,7 +127,7 @@ def test_leak_scan_skips_files_hard_linked_from_a_scanned_tree(tmp_path: Path) -
 
 
 def test_pm2_dump_and_build_dirs_are_made_private(tmp_path: Path) -> None:
-    from nextdeploy.secrets import protect_pm2_dump
+    from nextdeploy.release.secrets import protect_pm2_dump
     home = tmp_path / "pm2"
     protect_pm2_dump(home)
     assert (home / "dump.pm2").read_text() == "[]"  # an empty process list: valid for `pm2 resurrect`

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from nextdeploy.core.releaselog import fold
 from nextdeploy.nextjs.skew import BridgePlan, asset_window, bridge_assets, plan_bridge, static_list_json
-from nextdeploy.releaselog import fold
 
 
 def log(*entries: tuple[str, str]) -> list[dict[str, str]]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ReleaseError
+from nextdeploy.core.errors import ReleaseError
+from nextdeploy.core.paths import ReleaseLayout, SourceLayout
 from nextdeploy.nextjs.build import BuildOutput, inspect_build
 from nextdeploy.nextjs.prepare import check_traced_files, exclude_targets, include_ops, required_paths
 from nextdeploy.nextjs.traced import plan_traced_copy, server_js_source, traced_release_ops
@@ -23,8 +24,7 @@ from nextdeploy.nextjs.traces import (
     root_relative,
     trace_paths,
 )
-from nextdeploy.ops import CopyFile, Symlink, WriteFile
-from nextdeploy.paths import ReleaseLayout, SourceLayout
+from nextdeploy.plans.ops import CopyFile, Symlink, WriteFile
 
 ROOT = "/b/src"
 
@@ -201,7 +201,7 @@ def test_traced_plan_and_ops(tmp_path: Path, app_path: str) -> None:
     links = [op for op in ops if isinstance(op, Symlink)]
     assert [op.link for op in links] == [layout.app_dir / "node_modules" / "next"]
     # Executing the plan yields a release whose link resolves to the copied package.
-    from nextdeploy.executor import LocalExecutor
+    from nextdeploy.host.executor import LocalExecutor
     (tmp_path / "launcher.cjs").write_text("// launcher")
     LocalExecutor().apply_all(ops)
     assert json.loads((layout.app_dir / "node_modules" / "next" / "package.json").read_text())["engines"]
@@ -225,7 +225,7 @@ def test_missing_traced_files_fail_and_name_the_exclude(tmp_path: Path) -> None:
     source, build = fake_build(tmp_path)
     traces = read_traces(build.next_dir, build.tracing_root)
     layout = ReleaseLayout(tmp_path / "release")
-    from nextdeploy.executor import LocalExecutor
+    from nextdeploy.host.executor import LocalExecutor
     (tmp_path / "launcher.cjs").write_text("// launcher")
     LocalExecutor().apply_all(traced_release_ops(build, traces, layout, tmp_path / "launcher.cjs"))
     excluded = exclude_targets(build, source.source_root, ["**/dist/server.js"], layout)
@@ -311,7 +311,7 @@ def _release_with_links(tmp_path: Path, links: dict[str, str]) -> tuple[BuildOut
         data["files"].append(f"../{link}")
     trace_file.write_text(json.dumps(data))
     layout = ReleaseLayout(tmp_path / "release")
-    from nextdeploy.executor import LocalExecutor
+    from nextdeploy.host.executor import LocalExecutor
     (tmp_path / "launcher.cjs").write_text("// launcher")
     traces = read_traces(build.next_dir, build.tracing_root)
     LocalExecutor().apply_all(traced_release_ops(build, traces, layout, tmp_path / "launcher.cjs"))

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.builder import Installer, ensure_package_manager
-from nextdeploy.config import parse_config
-from nextdeploy.context import Context
-from nextdeploy.dryrun import deploy_plan
-from nextdeploy.errors import DiskFullError, ProjectError, ToolMissingError
-from nextdeploy.executor import LocalExecutor, RunResult
-from nextdeploy.ops import Op, Run
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import DiskFullError, ProjectError, ToolMissingError
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import LocalExecutor, RunResult
+from nextdeploy.host.tools import find_package_manager, manager_binary, manager_prefix, package_version
 from nextdeploy.plans.build import package_manager_install_ops, staging_dir
 from nextdeploy.plans.deps import reuse_blocker
+from nextdeploy.plans.ops import Op, Run
 from nextdeploy.plans.packagemanager import choose_manager, install_failure, parse_pin
-from nextdeploy.project import Lockfile, lockfile_format, pinned_package_manager, read_yarnrc
-from nextdeploy.tools import find_package_manager, manager_binary, manager_prefix, package_version
-from nextdeploy.ui import Reporter
+from nextdeploy.procedures.dryrun import deploy_plan
+from nextdeploy.release.builder import Installer, ensure_package_manager
+from nextdeploy.release.project import Lockfile, lockfile_format, pinned_package_manager, read_yarnrc
 
 SHA = ("+sha512.77b89e9be77a2b06ad8f403a19cae5e22976f61023f98ad323d5c30194958ebc02ee0a6ae5d13ee454f6134e4e8caf29a05f0"
        "b1a0e1d2b17bca6b6a1f1159f86")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nextdeploy.paths import DeployPaths, ReleaseLayout, SourceLayout
+from nextdeploy.core.paths import DeployPaths, ReleaseLayout, SourceLayout
 
 
 def test_deploy_root_layout() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nextdeploy.config import parse_config
-from nextdeploy.executor import LocalExecutor
-from nextdeploy.ops import CopyTree, Run, Symlink, WriteFile
-from nextdeploy.paths import DeployPaths, ReleaseLayout, SourceLayout
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.paths import DeployPaths, ReleaseLayout, SourceLayout
+from nextdeploy.host.executor import LocalExecutor
 from nextdeploy.plans import build, pm2, release
+from nextdeploy.plans.ops import CopyTree, Run, Symlink, WriteFile
 from nextdeploy.plans.packagemanager import choose_manager
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from nextdeploy.errors import HostPathError, Pm2Error
-from nextdeploy.executor import LocalExecutor, RunResult
-from nextdeploy.pm2 import Pm2, Worker, _telling_line, parse_jlist, process_age, worker_of
+from nextdeploy.core.errors import HostPathError, Pm2Error
+from nextdeploy.host.executor import LocalExecutor, RunResult
+from nextdeploy.pm2.client import Pm2, Worker, _telling_line, parse_jlist, process_age, worker_of
 
 
 def test_jlist_skips_daemon_lines() -> None:
@@ -51,8 +51,8 @@ def test_process_age_from_proc() -> None:
 
 
 def test_workers_on_their_way_out_are_not_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nextdeploy.executor import LocalExecutor
-    from nextdeploy.pm2 import Pm2
+    from nextdeploy.host.executor import LocalExecutor
+    from nextdeploy.pm2.client import Pm2
 
     listed = [{"name": "hello", "pm_id": 0, "pid": 0, "pm2_env": {"status": "online"}},
               {"name": "hello", "pm_id": "_old_0", "pid": 0, "pm2_env": {"status": "stopping"}},  # reload
@@ -84,9 +84,9 @@ def test_dump_is_what_pm2_save_writes_without_outgoing_workers() -> None:
 
 def _pm2_with_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listed: list[Any] | None) -> Any:
     """A Pm2 whose daemon socket lists ``listed`` (None: no daemon); its CLI calls are recorded."""
-    from nextdeploy import pm2rpc
-    from nextdeploy.executor import LocalExecutor, RunResult
-    from nextdeploy.pm2 import Pm2
+    from nextdeploy.host.executor import LocalExecutor, RunResult
+    from nextdeploy.pm2 import rpc as pm2rpc
+    from nextdeploy.pm2.client import Pm2
 
     def process_list(home: Path) -> list[Any]:
         if listed is None:

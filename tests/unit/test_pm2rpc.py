@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nextdeploy import pm2rpc
-from nextdeploy.pm2rpc import RpcUnavailable, decode_frame, encode_frame
+from nextdeploy.pm2 import rpc as pm2rpc
+from nextdeploy.pm2.rpc import RpcUnavailable, decode_frame, encode_frame
 
 
 @given(st.lists(st.binary(max_size=300), max_size=15), st.binary(max_size=20))

@@ -8,10 +8,10 @@ import socket
 
 import pytest
 
-from nextdeploy.errors import ExitCode
-from nextdeploy.executor import bind_error, port_holders
-from nextdeploy.ports import Holder, Listener, listeners_on, port_problem
-from nextdeploy.probe import free_port
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.host.executor import bind_error, port_holders
+from nextdeploy.host.ports import Holder, Listener, listeners_on, port_problem
+from nextdeploy.host.probe import free_port
 from support.processes import port_held_elsewhere
 
 PROC_NET_TCP = """\
@@ -108,7 +108,7 @@ def test_a_port_to_listen_on_later_is_below_the_ephemeral_range() -> None:
     # A listen(0) (the launcher's private one) or an outgoing connection never gets it meanwhile.
     from pathlib import Path
 
-    from nextdeploy.probe import listen_port
+    from nextdeploy.host.probe import listen_port
 
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     ports = {listen_port() for _ in range(20)}

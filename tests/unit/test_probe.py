@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from nextdeploy.probe import http_get
+from nextdeploy.host.probe import http_get
 
 
 def test_nothing_listening_is_said_so() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ProjectError
-from nextdeploy.project import find_home_page, find_lockfile, inspect_project
+from nextdeploy.core.errors import ProjectError
+from nextdeploy.release.project import find_home_page, find_lockfile, inspect_project
 
 REPO = Path(__file__).resolve().parents[2]
 

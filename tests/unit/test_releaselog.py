@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nextdeploy.releaselog import ReleaseLog, Status, fold, pending_switch
+from nextdeploy.core.releaselog import ReleaseLog, Status, fold, pending_switch
 
 
 def events(*pairs: tuple[str, str]) -> list[dict[str, object]]:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nextdeploy.cli.main import format_error
-from nextdeploy.errors import ConfigError, ExitCode
+from nextdeploy.core.errors import ConfigError, ExitCode
 from nextdeploy.remote.argv import (
     Destination,
     SshSettings,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nextdeploy.releaselog import fold
-from nextdeploy.retention import releases_to_remove, rollback_target
+from nextdeploy.core.releaselog import fold
+from nextdeploy.core.retention import releases_to_remove, rollback_target
 
 
 def history(spec: str) -> list[dict[str, object]]:

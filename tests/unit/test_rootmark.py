@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.errors import ExitCode, HostPathError
-from nextdeploy.rootmark import ROOT_MARKER, Claim, check_root, claim, mark
+from nextdeploy.core.errors import ExitCode, HostPathError
+from nextdeploy.host.rootmark import ROOT_MARKER, Claim, check_root, claim, mark
 
 
 def test_claim() -> None:

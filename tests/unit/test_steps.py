@@ -1,4 +1,4 @@
-"""Stable step names (nextdeploy.steps): the ``--json`` progress carries them, the bench reads them.
+"""Stable step names (nextdeploy.core.steps): the ``--json`` progress carries them, the bench reads them.
 
 The bench's figures (build, stability window, activation, rollback, the worker killed during a reload)
 come from steps found by name. These tests fail when a step the bench reads is no longer reported under
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.steps import StepName, tagged, untag, untag_line
-from nextdeploy.ui import Reporter
+from nextdeploy.core.steps import StepName, tagged, untag, untag_line
+from nextdeploy.core.ui import Reporter
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "nextdeploy"
 
@@ -101,7 +101,7 @@ def _bench_names() -> set[StepName]:
 
 
 NEXTDEPLOY_FILES = [path for path in SRC.rglob("*.py") if "benchkit" not in path.parts]
-BASELINE_FILES = [SRC / "benchkit" / "baselines.py", SRC / "builder.py"]  # the baselines reuse the build
+BASELINE_FILES = [SRC / "benchkit" / "baselines.py", SRC / "release" / "builder.py"]  # the baselines reuse the build
 
 
 def test_every_step_the_bench_reads_is_reported_under_its_name() -> None:
@@ -127,7 +127,7 @@ def test_every_step_the_bench_reads_is_reported_under_its_name() -> None:
 
 def test_every_step_nextdeploy_reports_has_a_stable_name() -> None:
     """So that ``--json`` progress and timings name every step: a new ``reporter.step(title)`` needs a
-    ``StepName`` too (add one to nextdeploy.steps if none fits)."""
+    ``StepName`` too (add one to nextdeploy.core.steps if none fits)."""
     unnamed = []
     for path in sorted(SRC.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from nextdeploy.ui import Reporter
+from nextdeploy.core.ui import Reporter
 
 
 @dataclass

@@ -29,18 +29,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nextdeploy.builder import build_release, prepare_root
-from nextdeploy.config import Config, load_config
-from nextdeploy.context import Context
-from nextdeploy.errors import NextdeployError, ReleaseNotFoundError
-from nextdeploy.executor import LocalExecutor, RunResult
-from nextdeploy.ids import new_release_id
-from nextdeploy.ops import Run
-from nextdeploy.pm2 import parse_jlist
-from nextdeploy.probe import ProbeResult, http_get
-from nextdeploy.steps import StepName
-from nextdeploy.tools import require_tool
-from nextdeploy.ui import Reporter
+from nextdeploy.core.config import Config, load_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import NextdeployError, ReleaseNotFoundError
+from nextdeploy.core.ids import new_release_id
+from nextdeploy.core.steps import StepName
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import LocalExecutor, RunResult
+from nextdeploy.host.probe import ProbeResult, http_get
+from nextdeploy.host.tools import require_tool
+from nextdeploy.plans.ops import Run
+from nextdeploy.pm2.client import parse_jlist
+from nextdeploy.release.builder import build_release, prepare_root
 
 RELEASE_TAG_SOURCE = Path(__file__).parent / "release_tag.cjs"
 

@@ -28,8 +28,8 @@ from nextdeploy.benchkit import report
 from nextdeploy.benchkit.engine import STRATEGIES, BenchError, LoadSpec, Run, Session
 from nextdeploy.benchkit.scenarios import PLAN, QUICK_PLAN, SCENARIOS
 from nextdeploy.benchkit.target import Target, pm2_binary
-from nextdeploy.exampleapp import example_source
-from nextdeploy.loadgen import Mode
+from nextdeploy.demo.exampleapp import example_source
+from nextdeploy.demo.loadgen import Mode
 
 Echo = Callable[[str], None]
 

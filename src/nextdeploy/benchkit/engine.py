@@ -18,9 +18,9 @@ from typing import Any
 from nextdeploy.benchkit.commands import CommandRecord, LineHook, run_command
 from nextdeploy.benchkit.measure import DiskUsage, disk_usage, step_started
 from nextdeploy.benchkit.target import HEALTH_PATH, Target, python_argv
-from nextdeploy.config import load_config
-from nextdeploy.loadgen import BackgroundLoad, LoadResult, Mode
-from nextdeploy.steps import StepName
+from nextdeploy.core.config import load_config
+from nextdeploy.core.steps import StepName
+from nextdeploy.demo.loadgen import BackgroundLoad, LoadResult, Mode
 
 DEPLOY_TIMEOUT = 240.0
 # After a command, what serves is looked at once health answers 200, or after this many seconds.

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nextdeploy.loadgen import RequestRecord, percentile
-from nextdeploy.steps import StepName, untag
+from nextdeploy.core.steps import StepName, untag
+from nextdeploy.demo.loadgen import RequestRecord, percentile
 
-# The progress format of nextdeploy.ui.Reporter with --json (on stderr): ``... [name] title`` when a step
-# starts, ``ok  [name] title (1.2 s)`` or ``FAILED [name] title (1.2 s)`` when it ends (nextdeploy.steps).
+# The progress format of nextdeploy.core.ui.Reporter with --json (on stderr): ``... [name] title`` when a step
+# starts, ``ok  [name] title (1.2 s)`` or ``FAILED [name] title (1.2 s)`` when it ends (nextdeploy.core.steps).
 _STEP_START = re.compile(r"^\.\.\. (?P<text>.+)$")
 _STEP_END = re.compile(r"^(?P<mark>ok |FAILED) (?P<text>.+) \((?P<seconds>[0-9.]+) s\)$")
 _RELEASE = re.compile(r"^release (?P<id>\S+)$")

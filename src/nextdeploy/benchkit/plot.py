@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.steps import StepName
+from nextdeploy.core.steps import StepName
 
 BIN_SECONDS = 0.5
 PLOT_HINT = "pip install 'nextdeploy[plot]'"
 
-# Stable step name (nextdeploy.steps) -> (colour, short label); steps not listed are not drawn.
+# Stable step name (nextdeploy.core.steps) -> (colour, short label); steps not listed are not drawn.
 _STEP_STYLES: dict[str, tuple[str, str]] = {
     StepName.EXPORT: ("#dddddd", ""),
     StepName.INSTALL: ("#dddddd", ""),

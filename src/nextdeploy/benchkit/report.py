@@ -40,8 +40,8 @@ from nextdeploy.benchkit.measure import (
     stability_window,
     timeline,
 )
-from nextdeploy.loadgen import LoadResult, percentile
-from nextdeploy.steps import StepName
+from nextdeploy.core.steps import StepName
+from nextdeploy.demo.loadgen import LoadResult, percentile
 
 STEADY_WARMUP = 1.0
 # Where traffic moves to the new release: the symlink switch before a reload (the preflight path, a rollback),

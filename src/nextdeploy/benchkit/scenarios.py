@@ -1,6 +1,6 @@
 """The named scenarios of the bench, and which strategies run which.
 
-Each broken variant of the example app fails in exactly one way (``nextdeploy.exampleapp``). The
+Each broken variant of the example app fails in exactly one way (``nextdeploy.demo.exampleapp``). The
 contract nextdeploy is held to: a good release goes live, a broken one never takes traffic (the
 previous release keeps serving), a rollback puts the previous good release back, and none of it
 fails a request.
@@ -9,7 +9,7 @@ fails a request.
 from __future__ import annotations
 
 from nextdeploy.benchkit.engine import NEXTDEPLOY, PM2_RESTART, SEED, RunContext, Scenario
-from nextdeploy.steps import StepName
+from nextdeploy.core.steps import StepName
 
 
 def _deploy(variant: str) -> Scenario:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.exampleapp import copy_example, set_version
-from nextdeploy.executor import live_processes
-from nextdeploy.pm2 import parse_jlist, process_cwd
-from nextdeploy.probe import ProbeResult, http_get, listen_port
-from nextdeploy.tools import find_tool
+from nextdeploy.demo.exampleapp import copy_example, set_version
+from nextdeploy.host.executor import live_processes
+from nextdeploy.host.probe import ProbeResult, http_get, listen_port
+from nextdeploy.host.tools import find_tool
+from nextdeploy.pm2.client import parse_jlist, process_cwd
 
 REPO = Path(__file__).resolve().parents[3]
 # A development checkout keeps pnpm and pm2 here; an installed nextdeploy finds them on PATH.

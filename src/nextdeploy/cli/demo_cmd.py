@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from nextdeploy.cli.options import FiniteFloatRange, debug_option
-from nextdeploy.errors import HostPathError, NextdeployError
-from nextdeploy.steps import untag_line
-from nextdeploy.ui import Reporter
+from nextdeploy.core.errors import HostPathError, NextdeployError
+from nextdeploy.core.steps import untag_line
+from nextdeploy.core.ui import Reporter
 
 if TYPE_CHECKING:
     from nextdeploy.benchkit.engine import Run, RunContext

@@ -13,9 +13,9 @@ from nextdeploy.cli.options import (
     lock_timeout_option,
     make_context,
 )
-from nextdeploy.deploy import DeployResult, deploy, rollback, start
-from nextdeploy.dryrun import print_deploy_plan
-from nextdeploy.ui import Reporter
+from nextdeploy.core.ui import Reporter
+from nextdeploy.procedures.deploy import DeployResult, deploy, rollback, start
+from nextdeploy.procedures.dryrun import print_deploy_plan
 
 
 @click.command("deploy")

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import click
 
-from nextdeploy.advice import (
+from nextdeploy.cli.options import debug_option
+from nextdeploy.core.config import DEFAULT_CONFIG_NAME
+from nextdeploy.core.errors import ConfigError, ProjectError
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import LocalExecutor
+from nextdeploy.nextjs.advice import (
     HEALTH_PATH,
     FileChange,
     code_style,
@@ -23,13 +28,8 @@ from nextdeploy.advice import (
     tracing_root_expression,
     up_to,
 )
-from nextdeploy.cli.options import debug_option
-from nextdeploy.config import DEFAULT_CONFIG_NAME
-from nextdeploy.errors import ConfigError, ProjectError
-from nextdeploy.executor import LocalExecutor
-from nextdeploy.nextconfig import major_version, read_next_config
-from nextdeploy.project import ProjectInfo, find_next_config, inspect_project, standalone_hint
-from nextdeploy.ui import Reporter
+from nextdeploy.nextjs.nextconfig import major_version, read_next_config
+from nextdeploy.release.project import ProjectInfo, find_next_config, inspect_project, standalone_hint
 
 # Lines of the config: code, then "\t# " and its comment; init aligns the comments in one column.
 TEMPLATE = """\

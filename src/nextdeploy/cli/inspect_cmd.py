@@ -7,25 +7,25 @@ from typing import Any
 
 import click
 
-from nextdeploy import applogs
-from nextdeploy.activate import current_release, stop_lost_workers
-from nextdeploy.checks import release_health
+from nextdeploy.activation.activate import current_release, stop_lost_workers
 from nextdeploy.cli.options import config_option, debug_option, json_option, lock_timeout_option, make_context
-from nextdeploy.deploy import (
+from nextdeploy.core.checks import release_health
+from nextdeploy.core.manifest import read_manifest
+from nextdeploy.core.releaselog import Status
+from nextdeploy.core.steps import StepName
+from nextdeploy.host import applogs
+from nextdeploy.host.lock import DeployLock
+from nextdeploy.host.rootmark import ROOT_MARKER
+from nextdeploy.nextjs.envcheck import built_node_problem
+from nextdeploy.plans import pm2 as pm2_plan
+from nextdeploy.procedures.deploy import (
     build_lock_if_free,
     check_app_name,
     open_pm2,
     running_processes,
     stop_leftovers,
 )
-from nextdeploy.hoststatus import host_status, pm2_as_it_is
-from nextdeploy.lock import DeployLock
-from nextdeploy.manifest import read_manifest
-from nextdeploy.nextjs.envcheck import built_node_problem
-from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.releaselog import Status
-from nextdeploy.rootmark import ROOT_MARKER
-from nextdeploy.steps import StepName
+from nextdeploy.procedures.status import host_status, pm2_as_it_is
 
 
 @click.command("releases")

@@ -10,13 +10,14 @@ from typing import NoReturn
 
 import click
 
-from nextdeploy import __version__, interrupts
+from nextdeploy import __version__
 from nextdeploy.cli.demo_cmd import demo_command
 from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command, start_command
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
-from nextdeploy.disk import is_disk_full
-from nextdeploy.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, stopped_by
+from nextdeploy.core import interrupts
+from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, stopped_by
+from nextdeploy.host.disk import is_disk_full
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import click
 
-from nextdeploy.config import DEFAULT_CONFIG_NAME, Config, load_config
-from nextdeploy.context import Context
-from nextdeploy.executor import DryRunExecutor, LocalExecutor
-from nextdeploy.ui import Reporter
+from nextdeploy.core.config import DEFAULT_CONFIG_NAME, Config, load_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from nextdeploy.errors import ReleaseError
-from nextdeploy.paths import SourceLayout
+from nextdeploy.core.errors import ReleaseError
+from nextdeploy.core.paths import SourceLayout
 
 
 @dataclass(frozen=True)

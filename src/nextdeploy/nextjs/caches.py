@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.ops import MakeDirs, Op, Remove, Symlink
-from nextdeploy.paths import ReleaseLayout
+from nextdeploy.core.paths import ReleaseLayout
+from nextdeploy.plans.ops import MakeDirs, Op, Remove, Symlink
 
 
 def image_cache_dir(shared_dir: Path) -> Path:

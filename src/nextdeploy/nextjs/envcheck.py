@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.errors import ToolMissingError
+from nextdeploy.core.errors import ToolMissingError
 from nextdeploy.nextjs.semver import parse_version, satisfies
 
 SOURCE_SUFFIXES = frozenset({".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".mdx"})

@@ -1,4 +1,4 @@
-"""The Next.js steps of assembling a release, called by the builder (``nextdeploy.builder._assemble``).
+"""The Next.js steps of assembling a release, called by the builder (``nextdeploy.release.builder._assemble``).
 
     server_files_ops the standalone tree moved in, or the traced assembly for ``[release] mode = "traced"``
     prepare_release  once the files are in place, before the release counts as complete:
@@ -15,11 +15,13 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.activate import current_release
-from nextdeploy.checks import base_path_of, planned_checks
-from nextdeploy.context import Context
-from nextdeploy.errors import ReleaseError
-from nextdeploy.manifest import is_complete, links_leaving
+from nextdeploy.activation.activate import current_release
+from nextdeploy.core.checks import base_path_of, planned_checks
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import ReleaseError
+from nextdeploy.core.manifest import is_complete, links_leaving
+from nextdeploy.core.paths import META_DIR, ReleaseLayout, SourceLayout
+from nextdeploy.host.tools import node_version, require_tool
 from nextdeploy.nextjs import caches, envcheck, skew, traced
 from nextdeploy.nextjs.build import BuildOutput, inspect_build
 from nextdeploy.nextjs.traces import (
@@ -32,12 +34,10 @@ from nextdeploy.nextjs.traces import (
     reject_escaping,
     walk_files,
 )
-from nextdeploy.ops import CopyFile, MakeDirs, Op, Remove, Symlink, WriteFile
-from nextdeploy.paths import META_DIR, ReleaseLayout, SourceLayout
 from nextdeploy.plans import release as release_plan
-from nextdeploy.project import find_lockfile
-from nextdeploy.secrets import files_containing, scrub_ops, stored_server_actions_key
-from nextdeploy.tools import node_version, require_tool
+from nextdeploy.plans.ops import CopyFile, MakeDirs, Op, Remove, Symlink, WriteFile
+from nextdeploy.release.project import find_lockfile
+from nextdeploy.release.secrets import files_containing, scrub_ops, stored_server_actions_key
 
 
 def traced_app_rel(source: SourceLayout) -> str:
@@ -98,7 +98,7 @@ def prepare_release(ctx: Context, source: SourceLayout, layout: ReleaseLayout) -
     if warning:
         ctx.reporter.warn(warning)
     base_path = base_path_of(build.next_config, _read_json(build.next_dir / "routes-manifest.json"))
-    # How this release is checked, now and when a rollback brings it back (``nextdeploy.checks``).
+    # How this release is checked, now and when a rollback brings it back (``nextdeploy.core.checks``).
     checks = planned_checks(ctx.config.health, base_path)
     return {"traced_files": len(traces.files), "static_files": len(own_static), "checks": checks}
 

@@ -34,13 +34,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nextdeploy.context import Context
-from nextdeploy.errors import ReleaseError
-from nextdeploy.manifest import layout_of
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import ReleaseError
+from nextdeploy.core.manifest import layout_of
+from nextdeploy.core.paths import ReleaseLayout
+from nextdeploy.core.releaselog import ReleaseRecord
+from nextdeploy.core.steps import StepName
 from nextdeploy.nextjs.traces import walk_files
-from nextdeploy.paths import ReleaseLayout
-from nextdeploy.releaselog import ReleaseRecord
-from nextdeploy.steps import StepName
 
 STATIC_LIST = "static-files.json"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import html
 import re
 
-from nextdeploy.config import HealthConfig
-from nextdeploy.errors import PreflightError
-from nextdeploy.probe import ProbeResult, http_get
+from nextdeploy.core.config import HealthConfig
+from nextdeploy.core.errors import PreflightError
+from nextdeploy.host.probe import ProbeResult, http_get
 
 _ASSET = re.compile(r"""(?:src|href)\s*=\s*["']([^"']*?/_next/static/[^"']+)["']""")
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.errors import ReleaseError
+from nextdeploy.core.errors import ReleaseError
+from nextdeploy.core.paths import ReleaseLayout
 from nextdeploy.nextjs.build import BuildOutput
 from nextdeploy.nextjs.traces import (
     EXTRA_SERVER_TRACE,
@@ -36,8 +37,7 @@ from nextdeploy.nextjs.traces import (
     parse_trace,
     reject_escaping,
 )
-from nextdeploy.ops import CopyFile, CopyTree, MakeDirs, Op, Symlink, WriteFile
-from nextdeploy.paths import ReleaseLayout
+from nextdeploy.plans.ops import CopyFile, CopyTree, MakeDirs, Op, Symlink, WriteFile
 
 # Without output: 'standalone', Next's server trace leaves out what only a standalone server.js loads
 # (next/dist/server/lib/start-server, next/dist/server/next, require-hook, jest-worker's children):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from nextdeploy.errors import ReleaseError
+from nextdeploy.core.errors import ReleaseError
 
 SERVER_TRACE = "next-server.js.nft.json"
 MINIMAL_SERVER_TRACE = "next-minimal-server.js.nft.json"

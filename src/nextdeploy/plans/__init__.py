@@ -1,1 +1,1 @@
-"""Pure planners: each function computes host operations (``nextdeploy.ops``) and runs nothing."""
+"""Pure planners: each function computes host operations (``nextdeploy.plans.ops``) and runs nothing."""

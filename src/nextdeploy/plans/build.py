@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from nextdeploy.config import AppConfig
-from nextdeploy.ops import CopyTree, MakeDirs, Op, Remove, Rename, Run
+from nextdeploy.core.config import AppConfig
+from nextdeploy.plans.ops import CopyTree, MakeDirs, Op, Remove, Rename, Run
 from nextdeploy.plans.packagemanager import ManagerChoice
 
 # Never copied from a directory source: dependencies are installed fresh, build output rebuilt.

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nextdeploy.ops import MakeDirs, Op, Remove, Rename, WriteFile
 from nextdeploy.plans.build import IGNORED_IN_SOURCE
+from nextdeploy.plans.ops import MakeDirs, Op, Remove, Rename, WriteFile
 from nextdeploy.plans.packagemanager import ManagerChoice
 
 # Files whose bytes decide what an install puts into node_modules.

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from nextdeploy.config import Config
-from nextdeploy.ops import Run
+from nextdeploy.core.config import Config
+from nextdeploy.plans.ops import Run
 
 HookEvent = Literal["before_activate", "after_activate", "on_failure"]
 HOOK_EVENTS: tuple[HookEvent, ...] = ("before_activate", "after_activate", "on_failure")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from nextdeploy.errors import ProjectError
-from nextdeploy.project import PackageManager
+from nextdeploy.core.errors import ProjectError
+from nextdeploy.release.project import PackageManager
 
 # pnpm lockfileVersion -> (oldest, newest) pnpm major that installs it frozen (None: no newer one known
 # to refuse it), and the major nextdeploy installs for it. Measured: pnpm 9 installs a '6.0' lockfile,

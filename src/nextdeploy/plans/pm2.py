@@ -8,9 +8,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.config import Config
-from nextdeploy.ops import MakeDirs, Op, PrivateFile, WriteFile
-from nextdeploy.paths import META_DIR, DeployPaths
+from nextdeploy.core.config import Config
+from nextdeploy.core.paths import META_DIR, DeployPaths
+from nextdeploy.plans.ops import MakeDirs, Op, PrivateFile, WriteFile
 from nextdeploy.plans.runtime import runtime_env
 
 

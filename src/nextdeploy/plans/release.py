@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nextdeploy.ops import CopyFile, CopyTree, MakeDirs, MoveTree, Op, Remove, Symlink, WriteFile
-from nextdeploy.paths import ReleaseLayout, SourceLayout
+from nextdeploy.core.paths import ReleaseLayout, SourceLayout
+from nextdeploy.plans.ops import CopyFile, CopyTree, MakeDirs, MoveTree, Op, Remove, Symlink, WriteFile
 
 
 def begin_release_ops(layout: ReleaseLayout) -> list[Op]:

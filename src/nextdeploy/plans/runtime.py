@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nextdeploy.config import Config
+from nextdeploy.core.config import Config
 
 
 def runtime_env(config: Config, port: int, hostname: str, secrets: dict[str, str] | None = None) -> dict[str, str]:

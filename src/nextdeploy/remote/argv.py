@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nextdeploy.errors import ConfigError
+from nextdeploy.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from nextdeploy.errors import ExitCode, NextdeployError
+from nextdeploy.core.errors import ExitCode, NextdeployError
 
 
 class SshError(NextdeployError):

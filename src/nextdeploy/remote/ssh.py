@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from nextdeploy.errors import DiskFullError
+from nextdeploy.core.errors import DiskFullError
 from nextdeploy.remote.argv import (
     Destination,
     RsyncStats,

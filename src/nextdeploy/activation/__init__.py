@@ -1,0 +1,1 @@
+"""Putting a release live: the preflight, the held cut-over, reloads, failure and recovery."""

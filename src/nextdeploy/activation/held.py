@@ -1,0 +1,583 @@
+"""The held cut-over: a code-only deploy boots the new release's workers under PM2 beside the old ones.
+
+    held.json, switch current -> PM2 starts one more worker like the first old one (same env and options; it
+    starts from ``current``: the new release), and one like each other old one once the first answers
+    -> each boots and waits off the public port (launcher.cjs's hold) -> the stability window: the
+    release stays healthy for ``[health] stable_for`` s from its first good answer (as in the preflight,
+    one worker's), every new worker answers its health path on its private port, the smoke routes pass,
+    none exits or restarts -> approve the release (its ``approved`` file): the new workers open the public
+    port within 20 ms -> delete the old workers (they drain on their own) -> verify, save.
+
+Why: the preflight path boots the release twice (once on a private port through the window, then again
+under PM2 in the reload) and the window waits in between. Here the workers that will serve are the ones
+watched through the window, and their boot is inside it: 1.8 s less per deploy in the bench (README).
+A release that fails in the window never took a request: its workers are deleted and ``current`` goes
+back, the old workers never noticed. A run killed in the window leaves the old workers serving and the
+held ones waiting (PM2 answers no reload and kills no old worker here, unlike a reload held that long);
+the next run's recovery deletes them (``recover_held``, from ``held.json``).
+
+Only when nothing but the release changes (``activate.release_only_change``): a first start, a changed
+config, env or secret goes through the preflight and PM2's reload, as does a release made before the hold.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nextdeploy.activation.activate import (
+    GIVEN_UP,
+    ActivationReport,
+    current_release,
+    failed_once_put_back,
+    file_size,
+    put_back,
+    release_only_change,
+    start_or_reload,
+    stop_lost_workers,
+    switch_to,
+    verify,
+    write_ecosystem,
+    written_since,
+)
+from nextdeploy.activation.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
+from nextdeploy.core.checks import health_hint, release_health
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import (
+    ActivationError,
+    Interrupted,
+    NextdeployError,
+    Pm2Error,
+    PreflightError,
+    RollbackError,
+    stopped_by,
+)
+from nextdeploy.core.faults import checkpoint
+from nextdeploy.core.manifest import holds_until_approved, is_approved, is_complete, layout_of
+from nextdeploy.core.paths import ReleaseLayout
+from nextdeploy.core.steps import StepName
+from nextdeploy.host.probe import health_problem, http_get
+from nextdeploy.nextjs.smoke import run_smoke
+from nextdeploy.plans.ops import DeleteWorkers, Remove, SpawnWorkers, StopProcesses, WriteFile
+from nextdeploy.pm2.client import Pm2, Worker
+from nextdeploy.release.secrets import protect_pm2_dump
+
+POLL = 0.02  # the held files, while the first answer is awaited (it starts the window)
+# PM2's list costs its daemon 1-2 ms of CPU (it builds every process's entry), and the daemon is the cluster
+# primary that hands new connections to the old workers: asked at most this often during the window.
+LIST_POLL = 0.1
+WINDOW_POLL = 0.2  # a worker that answered healthy is asked again at the preflight's pace
+# After a failed probe in the window, how long to wait for the worker to exit (a clearer error).
+EXIT_GRACE = 0.5
+# How long the approved workers get to open the public port (they look for the approval every 20 ms).
+OPEN_TIMEOUT = 10.0
+# The other new workers start once the first answers, or after this long: a Next.js worker's boot is ~0.5 s
+# of CPU, and two at once on a small machine starve the old workers that serve meanwhile (bench: p99 and
+# boot time). They boot within the first one's window; a slow-booting app does not wait twice as long.
+REST_AFTER = 1.5
+PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
+
+
+def approve(ctx: Context, release_id: str, again: bool = False) -> None:
+    """Let the release's workers take traffic: now, and whenever PM2 starts one of them later. ``again``: it
+    had been approved before its approval was taken back for a check (a rollback, a put-back)."""
+    layout = ReleaseLayout(ctx.paths.release_dir(release_id))
+    if again and not is_complete(layout.release_dir):
+        return
+    if holds_until_approved(layout.release_dir):
+        ctx.executor.apply(WriteFile(layout.approved_file, "approved\n"))
+
+
+def held_cutover_ids(ctx: Context, pm2: Pm2, release_id: str) -> tuple[int, ...] | None:
+    """The old workers' ids when ``release_id`` can go live by the held cut-over, else None."""
+    if not holds_until_approved(ctx.paths.release_dir(release_id)) or is_approved(ctx.paths.release_dir(release_id)):
+        return None
+    return release_only_change(ctx, pm2)
+
+
+def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
+                  old_ids: tuple[int, ...], rollback: bool = False) -> ActivationReport:
+    """Put ``release_id`` live by the held cut-over. A release that fails its window raises PreflightError
+    with the old workers untouched; a failure after the cut-over puts ``previous`` back (``put_back_held``)
+    and raises as ``activate`` does.
+
+    ``rollback``: ``release_id`` is an earlier good release, checked this way before traffic moves to it. It
+    was approved when it first went live: held again for the window. Failing it is not held against it (a
+    ``refused`` event, not a sticky ``failed``): refused before the cut-over, RollbackError, nothing live
+    changed."""
+    config = ctx.config
+    name = config.app.name
+    old_workers = [worker for worker in pm2.workers(name) if worker.pm_id in old_ids]
+    old_pids = {worker.pid for worker in old_workers}
+    layout = layout_of(ctx.paths.release_dir(release_id)) or ReleaseLayout(ctx.paths.release_dir(release_id))
+    protect_pm2_dump(pm2.home_dir)
+    logs = _LogMarks(ctx)
+    outcome_event = "refused" if rollback else "failed"
+    ctx.log.append("switching", release_id, **{"from": previous})
+    try:
+        step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
+        if rollback:
+            step = f"check {release_id} before traffic moves: its workers under PM2, held off the public port"
+        with ctx.reporter.step(step, StepName.HELD):
+            new_workers = _hold(ctx, pm2, release_id, previous, old_ids, layout, logs, reapprove=rollback)
+    except (NextdeployError, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            signal_name: str | None = stopped_by(exc)
+            message = f"interrupted by {signal_name}"
+        else:
+            signal_name, message = None, exc.message
+        with failed_once_put_back(ctx, release_id, f"preflight: {message}", event=outcome_event):
+            _reject(ctx, pm2, release_id, previous, set(old_ids), old_pids)
+            if rollback:
+                approve(ctx, release_id, again=True)
+        if signal_name:
+            raise Interrupted(signal_name, f"{message} while release {release_id} was held off the public port; "
+                                           f"its workers were deleted, {previous} served throughout") from None
+        assert isinstance(exc, NextdeployError)
+        if rollback:
+            raise RollbackError(
+                f"rollback to {release_id} refused: it failed its checks before taking traffic ({exc.message}); "
+                f"nothing live changed, {previous} served throughout",
+                hint="see `nextdeploy logs`; `nextdeploy rollback --to ID` picks another release",
+                details=logs.lines() + exc.details,
+            ) from None
+        if isinstance(exc, PreflightError):
+            exc.details = logs.lines() + exc.details
+            raise
+        raise PreflightError(f"release {release_id} was rejected before taking traffic: {exc.message}",
+                             hint="see `nextdeploy logs`; the old release is still serving",
+                             details=exc.details + logs.lines()) from None
+
+    started = time.monotonic()
+    leaving = frozenset(old_ids)
+    new_ids = frozenset(worker.pm_id for worker in new_workers)
+    try:
+        with ctx.reporter.step(f"switch traffic -> {release_id}: the held workers take it, the old ones drain",
+                               StepName.CUTOVER):
+            _cut_over(ctx, pm2, release_id, layout, new_ids, old_ids)
+        with ctx.reporter.step("verify every worker runs the new release", StepName.VERIFY):
+            workers = verify(ctx, pm2, release_id, old_pids, leaving=leaving,
+                             during_watch=lambda: pm2.save(leaving=leaving))
+    except (NextdeployError, KeyboardInterrupt) as exc:
+        # Approved already: the new workers serve. What failed is PM2 or the public port: the previous release
+        # comes back the same way, beside them (``put_back_held``).
+        signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
+        reason = f"interrupted by {signal_name}" if signal_name else str(exc)
+        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}", event=outcome_event):
+            put_back_held(ctx, pm2, previous, release_id, leaving)
+        outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
+        if signal_name:
+            raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
+        assert isinstance(exc, NextdeployError)
+        raise ActivationError(f"release {release_id} failed after the switch ({exc.message}); {outcome}",
+                              hint="see `nextdeploy logs` for the workers' output",
+                              details=exc.details + logs.lines()) from None
+    ctx.log.append("rolled_back" if rollback else "activated", release_id, **({"from": previous} if rollback else {}))
+    write_ecosystem(ctx)  # unchanged (a release-only change), rewritten as every activation does
+    return ActivationReport(release_id, time.monotonic() - started, workers)
+
+
+def _hold(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids: tuple[int, ...],
+          layout: ReleaseLayout, logs: _LogMarks, reapprove: bool = False,
+          stable_for: float | None = None, others: frozenset[int] = frozenset()) -> list[Worker]:
+    """Start ``release_id``'s workers beside ``old_ids`` (one like each), held off the public port, and watch
+    them through the window (``_window``). ``reapprove``: the release was approved before (a rollback target,
+    a put-back): its approval is taken back for the window, and given back by the recovery if this run dies.
+    ``others``: ids of workers still leaving (not new, not old)."""
+    socket = pm2.home_dir / "rpc.sock"
+    # Whom to delete if this run is killed before the cut-over (``recover_held``).
+    state = _state(release_id, previous, old_ids, reapprove)
+    ctx.executor.apply(WriteFile(ctx.paths.held_state_file, state))
+    if reapprove:
+        ctx.executor.apply(Remove(layout.approved_file))
+    switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
+    spawned = time.monotonic()
+    # One new worker first, the others once it answers (see REST_AFTER).
+    _spawn(ctx, socket, old_ids[:1])
+    return _window(ctx, pm2, layout, set(old_ids) | others, spawned, logs,
+                   spawn_rest=lambda: _spawn(ctx, socket, old_ids[1:]), stable_for=stable_for)
+
+
+def _cut_over(ctx: Context, pm2: Pm2, release_id: str, layout: ReleaseLayout, new_ids: frozenset[int],
+              old_ids: tuple[int, ...], put_back: bool = False) -> None:
+    """Approve: the held workers open the public port; then the old ones are deleted (they drain)."""
+    approve(ctx, release_id)
+    if not put_back:
+        checkpoint("approved")
+    _wait_serving(ctx, pm2, layout, new_ids)
+    # Cut over: from here a killed run leaves the new workers serving (the recovery reloads them).
+    ctx.executor.apply(Remove(ctx.paths.held_state_file))
+    # The old workers stop taking new connections at once and finish what they serve (launcher drain).
+    ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", old_ids, wait=False))
+
+
+def put_back_held(ctx: Context, pm2: Pm2, previous: str | None, failed: str, leaving: frozenset[int]) -> None:
+    """Undo a held cut-over whose verify failed (or was interrupted) without a moment where nothing answers:
+    ``previous``'s workers start again beside ``failed``'s, held until each answers healthy on its private
+    port, then let in while ``failed``'s drain (as a deploy's cut-over; no stability window: it served a
+    moment ago). If that does not work, ``put_back`` (switch, reload). Raises RollbackError."""
+    name = ctx.config.app.name
+    if previous is not None and ctx.paths.held_state_file.exists():
+        # Stopped between the approval and the old workers' deletion: they never stopped serving.
+        with ctx.reporter.step(f"put {previous} back: its workers serve on, {failed}'s are deleted (they drain)",
+                               StepName.ROLLBACK):
+            switch_to(ctx, previous)
+            purge_workers(ctx, pm2, lambda worker: worker.pm_id not in leaving)
+            ctx.executor.apply(Remove(ctx.paths.held_state_file))
+        ctx.log.append("rolled_back", previous, **{"from": failed})
+        pm2.save(required=False)
+        return
+    release_dir = ctx.paths.release_dir(previous) if previous else None
+    failing = [worker for worker in pm2.workers(name) if worker.pm_id not in leaving]
+    if (previous is None or release_dir is None or not is_complete(release_dir) or not holds_until_approved(release_dir)
+            or not failing):
+        wait_until_gone(ctx, pm2, leaving)
+        put_back(ctx, pm2, previous, failed=failed)
+        return
+    failing_ids = tuple(worker.pm_id for worker in failing)
+    failing_pids = {worker.pid for worker in failing}
+    layout = layout_of(release_dir) or ReleaseLayout(release_dir)
+    logs = _LogMarks(ctx)
+    try:
+        with ctx.reporter.step(f"put {previous} back: its workers start beside {failed}'s, are let in once healthy",
+                               StepName.ROLLBACK):
+            new_workers = _hold(ctx, pm2, previous, failed, failing_ids, layout, logs, reapprove=True, stable_for=0,
+                                others=leaving)
+            _cut_over(ctx, pm2, previous, layout, frozenset(w.pm_id for w in new_workers), failing_ids, put_back=True)
+            verify(ctx, pm2, previous, failing_pids, leaving=leaving | frozenset(failing_ids))
+    except NextdeployError as exc:
+        ctx.reporter.info(f"{previous} did not come back beside {failed} ({exc.message}); putting it back by a reload")
+        gone = leaving | frozenset(failing_ids)  # cut over: `failed`'s workers were deleted, they drain
+        if ctx.paths.held_state_file.exists():  # not cut over: its held workers go, `failed` serves meanwhile
+            _reject(ctx, pm2, previous, failed, set(gone), failing_pids)  # (the leaving ones drain on)
+            gone = leaving
+        approve(ctx, previous, again=True)
+        wait_until_gone(ctx, pm2, gone)
+        put_back(ctx, pm2, previous, failed=failed)
+        return
+    ctx.log.append("rolled_back", previous, **{"from": failed})
+    pm2.save(required=False, leaving=leaving | frozenset(failing_ids))
+
+
+class _LogMarks:
+    """Where the app's PM2 logs ended before the new workers started: what they wrote is read from there."""
+
+    def __init__(self, ctx: Context) -> None:
+        name = ctx.config.app.name
+        self.error_log = ctx.paths.pm2_error_log(name)
+        self.out_log = ctx.paths.pm2_out_log(name)
+        self.error_offset = file_size(self.error_log)
+        self.out_offset = file_size(self.out_log)
+
+    def lines(self) -> list[str]:
+        return written_since(self.error_log, self.error_offset, since="the new workers started")
+
+    def text(self) -> str:
+        """What both logs got since (at most the last 64 KiB of each)."""
+        return _read_from(self.out_log, self.out_offset) + _read_from(self.error_log, self.error_offset)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as log:
+            size = log.seek(0, 2)
+            log.seek(max(offset if offset <= size else 0, size - 64 * 1024))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _spawn(ctx: Context, socket: Path, like: tuple[int, ...]) -> None:
+    if not like:
+        return
+    result = ctx.executor.apply(SpawnWorkers(socket, like))
+    if not result.ok:
+        raise PreflightError(f"PM2 did not start the new workers: {result.stderr}",
+                             hint="see `nextdeploy status`; the old release is still serving")
+
+
+def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], spawned: float,
+            logs: _LogMarks, spawn_rest: Callable[[], None], stable_for: float | None = None) -> list[Worker]:
+    """Watch the new workers until the release has answered healthy for ``stable_for`` s from its first
+    good answer (as the preflight does: one worker's), every new worker answers healthy, and none exited or
+    restarted. Starts the other new workers (``spawn_rest``) once the first answers. Raises PreflightError.
+
+    While they boot, only what is cheap is looked at every POLL (the held files); PM2's list every
+    LIST_POLL, a healthy worker's health every WINDOW_POLL, and all of it once more, fresh, before the end."""
+    config = ctx.config
+    health = release_health(config.health, layout.release_dir)
+    if stable_for is not None:
+        health = health.model_copy(update={"stable_for": stable_for})
+    instances = config.server.instances
+    deadline = spawned + health.timeout
+    rest_spawned = False
+    # pm_id -> (pid, restart count) when first seen: a duplicate starts with its model's restart count.
+    first_seen: dict[int, tuple[int, int]] = {}
+    healthy: dict[int, float] = {}  # pm_id -> when it first answered healthy
+    probed: dict[int, float] = {}  # pm_id -> when it last answered healthy
+    smoke_checked = False
+    new: list[Worker] = []
+    listed_pids: set[int] = set()  # of every worker listed (an old one PM2 restarted into this release is held too)
+    listed_at = -LIST_POLL
+    fresh = False  # this round lists and probes everything (the last round before the approval)
+    while True:
+        now = time.monotonic()
+        held = _held_ports(layout)
+        if fresh or now - listed_at >= LIST_POLL or not held.keys() <= listed_pids:
+            listed = pm2.workers(config.app.name)
+            new = [worker for worker in listed if worker.pm_id not in old_ids]
+            listed_pids = {worker.pid for worker in listed}
+            listed_at = now
+            _check_alive(new, first_seen, healthy, health.stable_for, now)
+        problem: str | None = None
+        ports: dict[int, int] = {}
+        for worker in new:
+            port = held.get(worker.pid)
+            if port is None:
+                problem = problem or f"worker {worker.pm_id} is not ready yet"
+                continue
+            ports[worker.pm_id] = port
+            if not fresh and now - probed.get(worker.pm_id, -WINDOW_POLL) < WINDOW_POLL:
+                continue  # answered healthy a moment ago
+            result = http_get("127.0.0.1", port, health.path, health.request_timeout)
+            worker_problem = health_problem(result, health)
+            if worker_problem is None:
+                healthy.setdefault(worker.pm_id, time.monotonic())
+                probed[worker.pm_id] = time.monotonic()
+            elif worker.pm_id in healthy:
+                _unhealthy_in_window(ctx, pm2, worker, worker_problem, healthy[worker.pm_id])
+            else:
+                problem = problem or worker_problem
+        if not rest_spawned and (ports or now - spawned >= REST_AFTER):
+            spawn_rest()
+            rest_spawned = True
+            checkpoint("held")  # every new worker asked for
+        if len(new) < instances:
+            problem = problem or f"{len(new)} of {instances} new workers started"
+        if problem is None and not smoke_checked:
+            run_smoke(health, next(iter(ports.values())))  # raises PreflightError
+            smoke_checked = True
+            continue
+        window_end = min(healthy.values()) + health.stable_for if healthy else None
+        if problem is None and window_end is not None and time.monotonic() >= window_end:
+            if not fresh:
+                fresh = True
+                continue
+            fatal = next((marker for marker in FATAL_OUTPUT_MARKERS if marker in logs.text()), None)
+            if fatal:
+                raise PreflightError(
+                    f"the new workers printed {fatal!r}: a file is missing from the release",
+                    hint="add the missing files with [release] include (the old release is still serving)")
+            return new
+        fresh = False
+        if problem is not None and now >= deadline:
+            raise PreflightError(
+                f"the new release was not healthy within {health.timeout:g} s: {problem}"
+                f"{launcher_reason(logs.text())}",
+                hint=f"{health_hint(health, layout.release_dir)}; the old release is still serving")
+        if window_end is None or time.monotonic() >= window_end:
+            time.sleep(POLL)  # the first answer starts the window; after its end, every moment counts
+        else:  # in the window: look again at its end at the latest
+            time.sleep(max(POLL, min(WINDOW_POLL, window_end - time.monotonic())))
+
+
+def _check_alive(new: list[Worker], first_seen: dict[int, tuple[int, int]], healthy: dict[int, float],
+                 stable_for: float, now: float) -> None:
+    """Raise PreflightError if a new worker exited or was restarted since it was first seen."""
+    for worker in new:
+        if worker.pid and worker.pm_id not in first_seen:
+            first_seen[worker.pm_id] = (worker.pid, worker.restarts)
+        pid, restarts = first_seen.get(worker.pm_id, (worker.pid, worker.restarts))
+        if worker.status in GIVEN_UP or worker.pid != pid or worker.restarts != restarts:
+            code = f" with code {worker.exit_code}" if worker.exit_code is not None else ""
+            when = ("before answering its health check" if worker.pm_id not in healthy else
+                    f"{now - healthy[worker.pm_id]:.1f} s after its first good answer, during the "
+                    f"{stable_for:g} s stability window")
+            raise PreflightError(f"a new worker (PM2 id {worker.pm_id}) exited{code} {when}",
+                                 hint="fix the crash shown above (the old release is still serving)")
+
+
+def _unhealthy_in_window(ctx: Context, pm2: Pm2, worker: Worker, problem: str, first_healthy: float) -> None:
+    """A worker that answered healthy and no longer does: give its exit (if it is on its way out) a moment
+    to show, for the clearer message; raise PreflightError either way."""
+    health = ctx.config.health
+    time.sleep(EXIT_GRACE)
+    again = next((w for w in pm2.workers(ctx.config.app.name) if w.pm_id == worker.pm_id), None)
+    if again is None or again.pid != worker.pid or again.restarts != worker.restarts:
+        raise PreflightError(
+            f"a new worker (PM2 id {worker.pm_id}) exited {time.monotonic() - first_healthy:.1f} s after its first "
+            f"good answer, during the {health.stable_for:g} s stability window",
+            hint="fix the crash shown above (the old release is still serving)")
+    raise PreflightError(
+        f"a new worker (PM2 id {worker.pm_id}) became unhealthy {time.monotonic() - first_healthy:.1f} s after its "
+        f"first good answer, during the {health.stable_for:g} s stability window: {problem}",
+        hint="fix the error shown above (the old release is still serving)")
+
+
+def _held_ports(layout: ReleaseLayout) -> dict[int, int]:
+    """pid -> private port of every held worker (``held/<pid>``, written by launcher.cjs once it answers)."""
+    ports: dict[int, int] = {}
+    try:
+        entries = list(layout.held_dir.iterdir())
+    except OSError:
+        return ports  # none answered yet
+    for entry in entries:
+        try:
+            ports[int(entry.name)] = int(entry.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            continue  # being written, or removed meanwhile
+    return ports
+
+
+def _wait_serving(ctx: Context, pm2: Pm2, layout: ReleaseLayout, new_ids: frozenset[int]) -> None:
+    """Until every approved worker listens on the public port: its launcher removes ``held/<pid>`` then.
+    (Not PM2's 'online': PM2 marks a worker online at ``listen_timeout`` even if it never said 'ready'.)
+
+    Also, for at most 1 s, for an old worker that PM2 restarted during the window (from `current`: held on
+    the new release): deleted before its 'ready', PM2 7 would fork it again outside its list."""
+    deadline = time.monotonic() + OPEN_TIMEOUT
+    others_until = time.monotonic() + 1.0
+    while True:
+        workers = pm2.workers(ctx.config.app.name)
+        held = [w for w in workers if w.pid and (layout.held_dir / str(w.pid)).exists()]
+        waiting = [w.pm_id for w in held if w.pm_id in new_ids]
+        if not waiting and (len(held) == 0 or time.monotonic() >= others_until):
+            return
+        if waiting and time.monotonic() >= deadline:
+            raise Pm2Error(f"worker(s) {', '.join(map(str, waiting))} did not open the public port after the "
+                           f"approval within {OPEN_TIMEOUT:g} s")
+        time.sleep(0.01)
+
+
+def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids: set[int],
+            old_pids: set[int]) -> None:
+    """Delete the held workers, put ``current`` back. An old worker that PM2 restarted during the window
+    started from the new release (held, not serving): it is restarted again, from the old one."""
+    name = ctx.config.app.name
+    with ctx.reporter.step(f"reject {release_id}: delete its held workers (they never took a request)",
+                            StepName.REJECT):
+        if previous is not None:
+            switch_to(ctx, previous)  # first: a worker PM2 starts from now on runs the old release
+        releases_dir = ctx.paths.releases_dir
+        purge_workers(ctx, pm2, lambda worker: worker.pm_id not in old_ids,
+                      unserved=lambda worker: worker.release_in(releases_dir) == release_id)
+        ctx.executor.apply(Remove(ctx.paths.held_state_file))
+        restarted = [worker.pm_id for worker in pm2.workers(name)
+                     if worker.pm_id in old_ids and worker.pid not in old_pids]
+        if restarted and previous is not None:
+            ctx.reporter.info(f"worker(s) {', '.join(map(str, restarted))} restarted during the window; "
+                              f"restarting them on {previous}")
+            start_or_reload(ctx, pm2)
+
+
+def delete_workers(ctx: Context, pm2: Pm2, ids: list[int]) -> None:
+    """Delete the workers by id through the daemon and wait until each has stopped (see ``purge_workers``)."""
+    if not ids:
+        return
+    timeout = ctx.config.server.kill_timeout / 1000 + 5
+    if not ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(ids), wait=True, timeout=timeout)).ok:
+        for pm_id in ids:  # no daemon socket: the CLI (an id already gone fails harmlessly)
+            pm2.run((pm2.binary, "delete", str(pm_id)))
+
+
+def purge_workers(ctx: Context, pm2: Pm2, doomed: Callable[[Worker], bool],
+                  unserved: Callable[[Worker], bool] = lambda worker: False) -> None:
+    """Delete the app's workers ``doomed`` picks until none is left.
+
+    PM2 7 forks a worker again when it is deleted before it told PM2 'ready' (a booting or crash-looping
+    worker; a held one says 'ready' to PM2 while it holds): its exit handler marks it online first. The new
+    fork lands back in PM2's list under the same id, or outside it. So each round waits until the doomed
+    workers are settled (none launching or stopping), deletes them, and looks again; what ran off the list
+    is stopped at the end (``stop_lost_workers``). Callers switch `current` back first: a worker forked
+    again then runs the old release, says 'ready' within its boot, and goes in the next round.
+
+    ``unserved``: which of them never took a request (a rejected release's): no drain to wait for, they are
+    killed at once; PM2 would wait ``kill_timeout`` for one that does not stop on SIGINT (a blocked event
+    loop: 10 s by default). A worker forked again from the old release may serve already: deleted, drained."""
+    name = ctx.config.app.name
+    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 10
+    for _ in range(PURGE_ROUNDS):
+        while True:
+            listed = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if doomed(w)]
+            # A booting worker of the old release is deleted once it said 'ready'; a rejected one at once.
+            booting = [w for w in listed if w.status == "stopping" or (w.status == "launching" and not unserved(w))]
+            if not booting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        if not listed:
+            break
+        killed = [w for w in listed if unserved(w)]
+        if killed:
+            ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(w.pm_id for w in killed), wait=False))
+            ctx.executor.apply(StopProcesses(tuple(w.pid for w in killed if w.pid), grace=0.0))
+        delete_workers(ctx, pm2, [w.pm_id for w in listed if w not in killed])
+        if killed:
+            time.sleep(POLL)  # the daemon sees the exits; the next round waits for what is still stopping
+    stop_lost_workers(ctx, pm2, after_delete=True)
+
+
+def wait_until_gone(ctx: Context, pm2: Pm2, ids: frozenset[int] | None = None) -> None:
+    """Wait (up to ``kill_timeout`` + 2 s) until the workers ``ids`` (None: every worker PM2 is stopping)
+    have left PM2's list: the old workers of the last held cut-over, draining. A reload, or a count of
+    the workers, before then would include them."""
+    name = ctx.config.app.name
+    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 2
+    while time.monotonic() < deadline:
+        if ids is None:
+            left = pm2.leaving_workers(name)
+        else:
+            left = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if w.pm_id in ids]
+        if not left:
+            return
+        time.sleep(POLL)
+
+
+def recover_held(ctx: Context, pm2: Pm2) -> None:
+    """Repair what a run killed during a held cut-over left: its held (or not yet cut-over) new workers are
+    deleted and `current` goes back, while the old workers serve on (``held.json`` names them). Then any
+    worker of a release that was never approved is deleted too."""
+    releases_dir = ctx.paths.releases_dir
+
+    def unapproved(worker: Worker) -> bool:  # it never took a request
+        release = worker.release_in(releases_dir)
+        return release is not None and not is_approved(ctx.paths.release_dir(release))
+
+    state = _read_state(ctx.paths.held_state_file)
+    if state is not None:
+        release, previous, old_ids, reapprove = state
+        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}",
+                               StepName.RECOVER_HELD):
+            back = previous is not None and is_complete(ctx.paths.release_dir(previous))
+            if back and previous is not None and current_release(ctx) == release:
+                switch_to(ctx, previous)  # a worker PM2 forks again then runs the old release
+            purge_workers(ctx, pm2, lambda worker: worker.pm_id not in old_ids, unserved=unapproved)
+            if reapprove:  # a rollback target or a put-back, approved before its check
+                approve(ctx, release, again=True)
+            ctx.executor.apply(Remove(ctx.paths.held_state_file))
+    doomed = [worker for worker in pm2.workers(ctx.config.app.name) if unapproved(worker)]
+    if doomed:
+        ids = ", ".join(str(worker.pm_id) for worker in doomed)
+        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})",
+                               StepName.RECOVER_HELD):
+            purge_workers(ctx, pm2, unapproved, unserved=unapproved)
+
+
+def _state(release_id: str, previous: str | None, old_ids: tuple[int, ...], reapprove: bool = False) -> str:
+    return json.dumps({"release": release_id, "previous": previous, "old_ids": list(old_ids),
+                       "reapprove": reapprove}) + "\n"
+
+
+def _read_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return (str(data["release"]), data.get("previous"), frozenset(int(i) for i in data["old_ids"]),
+                data.get("reapprove") is True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+__all__ = ["activate_held", "approve", "held_cutover_ids", "purge_workers", "put_back_held", "recover_held",
+           "wait_until_gone"]
+

@@ -1,0 +1,1 @@
+"""The example app and the bounded load generator of `nextdeploy demo` and the bench."""

@@ -1,0 +1,2 @@
+"""The one place that touches a host: the executor of ops, files, processes and /proc, ports, locks, tools and
+HTTP probes."""
