@@ -16,6 +16,7 @@ from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command, start_co
 from nextdeploy.cli.host_cmd import host_group
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
+from nextdeploy.cli.setup_cmd import setup_command
 from nextdeploy.core import interrupts
 from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, stopped_by
 from nextdeploy.host.disk import is_disk_full
@@ -32,7 +33,7 @@ def cli() -> None:
 
 
 for command in (init_command, deploy_command, rollback_command, releases_command, status_command,
-                start_command, stop_command, logs_command, demo_command, host_group):
+                start_command, stop_command, logs_command, demo_command, host_group, setup_command):
     cli.add_command(command)
 
 
