@@ -126,3 +126,28 @@ def test_an_unreachable_host_fails_the_setup_before_anything_changes(fleet: Flee
     assert "(fix: " in error[0] and done.stdout == ""
     for name in fleet.hosts.names:
         assert not fleet.hosts[name].path("/srv/other").exists()
+
+
+def test_a_missing_tool_or_a_foreign_root_fails_before_anything_changes(fleet: Fleet, tmp_path: Path) -> None:
+    """rsync gone from web2 (/dev/null mounted over it, in web2's namespace only), then a root on web1 that
+    holds someone's files: each is named with its fix, and no host gets the new root."""
+    web2 = fleet.hosts["web2"]
+    assert web2.holder is not None
+    config = write_config(tmp_path / "nextdeploy.toml", fleet.hosts, root="/srv/other")
+    in_web2 = ["nsenter", f"--mount=/proc/{web2.holder.pid}/ns/mnt", "--"]
+    subprocess.run([*in_web2, "mount", "--bind", "/dev/null", "/usr/bin/rsync"], check=True)
+    try:
+        done, _ = setup(config)
+    finally:
+        subprocess.run([*in_web2, "umount", "/usr/bin/rsync"], check=True)
+    assert done.returncode == ExitCode.TOOL_MISSING, done.stderr
+    assert done.stderr.splitlines() == ["error: web2 lacks rsync (fix: on web2: apt-get install rsync (or your "
+                                        "system's package manager))"]
+    fleet.hosts["web1"].path("/srv/other").mkdir()
+    fleet.hosts["web1"].path("/srv/other/index.html").write_text("someone's site\n")
+    done, _ = setup(config)
+    assert done.returncode == ExitCode.HOST_PATH, done.stderr
+    assert done.stderr.startswith("error: the root /srv/other on web1 is a non-empty directory nextdeploy did "
+                                  "not create (it holds index.html)")
+    assert sorted(p.name for p in fleet.hosts["web1"].path("/srv/other").iterdir()) == ["index.html"]
+    assert not web2.path("/srv/other").exists() and not fleet.hosts["web3"].path("/srv/other").exists()
