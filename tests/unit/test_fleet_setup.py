@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from nextdeploy.cli.main import format_error
+from nextdeploy.cli.main import format_error, main
+from nextdeploy.core.config import parse_config
 from nextdeploy.core.errors import ExitCode, HostPathError, NextdeployError, ToolMissingError
-from nextdeploy.fleet.setup import check_ready, check_root, in_parallel
+from nextdeploy.fleet.setup import build_dir, check_ready, check_root, host_root, in_parallel, ssh_settings
 from nextdeploy.fleet.wheelhouse import Target, pinned_dependencies, pip_platforms, rebuild_wheel, target_of
 from nextdeploy.remote.errors import HostUnreachableError
 
@@ -116,3 +117,25 @@ def test_a_wheel_rebuilt_from_an_installed_distribution_installs(tmp_path: Path)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--target",
                     str(target), str(wheel)], check=True, capture_output=True)
     assert (target / "tinypkg" / "__init__.py").read_text() == "VALUE = 42\n"
+
+
+def test_setup_without_hosts_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "app"\n\n[server]\nroot = "/srv/x"\n')
+    with pytest.raises(SystemExit) as exited:
+        main(["setup", "-c", str(config)])
+    assert exited.value.code == ExitCode.CONFIG
+    assert capsys.readouterr().err == ("error: the config lists no [[hosts]]: there is nothing to set up (fix: add "
+                                       '[[hosts]] entries (ssh = "web1"), or deploy on this machine with '
+                                       "`nextdeploy deploy`)\n")
+
+
+def test_ssh_settings_and_build_dir_resolve_on_the_controller(tmp_path: Path) -> None:
+    data = {"app": {"name": "hello", "source": "app"}, "server": {"root": "/srv/hello"}, "hosts": [{"ssh": "web1"}]}
+    config = parse_config(data, tmp_path)
+    assert ssh_settings(config).config_file is None and build_dir(config) == Path.home() / ".cache/nextdeploy/hello"
+    config = parse_config({**data, "ssh": {"config": "ssh/config", "options": ["-o", "ProxyJump=b"]},
+                           "build": {"dir": "cache"}}, tmp_path)
+    assert ssh_settings(config).config_file == tmp_path / "ssh/config"
+    assert ssh_settings(config).options == ("-o", "ProxyJump=b") and build_dir(config) == tmp_path / "cache"
+    assert host_root(config, config.hosts[0]) == "/srv/hello"
