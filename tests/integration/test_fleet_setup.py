@@ -151,3 +151,27 @@ def test_a_missing_tool_or_a_foreign_root_fails_before_anything_changes(fleet: F
                                   "not create (it holds index.html)")
     assert sorted(p.name for p in fleet.hosts["web1"].path("/srv/other").iterdir()) == ["index.html"]
     assert not web2.path("/srv/other").exists() and not fleet.hosts["web3"].path("/srv/other").exists()
+
+
+def test_an_installed_nextdeploy_ships_the_same_files_as_its_wheel(tmp_path: Path) -> None:
+    """A controller that runs an installed nextdeploy (no checkout) rebuilds its wheel from the installed
+    files: the same files as the wheel pip builds from the checkout (the example app and the launcher too)."""
+    from importlib.metadata import Distribution
+
+    from nextdeploy.fleet.wheelhouse import own_wheel, rebuild_wheel
+
+    built = own_wheel(tmp_path / "built")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
+                    str(tmp_path / "site"), str(built)], check=True, capture_output=True)
+    installed = Distribution.at(tmp_path / "site" / f"nextdeploy-{VERSION}.dist-info")
+    rebuilt = rebuild_wheel(installed, tmp_path / "rebuilt")
+
+    def files(wheel: Path) -> dict[str, int]:
+        import zipfile
+
+        with zipfile.ZipFile(wheel) as archive:
+            return {info.filename: info.CRC for info in archive.infolist() if not info.filename.endswith("/RECORD")}
+
+    assert files(rebuilt) == files(built)
+    assert "nextdeploy/launcher/launcher.cjs" in files(rebuilt)
+    assert any(name.startswith("nextdeploy/_examples/hello/") for name in files(rebuilt))

@@ -149,6 +149,7 @@ def rebuild_wheel(dist: metadata.Distribution, dest: Path) -> Path:
     """A wheel of an installed pure-Python distribution, from the files its RECORD lists (no bytecode, no
     scripts: pip makes those on the host), with a RECORD of their new hashes."""
     version = dist.version
+    dest.mkdir(parents=True, exist_ok=True)
     wheel = dest / f"{canonical(dist.metadata['Name']).replace('-', '_')}-{version}-py3-none-any.whl"
     record: list[str] = []
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
