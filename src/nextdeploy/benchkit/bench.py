@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import nextdeploy
+from nextdeploy.benchkit import markdown, report, summary
 from nextdeploy.benchkit import plot as plots
-from nextdeploy.benchkit import report
 from nextdeploy.benchkit.engine import STRATEGIES, BenchError, LoadSpec, Run, Session
 from nextdeploy.benchkit.scenarios import PLAN, QUICK_PLAN, SCENARIOS
 from nextdeploy.benchkit.target import Target, pm2_binary
@@ -216,15 +216,15 @@ def _write(options: BenchOptions, meta: dict[str, Any], runs_json: list[dict[str
            partial: bool) -> dict[str, Any]:
     meta["duration_s"] = round(time.monotonic() - started, 1)
     meta["partial"] = partial
-    results = {"meta": meta, "runs": runs_json, "summary": report.summarize(runs_json)}
+    results = {"meta": meta, "runs": runs_json, "summary": summary.summarize(runs_json)}
     report.write_json(options.out / "results.json", results)
-    (options.out / "RESULTS.md").write_text(report.markdown(results), encoding="utf-8")
+    (options.out / "RESULTS.md").write_text(markdown.markdown(results), encoding="utf-8")
     return results
 
 
 def _run_line(run: dict[str, Any]) -> str:
     parts = [f"{run['strategy']} {run['scenario']} #{run['rep']}"]
-    for label in report.main_loads(run):
+    for label in summary.main_loads(run):
         parts.append(f"{label}: {run['figures'][label]['failed']} failed")
     if "page" in run["figures"]:
         parts.append(f"/ probe: {run['figures']['page']['failed']} failed")
@@ -266,7 +266,7 @@ def overview_rows(runs: Sequence[dict[str, Any]], label: str) -> list[list[dict[
         row: list[dict[str, Any] | None] = []
         for scenario in ("good", "crash-at-boot"):
             row.append(next((run for run in runs if run["strategy"] == strategy and run["scenario"] == scenario
-                             and label in report.main_loads(run)), None))
+                             and label in summary.main_loads(run)), None))
         if any(row):
             rows.append(row)
     return rows
