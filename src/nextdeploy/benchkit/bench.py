@@ -53,8 +53,8 @@ class BenchOptions:
     work: Path | None = None
     keep_work: bool = False
     plots: bool = True
-    # Seconds of load before the first command; the first second is warm-up. 7 s of steady state give the
-    # steady p99 (the ratio's denominator) ~1,400 samples: with 3 s it moved between 24 and 125 ms run to run.
+    # Seconds of load before the first command; the first second is warm-up. The rest gives the steady p99
+    # (the ratio's denominator) enough samples to be stable from run to run (docs/bench/HISTORY.md).
     pre: float = 8.0
     post: float = 3.0
     publish: Path | None = None  # also copy RESULTS.md and timeline.png here (e.g. docs/bench)
@@ -207,7 +207,7 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict[str, Any]:
 def _settle_garbage() -> None:
     """Collect now, and exempt everything kept so far (earlier runs and their request records) from later
     collections: a full collection walks every kept object while the load's event loop waits, and that
-    pause is counted as server latency (40 ms measured with 10 runs kept; more as the bench goes on)."""
+    pause is counted as server latency, longer as the bench goes on (docs/bench/HISTORY.md)."""
     gc.collect()
     gc.freeze()
 
