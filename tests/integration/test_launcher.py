@@ -477,7 +477,7 @@ def test_keepalive_responses_are_not_held_back_by_nagle(
     """The public listener sets TCP_NODELAY, as Node's own http server does.
 
     Without it every keep-alive request after a connection's first waits for the client's delayed ACK
-    (Linux: at least 40 ms) before the end of its response leaves: measured 44 ms each, against 2-7 ms.
+    (Linux: at least 40 ms) before the end of its response leaves (docs/bench/HISTORY.md).
     Not a speed target: a mechanism with a 40 ms floor, so the median of a few requests tells it apart.
     """
     release = make_release(build_dir, tmp_path, "R1")

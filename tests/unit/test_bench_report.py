@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
-from nextdeploy.benchkit import report
+from nextdeploy.benchkit import markdown, report, summary
 from nextdeploy.benchkit.commands import CommandRecord
 from nextdeploy.benchkit.engine import NEXTDEPLOY, SEED, Action, LoadSpec, Mark, Run
 from nextdeploy.core.steps import StepName, tagged
@@ -115,9 +115,9 @@ def test_markdown_has_the_headline_table_targets_and_every_run() -> None:
                  "loads": [LoadSpec("keepalive", "keepalive", 100).to_json()], "started_at": "today",
                  "machine": "2 CPUs", "duration_s": 60.0},
         "runs": runs,
-        "summary": report.summarize(runs),
+        "summary": summary.summarize(runs),
     }
-    text = report.markdown(results)
+    text = markdown.markdown(results)
     assert "| scenario | nextdeploy (keep-alive) | seed script (keep-alive) |" in text
     assert "| `good` | 1 | – |" in text
     assert ("**Activation ≤ 5 s** (traffic switch → every worker verified, 2 instances; the switch is the held "
@@ -125,9 +125,9 @@ def test_markdown_has_the_headline_table_targets_and_every_run() -> None:
     assert "| build the app (next build) | 3.00 |" in text
     overhead = results["summary"]["overhead_beyond_window_s"]["median"]
     assert "stability window (`[health] stable_for`, 4.0 s" in text and f"the rest: median {overhead:.1f} s" in text
-    summary = results["summary"]
-    assert summary["contract_failed_requests"] == 1
-    assert summary["our_deploys"] == 1 and summary["our_rollbacks"] == 0 and summary["our_runs"] == 1
+    verdicts = results["summary"]
+    assert verdicts["contract_failed_requests"] == 1
+    assert verdicts["our_deploys"] == 1 and verdicts["our_rollbacks"] == 0 and verdicts["our_runs"] == 1
 
 
 def test_step_kinds_merge_what_varies_between_deploys() -> None:
@@ -159,13 +159,13 @@ def test_publish_says_what_it_copied_and_flags_a_stale_plot(tmp_path: Path) -> N
 
 def test_the_p99_target_pools_every_request_of_the_deploys() -> None:
     runs = [report.run_to_json(1, good_run()), report.run_to_json(2, good_run())]
-    pooled = report.summarize(runs)["p99_pooled"]["keepalive"]
+    pooled = summary.summarize(runs)["p99_pooled"]["keepalive"]
     # Steady 10 ms; the deploys' 290 requests take 30 ms but for one failed 500 ms request each: the top 0.7 %.
     assert pooled["steady_p99_ms"] == 10.0
     assert pooled["deploy_p99_ms"] == 30.0 and pooled["deploy_requests"] == 290 and pooled["deploy_ratio"] == 3.0
     # The activation windows (110 requests) hold both slow ones: the top 1.8 %, so the p99 is one of them.
     assert pooled["activation_p99_ms"] == 500.0 and pooled["activation_ratio"] == 50.0
-    line = report.p99_line(report.summarize(runs), lambda ok: "met" if ok else "NOT met")
+    line = markdown.p99_line(summary.summarize(runs), lambda ok: "met" if ok else "NOT met")
     assert "keep-alive: whole deploy 3.0× (30.0 ms over 10.0 ms steady, 290 requests)" in line
     assert line.split(" → ")[1].startswith("NOT met")
 
@@ -173,6 +173,6 @@ def test_the_p99_target_pools_every_request_of_the_deploys() -> None:
 def test_results_without_latency_histograms_give_no_p99_verdict() -> None:
     run = report.run_to_json(1, good_run())
     del run["figures"]["keepalive"]["latency_histogram_ms"]
-    pooled = report.summarize([run])["p99_pooled"]["keepalive"]
+    pooled = summary.summarize([run])["p99_pooled"]["keepalive"]
     assert pooled["steady_p99_ms"] is None and pooled["deploy_ratio"] is None
-    assert "→ n/a" in report.p99_line(report.summarize([run]), lambda ok: "n/a" if ok is None else "met")
+    assert "→ n/a" in markdown.p99_line(summary.summarize([run]), lambda ok: "n/a" if ok is None else "met")

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import nextdeploy
+from nextdeploy.benchkit import markdown, report, summary
 from nextdeploy.benchkit import plot as plots
-from nextdeploy.benchkit import report
 from nextdeploy.benchkit.engine import STRATEGIES, BenchError, LoadSpec, Run, Session
 from nextdeploy.benchkit.scenarios import PLAN, QUICK_PLAN, SCENARIOS
 from nextdeploy.benchkit.target import Target, pm2_binary
@@ -53,8 +53,8 @@ class BenchOptions:
     work: Path | None = None
     keep_work: bool = False
     plots: bool = True
-    # Seconds of load before the first command; the first second is warm-up. 7 s of steady state give the
-    # steady p99 (the ratio's denominator) ~1,400 samples: with 3 s it moved between 24 and 125 ms run to run.
+    # Seconds of load before the first command; the first second is warm-up. The rest gives the steady p99
+    # (the ratio's denominator) enough samples to be stable from run to run (docs/bench/HISTORY.md).
     pre: float = 8.0
     post: float = 3.0
     publish: Path | None = None  # also copy RESULTS.md and timeline.png here (e.g. docs/bench)
@@ -207,7 +207,7 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict[str, Any]:
 def _settle_garbage() -> None:
     """Collect now, and exempt everything kept so far (earlier runs and their request records) from later
     collections: a full collection walks every kept object while the load's event loop waits, and that
-    pause is counted as server latency (40 ms measured with 10 runs kept; more as the bench goes on)."""
+    pause is counted as server latency, longer as the bench goes on (docs/bench/HISTORY.md)."""
     gc.collect()
     gc.freeze()
 
@@ -216,15 +216,15 @@ def _write(options: BenchOptions, meta: dict[str, Any], runs_json: list[dict[str
            partial: bool) -> dict[str, Any]:
     meta["duration_s"] = round(time.monotonic() - started, 1)
     meta["partial"] = partial
-    results = {"meta": meta, "runs": runs_json, "summary": report.summarize(runs_json)}
+    results = {"meta": meta, "runs": runs_json, "summary": summary.summarize(runs_json)}
     report.write_json(options.out / "results.json", results)
-    (options.out / "RESULTS.md").write_text(report.markdown(results), encoding="utf-8")
+    (options.out / "RESULTS.md").write_text(markdown.markdown(results), encoding="utf-8")
     return results
 
 
 def _run_line(run: dict[str, Any]) -> str:
     parts = [f"{run['strategy']} {run['scenario']} #{run['rep']}"]
-    for label in report.main_loads(run):
+    for label in summary.main_loads(run):
         parts.append(f"{label}: {run['figures'][label]['failed']} failed")
     if "page" in run["figures"]:
         parts.append(f"/ probe: {run['figures']['page']['failed']} failed")
@@ -266,7 +266,7 @@ def overview_rows(runs: Sequence[dict[str, Any]], label: str) -> list[list[dict[
         row: list[dict[str, Any] | None] = []
         for scenario in ("good", "crash-at-boot"):
             row.append(next((run for run in runs if run["strategy"] == strategy and run["scenario"] == scenario
-                             and label in report.main_loads(run)), None))
+                             and label in summary.main_loads(run)), None))
         if any(row):
             rows.append(row)
     return rows

@@ -34,7 +34,7 @@ from nextdeploy.release.project import ProjectInfo, find_next_config, inspect_pr
 # Lines of the config: code, then "\t# " and its comment; init aligns the comments in one column.
 TEMPLATE = """\
 # nextdeploy.toml: written by `nextdeploy init` from {app_dir}
-# Reference: every key and its default is in the README ("Configuration").
+# Reference: every key and its default is in docs/config.md (the README's "Configuration reference").
 
 [app]
 name = "{name}"\t# PM2 app name: [a-z0-9-]

@@ -15,8 +15,11 @@ from nextdeploy.cli.demo_cmd import demo_command
 from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command, start_command
 from nextdeploy.cli.host_cmd import host_group
 from nextdeploy.cli.init_cmd import init_command
-from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
+from nextdeploy.cli.logs_cmd import logs_command
+from nextdeploy.cli.releases_cmd import releases_command
 from nextdeploy.cli.setup_cmd import setup_command
+from nextdeploy.cli.status_cmd import status_command
+from nextdeploy.cli.stop_cmd import stop_command
 from nextdeploy.core import interrupts
 from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, stopped_by
 from nextdeploy.host.disk import is_disk_full

@@ -1,47 +1,46 @@
-"""``nextdeploy.toml``: the models, loading, and error reporting with key paths.
+"""``nextdeploy.toml``: the models and loading, with every error reported at once by key path.
 
 Relative paths in the file (``app.source``, ``server.root``, ``pm2.home``) are resolved against the
-directory holding the file, so a config works from any working directory.
+directory holding the file, so a config works from any working directory. What each value may be, and how a
+bad one is said, is in ``core/configrules.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from nextdeploy.core.configrules import (
+    GIT_URL,
+    HOST_LABEL,
+    ROOT_MAX,
+    SOCKET_PATH_MAX,
+    EnvTable,
+    Glob,
+    UrlPath,
+    check_path,
+    file_name,
+    format_error,
+    nul_in,
+    path_problem,
+    relative,
+    resolved,
+)
+from nextdeploy.core.configrules import (
+    validate_server_actions_key as validate_server_actions_key,  # re-exported (release/secrets.py)
+)
 from nextdeploy.core.errors import ConfigError
 from nextdeploy.core.fleetconfig import BuildConfig, HostConfig, RolloutConfig, SshConfig, check_build_host, check_hosts
-from nextdeploy.nextjs.traces import glob_regex
-from nextdeploy.plans.ops import redact_url
 
 DEFAULT_CONFIG_NAME = "nextdeploy.toml"
-# Keys whose values are never echoed back in an error: secrets, env tables (passwords, tokens), a command
-# (it may carry a token).
-SECRET_SECTIONS = ("security.", "server.env", "app.build_env", "app.build_command")
+
 # A config larger than this is not a config (e.g. -c /dev/zero): refused before it is read whole.
 MAX_CONFIG_BYTES = 1 << 20
-
-_GIT_URL = re.compile(r"^(https?://|ssh://|git://|git@|file://)|\.git/?$")
-# What the probes (Python's http.client, Node's http.request in the launcher) can send as a request
-# target unchanged: printable ASCII without spaces. Anything else must be percent-encoded.
-URL_PATH = r"^/[!-~]*$"
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-# Linux: NAME_MAX bytes per path component, PATH_MAX bytes per path (with its NUL).
-NAME_MAX = 255
-PATH_MAX = 4095
-# The deploy root holds releases whose own paths (node_modules/.pnpm/...) run a few hundred bytes deeper.
-ROOT_MAX = 1024
-# PM2 listens on <PM2_HOME>/rpc.sock and pub.sock: a unix socket path holds at most 107 bytes. With a longer
-# PM2_HOME the daemon starts, but no pm2 command can reach it (each hangs).
-SOCKET_PATH_MAX = 107
 
 
 class _Section(BaseModel):
@@ -53,103 +52,11 @@ class _Section(BaseModel):
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
         # No path, argv or environment can hold a NUL: it would fail at the build, not here.
-        where = _nul_in(value)
+        where = nul_in(value)
         if where is not None:
             raise ValueError(f"{where} contains a NUL character (\\0), which no path, command or environment "
                              "variable can hold; remove it")
         return value
-
-
-def _nul_in(value: Any) -> str | None:
-    """Where a NUL is in ``value`` (a string, list or table; only names, never values, are said), or None."""
-    if isinstance(value, str):
-        return "the value" if "\0" in value else None
-    if isinstance(value, list):
-        return next((f"item [{index}]" for index, item in enumerate(value) if _nul_in(item)), None)
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if "\0" in name:
-                return "a name"
-            if _nul_in(item):
-                return f"the value of {name}"
-    return None
-
-
-def _env_names(value: dict[str, str]) -> dict[str, str]:
-    """Environment variable names: no '=' (it ends the name), not empty. (NUL: ``_no_nul``.)"""
-    for name in value:
-        if not name.strip():
-            raise ValueError("an empty variable name; name it, e.g. API_URL")
-        if "=" in name:
-            # Only the part before '=': the rest may be a value written into the name by mistake.
-            raise ValueError(f"the name {name.split('=')[0]!r}=... contains '=', which no environment variable "
-                             "name can hold; write NAME = \"value\"")
-    return value
-
-
-def _path_problem(value: str, what: str) -> str | None:
-    """Why a path cannot be used on Linux (a component or the whole too long), or None."""
-    raw = os.fsencode(value)
-    if any(len(part) > NAME_MAX for part in raw.split(b"/")):
-        return f"a component of {what} is longer than {NAME_MAX} bytes (the limit of a file name); use a shorter name"
-    if len(raw) > PATH_MAX:
-        return f"{what} is {len(raw)} bytes long, longer than a path can be ({PATH_MAX}); use a shorter path"
-    return None
-
-
-def _resolved(value: str, info: ValidationInfo) -> Path:
-    """``value`` made absolute against the config file's directory (``base_dir`` in the context)."""
-    base = (info.context or {}).get("base_dir", Path("."))
-    return Path(os.path.abspath(Path(base) / value))
-
-
-def _check_path(value: str, info: ValidationInfo, limit: int = PATH_MAX) -> str:
-    problem = _path_problem(value, "the path") or _path_problem(str(_resolved(value, info)), "the absolute path")
-    if problem:
-        raise ValueError(problem)
-    length = len(os.fsencode(str(_resolved(value, info))))
-    if length > limit:
-        raise ValueError(f"the absolute path is {length} bytes long; at most {limit} are supported here: "
-                         "use a shorter path")
-    return value
-
-
-def _url_path(value: str) -> str:
-    if not re.match(URL_PATH, value):
-        raise ValueError("must be a URL path: starting with '/', printable ASCII, no spaces (percent-encode "
-                         "anything else, e.g. %20 for a space)")
-    return value
-
-
-def _relative(value: str) -> str:
-    if value.startswith("/") or ".." in value.split("/"):
-        raise ValueError("must be relative, without '..'")
-    if not value.strip("/"):
-        raise ValueError("is empty: it names nothing; remove it")
-    return value
-
-
-def _file_name(value: str) -> str:
-    # Linked at <app dir>/<value>: "." or "a//b" would name the app dir itself, or nothing.
-    if any(part in ("", ".") for part in value.split("/")):
-        raise ValueError("must name a file, like '.env.production' or 'config/local.json'")
-    problem = _path_problem(value, "the name")
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _glob(value: str) -> str:
-    try:
-        glob_regex(value.strip("/"))
-    except re.error as exc:
-        raise ValueError(f"is not a valid glob ({exc}); check its [...] ranges") from None
-    return value
-
-
-UrlPath = Annotated[str, AfterValidator(_url_path)]
-EnvTable = Annotated[dict[str, str], AfterValidator(_env_names)]
-Glob = Annotated[str, AfterValidator(_relative), AfterValidator(_glob)]
 
 
 class AppConfig(_Section):
@@ -175,7 +82,7 @@ class AppConfig(_Section):
     def _relative_path(cls, value: str) -> str:
         if Path(value).is_absolute() or ".." in Path(value).parts:
             raise ValueError("must be a path inside the source, like 'apps/web'")
-        problem = _path_problem(value, "the path")
+        problem = path_problem(value, "the path")
         if problem:
             raise ValueError(problem)
         return value
@@ -185,9 +92,9 @@ class AppConfig(_Section):
     def _source_path(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("is empty; set it to the app's directory or a git URL")
-        if _GIT_URL.match(value):
+        if GIT_URL.match(value):
             return value  # a URL, not a path here
-        return _check_path(value, info)
+        return check_path(value, info)
 
     @field_validator("ref")
     @classmethod
@@ -201,7 +108,7 @@ class AppConfig(_Section):
     @property
     def is_git(self) -> bool:
         """A git source: a URL, or any source with a ``ref`` to check out."""
-        return self.ref is not None or bool(_GIT_URL.search(self.source))
+        return self.ref is not None or bool(GIT_URL.search(self.source))
 
 
 class ServerConfig(_Section):
@@ -224,7 +131,7 @@ class ServerConfig(_Section):
     def _root_path(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("is empty; set the directory that will hold the releases, e.g. /srv/hello")
-        return _check_path(value, info, limit=ROOT_MAX)
+        return check_path(value, info, limit=ROOT_MAX)
 
     @field_validator("hostname")
     @classmethod
@@ -235,7 +142,7 @@ class ServerConfig(_Section):
         except ValueError:
             pass
         labels = value.removesuffix(".").split(".")
-        if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        if len(value) > 253 or not all(HOST_LABEL.match(label) for label in labels):
             raise ValueError("is neither an IP address nor a host name (labels of 1-63 letters, digits or '-', "
                              "separated by single dots); use e.g. 127.0.0.1, 0.0.0.0 (every interface) or localhost")
         return value
@@ -266,8 +173,8 @@ class Pm2Config(_Section):
             return None
         if not value.strip():
             raise ValueError("is empty; remove the key to use PM2's own (~/.pm2)")
-        _check_path(value, info)
-        socket = os.fsencode(str(_resolved(value, info) / "rpc.sock"))
+        check_path(value, info)
+        socket = os.fsencode(str(resolved(value, info) / "rpc.sock"))
         if len(socket) > SOCKET_PATH_MAX:
             raise ValueError(f"is too long for PM2: its socket {os.fsdecode(socket)!r} would be {len(socket)} bytes, "
                              f"and a unix socket path holds at most {SOCKET_PATH_MAX}; use a shorter path")
@@ -278,7 +185,7 @@ class Pm2Config(_Section):
     def _bin_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("is empty; remove the key to find pm2 on PATH")
-        return value if value is None else _check_path(value, info)
+        return value if value is None else check_path(value, info)
 
 
 class HealthConfig(_Section):
@@ -298,7 +205,7 @@ class ReleaseConfig(_Section):
 
     mode: Literal["standalone", "traced"] = "standalone"
     # Files of <root>/shared/ linked into every release at the app's path, when present.
-    shared_files: list[Annotated[str, AfterValidator(_relative), AfterValidator(_file_name)]] = Field(
+    shared_files: list[Annotated[str, AfterValidator(relative), AfterValidator(file_name)]] = Field(
         default_factory=lambda: [".env.production"])
     # Globs relative to the source root (forward slashes): files to add to / drop from every release.
     include: list[Glob] = Field(default_factory=list)
@@ -388,7 +295,7 @@ class Config(_Section):
     @property
     def source(self) -> str:
         """The source as a path (absolute) or a git URL."""
-        if _GIT_URL.match(self.app.source):
+        if GIT_URL.match(self.app.source):
             return self.app.source
         return str((self.base_dir / self.app.source).resolve())
 
@@ -414,58 +321,6 @@ class Config(_Section):
         return check_build_host(value, info.data.get("hosts", []))
 
 
-def validate_server_actions_key(value: str) -> None:
-    """A Server Actions key is base64 of 16, 24 or 32 bytes (AES-128/192/256)."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("is not valid base64 (generate one with: openssl rand -base64 32)") from None
-    if len(raw) not in (16, 24, 32):
-        raise ValueError(
-            f"decodes to {len(raw)} bytes; it must be 16, 24 or 32 (generate one with: openssl rand -base64 32)"
-        )
-
-
-def _format_location(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
-        else:
-            parts.append(item)
-    return ".".join(parts) or "(top level)"
-
-
-# TOML's own words for the types a key needs (strict: `port = "3000"` or `port = true` is not a number).
-_TYPE_MESSAGES = {
-    "int_type": "must be a whole number, without quotes",
-    "float_type": "must be a number, without quotes",
-    "finite_number": "must be a finite number (not nan or inf)",
-    "bool_type": "must be true or false, without quotes",
-    "string_type": 'must be a string, in quotes: "..."',
-    "literal_error": None,
-    "dict_type": 'must be a table, like { NAME = "value" }',
-    "list_type": 'must be a list, like ["..."]',
-    "model_type": "must be a table: a [section] with its keys",
-}
-_ECHO_MAX = 80
-
-
-def _format_error(error: Any) -> str:
-    location = _format_location(tuple(error["loc"]))
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{location}: unknown key (check the spelling; see the config reference in the README)"
-    if kind == "missing":
-        return f"{location}: required key is missing"
-    message = _TYPE_MESSAGES.get(kind) or str(error["msg"]).removeprefix("Value error, ")
-    if location.startswith(SECRET_SECTIONS) or kind == "model_type":
-        # Never echo a secret back: nor a whole section of the wrong type ([[server]]), env tables and all.
-        return f"{location}: {message}"
-    got = redact_url(repr(error.get("input")))  # a git URL's credentials
-    if len(got) > _ECHO_MAX:
-        got = f"{got[:_ECHO_MAX]}... ({len(got)} characters)"
-    return f"{location}: {message} (got {got})"
 
 
 def parse_config(data: dict[str, Any], base_dir: Path, origin: str = DEFAULT_CONFIG_NAME) -> Config:
@@ -473,7 +328,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = DEFAULT_CON
     try:
         config = Config.model_validate({**data, "base_dir": base_dir}, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = [_format_error(error) for error in exc.errors()]
+        lines = [format_error(error) for error in exc.errors()]
         count = len(lines)
         raise ConfigError(
             f"{origin}: {count} invalid setting{'s' if count > 1 else ''}",

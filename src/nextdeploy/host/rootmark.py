@@ -18,7 +18,7 @@ from nextdeploy.host.disk import is_disk_full
 
 ROOT_MARKER = ".nextdeploy-root"
 MARKER_TEXT = "This directory is a nextdeploy deploy root: nextdeploy creates and deletes files in it.\n"
-# Everything nextdeploy (any version) keeps directly in a root, and PM2_HOME as the README suggests it.
+# Everything nextdeploy (any version) keeps directly in a root, and PM2_HOME as docs/config.md suggests it.
 OWN_ENTRIES = frozenset({
     "releases", "shared", "builds", "cache", "logs", "tools", "trash", "current", "releases.jsonl",
     "ecosystem.config.cjs", "ecosystem.applied", ".lock", ".build.lock", "held.json", ".pm2",

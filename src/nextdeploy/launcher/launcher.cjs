@@ -30,16 +30,15 @@ function envMs(name, fallback) {
 // Both may be replaced by the release's own (manifest "checks": [health] paths under the build's basePath).
 let READY_PATH = process.env.NEXTDEPLOY_READY_PATH || '/';
 // Routes requested once after the ready path and before the public port opens ([health] smoke). A route's
-// first request loads its code: ~50 ms of CPU for a page of the example app, during which every
-// connection of this worker waits. Measured with bench/run.py: the stalls right after a reload were these.
+// first request loads its code (tens of ms of CPU for a page), during which every connection of this
+// worker waits: the stalls right after a reload (docs/bench/HISTORY.md).
 let WARM_PATHS = (process.env.NEXTDEPLOY_WARM_PATHS || '').split('\n').filter((p) => p.startsWith('/'));
 const READY_TIMEOUT_MS = envMs('NEXTDEPLOY_READY_TIMEOUT_MS', 30000);
 // Must stay below PM2's kill_timeout, or PM2 SIGKILLs us mid-drain and every socket resets.
 const DRAIN_TIMEOUT_MS = envMs('NEXTDEPLOY_DRAIN_TIMEOUT_MS', 8000);
 // Exiting the instant the drain completes can drop a connection the cluster primary handed over just
-// before it saw our close; staying up this long after the drain began avoids that. Measured with
-// bench/run.py: 300 ms gave 0 failed requests in 14 deploys (both client modes), as 1000 ms did, and
-// saves 0.7 s per worker in a reload (PM2 replaces workers one after the other).
+// before it saw our close; staying up this long after the drain began avoids that. Longer costs each
+// worker of a reload that much (PM2 replaces them one after the other); the bench: docs/bench/HISTORY.md.
 const MIN_DRAIN_MS = envMs('NEXTDEPLOY_MIN_DRAIN_MS', 300);
 // A socket with no request for this long during the drain is closed; a busy keep-alive client sends
 // its next request well within it and gets `Connection: close` instead of an EOF.

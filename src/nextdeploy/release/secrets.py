@@ -140,8 +140,8 @@ def files_containing(directory: Path, secret: str, skip: Iterable[str] = (), sca
     """Files under ``directory`` (links not followed) whose bytes contain ``secret``, relative to it.
 
     ``scanned``: an earlier tree that passed this scan (the live release). A file that is a hard link to its
-    counterpart there is not read again: a new release's unchanged dependency files are (~35 MB of the
-    example's 38, 50 ms of each deploy), and bytes written before a key existed cannot hold it."""
+    counterpart there is not read again: a new release's unchanged dependency files are (most of its bytes;
+    docs/bench/HISTORY.md), and bytes written before a key existed cannot hold it."""
     needle = secret.encode()
     skipped = set(skip)
     found: list[str] = []
