@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nextdeploy.core.configrules import HOST_LABEL, ROOT_MAX, nul_in, path_problem
 
 # An ssh destination: an alias of the ssh config, or [user@]host[:port] ([user@][v6addr][:port] for IPv6).
 DESTINATION = re.compile(
@@ -23,9 +24,7 @@ DESTINATION = re.compile(
     r"(?::(?P<port>[0-9]{1,5}))?"
 )
 DESTINATION_HINT = 'write an alias of your ssh config or [user@]host[:port], e.g. "deploy@10.0.0.11:22"'
-_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 BATCH_PERCENT = re.compile(r"^(100|[1-9][0-9]?)%$")
-ROOT_MAX = 1024  # as [server] root: a release's own paths run a few hundred bytes deeper
 
 
 def destination_problem(text: str) -> str | None:
@@ -45,18 +44,21 @@ class _FleetSection(BaseModel):
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(item, str) and "\0" in item for item in items):
-            raise ValueError("contains a NUL character (\\0), which no path, host or argument can hold; remove it")
+        where = nul_in(value)
+        if where is not None:
+            raise ValueError(f"{where} contains a NUL character (\\0), which no path, host or argument can hold; "
+                             "remove it")
         return value
 
 
 def _absolute_root(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("must be an absolute path on the host, e.g. /srv/hello")
-    raw = os.fsencode(value)
-    if len(raw) > ROOT_MAX or any(len(part) > 255 for part in raw.split(b"/")):
-        raise ValueError(f"is too long: at most {ROOT_MAX} bytes, 255 per component; use a shorter path")
+    problem = path_problem(value, "the path")
+    if problem:
+        raise ValueError(problem)
+    if len(value.encode()) > ROOT_MAX:
+        raise ValueError(f"is too long: at most {ROOT_MAX} bytes are supported here; use a shorter path")
     return value
 
 
@@ -85,7 +87,7 @@ class HostConfig(_FleetSection):
             return value
         except ValueError:
             pass
-        if len(value) > 253 or not all(_LABEL.match(label) for label in value.removesuffix(".").split(".")):
+        if len(value) > 253 or not all(HOST_LABEL.match(label) for label in value.removesuffix(".").split(".")):
             raise ValueError("is neither an IP address nor a host name; use the address the host's app listens "
                              "on, e.g. 10.0.0.11 or 0.0.0.0 (every interface)")
         return value
