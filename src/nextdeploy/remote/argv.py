@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nextdeploy.core.errors import ConfigError
+from nextdeploy.core.fleetconfig import DESTINATION, DESTINATION_HINT, destination_problem
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,13 @@ class Destination:
         return f"{self.user}@{host}:{path}" if self.user else f"{host}:{path}"
 
 
-_DESTINATION = re.compile(
-    r"(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
-    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*))"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-)
-
-
 def parse_destination(text: str) -> Destination:
     """Read ``[user@]host[:port]`` (``[user@][v6addr][:port]`` for IPv6); a host name may be an ssh alias."""
-    match = _DESTINATION.fullmatch(text)
-    port = int(match["port"]) if match and match["port"] else None
-    if not match or (port is not None and not 1 <= port <= 65535):
-        raise ConfigError(f"[[hosts]] ssh = {text!r} is not an ssh destination",
-                          hint='write an alias of your ssh config or [user@]host[:port], e.g. "deploy@10.0.0.11:22"')
+    problem = destination_problem(text)
+    match = DESTINATION.fullmatch(text)
+    if problem or not match:
+        raise ConfigError(f"[[hosts]] ssh = {text!r} {problem}", hint=DESTINATION_HINT)
+    port = int(match["port"]) if match["port"] else None
     return Destination(text, match["ipv6"] or match["host"], match["user"], port)
 
 

@@ -1,0 +1,1 @@
+"""Deploying to many hosts over SSH: the controller's side (set-up, platform check, rollout)."""
