@@ -1,0 +1,224 @@
+"""The held cut-over's decisions on the fake PM2 (``nextdeploy.pm2.fake``): approve a release that is healthy
+and stable, reject one that dies, is restarted, never answers or is interrupted in its window (the old
+workers serving throughout), and recover from a run killed in or after the window. The same behaviour with
+real PM2, node and Next.js: tests/integration/test_activation.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nextdeploy.activation.held import activate_held
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import ExitCode, Interrupted, PreflightError
+from nextdeploy.core.paths import ReleaseLayout
+from nextdeploy.core.ui import Reporter
+from nextdeploy.pm2.fake import Behaviour, FakeHost, Killed
+from nextdeploy.procedures.deploy import recover
+
+STABLE_FOR = 3.0
+TIMEOUT = 8.0
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[FakeHost]:
+    """r1 live: two workers serving, approved; the fake clock and workers installed."""
+    config = parse_config({"app": {"name": "hello", "source": "app"},
+                           "server": {"root": str(tmp_path / "root"), "port": 3000},
+                           "health": {"stable_for": STABLE_FOR, "timeout": TIMEOUT}}, tmp_path)
+    fake = FakeHost(config)
+    fake.serve("r1")
+    with fake.installed():
+        context(fake).log.append("activated", "r1")
+        yield fake
+
+
+def context(host: FakeHost) -> Context:
+    return Context(host.config, host.executor, Reporter(force_plain=True))
+
+
+def serving_log(host: FakeHost) -> list[tuple[float, tuple[str | None, ...]]]:
+    """(time, release of each worker on the public port) after every move of the clock, from now on."""
+    seen: list[tuple[float, tuple[str | None, ...]]] = []
+    host.clock.on_tick.append(lambda: seen.append((host.clock.now, tuple(host.daemon.releases_serving()))))
+    return seen
+
+
+def start_cutover(host: FakeHost, behaviour: Behaviour) -> None:
+    host.make_release("r2", behaviour)
+    activate_held(context(host), host.pm2, "r2", "r1", old_ids(host))
+
+
+def old_ids(host: FakeHost) -> tuple[int, ...]:
+    return tuple(w.pm_id for w in host.pm2.workers("hello"))
+
+
+def when(host: FakeHost, what: str) -> list[float]:
+    """When the fake PM2's history shows ``what`` (e.g. "delete 0", "2 held")."""
+    return [float(line.split(" ", 1)[0]) for line in host.daemon.history if line.split(" ", 1)[1].startswith(what)]
+
+
+def assert_old_release_served_throughout(host: FakeHost, old: dict[int, int],
+                                         seen: list[tuple[float, tuple[str | None, ...]]]) -> None:
+    """The old workers (``old``: pm_id -> pid) serve on, untouched; nothing of r2 is left; r1 is current."""
+    assert {w.pm_id: w.pid for w in host.pm2.workers("hello")} == old
+    assert host.pm2.leaving_workers("hello") == []
+    assert all(releases == ("r1", "r1") for _, releases in seen), seen
+    assert host.paths.current_link.readlink() == Path("releases/r1")
+    assert not host.paths.held_state_file.exists()
+    assert not ReleaseLayout(host.paths.release_dir("r2")).approved_file.exists()
+    assert list(ReleaseLayout(host.paths.release_dir("r2")).held_dir.glob("*")) == []
+
+
+def rejected(host: FakeHost, behaviour: Behaviour) -> PreflightError:
+    """Deploy r2 with ``behaviour``; it must be rejected with r1 serving throughout."""
+    old = {w.pm_id: w.pid for w in host.pm2.workers("hello")}
+    seen = serving_log(host)
+    with pytest.raises(PreflightError) as caught:
+        start_cutover(host, behaviour)
+    assert caught.value.exit_code == ExitCode.PREFLIGHT_FAILED
+    assert_old_release_served_throughout(host, old, seen)
+    last = context(host).log.events()[-1]
+    assert (last["event"], last["release"]) == ("failed", "r2")
+    return caught.value
+
+
+def test_a_healthy_release_is_approved_and_the_old_workers_are_deleted_only_after_its_window(host: FakeHost) -> None:
+    old = {w.pm_id: w.pid for w in host.pm2.workers("hello")}
+    seen = serving_log(host)
+    start_cutover(host, Behaviour(boot=0.7))
+    workers = host.pm2.workers("hello")
+    assert [w.release_in(host.paths.releases_dir) for w in workers] == ["r2", "r2"]
+    assert not {w.pm_id for w in workers} & old.keys()  # the held workers themselves serve: no second boot
+    first_answer = min(when(host, f"{w.pm_id} held")[0] for w in workers)
+    deleted = [when(host, f"delete {pm_id}")[0] for pm_id in old]
+    serving = [when(host, f"{w.pm_id} approved: serving")[0] for w in workers]
+    # Deleted once the release stayed healthy for the whole window, and after the new workers serve.
+    assert min(deleted) >= first_answer + STABLE_FOR
+    assert min(deleted) >= max(serving)
+    # No moment without a worker on the public port; r2's only after its window.
+    assert all(releases for _, releases in seen), seen
+    assert all(now >= first_answer + STABLE_FOR for now, releases in seen if "r2" in releases)
+    assert not host.paths.held_state_file.exists()
+    events = [(e["event"], e["release"]) for e in context(host).log.events()]
+    assert events[-2:] == [("switching", "r2"), ("activated", "r2")]
+    assert host.daemon.saves >= 1  # for a reboot
+
+
+@pytest.mark.parametrize("max_restarts", [15, 0], ids=["pm2-restarts-it", "pm2-gives-up"])
+def test_a_worker_that_exits_in_the_window_rejects_the_release(host: FakeHost, max_restarts: int) -> None:
+    host.daemon.max_restarts = max_restarts
+    error = rejected(host, Behaviour(boot=0.5, dies_after=2.0, exit_code=3))
+    assert "exited with code 3" in error.message and "stability window" in error.message, error.message
+
+
+def test_a_worker_pm2_restarted_unseen_by_the_probes_rejects_the_release(host: FakeHost) -> None:
+    # It exits once and is back at once, answering healthy: only its new pid and restart count tell.
+    error = rejected(host, Behaviour(boot=0.5, dies_after=1.5, dies_once=True, restart_boot=0.0))
+    assert "exited with code 1" in error.message and "stability window" in error.message, error.message
+
+
+def test_a_release_that_never_answers_is_rejected_at_the_timeout(host: FakeHost) -> None:
+    started = host.clock.now
+    error = rejected(host, Behaviour(answers=False))
+    assert f"not healthy within {TIMEOUT:g} s" in error.message, error.message
+    assert TIMEOUT <= when(host, "delete 2")[0] - started < TIMEOUT + 1
+
+
+def test_a_release_whose_health_fails_is_rejected(host: FakeHost) -> None:
+    error = rejected(host, Behaviour(status=500))
+    assert "answered 500, expected 200" in error.message, error.message
+
+
+def test_a_worker_unhealthy_after_its_first_good_answer_rejects_the_release(host: FakeHost) -> None:
+    error = rejected(host, Behaviour(boot=0.5, unhealthy_after=2.0))
+    assert "became unhealthy" in error.message and "stability window" in error.message, error.message
+
+
+@pytest.mark.parametrize("signal", [None, "SIGTERM"])
+def test_an_interrupt_in_the_window_deletes_the_new_workers(host: FakeHost, signal: str | None) -> None:
+    old = {w.pm_id: w.pid for w in host.pm2.workers("hello")}
+    seen = serving_log(host)
+    layout = ReleaseLayout(host.paths.release_dir("r2"))
+    # One second into the window (the first held worker answered).
+    interrupt = KeyboardInterrupt() if signal is None else Interrupted(signal)
+    held_at: list[float] = []
+    host.clock.raise_when(lambda: bool(held_at.append(host.clock.now) if not held_at and any(layout.held_dir.glob("*"))
+                                       else held_at) and host.clock.now >= held_at[0] + 1.0, interrupt)
+    try:
+        start_cutover(host, Behaviour(boot=0.5))
+    except Interrupted as exc:  # what the CLI turns into exit code 130 and its message
+        caught = exc
+    except KeyboardInterrupt:
+        pytest.fail("a bare KeyboardInterrupt left the held cut-over")
+    else:
+        pytest.fail("the interrupt was lost")
+    assert caught.signal_name == (signal or "SIGINT")
+    assert "was held off the public port; its workers were deleted, r1 served throughout" in caught.message
+    assert when(host, "2 held") and when(host, "delete 2")  # it was in its window, and is deleted
+    assert_old_release_served_throughout(host, old, seen)
+    last = context(host).log.events()[-1]
+    assert (last["event"], last["release"]) == ("failed", "r2")
+
+
+def killed(host: FakeHost, due: str) -> dict[int, int]:
+    """Deploy r2 (healthy), killed (SIGKILL) at the first moment ``due`` holds; returns r1's workers then."""
+    old = {w.pm_id: w.pid for w in host.pm2.workers("hello")}
+    layout = ReleaseLayout(host.paths.release_dir("r2"))
+    checks = {
+        "in the window": lambda: any(layout.held_dir.glob("*")),
+        "approved": lambda: layout.approved_file.exists(),
+        "cut over": lambda: when(host, "delete 0") != [],
+        "activated": lambda: context(host).log.events()[-1]["event"] == "activated",
+    }
+    host.clock.raise_when(checks[due], Killed())
+    with pytest.raises(Killed):
+        start_cutover(host, Behaviour(boot=0.5))
+    return old
+
+
+def test_recovery_of_a_run_killed_in_the_window_keeps_the_old_workers_serving(host: FakeHost) -> None:
+    old = killed(host, "in the window")
+    assert host.paths.held_state_file.exists() and host.paths.current_link.readlink() == Path("releases/r2")
+    seen = serving_log(host)
+    recover(context(host), host.pm2)
+    assert_old_release_served_throughout(host, old, seen)
+    assert not any(p.release == "r2" for p in host.daemon.processes)
+
+
+def test_recovery_of_a_run_killed_after_the_approval_puts_the_old_release_back(host: FakeHost) -> None:
+    # Approved, before the old workers were deleted: they never stopped serving; r2's go.
+    old = killed(host, "approved")
+    assert host.paths.held_state_file.exists()
+    recover(context(host), host.pm2)
+    assert {w.pm_id: w.pid for w in host.pm2.workers("hello")} == old
+    assert host.daemon.releases_serving() == ["r1", "r1"]
+    assert host.paths.current_link.readlink() == Path("releases/r1")
+    assert not host.paths.held_state_file.exists()
+    events = [(e["event"], e["release"]) for e in context(host).log.events()]
+    assert events[-2:] == [("rolled_back", "r1"), ("failed", "r2")]
+
+
+def test_recovery_of_a_run_killed_after_the_cut_over_reloads_the_old_release(host: FakeHost) -> None:
+    # The old workers were deleted (r2's serve) but r2 was never verified: r1 comes back by a reload.
+    killed(host, "cut over")
+    assert not host.paths.held_state_file.exists()
+    recover(context(host), host.pm2)
+    workers = host.pm2.workers("hello")
+    assert [w.release_in(host.paths.releases_dir) for w in workers] == ["r1", "r1"]
+    assert host.daemon.releases_serving() == ["r1", "r1"]
+    assert host.paths.current_link.readlink() == Path("releases/r1")
+    events = [(e["event"], e["release"]) for e in context(host).log.events()]
+    assert events[-2:] == [("rolled_back", "r1"), ("failed", "r2")]
+
+
+def test_recovery_of_a_run_killed_once_activated_keeps_the_new_release(host: FakeHost) -> None:
+    killed(host, "activated")
+    history = len(host.daemon.history)
+    recover(context(host), host.pm2)
+    assert host.daemon.releases_serving() == ["r2", "r2"]
+    assert host.paths.current_link.readlink() == Path("releases/r2")
+    assert [line for line in host.daemon.history[history:] if " delete " in f" {line.split(' ', 1)[1]}"] == []
