@@ -13,7 +13,7 @@ import pytest
 from nextdeploy.activation.held import activate_held
 from nextdeploy.core.config import parse_config
 from nextdeploy.core.context import Context
-from nextdeploy.core.errors import ExitCode, Interrupted, PreflightError
+from nextdeploy.core.errors import ActivationError, ExitCode, Interrupted, PreflightError, RollbackError
 from nextdeploy.core.paths import ReleaseLayout
 from nextdeploy.core.ui import Reporter
 from nextdeploy.pm2.fake import Behaviour, FakeHost, Killed
@@ -162,6 +162,63 @@ def test_an_interrupt_in_the_window_deletes_the_new_workers(host: FakeHost, sign
     assert_old_release_served_throughout(host, old, seen)
     last = context(host).log.events()[-1]
     assert (last["event"], last["release"]) == ("failed", "r2")
+
+
+def test_an_old_worker_pm2_restarted_during_a_rejected_window_is_restarted_on_the_old_release(
+        host: FakeHost) -> None:
+    # PM2 restarts a crashed worker from `current`: the new release, held (here: one that never answers).
+    # Once the release is rejected, that worker is reloaded on the old one.
+    old_pid = host.pm2.workers("hello")[0].pid
+    crashed: list[int] = []
+
+    def crash_once() -> None:
+        if not crashed and host.daemon.find(2) is not None:  # once the first new worker was spawned
+            crashed.append(old_pid)
+            host.daemon.kill(old_pid)
+    host.clock.on_tick.append(crash_once)
+    with pytest.raises(PreflightError, match="not healthy within"):
+        start_cutover(host, Behaviour(answers=False))
+    assert when(host, "0 restarted by PM2")
+    workers = host.pm2.workers("hello")
+    assert [w.pm_id for w in workers] == [0, 1]
+    assert [w.release_in(host.paths.releases_dir) for w in workers] == ["r1", "r1"]
+    assert host.daemon.releases_serving() == ["r1", "r1"]
+
+
+def test_a_release_that_fails_after_the_cut_over_is_rolled_back_beside_it(host: FakeHost) -> None:
+    # Healthy on its private port through the window, it cannot open the public port once approved (a crash
+    # loop): the old release comes back, its workers held beside the failing ones until healthy.
+    with pytest.raises(ActivationError) as caught:
+        start_cutover(host, Behaviour(boot=0.5, opens_public=False))
+    assert caught.value.exit_code == ExitCode.ROLLED_BACK
+    assert "release r2 failed after the switch" in caught.value.message
+    assert caught.value.message.endswith("rolled back to r1"), caught.value.message
+    workers = host.pm2.workers("hello")
+    assert [w.release_in(host.paths.releases_dir) for w in workers] == ["r1", "r1"]
+    # Started beside r2's (2, 3) and held until healthy, not r2's reloaded in place.
+    assert not {w.pm_id for w in workers} & {0, 1, 2, 3}
+    assert all(when(host, f"{w.pm_id} held") for w in workers)
+    assert host.daemon.releases_serving() == ["r1", "r1"]
+    assert host.paths.current_link.readlink() == Path("releases/r1")
+    assert ReleaseLayout(host.paths.release_dir("r1")).approved_file.exists()
+    assert not host.paths.held_state_file.exists()
+    events = [(e["event"], e["release"]) for e in context(host).log.events()]
+    assert events[-2:] == [("rolled_back", "r1"), ("failed", "r2")]
+
+
+def test_a_rollback_target_that_fails_its_check_is_refused_and_stays_approved(host: FakeHost) -> None:
+    old = {w.pm_id: w.pid for w in host.pm2.workers("hello")}
+    seen = serving_log(host)
+    host.make_release("r0", Behaviour(status=503), approved=True)  # it served well before
+    with pytest.raises(RollbackError) as caught:
+        activate_held(context(host), host.pm2, "r0", "r1", old_ids(host), rollback=True)
+    assert caught.value.exit_code == ExitCode.ROLLBACK_FAILED
+    assert "rollback to r0 refused" in caught.value.message and "r1 served throughout" in caught.value.message
+    assert {w.pm_id: w.pid for w in host.pm2.workers("hello")} == old
+    assert all(releases == ("r1", "r1") for _, releases in seen), seen
+    assert ReleaseLayout(host.paths.release_dir("r0")).approved_file.exists()  # not held against it
+    last = context(host).log.events()[-1]
+    assert (last["event"], last["release"]) == ("refused", "r0")
 
 
 def killed(host: FakeHost, due: str) -> dict[int, int]:

@@ -57,6 +57,7 @@ class Behaviour:
     restart_boot: float | None = None  # a restarted worker's boot, if not ``boot``
     unhealthy_after: float | None = None  # its health path answers 500 from then
     hangs_after: float | None = None  # no answer from then (a blocked event loop)
+    opens_public: bool = True  # False: it exits when it should open the public port (EADDRINUSE)
 
 
 class FakeClock:
@@ -249,8 +250,8 @@ class FakeDaemon:
                 process.status = "online"  # PM2's listen_timeout: online, 'ready' or not
             if process.held and self._approved(process.release):
                 self._remove_held_file(process)
-                process.held, process.serving = False, True
-                self._note(f"{process.pm_id} approved: serving (pid {process.pid})")
+                process.held = False
+                self._open_public(process, "approved: ")
 
     def _approved(self, release: str | None) -> bool:
         return release is not None and is_approved(self.paths.release_dir(release))
@@ -269,8 +270,15 @@ class FakeDaemon:
             process.held = True
             self._note(f"{process.pm_id} held (pid {process.pid}, {process.release})")
         else:
-            process.serving = True
-            self._note(f"{process.pm_id} serving (pid {process.pid}, {process.release})")
+            self._open_public(process)
+
+    def _open_public(self, process: FakeProcess, why: str = "") -> None:
+        if not self.behaviour(process.release).opens_public:
+            self._note(f"{process.pm_id} cannot open the public port")
+            self._exit(process, 1)
+            return
+        process.serving = True
+        self._note(f"{process.pm_id} {why}serving (pid {process.pid}, {process.release})")
 
     def _remove_held_file(self, process: FakeProcess) -> None:
         if process.release is not None and process.pid:
@@ -306,9 +314,10 @@ class FakeDaemon:
             if not ours:
                 self.start(self.config.server.instances)
             return RunResult(0)
-        if command == "reload":
+        if command == "reload":  # one worker after the other, each once ready (or at listen_timeout)
             for process in ours:
                 self.reload(process.pm_id)
+                self.wait_until(_launched(process), self.config.server.listen_timeout / 1000)
             return RunResult(0)
         if command == "delete":
             targets = ours if args[1] == name else [p for p in ours if str(p.pm_id) == args[1]]
@@ -317,6 +326,10 @@ class FakeDaemon:
             self.wait_until(lambda: not any(p in self.processes for p in targets), 30)
             return RunResult(0)
         return RunResult(1, stderr=f"fake pm2: {' '.join(args)} is not modelled")
+
+
+def _launched(process: FakeProcess) -> Callable[[], bool]:
+    return lambda: process.status != "launching"
 
 
 class FakePm2(Pm2):
