@@ -5,12 +5,15 @@ real PM2, node and Next.js: tests/integration/test_activation.py."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nextdeploy.activation.held import activate_held
+from nextdeploy.core import interrupts
 from nextdeploy.core.config import parse_config
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import ActivationError, ExitCode, Interrupted, PreflightError, RollbackError
@@ -133,21 +136,45 @@ def test_a_release_whose_health_fails_is_rejected(host: FakeHost) -> None:
     assert "answered 500, expected 200" in error.message, error.message
 
 
-def test_a_worker_unhealthy_after_its_first_good_answer_rejects_the_release(host: FakeHost) -> None:
-    error = rejected(host, Behaviour(boot=0.5, unhealthy_after=2.0))
+@pytest.mark.parametrize(("behaviour", "problem"), [
+    (Behaviour(boot=0.5, unhealthy_after=2.0), "/api/health answered 500, expected 200"),
+    (Behaviour(boot=0.5, hangs_after=2.0), "no answer within 5 s"),  # a blocked event loop
+], ids=["answers-500", "hangs"])
+def test_a_worker_unhealthy_after_its_first_good_answer_rejects_the_release(host: FakeHost, behaviour: Behaviour,
+                                                                            problem: str) -> None:
+    error = rejected(host, behaviour)
     assert "became unhealthy" in error.message and "stability window" in error.message, error.message
+    assert error.message.endswith(problem), error.message
 
 
-@pytest.mark.parametrize("signal", [None, "SIGTERM"])
-def test_an_interrupt_in_the_window_deletes_the_new_workers(host: FakeHost, signal: str | None) -> None:
+@pytest.fixture
+def stop_signals() -> Iterator[None]:
+    """The CLI's handlers: SIGTERM and SIGHUP raise Interrupted, SIGINT Python's KeyboardInterrupt."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    for signum in saved:
+        signal.signal(signum, signal.SIG_DFL)
+    interrupts.install()
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)  # SIGHUP: same path
+@pytest.mark.usefixtures("stop_signals")
+def test_a_stop_signal_in_the_window_deletes_the_new_workers(host: FakeHost, signum: signal.Signals) -> None:
     old = {w.pm_id: w.pid for w in host.pm2.workers("hello")}
     seen = serving_log(host)
-    layout = ReleaseLayout(host.paths.release_dir("r2"))
-    # One second into the window (the first held worker answered).
-    interrupt = KeyboardInterrupt() if signal is None else Interrupted(signal)
-    held_at: list[float] = []
-    host.clock.raise_when(lambda: bool(held_at.append(host.clock.now) if not held_at and any(layout.held_dir.glob("*"))
-                                       else held_at) and host.clock.now >= held_at[0] + 1.0, interrupt)
+    sent: list[float] = []
+
+    def signal_in_the_window() -> None:  # a real signal to this process, 1 s after the first new worker answered
+        answered = when(host, "2 held")
+        if not sent and answered and host.clock.now >= answered[0] + 1.0:
+            sent.append(host.clock.now)
+            os.kill(os.getpid(), signum)
+    host.clock.on_tick.append(signal_in_the_window)
     try:
         start_cutover(host, Behaviour(boot=0.5))
     except Interrupted as exc:  # what the CLI turns into exit code 130 and its message
@@ -156,9 +183,9 @@ def test_an_interrupt_in_the_window_deletes_the_new_workers(host: FakeHost, sign
         pytest.fail("a bare KeyboardInterrupt left the held cut-over")
     else:
         pytest.fail("the interrupt was lost")
-    assert caught.signal_name == (signal or "SIGINT")
+    assert caught.signal_name == signum.name
     assert "was held off the public port; its workers were deleted, r1 served throughout" in caught.message
-    assert when(host, "2 held") and when(host, "delete 2")  # it was in its window, and is deleted
+    assert sent and when(host, "delete 2")[0] >= sent[0]  # it was in its window, and is deleted
     assert_old_release_served_throughout(host, old, seen)
     last = context(host).log.events()[-1]
     assert (last["event"], last["release"]) == ("failed", "r2")
