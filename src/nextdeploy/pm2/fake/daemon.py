@@ -42,7 +42,7 @@ class Behaviour:
 class FakeClock:
     """Monotonic time that only moves when slept. ``on_tick`` runs after each move."""
 
-    def __init__(self, start: float = 1000.0, limit: float = 3600.0) -> None:
+    def __init__(self, start: float = 1000.0, limit: float = 600.0) -> None:
         self.now = self.start = start
         self.limit = start + limit  # a run still sleeping then never ends: fail the test instead of hanging
         self.on_tick: list[Callable[[], None]] = []
@@ -92,6 +92,8 @@ class FakeProcess:
     serving: bool = False  # takes connections on the public port
     stop_at: float | None = None
     first_run: bool = True
+    fork_again: bool = False  # deleted before its 'ready' (see ``FakeDaemon.fork_unready_again``)
+    forked_again: bool = False
 
 
 class FakeDaemon:
@@ -104,6 +106,9 @@ class FakeDaemon:
         self.behaviours: dict[str, Behaviour] = {}
         self.processes: list[FakeProcess] = []
         self.max_restarts = 15
+        # PM2 7 forks a worker again, under the same id, when it is deleted before it said 'ready' (a booting
+        # or crash-looping one; a held worker said 'ready'): once here, from `current`.
+        self.fork_unready_again = True
         self.saves = 0
         self.history: list[str] = []  # what PM2 was asked to do and what the workers did, with the time
         self._ids = itertools.count()
@@ -175,6 +180,7 @@ class FakeDaemon:
         if not process.pid:
             self.processes.remove(process)
             return
+        process.fork_again = self.fork_unready_again and process.status == "launching" and not process.forked_again
         # The launcher closes the public listener at once and drains what it serves.
         process.stop_at = self.clock.now + (DRAIN if process.serving else STOP_QUICK)
         process.status, process.serving = "stopping", False
@@ -210,9 +216,7 @@ class FakeDaemon:
         for process in list(self.processes):
             if process.status == "stopping":
                 if process.stop_at is not None and now >= process.stop_at:
-                    self._remove_held_file(process)
-                    self.processes.remove(process)
-                    self._note(f"{process.pm_id} stopped (pid {process.pid})")
+                    self._stopped(process)
                 continue
             if process.status not in ("launching", "online"):
                 continue
@@ -267,7 +271,7 @@ class FakeDaemon:
         self._remove_held_file(process)
         self._note(f"{process.pm_id} exited (pid {process.pid}, code {code})")
         if process.status == "stopping":
-            self.processes.remove(process)
+            self._stopped(process)
             return
         process.exit_code = code
         if process.restarts >= self.max_restarts:
@@ -277,6 +281,16 @@ class FakeDaemon:
         process.first_run = False
         self._fork(process)
         self._note(f"{process.pm_id} restarted by PM2 (pid {process.pid}, {process.release})")
+
+    def _stopped(self, process: FakeProcess) -> None:
+        self._remove_held_file(process)
+        self._note(f"{process.pm_id} stopped (pid {process.pid})")
+        if not process.fork_again:
+            self.processes.remove(process)
+            return
+        process.fork_again, process.forked_again, process.first_run = False, True, False
+        self._fork(process)
+        self._note(f"{process.pm_id} forked again after its delete (pid {process.pid}, {process.release})")
 
     # The pm2 CLI ----------------------------------------------------------------------------------------
 
