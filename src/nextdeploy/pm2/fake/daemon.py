@@ -129,6 +129,14 @@ class FakeDaemon:
         """The release of each worker that takes connections on the public port, by PM2 id."""
         return [p.release for p in sorted(self.processes, key=lambda p: p.pm_id) if p.serving]
 
+    def listening_on(self, port: int) -> FakeProcess | None:
+        """Who takes a connection to ``port``: on the public port each serving worker in turn (PM2's cluster
+        round-robin), on a private one the worker that listens there."""
+        if port == self.config.server.port:
+            serving = [p for p in sorted(self.processes, key=lambda p: p.pm_id) if p.serving]
+            return serving[next(self._turn) % len(serving)] if serving else None
+        return next((p for p in self.processes if p.port == port and p.status == "online"), None)
+
     def worker(self, process: FakeProcess) -> Worker:
         cwd = str(self.paths.release_dir(process.release).resolve()) if process.release and process.pid else None
         return Worker(process.pm_id, process.pid, process.status, process.restarts, 0, cwd,
@@ -316,7 +324,8 @@ class FakeDaemon:
             targets = ours if args[1] == name else [p for p in ours if str(p.pm_id) == args[1]]
             for process in targets:
                 self.delete(process.pm_id)
-            self.wait_until(lambda: not any(p in self.processes for p in targets), 30)
+            # It answers once they stopped (one PM2 7 forks again is back in the list, launching).
+            self.wait_until(lambda: all(p.status != "stopping" or p not in self.processes for p in targets), 30)
             return RunResult(0)
         return RunResult(1, stderr=f"fake pm2: {' '.join(args)} is not modelled")
 

@@ -150,15 +150,10 @@ class FakeHost:
         return Connection()
 
     def _answer(self, port: int, timeout: float) -> _Response:
-        daemon = self.daemon
-        if port == self.config.server.port:
-            serving = [p for p in sorted(daemon.processes, key=lambda p: p.pm_id) if p.serving]
-            process = serving[next(daemon._turn) % len(serving)] if serving else None
-        else:
-            process = next((p for p in daemon.processes if p.port == port and p.status == "online"), None)
+        process = self.daemon.listening_on(port)
         if process is None:
             raise ConnectionRefusedError(f"nothing listens on port {port}")
-        behaviour = daemon.behaviour(process.release)
+        behaviour = self.daemon.behaviour(process.release)
         age = self.clock.now - process.started
         if behaviour.hangs_after is not None and age >= behaviour.hangs_after:
             self.clock.sleep(timeout)
