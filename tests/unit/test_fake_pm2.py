@@ -3,6 +3,7 @@ launcher do it (docs/design.md, "PM2 facts it relies on"; tests/integration/test
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ def host(tmp_path: Path) -> Iterator[FakeHost]:
         yield fake
 
 
-def test_the_clock_moves_only_when_slept_and_is_put_back(tmp_path: Path) -> None:
+def test_the_clock_moves_only_when_slept_in_this_thread_only_and_is_put_back(tmp_path: Path) -> None:
     config = parse_config({"app": {"name": "hello", "source": "app"}, "server": {"root": str(tmp_path)}}, tmp_path)
     fake = FakeHost(config)
     with fake.installed():
@@ -36,7 +37,14 @@ def test_the_clock_moves_only_when_slept_and_is_put_back(tmp_path: Path) -> None
         fake.clock.raise_at(before + 31, Killed())
         with pytest.raises(Killed):
             time.sleep(1)
-    assert time.sleep != fake.clock.sleep and time.monotonic != fake.clock.monotonic
+        other: list[float] = []
+        thread = threading.Thread(target=lambda: other.append(time.monotonic()))  # another thread: real time
+        thread.start()
+        thread.join()
+        assert other and other[0] != fake.clock.now
+    now = time.monotonic()
+    time.sleep(0.01)
+    assert time.monotonic() > now != fake.clock.now  # put back
 
 
 def test_a_duplicate_keeps_its_models_env_and_restart_count_and_runs_current(host: FakeHost) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -163,17 +164,31 @@ class FakeHost:
 
     @contextmanager
     def installed(self) -> Iterator[FakeHost]:
-        """The fake clock as ``time.monotonic``/``time.sleep``, the fake workers behind ``http.client``."""
-        saved = (time.monotonic, time.sleep, http.client.HTTPConnection)
-        setattr(time, "monotonic", self.clock.monotonic)  # noqa: B010 - a module attribute, for the test's length
-        setattr(time, "sleep", self.clock.sleep)  # noqa: B010
-        setattr(http.client, "HTTPConnection", self.connection)  # noqa: B010
+        """The fake clock as ``time.monotonic``/``time.sleep``, the fake workers behind ``http.client``: in this
+        thread only (a thread an earlier test left running keeps the real ones)."""
+        real = (time.monotonic, time.sleep, http.client.HTTPConnection)
+        owner = threading.get_ident()
+
+        def ours() -> bool:
+            return threading.get_ident() == owner
+
+        def monotonic() -> float:
+            return self.clock.monotonic() if ours() else real[0]()
+
+        def sleep(seconds: float) -> None:
+            return self.clock.sleep(seconds) if ours() else real[1](seconds)
+
+        def connection(host: str, port: int, timeout: float | None = None) -> Any:
+            return self.connection(host, port, timeout) if ours() else real[2](host, port, timeout=timeout)
+
+        for module, name, fake in ((time, "monotonic", monotonic), (time, "sleep", sleep),
+                                   (http.client, "HTTPConnection", connection)):
+            setattr(module, name, fake)
         try:
             yield self
         finally:
-            setattr(time, "monotonic", saved[0])  # noqa: B010
-            setattr(time, "sleep", saved[1])  # noqa: B010
-            setattr(http.client, "HTTPConnection", saved[2])  # noqa: B010
-
+            setattr(time, "monotonic", real[0])  # noqa: B010
+            setattr(time, "sleep", real[1])  # noqa: B010
+            setattr(http.client, "HTTPConnection", real[2])  # noqa: B010
 
 __all__ = ["FakeExecutor", "FakeHost", "FakePm2"]
