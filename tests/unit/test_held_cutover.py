@@ -314,3 +314,23 @@ def test_recovery_of_a_run_killed_once_activated_keeps_the_new_release(host: Fak
     assert host.daemon.releases_serving() == ["r2", "r2"]
     assert host.paths.current_link.readlink() == Path("releases/r2")
     assert [line for line in host.daemon.history[history:] if " delete " in f" {line.split(' ', 1)[1]}"] == []
+
+
+def test_recovery_of_a_rollback_killed_in_its_window_gives_the_target_its_approval_back(host: FakeHost) -> None:
+    # r0 served well before r1: a rollback to it takes its approval back for the check, killed meanwhile.
+    host.make_release("r0", approved=True)
+    log = context(host).log
+    log.append("activated", "r0")
+    log.append("activated", "r1")
+    old = {w.pm_id: w.pid for w in host.pm2.workers("hello")}
+    approved = ReleaseLayout(host.paths.release_dir("r0")).approved_file
+    host.clock.raise_when(lambda: any(approved.parent.joinpath("held").glob("*")), Killed())
+    with pytest.raises(Killed):
+        activate_held(context(host), host.pm2, "r0", "r1", old_ids(host), rollback=True)
+    assert not approved.exists() and host.paths.held_state_file.exists()
+    recover(context(host), host.pm2)
+    assert approved.exists()  # a good release again: `rollback --to r0` may pick it
+    assert {w.pm_id: w.pid for w in host.pm2.workers("hello")} == old
+    assert host.daemon.releases_serving() == ["r1", "r1"]
+    events = [(e["event"], e["release"]) for e in context(host).log.events()]
+    assert events[-2:] == [("rolled_back", "r1"), ("refused", "r0")]  # refused: not failed for good
