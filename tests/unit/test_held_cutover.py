@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from nextdeploy.activation.held import activate_held
+from nextdeploy.activation.held import REST_AFTER, activate_held
 from nextdeploy.core import interrupts
 from nextdeploy.core.config import parse_config
 from nextdeploy.core.context import Context
@@ -26,16 +27,22 @@ STABLE_FOR = 3.0
 TIMEOUT = 8.0
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[FakeHost]:
-    """r1 live: two workers serving, approved; the fake clock and workers installed."""
+@contextmanager
+def live_host(tmp_path: Path, instances: int = 2) -> Iterator[FakeHost]:
+    """r1 live: its workers serving, approved; the fake clock and workers installed."""
     config = parse_config({"app": {"name": "hello", "source": "app"},
-                           "server": {"root": str(tmp_path / "root"), "port": 3000},
+                           "server": {"root": str(tmp_path / "root"), "port": 3000, "instances": instances},
                            "health": {"stable_for": STABLE_FOR, "timeout": TIMEOUT}}, tmp_path)
     fake = FakeHost(config)
     fake.serve("r1")
     with fake.installed():
         context(fake).log.append("activated", "r1")
+        yield fake
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[FakeHost]:
+    with live_host(tmp_path) as fake:
         yield fake
 
 
@@ -111,6 +118,20 @@ def test_a_healthy_release_is_approved_and_the_old_workers_are_deleted_only_afte
     events = [(e["event"], e["release"]) for e in context(host).log.events()]
     assert events[-2:] == [("switching", "r2"), ("activated", "r2")]
     assert host.daemon.saves >= 1  # for a reboot
+
+
+@pytest.mark.parametrize(("boot", "rest_at"), [(0.5, "the first answer"), (2.5, "REST_AFTER")])
+def test_one_new_worker_boots_first_the_others_once_it_answers(tmp_path: Path, boot: float, rest_at: str) -> None:
+    # Two Next.js boots at once on a small machine starve the old workers that serve meanwhile.
+    with live_host(tmp_path, instances=3) as host:
+        started = host.clock.now
+        start_cutover(host, Behaviour(boot=boot))
+        spawned = [when(host, f"duplicate {pm_id} -> ")[0] for pm_id in (0, 1, 2)]
+        first_answer = when(host, "3 held")[0]
+        assert spawned[0] == pytest.approx(started, abs=0.01)
+        expected = first_answer if rest_at == "the first answer" else started + REST_AFTER
+        assert spawned[1] == spawned[2] == pytest.approx(expected, abs=0.05)
+        assert host.daemon.releases_serving() == ["r2", "r2", "r2"]
 
 
 @pytest.mark.parametrize("max_restarts", [15, 0], ids=["pm2-restarts-it", "pm2-gives-up"])
