@@ -13,6 +13,7 @@ import click
 from nextdeploy import __version__
 from nextdeploy.cli.demo_cmd import demo_command
 from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command, start_command
+from nextdeploy.cli.host_cmd import host_group
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.inspect_cmd import logs_command, releases_command, status_command, stop_command
 from nextdeploy.core import interrupts
@@ -31,7 +32,7 @@ def cli() -> None:
 
 
 for command in (init_command, deploy_command, rollback_command, releases_command, status_command,
-                start_command, stop_command, logs_command, demo_command):
+                start_command, stop_command, logs_command, demo_command, host_group):
     cli.add_command(command)
 
 
