@@ -5,6 +5,8 @@ tests/integration/test_host_boundary.py."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +124,29 @@ def test_activate_accepts_only_a_complete_release_that_never_failed(tmp_path: Pa
     _check_activatable(ctx, "20260101-000000-copy")
     record = next(r for r in ctx.log.records() if r.id == "20260101-000000-copy")
     assert record.status.value == "ready" and record.revision == "abc"
+
+
+# A procedure whose tools write to file descriptor 1 (as a child process inherits it), then answer.
+NOISY = """
+import os, sys
+from pathlib import Path
+from nextdeploy.cli.host_cmd import run_json
+from nextdeploy.procedures.lifecycle import StopResult
+
+def noisy(ctx):
+    os.system("echo a tool talking on stdout")
+    print("and a print")
+    return StopResult("r1", 2, 0.5)
+
+run_json(Path(sys.argv[1]), noisy)
+"""
+
+
+def test_stdout_carries_the_json_object_alone_whatever_a_tool_prints(tmp_path: Path) -> None:
+    config, _ = _config_file(tmp_path)
+    completed = subprocess.run([sys.executable, "-c", NOISY, str(config)], capture_output=True, text=True,
+                               timeout=60, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"ok": True, "result": {"release": "r1", "stopped_workers": 2,
+                                                                   "seconds": 0.5}, "steps": []}
+    assert "a tool talking on stdout" in completed.stderr and "and a print" in completed.stderr
