@@ -70,6 +70,14 @@ def test_a_bad_config_is_a_json_error_with_the_config_exit_code(tmp_path: Path, 
     assert err.strip().splitlines()[-1].startswith("error: ")  # for a person reading the controller's log
 
 
+def test_an_empty_rollback_target_is_refused_not_taken_for_the_previous_release(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, pm2_ran = _config_file(tmp_path)
+    code, document, _ = _run(capsys, "rollback", "--to", " ", "-c", str(config))
+    assert code == ExitCode.ROLLBACK_FAILED and document["error"]["message"] == "--to is empty"
+    assert not pm2_ran.exists() and not (tmp_path / "root").exists()  # refused before anything ran
+
+
 def test_failure_documents_carry_the_cli_exit_codes() -> None:
     document, code = failure_document(RollbackError("there is no earlier good release", hint="see releases"))
     assert code == ExitCode.ROLLBACK_FAILED

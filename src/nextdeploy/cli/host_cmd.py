@@ -20,7 +20,7 @@ import click
 
 from nextdeploy.cli.options import config_option, debug_option, lock_timeout_option, make_context
 from nextdeploy.core.context import Context
-from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, stopped_by
+from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, RollbackError, stopped_by
 from nextdeploy.host.disk import is_disk_full
 
 
@@ -63,7 +63,13 @@ def host_rollback_command(config_path: Path, lock_timeout: float, target: str | 
     """Put an earlier good release back."""
     from nextdeploy.procedures.boundary import rollback
 
-    run_json(config_path, lambda ctx: rollback(ctx, to=target or None, lock_timeout=lock_timeout))
+    def roll_back(ctx: Context) -> Any:
+        if target is not None and not target.strip():  # `--to "$ID"` with ID unset: not "the previous one"
+            raise RollbackError("--to is empty", hint="give a release id, or leave --to out to go back to the "
+                                                      "previous good release")
+        return rollback(ctx, to=target, lock_timeout=lock_timeout)
+
+    run_json(config_path, roll_back)
 
 
 def _live_command(name: str, summary: str) -> None:
