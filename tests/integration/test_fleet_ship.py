@@ -1,11 +1,13 @@
-"""Issue 23, item 4: the static files of a release that appears beside a running one are served by it
-(cross-host version skew). Two real builds of examples/hello (v1 and v2: a code-only change), made once
-for the module by local deploys."""
+"""Issue 23, items 4: a release shipped to real sshd hosts as a delta, and the static files of a release that
+appears beside a running one served by it (cross-host version skew). Two real builds of examples/hello
+(v1 and v2: a code-only change), made once for the module by local deploys."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +15,15 @@ from pathlib import Path
 import pytest
 
 from conftest import have_node_tools
+from nextdeploy.fleet.ship import ShipResult, ship
+from nextdeploy.remote.argv import SshSettings
+from nextdeploy.remote.ssh import SshTransport
+from support.hosts import Hosts, hosts_or_skip
 from support.site import Site
 
 pytestmark = pytest.mark.integration
+
+ROOT = "/srv/app"  # the deploy root on every host
 
 
 @dataclass
@@ -85,3 +93,90 @@ def test_a_running_release_serves_the_static_files_of_a_newer_release_that_appea
     site.nextdeploy("rollback", "--to", built.b).expect_ok()
     only_a = sorted(own_static(built.release(built.a)) - own_static(built.release(built.b)))
     assert site.get(f"/_next/static/{only_a[0]}")[0] == 404
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    with hosts_or_skip(tmp_path_factory.mktemp("hosts")) as started:
+        yield started
+
+
+def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
+    """Every entry under ``root``: (kind, content or link target, mode)."""
+    found: dict[str, tuple[str, bytes | str, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            info = path.lstat()
+            relative = str(path.relative_to(root))
+            if stat.S_ISLNK(info.st_mode):
+                found[relative] = ("link", os.readlink(path), 0)
+            elif stat.S_ISDIR(info.st_mode):
+                found[relative] = ("dir", b"", stat.S_IMODE(info.st_mode))
+            else:
+                found[relative] = ("file", path.read_bytes(), stat.S_IMODE(info.st_mode))
+    return found
+
+
+def test_a_code_only_change_ships_as_a_small_delta_of_hard_links(built: Built, hosts: Hosts) -> None:
+    local_a, local_b = built.release(built.a), built.release(built.b)
+    roots = {name: ROOT for name in hosts.names}
+    with SshTransport(SshSettings(config_file=hosts.ssh_config)) as transport:
+        first = ship(transport, roots, local_a)
+        second = ship(transport, roots, local_b)
+    for name in hosts.names:
+        print(figures("A (first)", first[name]))
+        print(figures("B (code-only change)", second[name]))
+    local = tree(local_b)
+    for host in hosts.hosts:
+        on_host_a, on_host_b = host.path(f"{ROOT}/releases/{built.a}"), host.path(f"{ROOT}/releases/{built.b}")
+        assert first[host.name].files_transferred > 500 and first[host.name].sent_fraction > 0.5
+        assert second[host.name].sent_fraction < 0.10, figures("B", second[host.name])
+        assert second[host.name].link_dests == (f"{ROOT}/releases/{built.a}",)
+        # Byte-identical to the local release (symlinks as they are, modes too), and nothing half-shipped.
+        assert tree(on_host_b) == local
+        assert sorted(os.listdir(host.path(f"{ROOT}/releases"))) == sorted([built.a, built.b])
+        # Unchanged files are hard links of A's on the host, but never under .next/ outside .next/static.
+        linked = unlinked = 0
+        for relative, (kind, content, _mode) in local.items():
+            if kind != "file" or not (on_host_a / relative).is_file():
+                continue
+            same_bytes = (local_a / relative).is_file() and (local_a / relative).read_bytes() == content
+            shared = os.path.samefile(on_host_a / relative, on_host_b / relative)
+            runtime_writable = relative.startswith(".next/") and not relative.startswith(".next/static/")
+            if runtime_writable:
+                assert not shared, relative
+            elif same_bytes:
+                assert shared, relative
+                linked += 1
+            else:
+                assert not shared, relative
+                unlinked += 1
+        assert linked > 500 and unlinked >= 1, (linked, unlinked)
+        print(f"{host.name}: {linked} files of B are hard links of A's, {unlinked} changed")
+
+
+def test_shipping_again_sends_almost_nothing_and_a_cut_off_ship_never_looks_complete(
+        built: Built, hosts: Hosts) -> None:
+    """The same release again (a retry): compared, nothing sent. A ship cut off leaves only the temp dir
+    (the release is absent), and the next ship completes it."""
+    local_b = built.release(built.b)
+    web1 = hosts["web1"]
+    with SshTransport(SshSettings(config_file=hosts.ssh_config)) as transport:
+        again = ship(transport, {"web1": ROOT}, local_b)["web1"]
+        assert again.literal_bytes == 0 and again.sent_fraction < 0.05
+        # A ship cut off after a part arrived: the release dir is absent, the temp dir holds the part.
+        shutil.move(web1.path(f"{ROOT}/releases/{built.b}"), web1.path(f"{ROOT}/releases/.ship-{built.b}"))
+        shutil.rmtree(web1.path(f"{ROOT}/releases/.ship-{built.b}/node_modules"))
+        assert not web1.path(f"{ROOT}/releases/{built.b}").exists()
+        resumed = ship(transport, {"web1": ROOT}, local_b)["web1"]
+    assert tree(web1.path(f"{ROOT}/releases/{built.b}")) == tree(local_b)
+    assert not web1.path(f"{ROOT}/releases/.ship-{built.b}").exists()
+    assert resumed.literal_bytes == 0  # node_modules came from A's on the host
+    print(figures("B again", again), figures("B resumed", resumed), sep="\n")
+
+
+def figures(what: str, result: ShipResult) -> str:
+    return (f"{result.host} {what}: sent {result.bytes_sent:,} bytes of a {result.release_bytes:,}-byte release "
+            f"({result.sent_fraction:.1%}; {result.literal_bytes:,} literal, {result.files_transferred} files) "
+            f"in {result.seconds:.2f} s")

@@ -18,6 +18,7 @@ const fs = require('fs');
 const http = require('http');
 const net = require('net');
 const path = require('path');
+const { pipeline } = require('stream');
 
 const BOOT_TIME = Date.now();
 const RELEASE_DIR = path.resolve(__dirname, '..');
@@ -456,9 +457,8 @@ function serveNewerStatic(req, res) {
     res.end();
     return true;
   }
-  const stream = fs.createReadStream(found.file);
-  stream.on('error', () => res.destroy());
-  stream.pipe(res);
+  // pipeline: a client gone mid-file closes the file too; a read error ends the response (no hang).
+  pipeline(fs.createReadStream(found.file), res, () => {});
   return true;
 }
 
