@@ -17,6 +17,7 @@ import pytest
 from conftest import have_node_tools
 from nextdeploy.fleet.ship import ShipResult, ship
 from nextdeploy.remote.argv import SshSettings
+from nextdeploy.remote.errors import HostUnreachableError
 from nextdeploy.remote.ssh import SshTransport
 from support.hosts import Hosts, hosts_or_skip
 from support.site import Site
@@ -174,6 +175,23 @@ def test_shipping_again_sends_almost_nothing_and_a_cut_off_ship_never_looks_comp
     assert not web1.path(f"{ROOT}/releases/.ship-{built.b}").exists()
     assert resumed.literal_bytes == 0  # node_modules came from A's on the host
     print(figures("B again", again), figures("B resumed", resumed), sep="\n")
+
+
+def test_an_unreachable_host_is_named_after_the_others_are_done(built: Built, hosts: Hosts) -> None:
+    """web3 down: the ship fails naming it, the other hosts still get the whole release (nothing runs on
+    behind the caller's back), and web3 has nothing that looks like a release."""
+    other = "/srv/other"
+    hosts["web3"].stop_sshd()
+    try:
+        settings = SshSettings(config_file=hosts.ssh_config, connect_timeout=2)
+        with SshTransport(settings) as transport, pytest.raises(HostUnreachableError) as raised:
+            ship(transport, {name: other for name in hosts.names}, built.release(built.a))
+    finally:
+        hosts["web3"].start_sshd()
+    assert raised.value.host == "web3" and "cannot reach web3" in raised.value.message
+    for name in ("web1", "web2"):
+        assert tree(hosts[name].path(f"{other}/releases/{built.a}")) == tree(built.release(built.a))
+    assert not hosts["web3"].path(other).exists()
 
 
 def figures(what: str, result: ShipResult) -> str:
