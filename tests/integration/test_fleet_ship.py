@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import have_node_tools
+from nextdeploy.cli.main import format_error
+from nextdeploy.core.errors import ExitCode, HostPathError
 from nextdeploy.fleet.ship import ShipResult, ship
 from nextdeploy.remote.argv import SshSettings
 from nextdeploy.remote.errors import HostUnreachableError
@@ -192,6 +194,19 @@ def test_an_unreachable_host_is_named_after_the_others_are_done(built: Built, ho
     for name in ("web1", "web2"):
         assert tree(hosts[name].path(f"{other}/releases/{built.a}")) == tree(built.release(built.a))
     assert not hosts["web3"].path(other).exists()
+
+
+def test_a_file_in_the_way_on_a_host_is_a_one_line_error_naming_it(built: Built, hosts: Hosts) -> None:
+    blocked = "/srv/blocked"
+    hosts["web1"].path(f"{blocked}/releases").mkdir(parents=True)
+    hosts["web1"].path(f"{blocked}/releases/{built.a}").write_text("not a release\n")
+    with SshTransport(SshSettings(config_file=hosts.ssh_config)) as transport, \
+            pytest.raises(HostPathError) as raised:
+        ship(transport, {"web1": blocked}, built.release(built.a))
+    lines = format_error(raised.value)
+    assert len(lines) == 1 and f"cannot rename {blocked}/releases/.ship-{built.a}" in lines[0], lines
+    assert "on web1" in lines[0] and "(fix: " in lines[0] and raised.value.exit_code == ExitCode.HOST_PATH
+    assert hosts["web1"].path(f"{blocked}/releases/{built.a}").read_text() == "not a release\n"  # untouched
 
 
 def figures(what: str, result: ShipResult) -> str:

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nextdeploy.core.errors import HostPathError
 from nextdeploy.core.ids import is_release_id
 from nextdeploy.core.manifest import layout_of
 from nextdeploy.core.paths import META_DIR
 from nextdeploy.fleet.parallel import on_every_host
-from nextdeploy.remote.errors import SshError, last_line
+from nextdeploy.remote.errors import last_line
 from nextdeploy.remote.ssh import SshTransport
 
 MTIME_BASE = 946_684_800  # 2000-01-01 UTC: every normalised mtime lies in the 8.5 years after it
@@ -99,8 +100,8 @@ def link_dests(live: str | None, on_host: list[str], release_id: str) -> list[st
     return ([live] if live and live != release_id else []) + others[: LINK_DESTS - (1 if live else 0)]
 
 
-# On the host: the live release's id (or nothing), then one release dir per line, "done" when the release is
-# already there. $1 root, $2 release id.
+# On the host, three lines: the live release's id (or nothing); the names under releases/ (space-separated);
+# "done" when the release is already there. $1 root, $2 release id.
 _LOOK = r"""
 cd "$1" 2>/dev/null || { echo; echo; exit 0; }
 target=$(readlink current 2>/dev/null) && basename "$target" || echo
@@ -115,7 +116,7 @@ _RENAME = 'mv -T -- "$1" "$2"'
 def ship_to_host(transport: SshTransport, host: str, root: str, release_dir: Path, release_bytes: int,
                  timeout: float = SHIP_TIMEOUT) -> ShipResult:
     """Send ``release_dir`` to ``host``'s ``<root>/releases/<id>`` (see the module's doc); raises an
-    ``SshError`` naming the host if it cannot."""
+    ``SshError`` (the connection) or a ``HostPathError`` (its files), naming the host, if it cannot."""
     started = time.monotonic()
     release_id = release_dir.name
     layout = layout_of(release_dir)
@@ -123,8 +124,8 @@ def ship_to_host(transport: SshTransport, host: str, root: str, release_dir: Pat
         raise ValueError(f"{release_dir} is not a complete release (no {META_DIR}/manifest.json)")
     looked = transport.run(host, ["sh", "-c", _LOOK, "sh", root, release_id], timeout=60)
     if not looked.ok:
-        raise SshError(host, f"cannot read {root}/releases on {host}: {last_line(looked.error_text)}",
-                       hint=f"check that {root} on {host} is readable by the ssh user")
+        raise HostPathError(f"cannot read {root}/releases on {host}: {last_line(looked.error_text)}",
+                            hint=f"check that {root} on {host} is readable by the ssh user")
     lines = looked.text.split("\n")
     live = lines[0].strip() or None
     on_host = lines[1].split() if len(lines) > 1 else []
@@ -151,9 +152,9 @@ def ship_to_host(transport: SshTransport, host: str, root: str, release_dir: Pat
     if not already:
         renamed = transport.run(host, ["sh", "-c", _RENAME, "sh", target, final], timeout=60)
         if not renamed.ok:
-            raise SshError(host, f"cannot rename {target} to {final} on {host}: {last_line(renamed.error_text)}",
-                           hint=f"check {releases} on {host} (a file or a non-empty dir named {release_id} "
-                                "in the way?)")
+            raise HostPathError(f"cannot rename {target} to {final} on {host}: {last_line(renamed.error_text)}",
+                                hint=f"check {releases} on {host} (a file or a non-empty dir named {release_id} "
+                                     "in the way?)")
     return ShipResult(host, final, sum(p.bytes_sent for p in passes), sum(p.literal_bytes for p in passes),
                       sum(p.files_transferred for p in passes), release_bytes, tuple(dests),
                       time.monotonic() - started)
