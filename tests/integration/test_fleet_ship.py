@@ -87,6 +87,18 @@ def test_a_running_release_serves_the_static_files_of_a_newer_release_that_appea
         assert headers["cache-control"] == "public, max-age=31536000, immutable"
         assert headers["content-type"].startswith("application/javascript")
         assert headers["x-nextdeploy-release"] == built.a and headers["x-nextdeploy-asset-of"] == built.b
+    # A file linked into v1's own static dir after its workers started (Next, which lists the dir at start,
+    # answers 404 for it): served too, with v2's dir out of the way so that it can only come from v1's.
+    linked = built.release(built.a) / ".next" / "static" / chunk
+    os.link(built.release(built.b) / ".next" / "static" / chunk, linked)
+    os.rename(built.release(built.b), aside / built.b)
+    try:
+        for _ in range(4):
+            status, body, headers = site.get(url)
+            assert status == 200 and body == expected and headers["x-nextdeploy-asset-of"] == built.a
+    finally:
+        os.rename(aside / built.b, built.release(built.b))
+        linked.unlink()
     # v1's own files are still Next's; a name no release has is still 404; no path escapes releases/.
     own_a = next(name for name in sorted(own_static(built.release(built.a))) if name.endswith(".js"))
     assert "x-nextdeploy-asset-of" not in site.get(f"/_next/static/{own_a}")[2]

@@ -369,6 +369,8 @@ function track(req, res) {
 // that is newer than this one (release ids sort by creation time) and lists the file as its own
 // (.nextdeploy/static-files.json). Older releases are not searched: their assets leave the skew window as
 // the deploys go on (nextjs/skew.py). Release dirs are immutable once complete: what is read is cached.
+// A file placed into this release's own static dir after the worker booted (Next does not know it) is
+// served here too: what Next knows is what the dir held at boot, listed before server.js is loaded.
 
 const RELEASES_DIR = path.dirname(RELEASE_DIR);
 const IMMUTABLE = 'public, max-age=31536000, immutable'; // what Next sends for /_next/static
@@ -382,11 +384,27 @@ const CONTENT_TYPES = {
 };
 let staticPrefix = '/_next/static/'; // under the build's basePath (manifest checks.base_path)
 let ownStaticDir = null;
+let ownStaticAtBoot = new Set(); // static-relative names in ownStaticDir when this worker booted
 const newerReleases = new Map(); // release id -> {staticDir, files: Set} (null: not a usable release)
 
 function staticDirOf(releaseDir, manifest) {
   const appRel = typeof manifest.app_rel === 'string' ? manifest.app_rel : '';
   return path.join(releaseDir, appRel, '.next', 'static');
+}
+
+function filesUnder(dir, prefix = '', found = new Set()) {
+  let entries;
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch (err) {
+    return found;
+  }
+  for (const entry of entries) {
+    const name = prefix + entry.name;
+    if (entry.isDirectory()) filesUnder(path.join(dir, entry.name), `${name}/`, found);
+    else found.add(name);
+  }
+  return found;
 }
 
 function newerRelease(id) {
@@ -424,7 +442,8 @@ function newerStaticFile(name) {
   return null;
 }
 
-// Answers `req` if it asks for a static file this release lacks and a newer one has; returns whether it did.
+// Answers `req` if it asks for a static file Next does not know that this release's dir holds now (placed
+// after boot) or a newer release has; returns whether it did.
 function serveNewerStatic(req, res) {
   if ((req.method !== 'GET' && req.method !== 'HEAD') || ownStaticDir === null) return false;
   const url = req.url || '';
@@ -438,8 +457,9 @@ function serveNewerStatic(req, res) {
   }
   const parts = name.split('/');
   if (name.includes('\0') || parts.some((part) => part === '' || part === '.' || part === '..')) return false;
-  if (fs.existsSync(path.join(ownStaticDir, name))) return false; // Next serves its own (and bridged) files
-  const found = newerStaticFile(name);
+  if (ownStaticAtBoot.has(name)) return false; // Next serves what its dir held at boot (own and bridged files)
+  const own = path.join(ownStaticDir, name);
+  const found = fs.existsSync(own) ? { id: releaseId, file: own } : newerStaticFile(name);
   if (found === null) return false;
   let stat;
   try {
@@ -696,6 +716,7 @@ function main() {
   const serverFile = path.resolve(RELEASE_DIR, manifest.server);
   const checks = manifest.checks;
   ownStaticDir = staticDirOf(RELEASE_DIR, manifest);
+  ownStaticAtBoot = filesUnder(ownStaticDir);
   if (checks && typeof checks.base_path === 'string' && checks.base_path.startsWith('/')) {
     staticPrefix = `${checks.base_path}/_next/static/`;
   }
