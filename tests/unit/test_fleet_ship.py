@@ -38,3 +38,18 @@ def test_identical_bytes_get_identical_mtimes_and_different_bytes_different_ones
     before = (one / "changed.js").stat().st_mtime_ns
     normalise_mtimes(one)  # stable
     assert (one / "changed.js").stat().st_mtime_ns == before
+
+
+def test_the_apps_next_dir_keeps_its_mtimes_but_static(tmp_path: Path) -> None:
+    """Next reads the mtimes under .next (an ISR page's age): they stay as built; .next/static is linked."""
+    app = tmp_path / "release" / "apps" / "web"
+    for sub in (".next/server/app", ".next/static/chunks", "node_modules/x"):
+        (app / sub).mkdir(parents=True)
+    files = [app / ".next/server/app/index.html", app / ".next/BUILD_ID", app / ".next/static/chunks/a.js",
+             app / "node_modules/x/index.js", app / "server.js"]
+    for file in files:
+        file.write_text(file.name)
+        os.utime(file, (1_800_000_000, 1_800_000_000))
+    assert normalise_mtimes(tmp_path / "release", keep="apps/web/.next") == sum(len(f.name) for f in files)
+    kept = {file.name for file in files if file.stat().st_mtime == 1_800_000_000}
+    assert kept == {"index.html", "BUILD_ID"}

@@ -14,7 +14,8 @@ host as ``<root>/releases/<id>``:
 - mtimes normalised first: rsync hard-links a file only when its attributes match, mtime included, and a
   build gives every file a new one. Each file's mtime is derived from its content (identical bytes, identical
   mtime, on every host and in every release; different bytes, a different mtime, so ``Last-Modified`` and
-  the ``ETag`` Next derives from it change with the content).
+  the ``ETag`` Next derives from it change with the content). Not under ``.next/`` outside ``static``: those
+  are never linked, and Next reads their mtimes (a prerendered ISR page's age).
 """
 
 from __future__ import annotations
@@ -72,17 +73,24 @@ def content_mtime(data_digest: bytes) -> int:
     return MTIME_BASE + int.from_bytes(data_digest[:8], "big") % MTIME_SPAN
 
 
-def normalise_mtimes(release_dir: Path) -> int:
+def normalise_mtimes(release_dir: Path, keep: str | None = None) -> int:
     """Give every regular file under ``release_dir`` its content-derived mtime (symlinks and dirs as they
-    are); returns the total size of those files."""
+    are), but those under ``keep`` (relative: the app's ``.next``, whose files are never hard links and
+    whose mtimes Next reads, e.g. as an ISR page's age) outside its ``static/``. Returns the total size of
+    the release's regular files."""
     total = 0
+    kept = release_dir / keep if keep else None
     for dirpath, _dirnames, filenames in os.walk(release_dir):
+        inside = Path(dirpath)
+        untouched = kept is not None and inside.is_relative_to(kept) and not inside.is_relative_to(kept / "static")
         for name in filenames:
             path = os.path.join(dirpath, name)
             info = os.lstat(path)
             if not stat.S_ISREG(info.st_mode):
                 continue
             total += info.st_size
+            if untouched:
+                continue
             digest = hashlib.blake2b(digest_size=16)
             with open(path, "rb") as handle:
                 while chunk := handle.read(1 << 20):
@@ -113,6 +121,11 @@ if [ -d "releases/$2" ]; then echo done; fi
 _RENAME = 'mv -T -- "$1" "$2"'
 
 
+def next_dir(app_rel: str) -> str:
+    """The app's ``.next`` relative to the release root."""
+    return posixpath.join(app_rel, ".next") if app_rel else ".next"
+
+
 def ship_to_host(transport: SshTransport, host: str, root: str, release_dir: Path, release_bytes: int,
                  timeout: float = SHIP_TIMEOUT) -> ShipResult:
     """Send ``release_dir`` to ``host``'s ``<root>/releases/<id>`` (see the module's doc); raises an
@@ -135,7 +148,7 @@ def ship_to_host(transport: SshTransport, host: str, root: str, release_dir: Pat
     # An existing release is only compared and repaired (same id, same build: nothing to send).
     target = final if already else posixpath.join(releases, f".ship-{release_id}")
     dests = [posixpath.join(releases, name) for name in link_dests(live, on_host, release_id)]
-    next_rel = posixpath.join(layout.app_rel, ".next") if layout.app_rel else ".next"
+    next_rel = next_dir(layout.app_rel)
     # Pass 1: all but the app's .next/ (its static/ included), hard links to identical files.
     first = transport.rsync(
         host, release_dir, target, checksum=True, timeout=timeout,
@@ -166,7 +179,10 @@ def ship(transport: SshTransport, roots: Mapping[str, str], release_dir: Path, *
 
     Every host is finished (shipped or failed) before this returns; the first failure in ``roots``' order
     is raised then (a ``NextdeployError`` naming its host). ``on_done`` is called from the host's thread."""
-    release_bytes = normalise_mtimes(release_dir)
+    layout = layout_of(release_dir)
+    if layout is None:
+        raise ValueError(f"{release_dir} is not a complete release (no {META_DIR}/manifest.json)")
+    release_bytes = normalise_mtimes(release_dir, keep=next_dir(layout.app_rel))
 
     def one(host: str) -> ShipResult:
         result = ship_to_host(transport, host, roots[host], release_dir, release_bytes)
