@@ -4,10 +4,14 @@ appears beside a running one served by it (cross-host version skew). Two real bu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import stat
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,8 @@ from nextdeploy.fleet.ship import ShipResult, ship
 from nextdeploy.remote.argv import SshSettings
 from nextdeploy.remote.errors import HostUnreachableError
 from nextdeploy.remote.ssh import SshTransport
-from support.hosts import Hosts, hosts_or_skip
+from support.hosts import Host, Hosts, free_port, hosts_or_skip, nginx_in_front, wait_listening
+from support.processes import gone_soon
 from support.site import Site
 
 pytestmark = pytest.mark.integration
@@ -219,6 +224,71 @@ def test_a_file_in_the_way_on_a_host_is_a_one_line_error_naming_it(built: Built,
     assert len(lines) == 1 and f"cannot rename {blocked}/releases/.ship-{built.a}" in lines[0], lines
     assert "on web1" in lines[0] and "(fix: " in lines[0] and raised.value.exit_code == ExitCode.HOST_PATH
     assert hosts["web1"].path(f"{blocked}/releases/{built.a}").read_text() == "not a release\n"  # untouched
+
+
+# Runs a release's launcher on a host, off PM2 (no hold), detached from the ssh session: prints its pid.
+_START = ('cd "$1" && PORT="$2" HOSTNAME="$3" NODE_ENV=production NEXTDEPLOY_HOLD=0 NEXT_TELEMETRY_DISABLED=1 '
+          'setsid node .nextdeploy/launcher.cjs </dev/null >"$4" 2>&1 & echo $!')
+_CHUNK = re.compile(r"""["'](/_next/static/[^"'?\s\\]+?\.(?:js|css))(\?[^"'\s\\]*)?\\?["']""")
+
+
+def test_a_page_from_a_switched_host_gets_its_chunks_through_nginx_from_hosts_not_yet_switched(
+        built: Built, hosts: Hosts, tmp_path: Path) -> None:
+    """Three hosts serve v1 behind nginx (retries off); v2 is shipped to all of them and web1 switches to
+    it. A page from web1 names v2's chunks; requested through nginx, whichever host answers, every one
+    is 200 with v2's bytes: web2 and web3, still on v1, serve them from v2's shipped dir."""
+    root = "/srv/skew"
+    port = free_port(hosts.hosts[0].address)
+    started: list[int] = []
+
+    def start(host: Host, release_id: str) -> None:
+        said = transport.run(host.name, ["sh", "-c", _START, "sh", f"{root}/releases/{release_id}", str(port),
+                                         host.address, f"{root}/{release_id}.log"])
+        assert said.ok, said.error_text
+        started.append(int(said.text.split()[-1]))
+        wait_listening(host.address, port, timeout=60)
+
+    with SshTransport(SshSettings(config_file=hosts.ssh_config)) as transport:
+        try:
+            ship(transport, {name: root for name in hosts.names}, built.release(built.a))
+            for host in hosts.hosts:
+                start(host, built.a)
+            front = hosts.hosts[0].address.rsplit(".", 1)[0] + ".1"
+            upstreams = [f"{host.address}:{port}" for host in hosts.hosts]
+            with nginx_in_front(tmp_path / "nginx", front, upstreams) as nginx:
+                ship(transport, {name: root for name in hosts.names}, built.release(built.b))
+                # web1 switches to v2 (its v1 server stops first: the same port).
+                os.kill(started[0], signal.SIGTERM)
+                assert gone_soon(started[0], 15)
+                start(hosts["web1"], built.b)
+                page = fetch(f"http://{hosts['web1'].address}:{port}/")
+                assert page[1]["x-nextdeploy-release"] == built.b
+                chunks = sorted({match[1] for match in _CHUNK.finditer(page[0].decode())})
+                only_b = [c for c in chunks if c.removeprefix("/_next/static/") not in own_static(
+                    built.release(built.a))]
+                assert only_b, "v1 and v2 share every chunk of the page: the test would prove nothing"
+                answered_by = set()
+                for chunk in only_b:
+                    for _ in range(3):  # round robin: every host answers each chunk once
+                        body, headers = fetch(f"{nginx.url}{chunk}?dpl={built.b}")
+                        assert body == (built.release(built.b) / ".next" / "static" /
+                                        chunk.removeprefix("/_next/static/")).read_bytes()
+                        answered_by.add(headers["x-nextdeploy-release"])
+                assert answered_by == {built.a, built.b}
+                statuses = {line.split()[0] for line in nginx.access_log() if "/_next/static/" in line}
+                assert statuses == {"200"}, nginx.access_log()
+                print(f"{len(only_b)} chunks of v2's page, each through nginx 3 times: all 200 "
+                      f"(answered by v1 and v2 hosts)")
+        finally:
+            for pid in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                gone_soon(pid, 5)
+
+
+def fetch(url: str) -> tuple[bytes, dict[str, str]]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read(), {key.lower(): value for key, value in response.headers.items()}
 
 
 def figures(what: str, result: ShipResult) -> str:
