@@ -96,11 +96,13 @@ def control_argv(settings: SshSettings, control_dir: Path, destination: Destinat
 
 
 def rsync_argv(settings: SshSettings, control_dir: Path, destination: Destination, source: Path, target: str, *,
-               link_dest: str | None = None, checksum: bool = True, delete: bool = False) -> list[str]:
+               link_dest: str | None = None, checksum: bool = True, delete: bool = False,
+               options: Sequence[str] = ()) -> list[str]:
     """Copy the tree ``source`` into the dir ``target`` on ``destination`` over the same ssh, with stats.
 
     ``--checksum``: a fresh build gives every file a new mtime, so rsync's quick check (size + mtime) would
-    ship them all. ``link_dest``: a dir on the host (absolute) whose identical files become hard links."""
+    ship them all. ``link_dest``: a dir on the host (absolute) whose identical files become hard links.
+    ``options``: more rsync options (more --link-dest dirs, --copy-dest, filter rules)."""
     argv = ["rsync", "--archive", "--stats"]
     if checksum:
         argv.append("--checksum")
@@ -108,6 +110,7 @@ def rsync_argv(settings: SshSettings, control_dir: Path, destination: Destinatio
         argv.append("--delete")
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
+    argv += list(options)
     argv += ["-e", shlex.join(ssh_base_argv(settings, control_dir, destination)),
              f"{source}/", destination.rsync_target(target.rstrip("/") + "/")]
     return argv
