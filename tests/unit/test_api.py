@@ -110,7 +110,7 @@ def test_status_on_an_empty_root_changes_nothing_and_serializes(tmp_path: Path) 
 def test_a_dry_run_deploy_prints_its_plan_and_changes_nothing(tmp_path: Path) -> None:
     path, pm2_ran = _config_file(tmp_path)
     progress = io.StringIO()
-    assert nextdeploy.procedures.deploy(nextdeploy.load_config(path), dry_run=True, progress=progress) is None
+    assert nextdeploy.deploy(nextdeploy.load_config(path), dry_run=True, progress=progress) is None
     plan = progress.getvalue()
     assert plan.startswith("dry run: nothing will be changed; the new release would be ")
     assert "pnpm install --frozen-lockfile" in plan and "# preflight passes when /" in plan
