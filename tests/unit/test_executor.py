@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from nextdeploy.core.errors import HostPathError, ToolMissingError
-from nextdeploy.host.executor import DryRunExecutor, LocalExecutor, processes_marked, switch_symlink
+from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
+from nextdeploy.host.files import switch_symlink
+from nextdeploy.host.procs import processes_marked
 from nextdeploy.plans.ops import (
     CopyFile,
     CopyTree,
@@ -32,6 +34,7 @@ from nextdeploy.plans.ops import (
     WriteFile,
 )
 from nextdeploy.pm2 import rpc as pm2rpc
+from nextdeploy.pm2.sockets import readied_worker
 from support.processes import as_in_a_terminal, gone_soon
 
 
@@ -431,6 +434,16 @@ def test_reload_until_serving_waits_for_every_call_when_one_fails(tmp_path: Path
     result = executor.apply(ReloadWorkers(tmp_path / "rpc.sock", (0, 1), timeout=5, until_serving=True))
     assert not result.ok and result.stderr.startswith("worker 1:") and "unknown" in result.stderr
     assert sorted(answered) == ["0", "1"] and executor.settle() == []  # nothing left running behind
+
+
+def test_the_ready_of_a_worker_is_read_from_pm2s_bus() -> None:
+    ready = {"raw": "ready", "process": {"pm_id": 3, "name": "hello"}}
+    assert readied_worker("process:msg", ready) == 3
+    assert readied_worker("log:out", ready) is None
+    assert readied_worker("process:msg", {**ready, "raw": "shutdown"}) is None
+    assert readied_worker("process:msg", {"raw": "ready", "process": {"pm_id": "_old_3"}}) is None
+    assert readied_worker("process:msg", {"raw": "ready"}) is None
+    assert readied_worker("process:msg", None) is None
 
 
 def test_reload_workers_renders_as_a_comment_in_a_dry_run() -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.demo.exampleapp import copy_example, set_version
-from nextdeploy.host.executor import live_processes
 from nextdeploy.host.probe import ProbeResult, http_get, listen_port
+from nextdeploy.host.procs import live_processes
 from nextdeploy.host.tools import find_tool
 from nextdeploy.pm2.client import parse_jlist, process_cwd
 

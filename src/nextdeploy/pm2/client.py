@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.core.errors import HostPathError, Pm2Error
-from nextdeploy.host.executor import Executor, RunResult, parent_pid, processes_under
+from nextdeploy.host.executor import Executor, RunResult
+from nextdeploy.host.procs import parent_pid, processes_under
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.ops import Run
 from nextdeploy.pm2 import rpc as pm2rpc

@@ -67,17 +67,11 @@ from nextdeploy.core.paths import UNFINISHED_MARKER, DeployPaths
 from nextdeploy.core.releaselog import ReleaseRecord, Status, pending_switch
 from nextdeploy.core.retention import releases_to_remove, rollback_target
 from nextdeploy.core.steps import StepName
-from nextdeploy.host.executor import (
-    bind_error,
-    port_holders,
-    processes_marked,
-    processes_under,
-    remove_in_background,
-    remove_path,
-)
+from nextdeploy.host.files import remove_in_background, remove_path
 from nextdeploy.host.lock import DeployLock
-from nextdeploy.host.ports import port_problem
+from nextdeploy.host.ports import bind_error, port_holders, port_problem
 from nextdeploy.host.probe import listen_port
+from nextdeploy.host.procs import processes_marked, processes_under
 from nextdeploy.host.tools import node_version, require_tool
 from nextdeploy.nextjs import envcheck
 from nextdeploy.nextjs.prepare import check_node

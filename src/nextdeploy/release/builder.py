@@ -32,7 +32,7 @@ from nextdeploy.core.releaselog import now_iso
 from nextdeploy.core.steps import StepName
 from nextdeploy.host import rootmark
 from nextdeploy.host.disk import disk_full_error, is_disk_full, says_disk_full
-from nextdeploy.host.executor import remove_in_background, remove_path
+from nextdeploy.host.files import remove_in_background, remove_path
 from nextdeploy.host.tools import (
     find_package_manager,
     find_tool,
