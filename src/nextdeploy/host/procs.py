@@ -179,9 +179,10 @@ def live_processes() -> Iterator[tuple[int, str, str]]:
             yield pid, cwd, cmdline
 
 
-def _stat_after_comm(pid: int) -> list[str]:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); [] if it is gone.
-    The name may hold spaces and parentheses, what follows its last ')' not."""
+def stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name, from field 3 on (state, ppid, ...; field
+    ``n`` is at index ``n - 3``); [] if it is gone. The name may hold spaces and parentheses, what follows
+    its last ')' not. The one reader of that file."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -190,14 +191,33 @@ def _stat_after_comm(pid: int) -> list[str]:
 
 def parent_pid(pid: int) -> int | None:
     """The parent of ``pid``, or None if it is gone."""
-    fields = _stat_after_comm(pid)
+    fields = stat_fields(pid)
     return int(fields[1]) if len(fields) > 1 else None
 
 
 def running(pid: int) -> bool:
     """Still there, and not a zombie (dead, waiting for its parent to collect its exit status)."""
-    state = _stat_after_comm(pid)[:1]
+    state = stat_fields(pid)[:1]
     return bool(state) and state != ["Z"]
+
+
+def process_age(pid: int) -> float | None:
+    """Seconds since ``pid`` started (its start time, field 22, is in clock ticks since boot)."""
+    fields = stat_fields(pid) if pid > 0 else []
+    try:
+        start_ticks = int(fields[19])
+    except (ValueError, IndexError):
+        return None
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_cwd(pid: int) -> str | None:
+    if pid <= 0:
+        return None
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
 
 
 def stop_processes(pids: tuple[int, ...], grace: float) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nextdeploy.core.errors import HostPathError, Pm2Error
 from nextdeploy.host.executor import Executor, RunResult
-from nextdeploy.host.procs import parent_pid, processes_under
+from nextdeploy.host.procs import parent_pid, process_age, process_cwd, processes_under
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.ops import Run
 from nextdeploy.pm2 import rpc as pm2rpc
@@ -230,27 +229,6 @@ def worker_of(entry: dict[str, Any]) -> Worker:
         age=process_age(pid),
         exit_code=pm2_env["exit_code"] if isinstance(pm2_env.get("exit_code"), int) else None,
     )
-
-
-def process_cwd(pid: int) -> str | None:
-    if pid <= 0:
-        return None
-    try:
-        return os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return None
-
-
-def process_age(pid: int) -> float | None:
-    """Seconds since ``pid`` started (its start time in /proc is in clock ticks since boot)."""
-    if pid <= 0:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may contain spaces
-    except (OSError, ValueError, IndexError):
-        return None
-    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def startup_configured() -> bool:
