@@ -81,7 +81,8 @@ from nextdeploy.plans.ops import StopProcesses
 from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.pm2.client import Pm2
 from nextdeploy.procedures.hooks import run_hook
-from nextdeploy.release.builder import BuiltRelease, build_release, prepare_root
+from nextdeploy.release.assemble import BuiltRelease
+from nextdeploy.release.builder import build_release, prepare_root
 from nextdeploy.release.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key, secret_values
 
 # How long a built and preflighted release waits for a rollback or stop that holds the live lock.
