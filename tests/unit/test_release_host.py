@@ -1,5 +1,5 @@
-"""The build's host work goes through the host layer: the git revision of a directory source is read by
-executor ops, the deploy root prepared by ``host.rootmark``."""
+"""The build's host work goes through the host layer: the git revision of a directory source is read and a
+failed build removed by executor ops, the deploy root prepared by ``host.rootmark``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from nextdeploy.core.errors import HostPathError
 from nextdeploy.core.ui import Reporter
 from nextdeploy.host import rootmark
 from nextdeploy.host.executor import LocalExecutor, RunResult
-from nextdeploy.plans.ops import Op, Run
-from nextdeploy.release.builder import _working_tree_revision
+from nextdeploy.plans.ops import Op, Remove, Run
+from nextdeploy.release.builder import _discard, _working_tree_revision
 
 
 class Recording(LocalExecutor):
@@ -68,3 +68,18 @@ def test_prepare_root_creates_the_folders_logs_private_and_marks_the_root(tmp_pa
                             "server": {"root": str(tmp_path / "file" / "root")}}, tmp_path)
     with pytest.raises(HostPathError, match="is a file"):
         rootmark.prepare_root(Context(blocked, LocalExecutor(), Reporter(force_plain=True)).paths)
+
+
+def test_a_failed_build_is_discarded_through_the_executor(tmp_path: Path) -> None:
+    config = parse_config({"app": {"name": "x", "source": "app"}, "server": {"root": str(tmp_path / "root")}},
+                          tmp_path)
+    executor = Recording()
+    ctx = Context(config, executor, Reporter(force_plain=True))
+    rootmark.prepare_root(ctx.paths)
+    release, build = ctx.paths.release_dir("r1"), ctx.paths.build_dir("r1")
+    for directory in (release, build / "src"):
+        directory.mkdir(parents=True)
+    _discard(ctx, "r1", build, "the build failed")
+    assert executor.ops == [Remove(release), Remove(build)]
+    assert not release.exists() and not build.exists()
+    assert [(e["event"], e["release"], e["reason"]) for e in ctx.log.events()] == [("failed", "r1", "the build failed")]

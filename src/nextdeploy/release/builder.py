@@ -21,11 +21,11 @@ from nextdeploy.core.paths import SourceLayout
 from nextdeploy.core.steps import StepName
 from nextdeploy.host import rootmark
 from nextdeploy.host.disk import disk_full_error, is_disk_full, says_disk_full
-from nextdeploy.host.files import remove_in_background, remove_path
+from nextdeploy.host.files import remove_in_background
 from nextdeploy.host.tools import find_tool, require_tool
 from nextdeploy.plans import build as build_plan
 from nextdeploy.plans import deps as deps_plan
-from nextdeploy.plans.ops import Run, redact_url
+from nextdeploy.plans.ops import Remove, Run, redact_url
 from nextdeploy.plans.packagemanager import install_failure
 from nextdeploy.release.assemble import BuiltRelease, assemble
 from nextdeploy.release.installer import (
@@ -79,7 +79,7 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
     except (NextdeployError, OSError) as exc:
         disk_full = isinstance(exc, DiskFullError) or is_disk_full(exc)
         if isinstance(exc, OSError) and not disk_full:
-            remove_path(build_dir)
+            ctx.executor.apply(Remove(build_dir))
             raise  # a bug (an OSError we did not expect): shown as such
         reason = exc.message if isinstance(exc, NextdeployError) else str(exc)
         _discard(ctx, release_id, build_dir, reason)
@@ -90,7 +90,7 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
         raise
     except BaseException:
         # An interrupt: the release dir stays, marked unfinished; the next run cleans it.
-        remove_path(build_dir)
+        ctx.executor.apply(Remove(build_dir))
         raise
     ctx.log.append("built", release_id, revision=revision, files=built.manifest["files"],
                    bytes=built.manifest["bytes"])
@@ -110,8 +110,8 @@ def _discard(ctx: Context, release_id: str, build_dir: Path, reason: str) -> Non
         if not is_disk_full(exc):
             raise
         logged = False
-    remove_path(ctx.paths.release_dir(release_id))
-    remove_path(build_dir)
+    ctx.executor.apply(Remove(ctx.paths.release_dir(release_id)))
+    ctx.executor.apply(Remove(build_dir))
     if not logged:
         ctx.log.append("failed", release_id, reason=reason)
 
@@ -240,7 +240,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
         if key is not None:
             # The install was good: the next build (the fix of this one, likely) needs none. The failed
             # build's output goes first: on a full disk the cache's two small files need its room.
-            remove_path(source.next_dir)
+            ctx.executor.apply(Remove(source.next_dir))
             _hand_on_dependencies(ctx, source, key, paths.build_dir(release_id))
         if built.timed_out:
             raise _timed_out(ctx, "the build", log_file)
@@ -288,7 +288,7 @@ def _take_dependencies(ctx: Context, source: SourceLayout, key: str) -> bool:
             # Half taken: clear what arrived and install from scratch (the cache is void: its key is gone).
             ctx.reporter.warn(f"could not reuse the cached node_modules ({exc}); installing")
             for rel in dirs:
-                remove_path(source.source_root / rel)
+                ctx.executor.apply(Remove(source.source_root / rel))
             return False
     return True
 

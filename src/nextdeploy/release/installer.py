@@ -10,7 +10,6 @@ from nextdeploy.core.context import Context
 from nextdeploy.core.errors import DiskFullError, ProjectError, ToolMissingError
 from nextdeploy.core.steps import StepName
 from nextdeploy.host.disk import says_disk_full
-from nextdeploy.host.files import remove_path
 from nextdeploy.host.tools import (
     find_package_manager,
     find_tool,
@@ -21,7 +20,7 @@ from nextdeploy.host.tools import (
     tools_bin,
 )
 from nextdeploy.plans import build as build_plan
-from nextdeploy.plans.ops import Op
+from nextdeploy.plans.ops import Op, Remove
 from nextdeploy.plans.packagemanager import ManagerChoice, choose_manager
 from nextdeploy.release.project import (
     find_lockfile,
@@ -95,7 +94,7 @@ def ensure_package_manager(ctx: Context, installer: Installer) -> Installer:
         for op in installer.setup:
             result = ctx.executor.apply(op)
             if not result.ok:
-                remove_path(build_plan.staging_dir(prefix))
+                ctx.executor.apply(Remove(build_plan.staging_dir(prefix)))
                 output = (result.stderr or result.stdout).splitlines()
                 if says_disk_full(output):
                     raise DiskFullError(f"installing {choice.label} with npm ran out of disk space",
