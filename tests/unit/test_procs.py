@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from nextdeploy.host.procs import parent_pid, process_age, running, stat_fields
+from nextdeploy.host.procs import parent_pid, pid_exists, process_age, process_executable, running, stat_fields
 
 
 def test_stat_fields_survive_a_command_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
@@ -40,3 +41,9 @@ def test_a_zombie_is_not_running() -> None:
         assert stat_fields(child.pid)[:1] == ["Z"] and not running(child.pid)
     finally:
         child.wait()
+
+
+def test_a_process_is_there_and_runs_its_binary() -> None:
+    assert pid_exists(os.getpid()) and not pid_exists(0) and not pid_exists(2**22 + 12345)
+    assert process_executable(os.getpid()) == os.path.realpath(sys.executable)
+    assert process_executable(2**22 + 12345) is None

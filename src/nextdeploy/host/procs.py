@@ -201,6 +201,19 @@ def running(pid: int) -> bool:
     return bool(state) and state != ["Z"]
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` is there (a zombie too)."""
+    return pid > 0 and Path(f"/proc/{pid}").exists()
+
+
+def process_executable(pid: int) -> str | None:
+    """The binary ``pid`` runs; one replaced in place since it started is named by its path all the same."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        return None
+
+
 def process_age(pid: int) -> float | None:
     """Seconds since ``pid`` started (its start time, field 22, is in clock ticks since boot)."""
     fields = stat_fields(pid) if pid > 0 else []

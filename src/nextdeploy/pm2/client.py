@@ -16,7 +16,14 @@ from typing import Any
 
 from nextdeploy.core.errors import HostPathError, Pm2Error
 from nextdeploy.host.executor import Executor, RunResult
-from nextdeploy.host.procs import parent_pid, process_age, process_cwd, processes_under
+from nextdeploy.host.procs import (
+    parent_pid,
+    pid_exists,
+    process_age,
+    process_cwd,
+    process_executable,
+    processes_under,
+)
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.ops import Run
 from nextdeploy.pm2 import rpc as pm2rpc
@@ -141,7 +148,7 @@ class Pm2:
             pid = int((self.home_dir / "pm2.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if Path(f"/proc/{pid}").exists() else None
+        return pid if pid_exists(pid) else None
 
     def daemon_node(self) -> str | None:
         """The Node binary this PM2_HOME's daemon runs, if one is running: in cluster mode every worker is
@@ -150,10 +157,7 @@ class Pm2:
         pid = self.daemon_pid()
         if pid is None:
             return None
-        try:
-            return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-        except OSError:
-            return None
+        return process_executable(pid)
 
     def processes(self) -> list[dict[str, Any]]:
         """PM2's process list: from the daemon's socket (2 ms), else ``pm2 jlist`` (0.25 s, starts a daemon).
