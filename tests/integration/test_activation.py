@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.core.errors import ExitCode
-from nextdeploy.host.executor import processes_under
 from nextdeploy.host.probe import http_get
+from nextdeploy.host.procs import processes_under
 from support.site import Run, Site, tool_env
 
 pytest.importorskip("aiohttp")

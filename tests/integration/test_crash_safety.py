@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.host.executor import processes_under
+from nextdeploy.host.procs import processes_under
 from support.processes import as_in_a_terminal
 from support.site import Site, tool_env
 

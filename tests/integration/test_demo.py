@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import have_node_tools
-from nextdeploy.host.executor import live_processes
+from nextdeploy.host.procs import live_processes
 from support.site import REPO, TOOLS_BIN, kill_processes_under, tool_env
 
 pytestmark = [

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.core.errors import ExitCode
-from nextdeploy.host.executor import live_processes
 from nextdeploy.host.probe import listen_port
+from nextdeploy.host.procs import live_processes
 from support.site import REPO, Site, tool_env
 
 pytestmark = pytest.mark.integration

@@ -41,3 +41,29 @@ def test_the_demo_shows_how_steps_ended_by_their_titles() -> None:
     assert demo_cmd.step_outcome(error) == error
     assert demo_cmd.step_outcome("... [build] build the app (next build)") is None
     assert demo_cmd.step_outcome("release 20261121-070058-556-fc4f") is None
+
+
+def test_prepare_dir_stops_and_wipes_a_previous_demo_through_the_executor(tmp_path: Path) -> None:
+    from nextdeploy.host.executor import LocalExecutor, RunResult
+    from nextdeploy.plans.ops import MakeDirs, Op, Remove, Run, WriteFile
+
+    class Recording(LocalExecutor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[Op] = []
+
+        def apply(self, op: Op) -> RunResult:
+            self.ops.append(op)
+            return RunResult(0) if isinstance(op, Run) else super().apply(op)  # no pm2 kill for real
+
+    demo_dir = tmp_path / "demo"
+    demo_cmd.prepare_dir(demo_dir)
+    (demo_dir / "pm2").mkdir()
+    (demo_dir / "root" / "releases").mkdir(parents=True)
+    executor = Recording()
+    demo_cmd.prepare_dir(demo_dir, executor)
+    run, *rest = executor.ops
+    assert isinstance(run, Run) and run.argv[1:] == ("kill",) and run.env["PM2_HOME"] == str(demo_dir / "pm2")
+    assert rest == [Remove(demo_dir / "app"), Remove(demo_dir / "root"), Remove(demo_dir / "pm2"),
+                    MakeDirs(demo_dir), WriteFile(demo_dir / demo_cmd.DEMO_MARKER, demo_cmd.DEMO_MARKER_TEXT)]
+    assert sorted(path.name for path in demo_dir.iterdir()) == [demo_cmd.DEMO_MARKER]

@@ -20,7 +20,7 @@ from nextdeploy.plans.deps import reuse_blocker
 from nextdeploy.plans.ops import Op, Run
 from nextdeploy.plans.packagemanager import choose_manager, install_failure, parse_pin
 from nextdeploy.procedures.dryrun import deploy_plan
-from nextdeploy.release.builder import Installer, ensure_package_manager
+from nextdeploy.release.installer import Installer, ensure_package_manager
 from nextdeploy.release.project import Lockfile, lockfile_format, pinned_package_manager, read_yarnrc
 
 SHA = ("+sha512.77b89e9be77a2b06ad8f403a19cae5e22976f61023f98ad323d5c30194958ebc02ee0a6ae5d13ee454f6134e4e8caf29a05f0"

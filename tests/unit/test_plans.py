@@ -172,16 +172,6 @@ def test_a_reload_that_changes_nothing_but_the_release_replaces_every_worker_in_
     assert pm2.in_place_reload_ids(entries, applied_digest=applied, **IN_PLACE) == (0, 1)  # type: ignore[arg-type]
 
 
-def test_the_ready_of_a_worker_is_read_from_pm2s_bus() -> None:
-    ready = {"raw": "ready", "process": {"pm_id": 3, "name": "hello"}}
-    assert pm2.readied_worker("process:msg", ready) == 3
-    assert pm2.readied_worker("log:out", ready) is None
-    assert pm2.readied_worker("process:msg", {**ready, "raw": "shutdown"}) is None
-    assert pm2.readied_worker("process:msg", {"raw": "ready", "process": {"pm_id": "_old_3"}}) is None
-    assert pm2.readied_worker("process:msg", {"raw": "ready"}) is None
-    assert pm2.readied_worker("process:msg", None) is None
-
-
 def test_any_difference_sends_the_reload_through_the_ecosystem_file() -> None:
     applied = pm2.ecosystem_digest("eco-v1")
     changed: list[tuple[list[dict[str, object]], str | None]] = [

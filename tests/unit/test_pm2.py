@@ -11,7 +11,8 @@ import pytest
 
 from nextdeploy.core.errors import HostPathError, Pm2Error
 from nextdeploy.host.executor import LocalExecutor, RunResult
-from nextdeploy.pm2.client import Pm2, Worker, _telling_line, parse_jlist, process_age, worker_of
+from nextdeploy.host.procs import process_age
+from nextdeploy.pm2.client import Pm2, Worker, _telling_line, parse_jlist, worker_of
 
 
 def test_jlist_skips_daemon_lines() -> None:

@@ -9,8 +9,7 @@ import socket
 import pytest
 
 from nextdeploy.core.errors import ExitCode
-from nextdeploy.host.executor import bind_error, port_holders
-from nextdeploy.host.ports import Holder, Listener, listeners_on, port_problem
+from nextdeploy.host.ports import Holder, Listener, bind_error, listeners_on, port_holders, port_problem
 from nextdeploy.host.probe import free_port
 from support.processes import port_held_elsewhere
 

@@ -21,7 +21,7 @@ from nextdeploy.core.errors import ActivationError, Interrupted, NextdeployError
 from nextdeploy.core.faults import checkpoint
 from nextdeploy.core.manifest import is_complete
 from nextdeploy.core.steps import StepName
-from nextdeploy.host.executor import remove_path
+from nextdeploy.host.files import remove_path
 from nextdeploy.host.probe import health_problem, http_get, local_address
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.ops import ReloadWorkers, Remove, StopProcesses, Symlink, WriteFile

@@ -18,8 +18,9 @@ from nextdeploy.core.config import Config, HealthConfig
 from nextdeploy.core.errors import PreflightError
 from nextdeploy.core.faults import checkpoint
 from nextdeploy.core.paths import ReleaseLayout
-from nextdeploy.host.executor import kill_process_group, open_private
+from nextdeploy.host.files import open_private
 from nextdeploy.host.probe import ProbeResult, health_problem, http_get, listen_port
+from nextdeploy.host.procs import kill_process_group
 from nextdeploy.nextjs.smoke import run_smoke
 
 # Polls before the first good answer are cheap (a refused connect): poll fast so a boot is seen early.

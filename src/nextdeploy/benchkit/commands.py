@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from nextdeploy.benchkit.measure import Step, parse_steps, release_of
-from nextdeploy.host.executor import kill_process_group
+from nextdeploy.host.procs import kill_process_group
 
 LineHook = Callable[[float, str], None]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.demo.exampleapp import copy_example, set_version
-from nextdeploy.host.executor import live_processes
 from nextdeploy.host.probe import ProbeResult, http_get, listen_port
+from nextdeploy.host.procs import live_processes, parent_pid, process_cwd
 from nextdeploy.host.tools import find_tool
-from nextdeploy.pm2.client import parse_jlist, process_cwd
+from nextdeploy.pm2.client import parse_jlist
 
 REPO = Path(__file__).resolve().parents[3]
 # A development checkout keeps pnpm and pm2 here; an installed nextdeploy finds them on PATH.
@@ -193,12 +193,8 @@ def kill_processes_under(base: Path) -> list[int]:
 
 def _ancestors(pid: int) -> set[int]:
     chain = {pid}
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
+    while pid > 1 and (parent := parent_pid(pid)) is not None:
+        pid = parent
         chain.add(pid)
     return chain
 

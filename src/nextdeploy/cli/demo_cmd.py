@@ -8,8 +8,6 @@ answered, how many requests failed, and writes a timeline plot.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,11 +19,14 @@ from nextdeploy.cli.options import FiniteFloatRange, debug_option
 from nextdeploy.core.errors import HostPathError, NextdeployError
 from nextdeploy.core.steps import untag_line
 from nextdeploy.core.ui import Reporter
+from nextdeploy.host.executor import Executor, LocalExecutor
+from nextdeploy.plans import ops
 
 if TYPE_CHECKING:
     from nextdeploy.benchkit.engine import Run, RunContext
 
 DEMO_MARKER = ".nextdeploy-demo"
+DEMO_MARKER_TEXT = "made by `nextdeploy demo`; it may wipe this directory\n"
 
 
 def step_outcome(line: str) -> str | None:
@@ -34,8 +35,9 @@ def step_outcome(line: str) -> str | None:
     return untag_line(line) if line.startswith(("ok ", "FAILED", "error:")) else None
 
 
-def prepare_dir(directory: Path) -> None:
+def prepare_dir(directory: Path, executor: Executor | None = None) -> None:
     """Use ``directory`` for the demo: new, empty, or a previous demo's (which is stopped and wiped)."""
+    executor = executor or LocalExecutor()
     if directory.exists() and not directory.is_dir():
         raise HostPathError(f"{directory} exists and is not a directory", hint="pass another --dir")
     if directory.is_dir() and any(directory.iterdir()) and not (directory / DEMO_MARKER).exists():
@@ -48,12 +50,10 @@ def prepare_dir(directory: Path) -> None:
         pm2_home = directory / "pm2"
         if pm2_home.is_dir():
             pm2 = pm2_binary(directory / "root" / "tools") or "pm2"
-            subprocess.run([pm2, "kill"], env=tool_env(pm2_home), capture_output=True, timeout=60, check=False)
+            executor.apply(ops.Run((pm2, "kill"), env=tool_env(pm2_home), clean_env=True, timeout=60))
         kill_processes_under(directory.resolve())
-        for name in ("app", "root", "pm2"):
-            shutil.rmtree(directory / name, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / DEMO_MARKER).write_text("made by `nextdeploy demo`; it may wipe this directory\n")
+        executor.apply_all(ops.Remove(directory / name) for name in ("app", "root", "pm2"))
+    executor.apply_all([ops.MakeDirs(directory), ops.WriteFile(directory / DEMO_MARKER, DEMO_MARKER_TEXT)])
 
 
 def _demo_body(context: RunContext) -> None:
@@ -106,7 +106,8 @@ def demo_command(directory: Path, port: int | None, rate: float, keep_running: b
         scenario = Scenario("demo", "v2, broken v3, rollback", "rolled-back", _demo_body)
         run = session.run(scenario, [LoadSpec("keepalive", "keepalive", rate, connections=16)], pre=3.0, post=2.0)
         run_json = report.run_to_json(1, run)
-        (directory / "demo-results.json").write_text(json.dumps(run_json, indent=1, default=str) + "\n")
+        LocalExecutor().apply(ops.WriteFile(directory / "demo-results.json",
+                                        json.dumps(run_json, indent=1, default=str) + "\n"))
         _print_results(reporter, run, run_json, target.url)
         plot_path = directory / "timeline.png"
         if plots.plot_available():

@@ -21,6 +21,7 @@ from typing import Any
 
 from nextdeploy.core.errors import HostPathError, LockError
 from nextdeploy.core.releaselog import now_iso
+from nextdeploy.host.procs import pid_exists
 
 POLL_SECONDS = 0.25
 
@@ -70,7 +71,7 @@ class DeployLock:
         """Who holds the lock now, if anyone: details left by a holder that died do not count. Read without
         touching the flock (a test lock taken here could make a deploy starting that instant fail)."""
         holder = self.holder()
-        if holder is None or holder.host != socket.gethostname() or not Path(f"/proc/{holder.pid}").exists():
+        if holder is None or holder.host != socket.gethostname() or not pid_exists(holder.pid):
             return None
         return holder
 

@@ -6,16 +6,22 @@ after the switch: every worker fails to listen, PM2 restarts them in a loop, ver
 would (SO_REUSEADDR), and when it is taken, find who holds it in ``/proc/net/tcp{,6}``. The live app's
 own PM2 daemon (the cluster primary holds the listening socket) does not count.
 
-Parsing and judging here; binding and reading ``/proc`` in ``nextdeploy.host.executor``.
+Parsing and judging (pure), binding and reading ``/proc`` (``bind_error``, ``port_holders``).
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
+import os
 import pwd
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from nextdeploy.core.errors import PortError
+from nextdeploy.host.procs import command_line, other_pids
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
 
@@ -97,3 +103,55 @@ def _user(uid: int) -> str:
 def _shorten(command: str, limit: int = 80) -> str:
     command = " ".join(command.split())
     return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a listener on ``host:port`` could not be opened now, or None: a bind as Node's (SO_REUSEADDR),
+    closed at once."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return OSError(errno.EADDRNOTAVAIL, str(exc))
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def port_holders(port: int, likely: Iterable[int] = ()) -> list[Holder]:
+    """Who listens on ``port``: each listening socket's process, looked for among ``likely`` pids first."""
+    listeners: list[Listener] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            listeners += listeners_on(Path(table).read_text(), port)
+        except OSError:
+            continue
+    wanted = {listener.inode: listener for listener in listeners}
+    holders: list[Holder] = []
+    # Lazily: usually a likely pid (the live app's PM2 daemon) holds it, and /proc is never walked.
+    likely = list(likely)
+    for pid in itertools.chain(likely, (pid for pid in other_pids() if pid not in likely)):
+        if not wanted:
+            break
+        for inode in _socket_inodes(pid) & wanted.keys():
+            holders.append(Holder(pid, command_line(pid), wanted.pop(inode).uid))
+    holders += [Holder(None, None, listener.uid) for listener in wanted.values()]
+    return holders
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes

@@ -13,7 +13,9 @@ from collections.abc import Collection
 from enum import Enum
 from pathlib import Path
 
+from nextdeploy import __version__
 from nextdeploy.core.errors import HostPathError
+from nextdeploy.core.paths import DeployPaths
 from nextdeploy.host.disk import is_disk_full
 
 ROOT_MARKER = ".nextdeploy-root"
@@ -71,6 +73,34 @@ def check_root(root: Path) -> Claim:
             hint="point [server] root at a new or empty directory (nextdeploy creates it), e.g. "
                  f"{root / 'nextdeploy'}",
         )
+    return decision
+
+
+def prepare_root(paths: DeployPaths) -> Claim:
+    """Create the deploy root's folders, with a clear error when the root is not writable or is not ours
+    (a non-empty directory nextdeploy did not create: ``check_root``); the root marked. Returns the claim."""
+    decision = check_root(paths.root)
+    for directory in (paths.root, paths.releases_dir, paths.shared_dir, paths.builds_dir,
+                      paths.cache_dir, paths.logs_dir):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if directory == paths.logs_dir:
+                directory.chmod(0o700)  # build, preflight and app logs may hold secrets
+        except OSError as exc:
+            raise HostPathError(
+                f"cannot create {directory}: {exc.strerror}",
+                hint=f"make [server] root ({paths.root}) writable for this user, or choose another root",
+            ) from None
+    probe = paths.root / f".write-test-{__version__}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+        mark(paths.root)
+    except OSError as exc:
+        raise HostPathError(
+            f"deploy root {paths.root} is not writable: {exc.strerror}",
+            hint="fix its owner/permissions or choose another [server] root",
+        ) from None
     return decision
 
 

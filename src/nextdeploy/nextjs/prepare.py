@@ -1,4 +1,4 @@
-"""The Next.js steps of assembling a release, called by the builder (``nextdeploy.release.builder._assemble``).
+"""The Next.js steps of assembling a release, called by the builder (``nextdeploy.release.assemble.assemble``).
 
     server_files_ops the standalone tree moved in, or the traced assembly for ``[release] mode = "traced"``
     prepare_release  once the files are in place, before the release counts as complete:

@@ -33,6 +33,12 @@ def git_resolve_op(git: str, mirror_dir: Path, ref: str) -> Run:
     return Run((git, "--git-dir", str(mirror_dir), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"))
 
 
+def working_tree_revision_ops(git: str, source_dir: Path) -> tuple[Run, Run]:
+    """The commit checked out in a directory source that is a git work tree, and its local changes."""
+    return (Run((git, "-C", str(source_dir), "rev-parse", "HEAD")),
+            Run((git, "-C", str(source_dir), "status", "--porcelain")))
+
+
 def git_checkout_ops(git: str, mirror_dir: Path, revision: str, build_src: Path) -> list[Op]:
     """A fresh checkout of exactly ``revision`` from the mirror (objects shared, nothing fetched)."""
     return [

@@ -94,16 +94,6 @@ def is_outgoing_worker(entry: Mapping[str, Any]) -> bool:
     return not isinstance(entry.get("pm_id"), int)
 
 
-def readied_worker(event: str, data: Any) -> int | None:
-    """The pm_id of a worker that just told PM2 'ready' (the launcher's ``process.send('ready')``), from an
-    event of PM2's bus. In a reload PM2 starts stopping the old worker on this very message."""
-    if event != "process:msg" or not isinstance(data, dict) or data.get("raw") != "ready":
-        return None
-    process = data.get("process")
-    pm_id = process.get("pm_id") if isinstance(process, dict) else None
-    return pm_id if isinstance(pm_id, int) else None
-
-
 def ecosystem_digest(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 

@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nextdeploy.core.errors import HostPathError, Pm2Error
-from nextdeploy.host.executor import Executor, RunResult, parent_pid, processes_under
+from nextdeploy.host.executor import Executor, RunResult
+from nextdeploy.host.procs import (
+    parent_pid,
+    pid_exists,
+    process_age,
+    process_cwd,
+    process_executable,
+    processes_under,
+)
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.ops import Run
 from nextdeploy.pm2 import rpc as pm2rpc
@@ -141,7 +148,7 @@ class Pm2:
             pid = int((self.home_dir / "pm2.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if Path(f"/proc/{pid}").exists() else None
+        return pid if pid_exists(pid) else None
 
     def daemon_node(self) -> str | None:
         """The Node binary this PM2_HOME's daemon runs, if one is running: in cluster mode every worker is
@@ -150,10 +157,7 @@ class Pm2:
         pid = self.daemon_pid()
         if pid is None:
             return None
-        try:
-            return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-        except OSError:
-            return None
+        return process_executable(pid)
 
     def processes(self) -> list[dict[str, Any]]:
         """PM2's process list: from the daemon's socket (2 ms), else ``pm2 jlist`` (0.25 s, starts a daemon).
@@ -229,27 +233,6 @@ def worker_of(entry: dict[str, Any]) -> Worker:
         age=process_age(pid),
         exit_code=pm2_env["exit_code"] if isinstance(pm2_env.get("exit_code"), int) else None,
     )
-
-
-def process_cwd(pid: int) -> str | None:
-    if pid <= 0:
-        return None
-    try:
-        return os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return None
-
-
-def process_age(pid: int) -> float | None:
-    """Seconds since ``pid`` started (its start time in /proc is in clock ticks since boot)."""
-    if pid <= 0:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may contain spaces
-    except (OSError, ValueError, IndexError):
-        return None
-    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def startup_configured() -> bool:

@@ -51,9 +51,10 @@ from nextdeploy.core.manifest import is_complete
 from nextdeploy.core.paths import UNFINISHED_MARKER, DeployPaths, ReleaseLayout
 from nextdeploy.core.releaselog import Status, pending_switch
 from nextdeploy.core.steps import StepName
-from nextdeploy.host.executor import processes_marked, processes_under, remove_path
+from nextdeploy.host.files import remove_path
 from nextdeploy.host.lock import DeployLock
 from nextdeploy.host.probe import listen_port
+from nextdeploy.host.procs import processes_marked, processes_under
 from nextdeploy.host.tools import require_tool
 from nextdeploy.nextjs.skew import bridge_static_assets
 from nextdeploy.plans import pm2 as pm2_plan
@@ -64,7 +65,8 @@ from nextdeploy.procedures.hooks import run_hook
 from nextdeploy.procedures.hostchecks import check_host, check_runtime_node, open_pm2
 from nextdeploy.procedures.retention import retain, sweep_trash
 from nextdeploy.release import builder
-from nextdeploy.release.builder import BuiltRelease, prepare_root
+from nextdeploy.release.assemble import BuiltRelease
+from nextdeploy.release.builder import prepare_root
 from nextdeploy.release.secrets import SERVER_ACTIONS_ENV, ensure_server_actions_key
 
 # How long a built and preflighted release waits for a rollback or stop that holds the live lock.

@@ -19,7 +19,8 @@ from nextdeploy.plans.ops import MakeDirs, Op, Run, Symlink, WriteFile
 from nextdeploy.plans.packagemanager import choose_manager
 from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.procedures.hooks import hook_ops
-from nextdeploy.release.builder import LAUNCHER_SOURCE, Installer, plan_package_manager
+from nextdeploy.release.assemble import LAUNCHER_SOURCE
+from nextdeploy.release.installer import Installer, plan_package_manager
 from nextdeploy.release.project import find_lockfile, read_yarnrc
 from nextdeploy.release.secrets import SERVER_ACTIONS_ENV, secret_files
 

@@ -9,8 +9,7 @@ from typing import Any
 
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import NameTakenError
-from nextdeploy.host.executor import bind_error, port_holders
-from nextdeploy.host.ports import port_problem
+from nextdeploy.host.ports import bind_error, port_holders, port_problem
 from nextdeploy.host.tools import node_version, require_tool
 from nextdeploy.nextjs import envcheck
 from nextdeploy.plans import pm2 as pm2_plan

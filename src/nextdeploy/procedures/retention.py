@@ -10,7 +10,7 @@ from nextdeploy.activation.activate import current_release
 from nextdeploy.core.context import Context
 from nextdeploy.core.retention import releases_to_remove
 from nextdeploy.core.steps import StepName
-from nextdeploy.host.executor import remove_in_background
+from nextdeploy.host.files import remove_in_background
 
 
 def retain(ctx: Context) -> list[str]:

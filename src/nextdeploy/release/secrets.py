@@ -20,6 +20,7 @@ from pathlib import Path
 from nextdeploy.core.config import Config, validate_server_actions_key
 from nextdeploy.core.errors import ConfigError
 from nextdeploy.core.paths import DeployPaths
+from nextdeploy.host.files import write_atomic
 from nextdeploy.plans.ops import Op, WriteFile
 
 SERVER_ACTIONS_ENV = "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"
@@ -60,14 +61,7 @@ def _store(path: Path, key: str) -> None:
     if path.exists() and path.read_text(encoding="utf-8").strip() == key:
         os.chmod(path, 0o600)
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (key + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, key + "\n", 0o600)  # its temp file is created 0600 (mkstemp)
 
 
 def secret_files(paths: DeployPaths) -> dict[str, Path]:
