@@ -1,0 +1,62 @@
+"""docs/fleet.md's load balancer config is the one the fleet tests run (tests/support/hosts.py::nginx_front)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.hosts import nginx_conf, nginx_front
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documented_nginx() -> str:
+    found = re.findall(r"```nginx\n(.*?)```", (ROOT / "docs/fleet.md").read_text(encoding="utf-8"), re.S)
+    assert len(found) == 1, "docs/fleet.md must show exactly one ```nginx block"
+    return str(found[0])
+
+
+def directives(config: str) -> list[str]:
+    """The config without comments and layout: one entry per line that says something."""
+    lines = (re.sub(r"(^|(?<=[;{}]))\s*#.*$", "", line).strip() for line in config.splitlines())
+    return [re.sub(r"\s+", " ", line) for line in lines if line]
+
+
+def test_the_documented_nginx_config_is_the_one_the_tests_run() -> None:
+    block = documented_nginx()
+    upstreams = re.findall(r"^\s*server (\S+);", block, re.M)
+    listen = re.findall(r"^\s*listen (\S+);", block, re.M)
+    assert len(upstreams) == 3 and len(listen) == 1
+    assert directives(block) == directives(nginx_front(listen[0], upstreams))
+    for essential in ("keepalive 32;", "proxy_next_upstream off;", "proxy_buffering off;",
+                      'add_header Cache-Control "public, max-age=31536000, immutable";'):
+        assert essential in directives(block)
+
+
+def test_the_comparison_sees_a_changed_directive() -> None:
+    block = documented_nginx()
+    upstreams = re.findall(r"^\s*server (\S+);", block, re.M)
+    for changed in (block.replace("proxy_next_upstream off;", "proxy_next_upstream error timeout;", 1),
+                    block.replace("  keepalive 32;", "", 1),
+                    block.replace('immutable";', 'immutable" always;', 1)):
+        assert directives(changed) != directives(nginx_front("80", upstreams))
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+                    reason="nginx is not installed (scripts/test installs it)")
+def test_nginx_accepts_the_documented_config(tmp_path: Path) -> None:
+    (tmp_path / "temp").mkdir()
+    config = tmp_path / "nginx.conf"
+    config.write_text(nginx_conf(tmp_path, "", [], front=documented_nginx()))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    checked = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(config)],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    # and it would refuse a broken one: the check can fail
+    config.write_text(nginx_conf(tmp_path, "", [], front=documented_nginx().replace("keepalive 32;", "keepalive;")))
+    assert subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(config)],
+                          capture_output=True, text=True, timeout=30).returncode != 0
