@@ -333,10 +333,11 @@ def nginx_front(listen: str, upstreams: Sequence[str]) -> str:
     """The ``upstream`` and ``server`` blocks of the load balancer in front of a fleet, exactly as docs/fleet.md
     shows them (tests/unit/test_fleet_docs.py compares the two): keep-alive to the hosts, closed by nginx before
     the app's own keep-alive timeout (Node's default, 5 s) so nginx never reuses a connection the app is closing;
-    retries off (``proxy_next_upstream off``: a failed request is counted, not retried on another host); no
+    retries off (``proxy_next_upstream off``: a failed request is counted, not retried on another host) and no
+    host taken out of the rotation after a failure (``max_fails=0``: every later request to it counts too); no
     response buffering (streaming works); ``/_next/static`` answers cacheable as immutable, its 200s only (no
     ``always``: a 404 for a chunk a host lacks must not be kept for a year)."""
-    servers = "".join(f"  server {upstream};\n" for upstream in upstreams)
+    servers = "".join(f"  server {upstream} max_fails=0;\n" for upstream in upstreams)
     proxy = ("    proxy_pass http://app;\n    proxy_http_version 1.1;\n"
              '    proxy_set_header Connection "";\n    proxy_set_header Host $host;\n'
              "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"

@@ -28,20 +28,21 @@ def directives(config: str) -> list[str]:
 
 def test_the_documented_nginx_config_is_the_one_the_tests_run() -> None:
     block = documented_nginx()
-    upstreams = re.findall(r"^\s*server (\S+);", block, re.M)
+    upstreams = re.findall(r"^\s*server ([^\s;{]+)", block, re.M)
     listen = re.findall(r"^\s*listen (\S+);", block, re.M)
     assert len(upstreams) == 3 and len(listen) == 1
     assert directives(block) == directives(nginx_front(listen[0], upstreams))
-    for essential in ("keepalive 32;", "proxy_next_upstream off;", "proxy_buffering off;",
+    for essential in ("server 10.0.0.11:3000 max_fails=0;", "keepalive 32;", "proxy_next_upstream off;",
+                      "proxy_buffering off;",
                       'add_header Cache-Control "public, max-age=31536000, immutable";'):
         assert essential in directives(block)
 
 
 def test_the_comparison_sees_a_changed_directive() -> None:
     block = documented_nginx()
-    upstreams = re.findall(r"^\s*server (\S+);", block, re.M)
+    upstreams = re.findall(r"^\s*server ([^\s;{]+)", block, re.M)
     for changed in (block.replace("proxy_next_upstream off;", "proxy_next_upstream error timeout;", 1),
-                    block.replace("  keepalive 32;", "", 1),
+                    block.replace("  keepalive 32;", "", 1), block.replace(" max_fails=0;", ";", 1),
                     block.replace('immutable";', 'immutable" always;', 1)):
         assert directives(changed) != directives(nginx_front("80", upstreams))
 
