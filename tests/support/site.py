@@ -82,13 +82,7 @@ class Site:
             "health": {"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 15, "stable_for": 4},
             "releases": {"keep": 5},
         }
-        for name, values in sections.items():
-            config.setdefault(name, {}).update(values)
-        lines = []
-        for name, values in config.items():
-            lines.append(f"[{name}]")
-            lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
-        self.config_path.write_text("\n".join(lines) + "\n" + extra)
+        self.config_path.write_text(config_text(config, sections) + extra)
 
     def set_version(self, version: str, variant: str = "good") -> None:
         set_version(self.app_dir, version, variant)
@@ -157,6 +151,17 @@ class Site:
     def close(self) -> None:
         self.pm2("kill")
         kill_processes_under(self.base)
+
+
+def config_text(config: dict[str, dict[str, Any]], sections: dict[str, dict[str, Any]]) -> str:
+    """TOML of ``config``, its sections' keys updated by ``sections``'."""
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in config.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
 
 
 def _toml(value: Any) -> str:
