@@ -32,8 +32,9 @@ from nextdeploy.demo.loadgen import RELEASE_HEADER, BackgroundLoad, LoadResult
 from support.hosts import Host, Hosts, Nginx, free_port, nginx_in_front, running_hosts
 from support.site import _toml, config_text
 
-# What a fleet is deployed with, by the tests and by the CI workflow of docs/examples/deploy.yml alike.
-FLEET_COMMANDS = (("setup",), ("deploy",))
+# What a fleet is deployed with, in this order, by the tests and by the CI workflow of docs/examples/deploy.yml
+# alike (tests/unit/test_ci_workflow.py checks the workflow).
+FLEET_COMMANDS = ("setup", "deploy")
 
 LOAD_RATE = 100  # requests per second and per client kind: 200 req/s through nginx in all
 MAX_SECONDS = 120  # hard bound on every load and client run
