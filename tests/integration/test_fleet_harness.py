@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,13 +31,30 @@ const files = {
   '/_next/static/chunks/main-app-9a2b.js?dpl=x&v=1': ['application/javascript', 'console.log(1)'],
 }
 fs.writeFileSync('/tmp/server.pid', String(process.pid))
+// Cache-Control as Next.js sends it: hashed static files immutable, a 404 never stored.
+const immutable = 'public, max-age=31536000, immutable'
+const never = 'private, no-cache, no-store, max-age=0, must-revalidate'
 http.createServer((request, response) => {
   const file = files[request.url]
+  const cache = file && request.url.startsWith('/_next/static/') ? immutable : never
   response.writeHead(file ? 200 : 404, {'content-type': file ? file[0] : 'text/plain',
-                                        'x-nextdeploy-release': release})
+                                        'cache-control': cache, 'x-nextdeploy-release': release})
   response.end(file ? file[1] : 'not found')
 }).listen(Number(port), address)
 """
+
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+NEVER = "private, no-cache, no-store, max-age=0, must-revalidate"
+
+
+def cache_control(url: str) -> tuple[int, list[str]]:
+    """The status of a GET and every Cache-Control header of its answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers.get_all("Cache-Control") or []
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get_all("Cache-Control") or []
 
 
 def test_the_harness_counts_traffic_and_failures_through_nginx_and_finds_leftovers(tmp_path: Path) -> None:
@@ -68,6 +87,11 @@ def test_the_harness_counts_traffic_and_failures_through_nginx_and_finds_leftove
             assert [command for command in fleet.leftovers(host.name).values()] == [
                 f"node server.js {host.address} {fleet.port} r1-{host.name}"]
 
+        # Through nginx, a static file is immutable (said once), a missing one keeps the app's "never store".
+        assert cache_control(fleet.url + "/_next/static/css/app-5f1c.css") == (200, [IMMUTABLE])
+        assert cache_control(fleet.url + "/_next/static/chunks/gone.js") == (404, [NEVER])
+        assert cache_control(fleet.url + "/")[1] == [NEVER]
+
         # Load and the page-then-chunks client through nginx: nothing fails, every host serves.
         with load_through(fleet) as load, PageThenChunks(fleet.url, seconds=60) as client:
             time.sleep(3)
@@ -79,7 +103,8 @@ def test_the_harness_counts_traffic_and_failures_through_nginx_and_finds_leftove
         assert visits.across_releases() > 0  # chunks land on other hosts than their page's
         served = fleet.served_by()
         assert set(served) == {host.name for host in hosts} and min(served.values()) > 50, served
-        assert all(line.startswith("200 ") for line in fleet.nginx.access_log())
+        not_200 = [line for line in fleet.nginx.access_log() if not line.startswith("200 ")]
+        assert len(not_200) == 1 and not_200[0].startswith("404 ") and "/gone.js " in not_200[0], not_200
 
         # One host's server stops: the load and the client count failures (nginx retries nothing).
         with load_through(fleet) as load, PageThenChunks(fleet.url, seconds=60) as client:

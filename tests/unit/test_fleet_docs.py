@@ -33,8 +33,8 @@ def test_the_documented_nginx_config_is_the_one_the_tests_run() -> None:
     assert len(upstreams) == 3 and len(listen) == 1
     assert directives(block) == directives(nginx_front(listen[0], upstreams))
     for essential in ("server 10.0.0.11:3000 max_fails=0;", "keepalive 32;", "proxy_next_upstream off;",
-                      "proxy_buffering off;",
-                      'add_header Cache-Control "public, max-age=31536000, immutable";'):
+                      "proxy_buffering off;", '200 "public, max-age=31536000, immutable";',
+                      "add_header Cache-Control $static_cache_control always;"):
         assert essential in directives(block)
 
 
@@ -43,7 +43,7 @@ def test_the_comparison_sees_a_changed_directive() -> None:
     upstreams = re.findall(r"^\s*server ([^\s;{]+)", block, re.M)
     for changed in (block.replace("proxy_next_upstream off;", "proxy_next_upstream error timeout;", 1),
                     block.replace("  keepalive 32;", "", 1), block.replace(" max_fails=0;", ";", 1),
-                    block.replace('immutable";', 'immutable" always;', 1)):
+                    block.replace("$static_cache_control always;", "$static_cache_control;", 1)):
         assert directives(changed) != directives(nginx_front("80", upstreams))
 
 
