@@ -79,6 +79,7 @@ def test_the_harness_counts_traffic_and_failures_through_nginx_and_finds_leftove
         assert config["hosts"] == [{"ssh": host.name, "hostname": host.address} for host in hosts]
         assert config["ssh"] == {"config": str(fleet.hosts.ssh_config)}
         assert config["server"]["port"] == fleet.port and config["rollout"] == {"canary": 1, "batch": 2}
+        assert config["build"] == {"dir": str(tmp_path / "build")}
 
         # Each host: its live release read over ssh, its server the one thing running there.
         assert fleet.live_releases() == {host.name: "r1" for host in hosts}

@@ -30,7 +30,7 @@ from typing import Any
 
 from nextdeploy.demo.loadgen import RELEASE_HEADER, BackgroundLoad, LoadResult
 from support.hosts import Host, Hosts, Nginx, free_port, nginx_in_front, running_hosts
-from support.site import _toml, config_text
+from support.site import Run, _toml, config_text, run_nextdeploy
 
 # What a fleet is deployed with, in this order, by the tests and by the CI workflow of docs/examples/deploy.yml
 # alike (tests/unit/test_ci_workflow.py checks the workflow).
@@ -50,6 +50,8 @@ class Fleet:
     hosts: Hosts
     nginx: Nginx
     port: int  # the app's port on every host
+    base: Path  # the controller's side: the config, its build dir
+    config: Path | None = None  # the last config ``write_config`` wrote
 
     @property
     def url(self) -> str:
@@ -62,17 +64,25 @@ class Fleet:
     def write_config(self, path: Path, source: Path, *, name: str = "hello", root: str = "/srv/app",
                      extra: str = "", **sections: dict[str, Any]) -> Path:
         """A nextdeploy.toml deploying ``source`` to every host (``[[hosts]]``: the ssh alias and the host's
-        own address as its hostname), through the test ssh config; ``sections`` add or override keys, e.g.
-        rollout={"batch": 2}; ``extra`` is appended as is."""
+        own address as its hostname), through the test ssh config, the controller's builds under ``base``
+        (not the user's ~/.cache); ``sections`` add or override keys, e.g. rollout={"batch": 2}; ``extra`` is
+        appended as is. ``nextdeploy`` runs against the last one written."""
         config: dict[str, dict[str, Any]] = {
             "app": {"name": name, "source": str(source)},
             "server": {"root": root, "port": self.port},
             "ssh": {"config": str(self.hosts.ssh_config)},
+            "build": {"dir": str(self.base / "build")},
         }
         hosts = "".join(f"[[hosts]]\nssh = {_toml(host.name)}\nhostname = {_toml(host.address)}\n"
                         for host in self.hosts.hosts)
         path.write_text(config_text(config, sections) + hosts + extra)
+        self.config = path
         return path
+
+    def nextdeploy(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Run:
+        """Run the real CLI on the controller (this machine) against the config ``write_config`` wrote."""
+        assert self.config is not None, "write_config first"
+        return run_nextdeploy(self.config, *args, timeout=timeout, env=env)
 
     def served_by(self) -> Counter[str]:
         """How many requests nginx passed to each host so far (by host name), from its access log."""
@@ -138,7 +148,7 @@ def running_fleet(base: Path, count: int = 3) -> Iterator[Fleet]:
         front = hosts.hosts[0].address.rsplit(".", 1)[0] + ".1"
         upstreams = [f"{host.address}:{port}" for host in hosts.hosts]
         with nginx_in_front(base / "nginx", front, upstreams) as nginx:
-            yield Fleet(hosts, nginx, port)
+            yield Fleet(hosts, nginx, port, base)
 
 
 # Load through nginx ------------------------------------------------------------------------------------

@@ -54,6 +54,17 @@ class Run:
         return self
 
 
+def run_nextdeploy(config_path: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Run:
+    """Run the real CLI in a subprocess with ``-c config_path`` (unless ``args`` give a -c)."""
+    config = [] if "-c" in args else ["-c", str(config_path)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "nextdeploy", *args, *config],
+        capture_output=True, text=True, timeout=timeout, env={**tool_env(), **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
 @dataclass
 class Site:
     base: Path
@@ -91,13 +102,7 @@ class Site:
 
     def nextdeploy(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Run:
         """Run the real CLI in a subprocess against this site's config."""
-        config = [] if "-c" in args else ["-c", str(self.config_path)]
-        completed = subprocess.run(
-            [sys.executable, "-m", "nextdeploy", *args, *config],
-            capture_output=True, text=True, timeout=timeout, env={**tool_env(), **(env or {})},
-            stdin=subprocess.DEVNULL,
-        )
-        return Run(completed.returncode, completed.stdout, completed.stderr)
+        return run_nextdeploy(self.config_path, *args, timeout=timeout, env=env)
 
     def deploy(self, version: str | None = None, variant: str = "good", *args: str) -> Run:
         if version is not None:
