@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import re
+import shlex
 import socket
 import threading
 import time
@@ -95,7 +96,7 @@ class Fleet:
 
     def live_release(self, name: str, root: str = "/srv/app") -> str | None:
         """The release ``<root>/current`` points to on host ``name`` (read over ssh), or None without one."""
-        target = self.hosts.ssh(name, f"readlink {root}/current || true").stdout.strip()
+        target = self.hosts.ssh(name, f"readlink {shlex.quote(root + '/current')} || true").stdout.strip()
         return Path(target).name if target else None
 
     def live_releases(self, root: str = "/srv/app") -> dict[str, str | None]:
