@@ -60,7 +60,7 @@ def rollback(config: Config | str | os.PathLike[str], *, to: str | None = None, 
              progress: TextIO | None = None) -> DeployResult:
     """Put the previous good release (or release ``to``) back, verified, without a build
     (``nextdeploy rollback``)."""
-    from nextdeploy.procedures.deploy import rollback as run_rollback
+    from nextdeploy.procedures.rollback import rollback as run_rollback
 
     return run_rollback(_context(config, progress), to=to, lock_timeout=lock_timeout)
 

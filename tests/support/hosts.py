@@ -31,6 +31,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from support.processes import gone_soon
 
 SSHD = "/usr/sbin/sshd"
@@ -327,6 +329,15 @@ def running_hosts(base: Path, count: int = 3) -> Iterator[Hosts]:
         yield hosts
     finally:
         hosts.close()
+
+
+@contextmanager
+def hosts_or_skip(base: Path, count: int = 3) -> Iterator[Hosts]:
+    """``running_hosts``, or the test skipped (saying what is missing) on a machine that cannot run them."""
+    if missing := missing_host_tools():
+        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
+    with running_hosts(base, count) as started:
+        yield started
 
 
 def nginx_front(listen: str, upstreams: Sequence[str]) -> str:

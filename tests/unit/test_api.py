@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import nextdeploy
+from support.idleapp import config_file as _config_file
 
 PUBLIC = {
     "__version__", "load_config", "deploy", "rollback", "status", "Config", "DeployResult", "Status",
@@ -54,31 +53,6 @@ def test_importing_nextdeploy_loads_nothing_else() -> None:
             "('nextdeploy', 'pydantic', 'click', 'rich', 'aiohttp')))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(completed.stdout.replace("'", '"')) == ["nextdeploy"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _config_file(tmp_path: Path) -> tuple[Path, Path]:
-    """A config for an app in ``tmp_path/app``, and a pm2 that must never run (it leaves a mark if it does)."""
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "package.json").write_text('{"name": "hello", "dependencies": {"next": "15.0.0"}}')
-    (app / "pnpm-lock.yaml").write_text("lockfileVersion: '9.0'\n")
-    marker = tmp_path / "pm2-ran"
-    pm2 = tmp_path / "pm2"
-    pm2.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
-    pm2.chmod(pm2.stat().st_mode | stat.S_IXUSR)
-    config = tmp_path / "nextdeploy.toml"
-    config.write_text(
-        f'[app]\nname = "hello"\nsource = "{app}"\n\n'
-        f'[server]\nroot = "{tmp_path / "root"}"\nport = {_free_port()}\n\n'
-        f'[pm2]\nbin = "{pm2}"\nhome = "{tmp_path / "pm2home"}"\n'
-    )
-    return config, marker
 
 
 def test_load_config_reads_a_file_and_raises_a_config_error_for_a_bad_one(tmp_path: Path) -> None:

@@ -35,8 +35,16 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
     assert code == 0 and "Usage:" in out
-    if command not in ("init", "demo"):  # these write or make their own config
+    if command not in ("init", "demo", "host"):  # these write or make their own config; host: a host has none
         assert "--config" in out
+
+
+def test_every_host_subcommand_has_help_and_a_config_option(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in sorted(getattr(cli.commands["host"], "commands", {})):
+        code, out, _ = run(capsys, "host", command, "--help")
+        assert code == 0 and "Usage:" in out, command
+        # facts answers before the host has a config (nextdeploy setup asks it first): it takes --root.
+        assert ("--root" if command == "facts" else "--config") in out, command
 
 
 def test_missing_config_is_one_line_with_a_fix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -100,6 +100,20 @@ KEYS: dict[str, dict[str, tuple[list[Any], list[Any]]]] = {
     "releases": {"keep": ([1, 5, 100], [0, 101, 5.0])},
     "skew": {"keep_assets_of": ([1, 100], [0, 101])},
     "security": {"server_actions_key": (["MDEyMzQ1Njc4OWFiY2RlZg=="], ["short", "", "\0"])},
+    # The fleet (core/fleetconfig.py): read and checked, nothing reached over SSH by these commands.
+    "ssh": {"config": (["ssh_config", "~/.ssh/config"], ["", " ", "a\0"]),
+            "options": ([[], ["-o", "ProxyJump=bastion"]], [[""], ["a\nb"], "-o X", [1], ["\0"]])},
+    "rollout": {"canary": ([0, 1, 3], [-1, 1001, True, "1", 1.5]),
+                "batch": ([1, "50%", "100%"], [0, "0%", "101%", "50", "", True, 2.5, [1]])},
+    "build": {"dir": (["builds", "~/.cache/nextdeploy/hello"], ["", " ", "\0"]),
+              "host": (["web1"], ["web9", "", "\0"])},
+}
+# Top-level keys that are not a [section]: [[hosts]] is a list of tables.
+TOP_LEVEL: dict[str, tuple[list[Any], list[Any]]] = {
+    "hosts": ([[{"ssh": "web1", "root": "/srv/hello"}, {"ssh": "deploy@10.0.0.12:2222", "hostname": "10.0.0.12"}]],
+              [[{"ssh": "a b"}], [{"ssh": "web1"}], [{"ssh": "w:0", "root": "/r"}], [{"ssh": "web1", "x": 1}],
+               [{"ssh": "web1", "root": "rel"}], [{"ssh": "web1", "root": "/r"}] * 2, {"ssh": "web1"}, ["web1"],
+               [{"ssh": "web1", "root": "/r", "hostname": "a..b"}], [{"ssh": "\0", "root": "/r"}]]),
 }
 REQUIRED = {"app": ("name", "source"), "server": ("root",)}
 EVERY_KEY = [(section, key) for section, keys in KEYS.items() for key in keys]
@@ -129,6 +143,9 @@ def configs(draw: st.DrawFn, port: int, fake_pm2: str) -> dict[str, Any]:
             item = draw(st.sampled_from(good))
         if item is not None:
             data.setdefault(section, {})[key] = item
+    for key, (good, bad) in TOP_LEVEL.items():
+        if not draw(st.integers(0, 3)):
+            data[key] = draw(st.sampled_from(good + bad if chaos != "valid" else good))
     if chaos == "anything" and draw(st.booleans()):
         data[draw(TEXT)] = draw(ANY)  # an unknown section, or a stray top-level value
     return data
@@ -232,15 +249,20 @@ def test_every_bad_value_of_every_key_on_every_command(place: tuple[Path, int, P
     base, port, calls = place
     config = base / "nextdeploy.toml"
     failures = []
-    for section, key in EVERY_KEY:
-        for bad in KEYS[section][key][1]:
-            data = base_config(port, str(base / "fake-pm2"))
+    cases = [(section, key, bad) for section, key in EVERY_KEY for bad in KEYS[section][key][1]]
+    for key, (_, bad_values) in TOP_LEVEL.items():
+        cases += [(None, key, bad) for bad in bad_values]
+    for section, key, bad in cases:
+        data = base_config(port, str(base / "fake-pm2"))
+        if section is None:
+            data[key] = bad
+        else:
             data.setdefault(section, {})[key] = bad
-            config.write_text(toml_document(data), encoding="utf-8")
-            for command in COMMANDS_LIST:
-                code, output = run_cli([*command, "-c", str(config)])
-                if code == ExitCode.UNEXPECTED or "Traceback" in output:
-                    failures.append(f"{section}.{key} = {bad!r}, {' '.join(command)}: {output.strip()[-200:]}")
+        config.write_text(toml_document(data), encoding="utf-8")
+        for command in COMMANDS_LIST:
+            code, output = run_cli([*command, "-c", str(config)])
+            if code == ExitCode.UNEXPECTED or "Traceback" in output:
+                failures.append(f"{section}.{key} = {bad!r}, {' '.join(command)}: {output.strip()[-200:]}")
     assert not failures, "\n".join(failures)
     assert not calls.exists()
 

@@ -14,8 +14,10 @@ from nextdeploy.cli.options import (
     make_context,
 )
 from nextdeploy.core.ui import Reporter
-from nextdeploy.procedures.deploy import DeployResult, deploy, rollback, start
+from nextdeploy.procedures.deploy import DeployResult, deploy
 from nextdeploy.procedures.dryrun import print_deploy_plan
+from nextdeploy.procedures.lifecycle import start
+from nextdeploy.procedures.rollback import rollback
 
 
 @click.command("deploy")

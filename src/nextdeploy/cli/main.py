@@ -13,9 +13,11 @@ import click
 from nextdeploy import __version__
 from nextdeploy.cli.demo_cmd import demo_command
 from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command, start_command
+from nextdeploy.cli.host_cmd import host_group
 from nextdeploy.cli.init_cmd import init_command
 from nextdeploy.cli.logs_cmd import logs_command
 from nextdeploy.cli.releases_cmd import releases_command
+from nextdeploy.cli.setup_cmd import setup_command
 from nextdeploy.cli.status_cmd import status_command
 from nextdeploy.cli.stop_cmd import stop_command
 from nextdeploy.core import interrupts
@@ -34,7 +36,7 @@ def cli() -> None:
 
 
 for command in (init_command, deploy_command, rollback_command, releases_command, status_command,
-                start_command, stop_command, logs_command, demo_command):
+                start_command, stop_command, logs_command, demo_command, host_group, setup_command):
     cli.add_command(command)
 
 

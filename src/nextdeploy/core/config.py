@@ -35,6 +35,7 @@ from nextdeploy.core.configrules import (
     validate_server_actions_key as validate_server_actions_key,  # re-exported (release/secrets.py)
 )
 from nextdeploy.core.errors import ConfigError
+from nextdeploy.core.fleetconfig import BuildConfig, HostConfig, RolloutConfig, SshConfig, check_build_host, check_hosts
 
 DEFAULT_CONFIG_NAME = "nextdeploy.toml"
 
@@ -301,6 +302,23 @@ class Config(_Section):
     @property
     def pm2_home(self) -> Path | None:
         return (self.base_dir / self.pm2.home).resolve() if self.pm2.home else None
+
+    # The fleet (core.fleetconfig): none of it set, nextdeploy deploys on this machine as it always did.
+    hosts: list[HostConfig] = Field(default_factory=list)
+    ssh: SshConfig = Field(default_factory=SshConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+
+    @field_validator("hosts")
+    @classmethod
+    def _fleet_hosts(cls, value: list[HostConfig], info: ValidationInfo) -> list[HostConfig]:
+        server = info.data.get("server")
+        return check_hosts(value, server.root) if server is not None else value
+
+    @field_validator("build")
+    @classmethod
+    def _fleet_build(cls, value: BuildConfig, info: ValidationInfo) -> BuildConfig:
+        return check_build_host(value, info.data.get("hosts", []))
 
 
 

@@ -21,7 +21,8 @@ place (``nextdeploy.cli.main``). Anything else is a bug and shows a traceback on
     ├── NameTakenError         PM2 runs another app under the app's name
     ├── DiskFullError          no space left (or over quota) on the disk of the deploy root
     ├── HookError              the before_activate hook failed or timed out; nothing live changed
-    └── SshError               a host unreachable or refusing us over SSH (``nextdeploy.remote.errors``)
+    ├── SshError               a host unreachable or refusing us over SSH (``nextdeploy.remote.errors``)
+    └── PlatformError          a host's OS, CPU, libc or Node major differs from where the release is built
 
     Interrupted (a KeyboardInterrupt)  Ctrl-C, SIGTERM or SIGHUP: exit code 130
 """
@@ -54,6 +55,7 @@ class ExitCode(IntEnum):
     DISK_FULL = 17
     HOOK_FAILED = 18
     SSH = 19
+    PLATFORM = 20
     INTERRUPTED = 130
 
 
@@ -134,6 +136,13 @@ class HookError(NextdeployError):
     """The ``before_activate`` hook failed or timed out: the release was rejected, nothing live changed."""
 
     exit_code = ExitCode.HOOK_FAILED
+
+
+class PlatformError(NextdeployError):
+    """A release built here would not run on a host: another OS, CPU, libc family or Node major (native
+    modules such as sharp are built for one platform)."""
+
+    exit_code = ExitCode.PLATFORM
 
 
 class Interrupted(KeyboardInterrupt):

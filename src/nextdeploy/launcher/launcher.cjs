@@ -18,6 +18,7 @@ const fs = require('fs');
 const http = require('http');
 const net = require('net');
 const path = require('path');
+const { pipeline } = require('stream');
 
 const BOOT_TIME = Date.now();
 const RELEASE_DIR = path.resolve(__dirname, '..');
@@ -328,23 +329,156 @@ function adoptServer(srv) {
   });
 
   // Prepended so it runs before Next's (async) request listener writes anything.
-  srv.prependListener('request', (req, res) => {
-    res.setHeader('x-nextdeploy-release', releaseId);
-    if (draining) res.setHeader('Connection', 'close');
-    const socket = req.socket;
-    socket.nextdeployActive += 1;
-    pendingResponses.add(res);
-    let done = false;
-    const finished = () => {
-      if (done) return;
-      done = true;
-      pendingResponses.delete(res);
-      socket.nextdeployActive -= 1;
-      socket.nextdeployIdleSince = Date.now();
-    };
-    res.once('finish', finished);
-    res.once('close', finished);
-  });
+  srv.prependListener('request', track);
+  // A static file of a newer release is answered here, before Next (which would answer 404) sees it.
+  const emit = srv.emit;
+  srv.emit = function (event, req, res) {
+    if (event === 'request' && serveNewerStatic(req, res)) {
+      track(req, res);
+      return true;
+    }
+    return emit.apply(this, arguments);
+  };
+}
+
+function track(req, res) {
+  res.setHeader('x-nextdeploy-release', releaseId);
+  if (draining) res.setHeader('Connection', 'close');
+  const socket = req.socket;
+  socket.nextdeployActive += 1;
+  pendingResponses.add(res);
+  let done = false;
+  const finished = () => {
+    if (done) return;
+    done = true;
+    pendingResponses.delete(res);
+    socket.nextdeployActive -= 1;
+    socket.nextdeployIdleSince = Date.now();
+  };
+  res.once('finish', finished);
+  res.once('close', finished);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static files of newer releases. Next serves the `/_next/static` files its release held when it started
+// (it reads the list then), so a file that appears later answers 404. On a fleet, a page from a host that
+// already switched to a new release asks for its chunks from any host, one still on the old release too;
+// and on one host, a page from a new worker may ask an old worker during the reload. So a request for a
+// static file that this release does not have is answered from a release under the same releases/ dir
+// that is newer than this one (release ids sort by creation time) and lists the file as its own
+// (.nextdeploy/static-files.json). Older releases are not searched: their assets leave the skew window as
+// the deploys go on (nextjs/skew.py). Release dirs are immutable once complete: what is read is cached.
+// A file placed into this release's own static dir after the worker booted (Next does not know it) is
+// served here too: what Next knows is what the dir held at boot, listed before server.js is loaded.
+
+const RELEASES_DIR = path.dirname(RELEASE_DIR);
+const IMMUTABLE = 'public, max-age=31536000, immutable'; // what Next sends for /_next/static
+const CONTENT_TYPES = {
+  '.js': 'application/javascript; charset=utf-8', '.mjs': 'application/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8', '.json': 'application/json', '.map': 'application/json',
+  '.txt': 'text/plain; charset=utf-8', '.html': 'text/html; charset=utf-8', '.svg': 'image/svg+xml',
+  '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.gif': 'image/gif',
+  '.webp': 'image/webp', '.avif': 'image/avif', '.ico': 'image/x-icon', '.woff': 'font/woff',
+  '.woff2': 'font/woff2', '.ttf': 'font/ttf', '.otf': 'font/otf', '.wasm': 'application/wasm',
+};
+let staticPrefix = '/_next/static/'; // under the build's basePath (manifest checks.base_path)
+let ownStaticDir = null;
+let ownStaticAtBoot = new Set(); // static-relative names in ownStaticDir when this worker booted
+const newerReleases = new Map(); // release id -> {staticDir, files: Set} (null: not a usable release)
+
+function staticDirOf(releaseDir, manifest) {
+  const appRel = typeof manifest.app_rel === 'string' ? manifest.app_rel : '';
+  return path.join(releaseDir, appRel, '.next', 'static');
+}
+
+function filesUnder(dir, prefix = '', found = new Set()) {
+  let entries;
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch (err) {
+    return found;
+  }
+  for (const entry of entries) {
+    const name = prefix + entry.name;
+    if (entry.isDirectory()) filesUnder(path.join(dir, entry.name), `${name}/`, found);
+    else found.add(name);
+  }
+  return found;
+}
+
+function newerRelease(id) {
+  if (newerReleases.has(id)) return newerReleases.get(id);
+  const dir = path.join(RELEASES_DIR, id);
+  let entry = null;
+  try {
+    if (!fs.existsSync(path.join(dir, '.nextdeploy-unfinished'))) {
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, '.nextdeploy', 'manifest.json'), 'utf8'));
+      const list = JSON.parse(fs.readFileSync(path.join(dir, '.nextdeploy', 'static-files.json'), 'utf8'));
+      if (manifest.id === id && Array.isArray(list.files)) {
+        entry = { staticDir: staticDirOf(dir, manifest), files: new Set(list.files.map(String)) };
+      }
+    }
+  } catch (err) {
+    entry = null; // not complete (yet): looked at again next time
+  }
+  if (entry !== null) newerReleases.set(id, entry);
+  return entry;
+}
+
+// The file of `name` (static-relative, decoded) in the newest release newer than this one that has it.
+function newerStaticFile(name) {
+  let ids;
+  try {
+    ids = fs.readdirSync(RELEASES_DIR);
+  } catch (err) {
+    return null;
+  }
+  ids = ids.filter((id) => id > releaseId && !id.startsWith('.')).sort().reverse();
+  for (const id of ids) {
+    const release = newerRelease(id);
+    if (release !== null && release.files.has(name)) return { id, file: path.join(release.staticDir, name) };
+  }
+  return null;
+}
+
+// Answers `req` if it asks for a static file Next does not know that this release's dir holds now (placed
+// after boot) or a newer release has; returns whether it did.
+function serveNewerStatic(req, res) {
+  if ((req.method !== 'GET' && req.method !== 'HEAD') || ownStaticDir === null) return false;
+  const url = req.url || '';
+  const pathname = url.split('?', 1)[0];
+  if (!pathname.startsWith(staticPrefix)) return false;
+  let name;
+  try {
+    name = decodeURIComponent(pathname.slice(staticPrefix.length));
+  } catch (err) {
+    return false;
+  }
+  const parts = name.split('/');
+  if (name.includes('\0') || parts.some((part) => part === '' || part === '.' || part === '..')) return false;
+  if (ownStaticAtBoot.has(name)) return false; // Next serves what its dir held at boot (own and bridged files)
+  const own = path.join(ownStaticDir, name);
+  const found = fs.existsSync(own) ? { id: releaseId, file: own } : newerStaticFile(name);
+  if (found === null) return false;
+  let stat;
+  try {
+    stat = fs.statSync(found.file);
+  } catch (err) {
+    return false;
+  }
+  if (!stat.isFile()) return false;
+  res.statusCode = 200;
+  res.setHeader('Content-Type', CONTENT_TYPES[path.extname(name).toLowerCase()] || 'application/octet-stream');
+  res.setHeader('Content-Length', stat.size);
+  res.setHeader('Cache-Control', IMMUTABLE);
+  res.setHeader('x-nextdeploy-asset-of', found.id);
+  if (req.method === 'HEAD') {
+    res.end();
+    return true;
+  }
+  // pipeline: a client gone mid-file closes the file too; a read error ends the response (no hang).
+  pipeline(fs.createReadStream(found.file), res, () => {});
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,6 +714,11 @@ function main() {
   }
   const serverFile = path.resolve(RELEASE_DIR, manifest.server);
   const checks = manifest.checks;
+  ownStaticDir = staticDirOf(RELEASE_DIR, manifest);
+  ownStaticAtBoot = filesUnder(ownStaticDir);
+  if (checks && typeof checks.base_path === 'string' && checks.base_path.startsWith('/')) {
+    staticPrefix = `${checks.base_path}/_next/static/`;
+  }
   if (checks && typeof checks.health === 'string' && checks.health.startsWith('/')) {
     READY_PATH = checks.health;
     if (Array.isArray(checks.smoke)) WARM_PATHS = checks.smoke.filter((p) => typeof p === 'string' && p.startsWith('/'));

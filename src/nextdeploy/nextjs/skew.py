@@ -21,8 +21,9 @@ release into another (the hazard of sharing inodes, e.g. ISR output, does not ap
 list of static files when it starts, so links must be in place before the release's server starts:
 before the preflight, and before a rollback's reload.
 
-Known gap: during the rolling reload itself, a page rendered by a new worker can request its chunks from
-an old worker that does not have them (old workers cannot learn new files without a restart).
+During the rolling reload itself, a page rendered by a new worker can request its chunks from an old
+worker, whose Next does not know them (it cannot learn new files without a restart): the launcher
+answers such a request from a newer release's own files (launcher.cjs, "Static files of newer releases").
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from nextdeploy.plans import release as release_plan
 from nextdeploy.plans.ops import MakeDirs, Op, Run, Symlink, WriteFile
 from nextdeploy.plans.packagemanager import choose_manager
 from nextdeploy.plans.runtime import runtime_env
+from nextdeploy.procedures.hooks import hook_ops
 from nextdeploy.release.builder import LAUNCHER_SOURCE, Installer, plan_package_manager
 from nextdeploy.release.project import find_lockfile, read_yarnrc
 from nextdeploy.release.secrets import SERVER_ACTIONS_ENV, secret_files
@@ -64,12 +65,8 @@ def deploy_plan(ctx: Context, release_id: str) -> list[tuple[str, list[Op]]]:
     setup = [(f"install {choice.label} with npm ({choice.reason}; nothing on this host fits)", installer.setup)]
 
     def hook_step(event: hooks_plan.HookEvent) -> list[tuple[str, list[Op]]]:
-        command = hooks_plan.hook_command(config, event)
-        if command is None:
-            return []
-        env = hooks_plan.hook_env(config, event, release_id, layout.release_dir, live, "<revision>")
-        return [(f"hook {event}", [hooks_plan.hook_op(config, event, command, layout.app_dir, env,
-                                                      paths.build_log(release_id))])]
+        ops = hook_ops(ctx, event, release_id, live, "<revision>", layout.app_dir)
+        return [(f"hook {event}", list(ops))] if ops else []
 
     return [
         ("prepare the deploy root", [*(MakeDirs(p) for p in (paths.releases_dir, paths.shared_dir)),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nextdeploy.core.errors import ConfigError
+from nextdeploy.core.fleetconfig import DESTINATION, DESTINATION_HINT, destination_problem
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,13 @@ class Destination:
         return f"{self.user}@{host}:{path}" if self.user else f"{host}:{path}"
 
 
-_DESTINATION = re.compile(
-    r"(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
-    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*))"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-)
-
-
 def parse_destination(text: str) -> Destination:
     """Read ``[user@]host[:port]`` (``[user@][v6addr][:port]`` for IPv6); a host name may be an ssh alias."""
-    match = _DESTINATION.fullmatch(text)
-    port = int(match["port"]) if match and match["port"] else None
-    if not match or (port is not None and not 1 <= port <= 65535):
-        raise ConfigError(f"[[hosts]] ssh = {text!r} is not an ssh destination",
-                          hint='write an alias of your ssh config or [user@]host[:port], e.g. "deploy@10.0.0.11:22"')
+    problem = destination_problem(text)
+    match = DESTINATION.fullmatch(text)
+    if problem or not match:
+        raise ConfigError(f"[[hosts]] ssh = {text!r} {problem}", hint=DESTINATION_HINT)
+    port = int(match["port"]) if match["port"] else None
     return Destination(text, match["ipv6"] or match["host"], match["user"], port)
 
 
@@ -102,11 +96,13 @@ def control_argv(settings: SshSettings, control_dir: Path, destination: Destinat
 
 
 def rsync_argv(settings: SshSettings, control_dir: Path, destination: Destination, source: Path, target: str, *,
-               link_dest: str | None = None, checksum: bool = True, delete: bool = False) -> list[str]:
+               link_dest: str | None = None, checksum: bool = True, delete: bool = False,
+               options: Sequence[str] = ()) -> list[str]:
     """Copy the tree ``source`` into the dir ``target`` on ``destination`` over the same ssh, with stats.
 
     ``--checksum``: a fresh build gives every file a new mtime, so rsync's quick check (size + mtime) would
-    ship them all. ``link_dest``: a dir on the host (absolute) whose identical files become hard links."""
+    ship them all. ``link_dest``: a dir on the host (absolute) whose identical files become hard links.
+    ``options``: more rsync options (more --link-dest dirs, --copy-dest, filter rules)."""
     argv = ["rsync", "--archive", "--stats"]
     if checksum:
         argv.append("--checksum")
@@ -114,6 +110,7 @@ def rsync_argv(settings: SshSettings, control_dir: Path, destination: Destinatio
         argv.append("--delete")
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
+    argv += list(options)
     argv += ["-e", shlex.join(ssh_base_argv(settings, control_dir, destination)),
              f"{source}/", destination.rsync_target(target.rstrip("/") + "/")]
     return argv

@@ -132,7 +132,8 @@ class SshTransport:
             return False
 
     def rsync(self, host: str, source: Path, target: str, *, link_dest: str | None = None,
-              checksum: bool = True, delete: bool = False, timeout: float | None = None) -> RsyncStats:
+              checksum: bool = True, delete: bool = False, timeout: float | None = None,
+              options: Sequence[str] = ()) -> RsyncStats:
         """Copy the tree ``source`` into the dir ``target`` on ``host`` (created if missing), as a delta
         against ``link_dest`` there (identical files become hard links). Returns rsync's figures."""
         made = self.run(host, ["mkdir", "-p", "--", target], timeout=timeout)  # rsync makes only the last dir
@@ -140,7 +141,7 @@ class SshTransport:
             raise SshError(host, f"cannot create {target} on {host}: {last_line(made.error_text)}",
                            hint=f"check the permissions of its parent dirs on {host}")
         command = rsync_argv(self.settings, self.control_dir, self.destination(host), source, target,
-                             link_dest=link_dest, checksum=checksum, delete=delete)
+                             link_dest=link_dest, checksum=checksum, delete=delete, options=options)
         # The C locale: figures with plain separators. Not for ssh: with SendEnv LC_* (Debian's default)
         # it would reach the remote commands.
         done = self._execute(host, command, None, timeout, f"copying {source} to {host}:{target}",

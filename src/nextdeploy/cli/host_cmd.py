@@ -1,0 +1,184 @@
+"""`nextdeploy host ...`: the host boundary (``procedures.boundary``) for a fleet controller, over SSH.
+
+Hidden from --help: a person uses `deploy`, `rollback`, `status`. Each subcommand prints exactly one JSON
+object on stdout, ``{"ok": true, "result": {...}, "steps": [...]}`` or ``{"ok": false, "error": {"code":
+<exit code>, "kind": <exception class>, "message": ...}}``, and exits with that code; progress goes to
+stderr as plain step lines (so does anything a tool run on the way prints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from nextdeploy.cli.options import config_option, debug_option, lock_timeout_option, make_context
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, RollbackError, stopped_by
+from nextdeploy.host.disk import is_disk_full
+
+
+@click.group("host", hidden=True)
+def host_group() -> None:
+    """Host-level procedures for a fleet controller: one JSON object on stdout each."""
+
+
+# --- h4: status, activate, rollback, start, stop ---------------------------------------------------------
+
+
+@host_group.command("status")
+@config_option
+@debug_option
+def host_status_command(config_path: Path) -> None:
+    """The live release, its health and each PM2 worker (changes nothing)."""
+    from nextdeploy.procedures.boundary import host_status
+
+    run_json(config_path, host_status)
+
+
+@host_group.command("activate")
+@config_option
+@lock_timeout_option
+@debug_option
+@click.argument("release_id")
+def host_activate_command(config_path: Path, lock_timeout: float, release_id: str) -> None:
+    """Put a release already under releases/ live (checked, verified, saved)."""
+    from nextdeploy.procedures.boundary import activate_release
+
+    run_json(config_path, lambda ctx: activate_release(ctx, release_id, lock_timeout=lock_timeout))
+
+
+@host_group.command("rollback")
+@config_option
+@lock_timeout_option
+@debug_option
+@click.option("--to", "target", metavar="ID", help="The release to go back to (default: the previous good one).")
+def host_rollback_command(config_path: Path, lock_timeout: float, target: str | None) -> None:
+    """Put an earlier good release back."""
+    from nextdeploy.procedures.boundary import rollback
+
+    def roll_back(ctx: Context) -> Any:
+        if target is not None and not target.strip():  # `--to "$ID"` with ID unset: not "the previous one"
+            raise RollbackError("--to is empty", hint="give a release id, or leave --to out to go back to the "
+                                                      "previous good release")
+        return rollback(ctx, to=target, lock_timeout=lock_timeout)
+
+    run_json(config_path, roll_back)
+
+
+def _live_command(name: str, summary: str) -> None:
+    """``host start`` and ``host stop``: the procedure of that name, with the live lock's timeout."""
+
+    @host_group.command(name, help=summary)
+    @config_option
+    @lock_timeout_option
+    @debug_option
+    def command(config_path: Path, lock_timeout: float) -> None:
+        from nextdeploy.procedures import boundary
+
+        procedure = boundary.start if name == "start" else boundary.stop
+        run_json(config_path, lambda ctx: procedure(ctx, lock_timeout=lock_timeout))
+
+
+_live_command("start", "Serve the live release again (nothing to do when it serves).")
+_live_command("stop", "Take the app out of PM2 (releases and `current` kept).")
+
+
+def run_json(config_path: Path, procedure: Callable[[Context], Any]) -> None:
+    """Run ``procedure`` on this host's context; print its one JSON object; exit with its code."""
+    with _stdout_to_stderr() as out:
+        debug = "--debug" in sys.argv
+        ctx: Context | None = None
+        try:
+            ctx = make_context(config_path, json_mode=True)
+            result = procedure(ctx)
+            document: dict[str, Any] = {"ok": True, "result": result.to_json(), "steps": ctx.reporter.steps_json()}
+            code = 0
+        except (KeyboardInterrupt, Exception) as exc:  # every failure is answered in JSON
+            error = _as_error(exc)
+            if debug or not isinstance(error, NextdeployError | KeyboardInterrupt):
+                import traceback
+
+                traceback.print_exc()
+            document, code = failure_document(error)
+            if ctx is not None:
+                document["steps"] = ctx.reporter.steps_json()
+            for line in document["error"]["lines"]:
+                print(line, file=sys.stderr, flush=True)
+            del document["error"]["lines"]
+        out.write(json.dumps(document, sort_keys=True, default=str) + "\n")
+        out.flush()
+    sys.exit(code)
+
+
+def _as_error(exc: BaseException) -> BaseException:
+    if is_disk_full(exc):
+        assert isinstance(exc, OSError)
+        return DiskFullError(f"the disk is full{f' (writing {exc.filename})' if exc.filename else ''}",
+                             hint="free space on that disk, then run the command again")
+    return exc
+
+
+def failure_document(error: BaseException) -> tuple[dict[str, Any], int]:
+    """The JSON object of a failed host command, and its exit code (the CLI's codes: ``core.errors``).
+    ``error.lines`` holds what goes to stderr (the caller removes it before printing the object)."""
+    if isinstance(error, NextdeployError):
+        code, message = int(error.exit_code), error.message
+        line = f"error: {message}" + (f" (fix: {error.hint})" if error.hint else "")
+        lines = [*error.details, line]
+        extra: dict[str, Any] = {"hint": error.hint, "details": error.details}
+    elif isinstance(error, KeyboardInterrupt):
+        code = int(ExitCode.INTERRUPTED)
+        message = error.message if isinstance(error, Interrupted) else f"interrupted by {stopped_by(error)}"
+        lines, extra = [f"error: {message}"], {}
+    else:
+        code, message = int(ExitCode.UNEXPECTED), f"unexpected {type(error).__name__}: {error}"
+        lines, extra = [f"error: {message} (please report it)"], {}
+    return {"ok": False, "error": {"code": code, "kind": type(error).__name__, "message": message, **extra,
+                                   "lines": lines}}, code
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[IO[str]]:
+    """Stdout carries the JSON object alone: everything else written to it (by us or by a tool we run, which
+    inherits file descriptor 1) goes to stderr meanwhile. Under a test's captured stdout: that stream."""
+    try:
+        real = sys.stdout.fileno() == 1
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        real = False
+    if not real:
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    out = os.fdopen(saved, "w", encoding="utf-8")
+    try:
+        yield out
+    finally:
+        sys.stdout.flush()
+        out.flush()
+        os.dup2(saved, 1)
+        out.close()
+
+
+# --- end of h4's part -----------------------------------------------------------------------------------
+
+
+# --- f1: facts ----------------------------------------------------------------------------------------------
+
+
+@host_group.command("facts")
+@click.option("--root", required=True, type=click.Path(path_type=Path),
+              help="The deploy root on this host ([server] root, or the host's root).")
+def facts_command(root: Path) -> None:
+    """What this host is (versions, platform, tools, the root's state), as one JSON object."""
+    from nextdeploy.fleet.facts import collect
+
+    click.echo(json.dumps(collect(root)))

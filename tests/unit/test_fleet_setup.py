@@ -1,0 +1,141 @@
+"""The decisions of `nextdeploy setup` (fleet/setup.py) and of the wheelhouse it ships (fleet/wheelhouse.py)."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nextdeploy.cli.main import format_error, main
+from nextdeploy.core.config import parse_config
+from nextdeploy.core.errors import ExitCode, HostPathError, NextdeployError, ToolMissingError
+from nextdeploy.fleet.setup import build_dir, check_ready, check_root, host_root, in_parallel, ssh_settings
+from nextdeploy.fleet.wheelhouse import Target, pinned_dependencies, pip_platforms, rebuild_wheel, target_of
+from nextdeploy.remote.errors import HostUnreachableError
+
+
+def host(**changes: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "python": {"path": "/usr/bin/python3", "version": "3.11.2", "venv": True}, "node": {"version": "20.1.0"},
+        "rsync": "/usr/bin/rsync", "npm": "/usr/bin/npm", "pm2": None, "arch": "x86_64",
+        "libc": {"family": "glibc", "version": "2.36"},
+        "root": {"path": "/srv/app", "entries": [], "marked": False, "release_log": False, "deletable": 0},
+    }
+    facts.update(changes)
+    return facts
+
+
+def test_a_ready_host_passes() -> None:
+    check_ready("web1", host())
+    check_ready("web1", host(npm=None, pm2="/srv/app/tools/node_modules/.bin/pm2"))  # npm only to get pm2
+
+
+@pytest.mark.parametrize(("facts", "says", "fix"), [
+    (host(python={"version": "3.9.2", "venv": True}), "web1 lacks Python >= 3.11 (it has 3.9.2)", "python3-venv"),
+    (host(python={"version": "3.11.2", "venv": False}), "web1 lacks Python's venv module",
+     "apt-get install python3-venv"),
+    (host(rsync=None), "web1 lacks rsync", "apt-get install rsync"),
+    (host(node=None, rsync=None), "web1 lacks node, rsync", "install Node.js >= 20.9"),
+    (host(npm=None), "web1 lacks npm (to install pm2)", "npm install -g pm2@7"),
+])
+def test_a_missing_tool_is_named_with_its_fix(facts: dict[str, Any], says: str, fix: str) -> None:
+    with pytest.raises(ToolMissingError) as raised:
+        check_ready("web1", facts)
+    [line] = format_error(raised.value)
+    assert raised.value.exit_code == ExitCode.TOOL_MISSING and says in line and fix in line, line
+
+
+def test_a_foreign_root_is_refused_and_an_own_one_accepted() -> None:
+    check_root("web1", host())
+    check_root("web1", host(root={"path": "/srv/app", "entries": ["releases", ".nextdeploy-root"], "marked": True,
+                                  "release_log": False, "deletable": 3}))
+    with pytest.raises(HostPathError) as raised:
+        check_root("web2", host(root={"path": "/srv/app", "entries": ["index.html", "photos"], "marked": False,
+                                      "release_log": False, "deletable": 0}))
+    assert "the root /srv/app on web2 is a non-empty directory nextdeploy did not create" in raised.value.message
+
+
+def test_every_failing_host_is_said_the_first_one_in_config_order() -> None:
+    def work(name: str) -> str:
+        if name in ("web2", "web3"):
+            raise HostUnreachableError(name, f"cannot reach {name} over SSH: connection refused", hint="check it")
+        return name.upper()
+
+    assert in_parallel(["web1", "web4"], work) == {"web1": "WEB1", "web4": "WEB4"}
+    with pytest.raises(NextdeployError) as raised:
+        in_parallel(["web1", "web2", "web3"], work)
+    assert raised.value.message == "cannot reach web2 over SSH: connection refused"
+    assert raised.value.details == ["also: cannot reach web3 over SSH: connection refused"]
+    assert raised.value.exit_code == ExitCode.SSH
+
+
+def test_wheel_platforms_of_a_host() -> None:
+    glibc = target_of(host())
+    assert glibc == Target("3.11", "x86_64", "glibc", "2.36") and glibc.key == "py3.11-glibc2.36-x86_64"
+    tags = pip_platforms(glibc)
+    assert tags[0] == "manylinux_2_36_x86_64" and tags[-4] == "manylinux_2_5_x86_64"
+    assert tags[-3:] == ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    assert pip_platforms(Target("3.12", "aarch64", "glibc", "2.12"))[-2:] == ["manylinux2010_aarch64",
+                                                                             "manylinux1_aarch64"]
+    assert pip_platforms(Target("3.12", "aarch64", "musl", "1.2")) == ["musllinux_1_2_aarch64", "musllinux_1_1_aarch64"]
+
+
+def test_dependencies_are_pinned_to_what_runs_here() -> None:
+    pins = pinned_dependencies()
+    for name in ("click", "pydantic", "pydantic-core", "rich", "aiohttp", "node-semver"):
+        assert pins[name] == metadata.version(name)
+    assert "pytest" not in pins and "mypy" not in pins  # extras stay out
+
+
+def test_a_wheel_rebuilt_from_an_installed_distribution_installs(tmp_path: Path) -> None:
+    """An installed nextdeploy (not a checkout) ships itself from the files its RECORD lists."""
+    site = tmp_path / "site"
+    (site / "tinypkg").mkdir(parents=True)
+    (site / "tinypkg" / "__init__.py").write_text("VALUE = 42\n")
+    (site / "tinypkg" / "__pycache__").mkdir()
+    (site / "tinypkg" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"junk")
+    info = site / "tinypkg-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.2\n")
+    (info / "WHEEL").write_text("Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("tinypkg/__init__.py,,\ntinypkg/__pycache__/__init__.cpython-311.pyc,,\n"
+                                 "tinypkg-1.2.dist-info/METADATA,,\ntinypkg-1.2.dist-info/WHEEL,,\n"
+                                 "tinypkg-1.2.dist-info/INSTALLER,,\ntinypkg-1.2.dist-info/RECORD,,\n"
+                                 "../../bin/tiny,,\n")
+    wheel = rebuild_wheel(metadata.Distribution.at(info), tmp_path)
+    assert wheel.name == "tinypkg-1.2-py3-none-any.whl"
+    assert sorted(zipfile.ZipFile(wheel).namelist()) == [
+        "tinypkg-1.2.dist-info/METADATA", "tinypkg-1.2.dist-info/RECORD", "tinypkg-1.2.dist-info/WHEEL",
+        "tinypkg/__init__.py"]
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    assert (target / "tinypkg" / "__init__.py").read_text() == "VALUE = 42\n"
+
+
+def test_setup_without_hosts_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "app"\n\n[server]\nroot = "/srv/x"\n')
+    with pytest.raises(SystemExit) as exited:
+        main(["setup", "-c", str(config)])
+    assert exited.value.code == ExitCode.CONFIG
+    assert capsys.readouterr().err == ("error: the config lists no [[hosts]]: there is nothing to set up (fix: add "
+                                       '[[hosts]] entries (ssh = "web1"), or deploy on this machine with '
+                                       "`nextdeploy deploy`)\n")
+
+
+def test_ssh_settings_and_build_dir_resolve_on_the_controller(tmp_path: Path) -> None:
+    data = {"app": {"name": "hello", "source": "app"}, "server": {"root": "/srv/hello"}, "hosts": [{"ssh": "web1"}]}
+    config = parse_config(data, tmp_path)
+    assert ssh_settings(config).config_file is None and build_dir(config) == Path.home() / ".cache/nextdeploy/hello"
+    config = parse_config({**data, "ssh": {"config": "ssh/config", "options": ["-o", "ProxyJump=b"]},
+                           "build": {"dir": "cache"}}, tmp_path)
+    assert ssh_settings(config).config_file == tmp_path / "ssh/config"
+    assert ssh_settings(config).options == ("-o", "ProxyJump=b") and build_dir(config) == tmp_path / "cache"
+    assert host_root(config, config.hosts[0]) == "/srv/hello"
