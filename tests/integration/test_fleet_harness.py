@@ -5,15 +5,15 @@ the page-then-chunks client must see it."""
 from __future__ import annotations
 
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from nextdeploy.core.config import load_config
 from support.fleet import PageThenChunks, failures, load_through, no_failures, running_fleet
-from support.hosts import missing_host_tools, pids_in_namespace, wait_listening
+from support.hosts import pids_in_namespace, wait_listening
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +58,6 @@ def cache_control(url: str) -> tuple[int, list[str]]:
 
 
 def test_the_harness_counts_traffic_and_failures_through_nginx_and_finds_leftovers(tmp_path: Path) -> None:
-    if missing := missing_host_tools():
-        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
     with running_fleet(tmp_path, count=3) as fleet:
         hosts = fleet.hosts.hosts
         namespaces = [host.namespace for host in hosts]
@@ -74,12 +72,12 @@ def test_the_harness_counts_traffic_and_failures_through_nginx_and_finds_leftove
             wait_listening(host.address, fleet.port)
 
         # The config names every host by its ssh alias and its own address, through the test ssh config.
-        config = tomllib.loads(fleet.write_config(tmp_path / "nextdeploy.toml", tmp_path / "app",
-                                                  rollout={"canary": 1, "batch": 2}).read_text())
-        assert config["hosts"] == [{"ssh": host.name, "hostname": host.address} for host in hosts]
-        assert config["ssh"] == {"config": str(fleet.hosts.ssh_config)}
-        assert config["server"]["port"] == fleet.port and config["rollout"] == {"canary": 1, "batch": 2}
-        assert config["build"] == {"dir": str(tmp_path / "build")}
+        (tmp_path / "app").mkdir()
+        config = load_config(fleet.write_config(tmp_path / "nextdeploy.toml", tmp_path / "app",
+                                                rollout={"canary": 1, "batch": 2}))
+        assert [(entry.ssh, entry.hostname) for entry in config.hosts] == [(host.name, host.address) for host in hosts]
+        assert config.ssh.config == str(fleet.hosts.ssh_config) and config.build.dir == str(tmp_path / "build")
+        assert config.server.port == fleet.port and (config.rollout.canary, config.rollout.batch) == (1, 2)
 
         # Each host: its live release read over ssh, its server the one thing running there.
         assert fleet.live_releases() == {host.name: "r1" for host in hosts}
