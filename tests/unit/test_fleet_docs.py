@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from nextdeploy.core.config import parse_config
 from support.hosts import nginx_conf, nginx_front
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +63,25 @@ def test_nginx_accepts_the_documented_config(tmp_path: Path) -> None:
     config.write_text(nginx_conf(tmp_path, "", [], front=documented_nginx().replace("keepalive 32;", "keepalive;")))
     assert subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(config)],
                           capture_output=True, text=True, timeout=30).returncode != 0
+
+
+def test_the_documented_fleet_config_is_valid_and_states_the_defaults(tmp_path: Path) -> None:
+    found = re.findall(r"```toml\n(.*?)```", (ROOT / "docs/fleet.md").read_text(encoding="utf-8"), re.S)
+    assert len(found) == 1
+    documented = tomllib.loads(found[0])
+    required = {"app": {"name": "hello", "source": str(tmp_path)}, "server": {"root": "/srv/hello"}}
+    config = parse_config({**required, **documented}, tmp_path)
+    assert [(host.ssh, host.hostname) for host in config.hosts] == [("web1", "10.0.0.11"),
+                                                                    ("deploy@web2.example.com", "10.0.0.12")]
+    defaults = parse_config({**required, "hosts": documented["hosts"]}, tmp_path)
+    assert (config.rollout, config.ssh, config.build) == (defaults.rollout, defaults.ssh, defaults.build)
+    # and the keys shown commented out are real ones
+    section, shown = "", 0
+    for line in found[0].splitlines():
+        if header := re.match(r"^\[\[?(\w+)\]", line):
+            section = header.group(1)
+        elif key := re.match(r"^# (\w+) = ", line):
+            model = config.hosts[0] if section == "hosts" else getattr(config, section)
+            assert key.group(1) in type(model).model_fields, (section, key.group(1))
+            shown += 1
+    assert shown == 5  # hosts.root, ssh.config, ssh.options, build.dir, build.host
