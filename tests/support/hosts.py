@@ -340,28 +340,45 @@ def hosts_or_skip(base: Path, count: int = 3) -> Iterator[Hosts]:
         yield started
 
 
-def nginx_conf(prefix: Path, listen: str, upstreams: Sequence[str]) -> str:
-    """An nginx config balancing across ``upstreams`` (``address:port``): keep-alive to them, retries off
-    (``proxy_next_upstream off``: a failed request is counted, not retried on another host), no response
-    buffering (streaming works), ``/_next/static`` cacheable as immutable. All its files live under ``prefix``."""
-    servers = "".join(f"    server {upstream};\n" for upstream in upstreams)
-    proxy = ("      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
-             '      proxy_set_header Connection "";\n      proxy_set_header Host $host;\n'
-             "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
-             "      proxy_next_upstream off;\n      proxy_buffering off;\n")
+def nginx_front(listen: str, upstreams: Sequence[str]) -> str:
+    """The ``map``, ``upstream`` and ``server`` blocks of the load balancer in front of a fleet, as docs/fleet.md
+    shows them (tests/unit/test_fleet_docs.py compares the two): keep-alive to the hosts, closed by nginx before
+    the app's own keep-alive timeout (Node's default, 5 s) so nginx never reuses a connection the app is closing;
+    retries off (``proxy_next_upstream off``: a failed request is counted, not retried on another host) and no
+    host taken out of the rotation after a failure (``max_fails=0``: every later request to it counts too); no
+    response buffering (streaming works); ``/_next/static`` 200s cacheable as immutable, any other answer with
+    the app's own Cache-Control (a 404 for a chunk a host lacks must not be kept for a year)."""
+    servers = "".join(f"  server {upstream} max_fails=0;\n" for upstream in upstreams)
+    proxy = ("    proxy_pass http://app;\n    proxy_http_version 1.1;\n"
+             '    proxy_set_header Connection "";\n    proxy_set_header Host $host;\n'
+             "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+             "    proxy_set_header X-Forwarded-Proto $scheme;\n"
+             "    proxy_next_upstream off;\n    proxy_buffering off;\n")
+    return (
+        "map $upstream_status $static_cache_control {\n"
+        '  200 "public, max-age=31536000, immutable";\n  default $upstream_http_cache_control;\n}\n'
+        f"upstream app {{\n{servers}  keepalive 32;\n  keepalive_timeout 4s;\n}}\n"
+        f"server {{\n  listen {listen};\n"
+        f"  location /_next/static/ {{\n{proxy}"
+        "    proxy_hide_header Cache-Control;\n"
+        "    add_header Cache-Control $static_cache_control always;\n  }\n"
+        f"  location / {{\n{proxy}  }}\n}}\n"
+    )
+
+
+def nginx_conf(prefix: Path, listen: str, upstreams: Sequence[str], front: str | None = None) -> str:
+    """A whole nginx config around ``front`` (default: ``nginx_front(listen, upstreams)``), all its files under
+    ``prefix``; its access log says which upstream served each request."""
     temp_paths = "".join(f"  {kind}_temp_path {prefix}/temp/{kind};\n"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    blocks = "".join(f"  {line}\n" if line else "\n"
+                     for line in (front or nginx_front(listen, upstreams)).splitlines())
     return (
         f"user root;\nworker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n"
         "events { worker_connections 1024; }\n"
         "http {\n"
         "  log_format upstreams '$status $upstream_addr $request';\n"
-        f"  access_log {prefix}/access.log upstreams;\n{temp_paths}"
-        f"  upstream app {{\n{servers}    keepalive 32;\n  }}\n"
-        f"  server {{\n    listen {listen};\n"
-        f"    location /_next/static/ {{\n{proxy}"
-        '      add_header Cache-Control "public, max-age=31536000, immutable" always;\n    }\n'
-        f"    location / {{\n{proxy}    }}\n  }}\n"
+        f"  access_log {prefix}/access.log upstreams;\n{temp_paths}{blocks}"
         "}\n"
     )
 

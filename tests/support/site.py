@@ -54,6 +54,17 @@ class Run:
         return self
 
 
+def run_nextdeploy(config_path: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Run:
+    """Run the real CLI in a subprocess with ``-c config_path`` (unless ``args`` give a -c)."""
+    config = [] if "-c" in args else ["-c", str(config_path)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "nextdeploy", *args, *config],
+        capture_output=True, text=True, timeout=timeout, env={**tool_env(), **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
 @dataclass
 class Site:
     base: Path
@@ -82,13 +93,7 @@ class Site:
             "health": {"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 15, "stable_for": 4},
             "releases": {"keep": 5},
         }
-        for name, values in sections.items():
-            config.setdefault(name, {}).update(values)
-        lines = []
-        for name, values in config.items():
-            lines.append(f"[{name}]")
-            lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
-        self.config_path.write_text("\n".join(lines) + "\n" + extra)
+        self.config_path.write_text(config_text(config, sections) + extra)
 
     def set_version(self, version: str, variant: str = "good") -> None:
         set_version(self.app_dir, version, variant)
@@ -97,13 +102,7 @@ class Site:
 
     def nextdeploy(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Run:
         """Run the real CLI in a subprocess against this site's config."""
-        config = [] if "-c" in args else ["-c", str(self.config_path)]
-        completed = subprocess.run(
-            [sys.executable, "-m", "nextdeploy", *args, *config],
-            capture_output=True, text=True, timeout=timeout, env={**tool_env(), **(env or {})},
-            stdin=subprocess.DEVNULL,
-        )
-        return Run(completed.returncode, completed.stdout, completed.stderr)
+        return run_nextdeploy(self.config_path, *args, timeout=timeout, env=env)
 
     def deploy(self, version: str | None = None, variant: str = "good", *args: str) -> Run:
         if version is not None:
@@ -157,6 +156,17 @@ class Site:
     def close(self) -> None:
         self.pm2("kill")
         kill_processes_under(self.base)
+
+
+def config_text(config: dict[str, dict[str, Any]], sections: dict[str, dict[str, Any]]) -> str:
+    """TOML of ``config``, its sections' keys updated by ``sections``'."""
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in config.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
 
 
 def _toml(value: Any) -> str:
