@@ -18,9 +18,23 @@ from typing import IO, Any
 
 import click
 
-from nextdeploy.cli.options import config_option, debug_option, lock_timeout_option, make_context
+from nextdeploy.cli.options import (
+    config_option,
+    debug_option,
+    host_as_option,
+    lock_timeout_option,
+    make_context,
+)
 from nextdeploy.core.context import Context
-from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, RollbackError, stopped_by
+from nextdeploy.core.errors import (
+    ConfigError,
+    DiskFullError,
+    ExitCode,
+    Interrupted,
+    NextdeployError,
+    RollbackError,
+    stopped_by,
+)
 from nextdeploy.host.disk import is_disk_full
 
 
@@ -34,32 +48,36 @@ def host_group() -> None:
 
 @host_group.command("status")
 @config_option
+@host_as_option
 @debug_option
-def host_status_command(config_path: Path) -> None:
+def host_status_command(config_path: Path, as_host: str | None) -> None:
     """The live release, its health and each PM2 worker (changes nothing)."""
     from nextdeploy.procedures.boundary import host_status
 
-    run_json(config_path, host_status)
+    run_json(config_path, host_status, as_host)
 
 
 @host_group.command("activate")
 @config_option
+@host_as_option
 @lock_timeout_option
 @debug_option
 @click.argument("release_id")
-def host_activate_command(config_path: Path, lock_timeout: float, release_id: str) -> None:
+def host_activate_command(config_path: Path, as_host: str | None, lock_timeout: float, release_id: str) -> None:
     """Put a release already under releases/ live (checked, verified, saved)."""
     from nextdeploy.procedures.boundary import activate_release
 
-    run_json(config_path, lambda ctx: activate_release(ctx, release_id, lock_timeout=lock_timeout))
+    run_json(config_path, lambda ctx: activate_release(ctx, release_id, lock_timeout=lock_timeout), as_host)
 
 
 @host_group.command("rollback")
 @config_option
+@host_as_option
 @lock_timeout_option
 @debug_option
 @click.option("--to", "target", metavar="ID", help="The release to go back to (default: the previous good one).")
-def host_rollback_command(config_path: Path, lock_timeout: float, target: str | None) -> None:
+def host_rollback_command(config_path: Path, as_host: str | None, lock_timeout: float,
+                          target: str | None) -> None:
     """Put an earlier good release back."""
     from nextdeploy.procedures.boundary import rollback
 
@@ -69,7 +87,7 @@ def host_rollback_command(config_path: Path, lock_timeout: float, target: str | 
                                                       "previous good release")
         return rollback(ctx, to=target, lock_timeout=lock_timeout)
 
-    run_json(config_path, roll_back)
+    run_json(config_path, roll_back, as_host)
 
 
 def _live_command(name: str, summary: str) -> None:
@@ -77,26 +95,28 @@ def _live_command(name: str, summary: str) -> None:
 
     @host_group.command(name, help=summary)
     @config_option
+    @host_as_option
     @lock_timeout_option
     @debug_option
-    def command(config_path: Path, lock_timeout: float) -> None:
+    def command(config_path: Path, as_host: str | None, lock_timeout: float) -> None:
         from nextdeploy.procedures import boundary
 
         procedure = boundary.start if name == "start" else boundary.stop
-        run_json(config_path, lambda ctx: procedure(ctx, lock_timeout=lock_timeout))
+        run_json(config_path, lambda ctx: procedure(ctx, lock_timeout=lock_timeout), as_host)
 
 
 _live_command("start", "Serve the live release again (nothing to do when it serves).")
 _live_command("stop", "Take the app out of PM2 (releases and `current` kept).")
 
 
-def run_json(config_path: Path, procedure: Callable[[Context], Any]) -> None:
-    """Run ``procedure`` on this host's context; print its one JSON object; exit with its code."""
+def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: str | None = None) -> None:
+    """Run ``procedure`` on this host's context (the config as host ``as_host`` applies it, for a fleet's
+    config); print its one JSON object; exit with its code."""
     with _stdout_to_stderr() as out:
         debug = "--debug" in sys.argv
         ctx: Context | None = None
         try:
-            ctx = make_context(config_path, json_mode=True)
+            ctx = host_context(config_path, as_host)
             result = procedure(ctx)
             document: dict[str, Any] = {"ok": True, "result": result.to_json(), "steps": ctx.reporter.steps_json()}
             code = 0
@@ -115,6 +135,14 @@ def run_json(config_path: Path, procedure: Callable[[Context], Any]) -> None:
         out.write(json.dumps(document, sort_keys=True, default=str) + "\n")
         out.flush()
     sys.exit(code)
+
+
+def host_context(config_path: Path, as_host: str | None) -> Context:
+    ctx = make_context(config_path, json_mode=True, as_host=as_host)
+    if ctx.config.hosts:  # a fleet's config without --as: which host's root and hostname would it be?
+        raise ConfigError(f"{config_path} lists [[hosts]]: say which of them this host is",
+                          hint="pass --as with the ssh value of this host's [[hosts]] entry")
+    return ctx
 
 
 def _as_error(exc: BaseException) -> BaseException:

@@ -50,8 +50,18 @@ def lock_timeout_option(function: F) -> F:
     )(function)
 
 
-def make_context(config_path: Path, json_mode: bool = False, dry_run: bool = False) -> Context:
+def host_as_option(function: F) -> F:
+    return click.option(
+        "--as", "as_host", metavar="SSH", default=None,
+        help="This host's [[hosts]] entry (its ssh value): a fleet's config applied as that host applies it.",
+    )(function)
+
+
+def make_context(config_path: Path, json_mode: bool = False, dry_run: bool = False,
+                 as_host: str | None = None) -> Context:
     config = load_config(config_path)
+    if as_host is not None:
+        config = config.for_host(as_host)
     return context_for(config, json_mode, dry_run)
 
 

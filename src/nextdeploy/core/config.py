@@ -320,6 +320,19 @@ class Config(_Section):
     def _fleet_build(cls, value: BuildConfig, info: ValidationInfo) -> BuildConfig:
         return check_build_host(value, info.data.get("hosts", []))
 
+    def for_host(self, name: str) -> Config:
+        """The config as host ``name`` (its ``[[hosts]]`` ``ssh``) applies it: that entry's hostname and root
+        over ``[server]``'s, no fleet sections (on a host, nextdeploy deploys on that host)."""
+        host = next((host for host in self.hosts if host.ssh == name), None)
+        if host is None:
+            listed = ", ".join(host.ssh for host in self.hosts) or "none"
+            raise ConfigError(f"no [[hosts]] entry has ssh = {name!r} (listed: {listed})",
+                              hint="pass --as with the ssh value of this host's [[hosts]] entry")
+        server = self.server.model_copy(update={key: value for key, value in
+                                                (("hostname", host.hostname), ("root", host.root)) if value})
+        return self.model_copy(update={"server": server, "hosts": [], "ssh": SshConfig(),
+                                       "rollout": RolloutConfig(), "build": BuildConfig()})
+
 
 
 

@@ -72,6 +72,18 @@ class NextdeployError(Exception):
         self.details = details or []
 
 
+class HostFailedError(NextdeployError):
+    """A host of a fleet failed a step: its own error, named by host and step, with the exit code the same
+    failure has on one machine (a preflight that fails on a host exits 9, as locally)."""
+
+    def __init__(self, host: str, step: str, code: int, message: str, hint: str | None = None,
+                 details: list[str] | None = None) -> None:
+        super().__init__(f"{host} failed at {step}: {message}", hint, details)
+        self.host, self.step = host, step
+        known = {int(member) for member in ExitCode} - {int(ExitCode.OK)}
+        self.exit_code = ExitCode(code) if code in known else ExitCode.UNEXPECTED
+
+
 class ConfigError(NextdeployError):
     exit_code = ExitCode.CONFIG
 

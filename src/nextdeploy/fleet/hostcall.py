@@ -1,0 +1,86 @@
+"""Running nextdeploy on a host of the fleet: the controller's side of ``nextdeploy host ...``.
+
+Every host runs the very nextdeploy the controller runs (``fleet.setup`` installs it under
+``<root>/tools/nextdeploy-<version>``) with the fleet's config, sent to ``<root>/nextdeploy.toml`` (0600: it
+may hold secrets) and applied as that host (``--as <its ssh value>``: its hostname and root over
+``[server]``'s). Each call answers one JSON object (``cli.host_cmd``): its ``result``, or its error raised
+here as a ``HostFailedError`` naming the host and the step, with the host's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import nextdeploy
+from nextdeploy.core.errors import HostFailedError, HostPathError, ToolMissingError
+from nextdeploy.fleet.setup import tools_prefix
+from nextdeploy.remote.errors import last_line
+from nextdeploy.remote.ssh import RemoteResult, SshTransport
+
+CONFIG_NAME = "nextdeploy.toml"
+NOT_FOUND = 127  # the shell's code for a command it cannot find
+
+# $1 the host's config path: the config comes on stdin, into a file that is 0600 from its creation.
+_WRITE_PRIVATE = r"""
+mkdir -p -- "$(dirname -- "$1")" || exit 1
+tmp="$1.tmp"
+(umask 077 && cat > "$tmp") && chmod 600 "$tmp" && mv -f -- "$tmp" "$1"
+"""
+
+
+def host_config_path(root: str) -> str:
+    return f"{root.rstrip('/')}/{CONFIG_NAME}"
+
+
+def host_argv(root: str, as_host: str, subcommand: Sequence[str]) -> list[str]:
+    """``nextdeploy host <subcommand>`` as the host's own nextdeploy runs it, with the fleet's config."""
+    binary = f"{tools_prefix(root.rstrip('/'), nextdeploy.__version__)}/bin/nextdeploy"
+    return [binary, "host", *subcommand, "-c", host_config_path(root), "--as", as_host]
+
+
+def send_config(transport: SshTransport, host: str, root: str, text: bytes) -> None:
+    """Write the fleet's config to the host (on ssh's stdin, never on a command line)."""
+    path = host_config_path(root)
+    result = transport.run(host, ["sh", "-c", _WRITE_PRIVATE, "sh", path], stdin=text, timeout=60)
+    if not result.ok:
+        raise HostPathError(f"cannot write {path} on {host}: {last_line(result.error_text)}",
+                            hint=f"check that the ssh user of {host} can write {root}")
+
+
+def call(transport: SshTransport, host: str, root: str, subcommand: Sequence[str], *,
+         timeout: float | None = None) -> dict[str, Any]:
+    """Run ``nextdeploy host <subcommand>`` on ``host``; its ``result``, or its error raised."""
+    answer = transport.run(host, host_argv(root, host, subcommand), timeout=timeout)
+    return answer_of(host, subcommand[0], answer)
+
+
+def answer_of(host: str, step: str, answer: RemoteResult) -> dict[str, Any]:
+    """The ``result`` of one host command's JSON answer; its error as a ``HostFailedError``."""
+    document = _document(answer.text)
+    if document is None:
+        if answer.exit_code == NOT_FOUND:
+            raise ToolMissingError(f"{host} has no nextdeploy {nextdeploy.__version__} under its root",
+                                   hint="run `nextdeploy setup` (deploy runs it when a host needs it)")
+        said = last_line(answer.error_text) or f"exit code {answer.exit_code}, no output"
+        raise HostFailedError(host, step, 1, f"nextdeploy answered no JSON: {said}",
+                              hint="run the same command with --debug on that host, and please report it")
+    if document.get("ok"):
+        result = document.get("result")
+        return result if isinstance(result, dict) else {}
+    error = document.get("error") or {}
+    raise HostFailedError(host, step, int(error.get("code", 1)), str(error.get("message", "failed")),
+                          hint=error.get("hint"), details=list(error.get("details") or []))
+
+
+def _document(stdout: str) -> dict[str, Any] | None:
+    """The JSON object a host command printed: its last line of stdout."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        document = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
