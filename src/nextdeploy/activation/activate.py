@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nextdeploy.activation.window import GIVEN_UP
 from nextdeploy.core.checks import release_health
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, RollbackError, stopped_by
@@ -34,7 +35,6 @@ RELOAD_LOCK_WAIT = 40.0  # PM2's reload lock expires after 30 s
 POLL = 0.1  # a listing costs ~2 ms on the daemon socket
 # How long after the reload the public port may still answer from an old worker closing its listener.
 OLD_LISTENER_GRACE = 2.0
-GIVEN_UP = ("errored", "stopped")  # PM2 will not start these workers again by itself: no use waiting
 # How long after `pm2 delete` a worker PM2 was restarting can still appear (its fork follows the exit).
 LOST_WORKER_WAIT = 0.5
 

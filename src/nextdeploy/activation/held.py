@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nextdeploy.activation.activate import (
-    GIVEN_UP,
     ActivationReport,
     current_release,
     failed_once_put_back,
@@ -43,6 +42,15 @@ from nextdeploy.activation.activate import (
     written_since,
 )
 from nextdeploy.activation.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
+from nextdeploy.activation.window import (
+    EXIT_GRACE,
+    INCLUDE_FIX,
+    STILL_SERVING,
+    HeldWindow,
+    Next,
+    StabilityWindow,
+    fatal_output,
+)
 from nextdeploy.core.checks import health_hint, release_health
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import (
@@ -64,19 +72,9 @@ from nextdeploy.plans.ops import DeleteWorkers, Remove, SpawnWorkers, StopProces
 from nextdeploy.pm2.client import Pm2, Worker
 from nextdeploy.release.secrets import protect_pm2_dump
 
-POLL = 0.02  # the held files, while the first answer is awaited (it starts the window)
-# PM2's list costs its daemon 1-2 ms of CPU (it builds every process's entry), and the daemon is the cluster
-# primary that hands new connections to the old workers: asked at most this often during the window.
-LIST_POLL = 0.1
-WINDOW_POLL = 0.2  # a worker that answered healthy is asked again at the preflight's pace
-# After a failed probe in the window, how long to wait for the worker to exit (a clearer error).
-EXIT_GRACE = 0.5
+POLL = 0.02  # while workers are deleted: how often PM2's list is read again
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
 OPEN_TIMEOUT = 10.0
-# The other new workers start once the first answers, or after this long: a Next.js worker's boot is ~0.5 s
-# of CPU, and two at once on a small machine starve the old workers that serve meanwhile (bench: p99 and
-# boot time). They boot within the first one's window; a slow-booting app does not wait twice as long.
-REST_AFTER = 1.5
 PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
 
 
@@ -194,7 +192,7 @@ def _hold(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids
         ctx.executor.apply(Remove(layout.approved_file))
     switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
     spawned = time.monotonic()
-    # One new worker first, the others once it answers (see REST_AFTER).
+    # One new worker first, the others once it answers (see window.REST_AFTER).
     _spawn(ctx, socket, old_ids[:1])
     return _window(ctx, pm2, layout, set(old_ids) | others, spawned, logs,
                    spawn_rest=lambda: _spawn(ctx, socket, old_ids[1:]), stable_for=stable_for)
@@ -303,117 +301,40 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
     """Watch the new workers until the release has answered healthy for ``stable_for`` s from its first
     good answer (as the preflight does: one worker's), every new worker answers healthy, and none exited or
     restarted. Starts the other new workers (``spawn_rest``) once the first answers. Raises PreflightError.
-
-    While they boot, only what is cheap is looked at every POLL (the held files); PM2's list every
-    LIST_POLL, a healthy worker's health every WINDOW_POLL, and all of it once more, fresh, before the end."""
+    What to look at when, and what it means: ``window.HeldWindow``; here the looking."""
     config = ctx.config
     health = release_health(config.health, layout.release_dir)
     if stable_for is not None:
         health = health.model_copy(update={"stable_for": stable_for})
-    instances = config.server.instances
-    deadline = spawned + health.timeout
-    rest_spawned = False
-    # pm_id -> (pid, restart count) when first seen: a duplicate starts with its model's restart count.
-    first_seen: dict[int, tuple[int, int]] = {}
-    healthy: dict[int, float] = {}  # pm_id -> when it first answered healthy
-    probed: dict[int, float] = {}  # pm_id -> when it last answered healthy
-    smoke_checked = False
-    new: list[Worker] = []
-    listed_pids: set[int] = set()  # of every worker listed (an old one PM2 restarted into this release is held too)
-    listed_at = -LIST_POLL
-    fresh = False  # this round lists and probes everything (the last round before the approval)
+    watch = HeldWindow(StabilityWindow(health.stable_for, health.timeout, spawned), frozenset(old_ids),
+                       config.server.instances)
     while True:
-        now = time.monotonic()
         held = _held_ports(layout)
-        if fresh or now - listed_at >= LIST_POLL or not held.keys() <= listed_pids:
-            listed = pm2.workers(config.app.name)
-            new = [worker for worker in listed if worker.pm_id not in old_ids]
-            listed_pids = {worker.pid for worker in listed}
-            listed_at = now
-            _check_alive(new, first_seen, healthy, health.stable_for, now)
-        problem: str | None = None
-        ports: dict[int, int] = {}
-        for worker in new:
-            port = held.get(worker.pid)
-            if port is None:
-                problem = problem or f"worker {worker.pm_id} is not ready yet"
-                continue
-            ports[worker.pm_id] = port
-            if not fresh and now - probed.get(worker.pm_id, -WINDOW_POLL) < WINDOW_POLL:
-                continue  # answered healthy a moment ago
-            result = http_get("127.0.0.1", port, health.path, health.request_timeout)
-            worker_problem = health_problem(result, health)
-            if worker_problem is None:
-                healthy.setdefault(worker.pm_id, time.monotonic())
-                probed[worker.pm_id] = time.monotonic()
-            elif worker.pm_id in healthy:
-                _unhealthy_in_window(ctx, pm2, worker, worker_problem, healthy[worker.pm_id])
-            else:
-                problem = problem or worker_problem
-        if not rest_spawned and (ports or now - spawned >= REST_AFTER):
+        if watch.begin(time.monotonic(), held.keys()):
+            watch.listed(pm2.workers(config.app.name))
+        for worker, port in watch.due(held):
+            problem = health_problem(http_get("127.0.0.1", port, health.path, health.request_timeout), health)
+            if watch.probed(worker, problem, time.monotonic()):
+                assert problem is not None
+                time.sleep(EXIT_GRACE)  # a worker on its way out: let its exit show, for the clearer message
+                again = next((w for w in pm2.workers(config.app.name) if w.pm_id == worker.pm_id), None)
+                raise watch.unhealthy(worker, again, problem, time.monotonic())
+        if watch.rest_due(spawned):
             spawn_rest()
-            rest_spawned = True
             checkpoint("held")  # every new worker asked for
-        if len(new) < instances:
-            problem = problem or f"{len(new)} of {instances} new workers started"
-        if problem is None and not smoke_checked:
-            run_smoke(health, next(iter(ports.values())))  # raises PreflightError
-            smoke_checked = True
-            continue
-        window_end = min(healthy.values()) + health.stable_for if healthy else None
-        if problem is None and window_end is not None and time.monotonic() >= window_end:
-            if not fresh:
-                fresh = True
-                continue
+        step = watch.next(time.monotonic())
+        if step is Next.SMOKE:
+            run_smoke(health, watch.smoke_port())  # raises PreflightError
+        elif step is Next.DONE:
             fatal = next((marker for marker in FATAL_OUTPUT_MARKERS if marker in logs.text()), None)
             if fatal:
-                raise PreflightError(
-                    f"the new workers printed {fatal!r}: a file is missing from the release",
-                    hint="add the missing files with [release] include (the old release is still serving)")
-            return new
-        fresh = False
-        if problem is not None and now >= deadline:
-            raise PreflightError(
-                f"the new release was not healthy within {health.timeout:g} s: {problem}"
-                f"{launcher_reason(logs.text())}",
-                hint=f"{health_hint(health, layout.release_dir)}; the old release is still serving")
-        if window_end is None or time.monotonic() >= window_end:
-            time.sleep(POLL)  # the first answer starts the window; after its end, every moment counts
-        else:  # in the window: look again at its end at the latest
-            time.sleep(max(POLL, min(WINDOW_POLL, window_end - time.monotonic())))
-
-
-def _check_alive(new: list[Worker], first_seen: dict[int, tuple[int, int]], healthy: dict[int, float],
-                 stable_for: float, now: float) -> None:
-    """Raise PreflightError if a new worker exited or was restarted since it was first seen."""
-    for worker in new:
-        if worker.pid and worker.pm_id not in first_seen:
-            first_seen[worker.pm_id] = (worker.pid, worker.restarts)
-        pid, restarts = first_seen.get(worker.pm_id, (worker.pid, worker.restarts))
-        if worker.status in GIVEN_UP or worker.pid != pid or worker.restarts != restarts:
-            code = f" with code {worker.exit_code}" if worker.exit_code is not None else ""
-            when = ("before answering its health check" if worker.pm_id not in healthy else
-                    f"{now - healthy[worker.pm_id]:.1f} s after its first good answer, during the "
-                    f"{stable_for:g} s stability window")
-            raise PreflightError(f"a new worker (PM2 id {worker.pm_id}) exited{code} {when}",
-                                 hint="fix the crash shown above (the old release is still serving)")
-
-
-def _unhealthy_in_window(ctx: Context, pm2: Pm2, worker: Worker, problem: str, first_healthy: float) -> None:
-    """A worker that answered healthy and no longer does: give its exit (if it is on its way out) a moment
-    to show, for the clearer message; raise PreflightError either way."""
-    health = ctx.config.health
-    time.sleep(EXIT_GRACE)
-    again = next((w for w in pm2.workers(ctx.config.app.name) if w.pm_id == worker.pm_id), None)
-    if again is None or again.pid != worker.pid or again.restarts != worker.restarts:
-        raise PreflightError(
-            f"a new worker (PM2 id {worker.pm_id}) exited {time.monotonic() - first_healthy:.1f} s after its first "
-            f"good answer, during the {health.stable_for:g} s stability window",
-            hint="fix the crash shown above (the old release is still serving)")
-    raise PreflightError(
-        f"a new worker (PM2 id {worker.pm_id}) became unhealthy {time.monotonic() - first_healthy:.1f} s after its "
-        f"first good answer, during the {health.stable_for:g} s stability window: {problem}",
-        hint="fix the error shown above (the old release is still serving)")
+                raise fatal_output("the new workers", fatal, f"{INCLUDE_FIX} ({STILL_SERVING})")
+            return watch.new
+        elif step is Next.TIMED_OUT:
+            raise watch.window.not_healthy(watch.problem, launcher_reason(logs.text()),
+                                           health_hint(health, layout.release_dir))
+        elif step is Next.WAIT:
+            time.sleep(watch.pause(time.monotonic()))
 
 
 def _held_ports(layout: ReleaseLayout) -> dict[int, int]:
