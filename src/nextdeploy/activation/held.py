@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nextdeploy.activation import failure
 from nextdeploy.activation.activate import (
     ActivationReport,
     current_release,
-    failed_once_put_back,
     file_size,
     put_back,
     release_only_change,
@@ -54,13 +54,9 @@ from nextdeploy.activation.window import (
 from nextdeploy.core.checks import health_hint, release_health
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import (
-    ActivationError,
-    Interrupted,
     NextdeployError,
     Pm2Error,
     PreflightError,
-    RollbackError,
-    stopped_by,
 )
 from nextdeploy.core.faults import checkpoint
 from nextdeploy.core.manifest import holds_until_approved, is_approved, is_complete, layout_of
@@ -112,7 +108,6 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     layout = layout_of(ctx.paths.release_dir(release_id)) or ReleaseLayout(ctx.paths.release_dir(release_id))
     protect_pm2_dump(pm2.home_dir)
     logs = _LogMarks(ctx)
-    outcome_event = "refused" if rollback else "failed"
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
         step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
@@ -121,32 +116,11 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         with ctx.reporter.step(step, StepName.HELD):
             new_workers = _hold(ctx, pm2, release_id, previous, old_ids, layout, logs, reapprove=rollback)
     except (NextdeployError, KeyboardInterrupt) as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            signal_name: str | None = stopped_by(exc)
-            message = f"interrupted by {signal_name}"
-        else:
-            signal_name, message = None, exc.message
-        with failed_once_put_back(ctx, release_id, f"preflight: {message}", event=outcome_event):
+        def reject() -> None:
             _reject(ctx, pm2, release_id, previous, set(old_ids), old_pids)
             if rollback:
                 approve(ctx, release_id, again=True)
-        if signal_name:
-            raise Interrupted(signal_name, f"{message} while release {release_id} was held off the public port; "
-                                           f"its workers were deleted, {previous} served throughout") from None
-        assert isinstance(exc, NextdeployError)
-        if rollback:
-            raise RollbackError(
-                f"rollback to {release_id} refused: it failed its checks before taking traffic ({exc.message}); "
-                f"nothing live changed, {previous} served throughout",
-                hint="see `nextdeploy logs`; `nextdeploy rollback --to ID` picks another release",
-                details=logs.lines() + exc.details,
-            ) from None
-        if isinstance(exc, PreflightError):
-            exc.details = logs.lines() + exc.details
-            raise
-        raise PreflightError(f"release {release_id} was rejected before taking traffic: {exc.message}",
-                             hint="see `nextdeploy logs`; the old release is still serving",
-                             details=exc.details + logs.lines()) from None
+        failure.before_traffic(ctx, exc, release_id, previous, reject, details=logs.lines, rollback=rollback)
 
     started = time.monotonic()
     leaving = frozenset(old_ids)
@@ -161,17 +135,9 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     except (NextdeployError, KeyboardInterrupt) as exc:
         # Approved already: the new workers serve. What failed is PM2 or the public port: the previous release
         # comes back the same way, beside them (``put_back_held``).
-        signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
-        reason = f"interrupted by {signal_name}" if signal_name else str(exc)
-        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}", event=outcome_event):
-            put_back_held(ctx, pm2, previous, release_id, leaving)
-        outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
-        if signal_name:
-            raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
-        assert isinstance(exc, NextdeployError)
-        raise ActivationError(f"release {release_id} failed after the switch ({exc.message}); {outcome}",
-                              hint="see `nextdeploy logs` for the workers' output",
-                              details=exc.details + logs.lines()) from None
+        failure.after_switch(ctx, exc, release_id, previous,
+                             lambda: put_back_held(ctx, pm2, previous, release_id, leaving),
+                             details=logs.lines, event="refused" if rollback else "failed")
     ctx.log.append("rolled_back" if rollback else "activated", release_id, **({"from": previous} if rollback else {}))
     write_ecosystem(ctx)  # unchanged (a release-only change), rewritten as every activation does
     return ActivationReport(release_id, time.monotonic() - started, workers)

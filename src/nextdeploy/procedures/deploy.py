@@ -28,7 +28,6 @@ from typing import Any
 from nextdeploy.activation.activate import (
     activate,
     current_release,
-    failed_once_put_back,
     release_only_change,
     serving_problem,
     settle,
@@ -39,6 +38,7 @@ from nextdeploy.activation.activate import (
     verify,
     write_ecosystem,
 )
+from nextdeploy.activation.failure import failed_once_put_back
 from nextdeploy.activation.held import (
     activate_held,
     approve,
