@@ -4,7 +4,7 @@ Every way a release can fail on its way live ends here: ``activate`` (switch, re
 cut-over after its approval undo the switch (``after_switch``), the held cut-over before its approval deletes
 the held workers (``before_traffic``), the recovery of a killed run repairs its activation
 (``failed_once_put_back``). The undoing itself is the caller's (``activate.put_back``, ``held.put_back_held``,
-``held._reject``, ``recovery._repair_activation``): it is given here as a function, run first, then the
+``held._reject``, ``recovery.repair_activation``): it is given here as a function, run first, then the
 failure is logged and the error raised, saying what is live now.
 """
 

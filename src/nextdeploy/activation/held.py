@@ -14,7 +14,7 @@ watched through the window, and their boot is inside it: 1.8 s less per deploy i
 A release that fails in the window never took a request: its workers are deleted and ``current`` goes
 back, the old workers never noticed. A run killed in the window leaves the old workers serving and the
 held ones waiting (PM2 answers no reload and kills no old worker here, unlike a reload held that long);
-the next run's recovery deletes them (``recover_held``, from ``held.json``).
+the next run's recovery deletes them (``recovery.recover_held``, from ``held.json``).
 
 Only when nothing but the release changes (``activate.release_only_change``): a first start, a changed
 config, env or secret goes through the preflight and PM2's reload, as does a release made before the hold.
@@ -30,18 +30,17 @@ from pathlib import Path
 from nextdeploy.activation import failure
 from nextdeploy.activation.activate import (
     ActivationReport,
-    current_release,
     file_size,
     put_back,
     release_only_change,
     start_or_reload,
-    stop_lost_workers,
     switch_to,
     verify,
     write_ecosystem,
     written_since,
 )
 from nextdeploy.activation.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
+from nextdeploy.activation.purge import purge_workers, wait_until_gone
 from nextdeploy.activation.window import (
     EXIT_GRACE,
     INCLUDE_FIX,
@@ -64,14 +63,12 @@ from nextdeploy.core.paths import ReleaseLayout
 from nextdeploy.core.steps import StepName
 from nextdeploy.host.probe import health_problem, http_get
 from nextdeploy.nextjs.smoke import run_smoke
-from nextdeploy.plans.ops import DeleteWorkers, Remove, SpawnWorkers, StopProcesses, WriteFile
+from nextdeploy.plans.ops import DeleteWorkers, Remove, SpawnWorkers, WriteFile
 from nextdeploy.pm2.client import Pm2, Worker
 from nextdeploy.release.secrets import protect_pm2_dump
 
-POLL = 0.02  # while workers are deleted: how often PM2's list is read again
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
 OPEN_TIMEOUT = 10.0
-PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
 
 
 def approve(ctx: Context, release_id: str, again: bool = False) -> None:
@@ -151,7 +148,7 @@ def _hold(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids
     a put-back): its approval is taken back for the window, and given back by the recovery if this run dies.
     ``others``: ids of workers still leaving (not new, not old)."""
     socket = pm2.home_dir / "rpc.sock"
-    # Whom to delete if this run is killed before the cut-over (``recover_held``).
+    # Whom to delete if this run is killed before the cut-over (``recovery.recover_held``).
     state = _state(release_id, previous, old_ids, reapprove)
     ctx.executor.apply(WriteFile(ctx.paths.held_state_file, state))
     if reapprove:
@@ -359,104 +356,14 @@ def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_i
             start_or_reload(ctx, pm2)
 
 
-def delete_workers(ctx: Context, pm2: Pm2, ids: list[int]) -> None:
-    """Delete the workers by id through the daemon and wait until each has stopped (see ``purge_workers``)."""
-    if not ids:
-        return
-    timeout = ctx.config.server.kill_timeout / 1000 + 5
-    if not ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(ids), wait=True, timeout=timeout)).ok:
-        for pm_id in ids:  # no daemon socket: the CLI (an id already gone fails harmlessly)
-            pm2.run((pm2.binary, "delete", str(pm_id)))
-
-
-def purge_workers(ctx: Context, pm2: Pm2, doomed: Callable[[Worker], bool],
-                  unserved: Callable[[Worker], bool] = lambda worker: False) -> None:
-    """Delete the app's workers ``doomed`` picks until none is left.
-
-    PM2 7 forks a worker again when it is deleted before it told PM2 'ready' (a booting or crash-looping
-    worker; a held one says 'ready' to PM2 while it holds): its exit handler marks it online first. The new
-    fork lands back in PM2's list under the same id, or outside it. So each round waits until the doomed
-    workers are settled (none launching or stopping), deletes them, and looks again; what ran off the list
-    is stopped at the end (``stop_lost_workers``). Callers switch `current` back first: a worker forked
-    again then runs the old release, says 'ready' within its boot, and goes in the next round.
-
-    ``unserved``: which of them never took a request (a rejected release's): no drain to wait for, they are
-    killed at once; PM2 would wait ``kill_timeout`` for one that does not stop on SIGINT (a blocked event
-    loop: 10 s by default). A worker forked again from the old release may serve already: deleted, drained."""
-    name = ctx.config.app.name
-    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 10
-    for _ in range(PURGE_ROUNDS):
-        while True:
-            listed = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if doomed(w)]
-            # A booting worker of the old release is deleted once it said 'ready'; a rejected one at once.
-            booting = [w for w in listed if w.status == "stopping" or (w.status == "launching" and not unserved(w))]
-            if not booting or time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        if not listed:
-            break
-        killed = [w for w in listed if unserved(w)]
-        if killed:
-            ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(w.pm_id for w in killed), wait=False))
-            ctx.executor.apply(StopProcesses(tuple(w.pid for w in killed if w.pid), grace=0.0))
-        delete_workers(ctx, pm2, [w.pm_id for w in listed if w not in killed])
-        if killed:
-            time.sleep(POLL)  # the daemon sees the exits; the next round waits for what is still stopping
-    stop_lost_workers(ctx, pm2, after_delete=True)
-
-
-def wait_until_gone(ctx: Context, pm2: Pm2, ids: frozenset[int] | None = None) -> None:
-    """Wait (up to ``kill_timeout`` + 2 s) until the workers ``ids`` (None: every worker PM2 is stopping)
-    have left PM2's list: the old workers of the last held cut-over, draining. A reload, or a count of
-    the workers, before then would include them."""
-    name = ctx.config.app.name
-    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 2
-    while time.monotonic() < deadline:
-        if ids is None:
-            left = pm2.leaving_workers(name)
-        else:
-            left = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if w.pm_id in ids]
-        if not left:
-            return
-        time.sleep(POLL)
-
-
-def recover_held(ctx: Context, pm2: Pm2) -> None:
-    """Repair what a run killed during a held cut-over left: its held (or not yet cut-over) new workers are
-    deleted and `current` goes back, while the old workers serve on (``held.json`` names them). Then any
-    worker of a release that was never approved is deleted too."""
-    releases_dir = ctx.paths.releases_dir
-
-    def unapproved(worker: Worker) -> bool:  # it never took a request
-        release = worker.release_in(releases_dir)
-        return release is not None and not is_approved(ctx.paths.release_dir(release))
-
-    state = _read_state(ctx.paths.held_state_file)
-    if state is not None:
-        release, previous, old_ids, reapprove = state
-        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}",
-                               StepName.RECOVER_HELD):
-            back = previous is not None and is_complete(ctx.paths.release_dir(previous))
-            if back and previous is not None and current_release(ctx) == release:
-                switch_to(ctx, previous)  # a worker PM2 forks again then runs the old release
-            purge_workers(ctx, pm2, lambda worker: worker.pm_id not in old_ids, unserved=unapproved)
-            if reapprove:  # a rollback target or a put-back, approved before its check
-                approve(ctx, release, again=True)
-            ctx.executor.apply(Remove(ctx.paths.held_state_file))
-    doomed = [worker for worker in pm2.workers(ctx.config.app.name) if unapproved(worker)]
-    if doomed:
-        ids = ", ".join(str(worker.pm_id) for worker in doomed)
-        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})",
-                               StepName.RECOVER_HELD):
-            purge_workers(ctx, pm2, unapproved, unserved=unapproved)
-
-
 def _state(release_id: str, previous: str | None, old_ids: tuple[int, ...], reapprove: bool = False) -> str:
     return json.dumps({"release": release_id, "previous": previous, "old_ids": list(old_ids),
                        "reapprove": reapprove}) + "\n"
 
 
-def _read_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | None:
+def read_held_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | None:
+    """``held.json`` (written by ``_hold``, removed at the cut-over): the release held, the one it replaces,
+    the old workers' ids, whether its approval was taken back. None when there is none."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return (str(data["release"]), data.get("previous"), frozenset(int(i) for i in data["old_ids"]),
@@ -465,6 +372,5 @@ def _read_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | No
         return None
 
 
-__all__ = ["activate_held", "approve", "held_cutover_ids", "purge_workers", "put_back_held", "recover_held",
-           "wait_until_gone"]
+__all__ = ["activate_held", "approve", "held_cutover_ids", "put_back_held", "read_held_state"]
 

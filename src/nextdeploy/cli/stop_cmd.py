@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from nextdeploy.activation.activate import stop_lost_workers
+from nextdeploy.activation.recovery import stop_leftovers
 from nextdeploy.cli.options import config_option, debug_option, lock_timeout_option, make_context
 from nextdeploy.core.steps import StepName
 from nextdeploy.host.lock import DeployLock
@@ -17,7 +18,6 @@ from nextdeploy.procedures.deploy import (
     check_app_name,
     open_pm2,
     running_processes,
-    stop_leftovers,
 )
 
 
