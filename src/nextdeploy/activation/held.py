@@ -256,7 +256,7 @@ def _spawn(ctx: Context, socket: Path, like: tuple[int, ...]) -> None:
     result = ctx.executor.apply(SpawnWorkers(socket, like))
     if not result.ok:
         raise PreflightError(f"PM2 did not start the new workers: {result.stderr}",
-                             hint="see `nextdeploy status`; the old release is still serving")
+                             hint=f"see `nextdeploy status`; {STILL_SERVING}")
 
 
 def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], spawned: float,
