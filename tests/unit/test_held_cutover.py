@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nextdeploy.activation.held import REST_AFTER, activate_held
+from nextdeploy.activation.held import activate_held
+from nextdeploy.activation.recovery import recover
+from nextdeploy.activation.window import REST_AFTER
 from nextdeploy.core import interrupts
 from nextdeploy.core.config import parse_config
 from nextdeploy.core.context import Context
@@ -21,7 +23,6 @@ from nextdeploy.core.errors import ActivationError, ExitCode, Interrupted, Prefl
 from nextdeploy.core.paths import ReleaseLayout
 from nextdeploy.core.ui import Reporter
 from nextdeploy.pm2.fake import Behaviour, FakeHost, Killed
-from nextdeploy.procedures.deploy import recover
 
 STABLE_FOR = 3.0
 TIMEOUT = 8.0

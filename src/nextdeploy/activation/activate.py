@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nextdeploy.activation import failure
+from nextdeploy.activation.window import GIVEN_UP
 from nextdeploy.core.checks import release_health
 from nextdeploy.core.context import Context
-from nextdeploy.core.errors import ActivationError, Interrupted, NextdeployError, Pm2Error, RollbackError, stopped_by
+from nextdeploy.core.errors import NextdeployError, Pm2Error, RollbackError
 from nextdeploy.core.faults import checkpoint
 from nextdeploy.core.manifest import is_complete
 from nextdeploy.core.steps import StepName
@@ -34,7 +35,6 @@ RELOAD_LOCK_WAIT = 40.0  # PM2's reload lock expires after 30 s
 POLL = 0.1  # a listing costs ~2 ms on the daemon socket
 # How long after the reload the public port may still answer from an old worker closing its listener.
 OLD_LISTENER_GRACE = 2.0
-GIVEN_UP = ("errored", "stopped")  # PM2 will not start these workers again by itself: no use waiting
 # How long after `pm2 delete` a worker PM2 was restarting can still appear (its fork follows the exit).
 LOST_WORKER_WAIT = 0.5
 
@@ -201,19 +201,8 @@ def activate(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             workers = verify(ctx, pm2, release_id, old_pids, during_watch=lambda: _save(ctx, pm2))
     except (NextdeployError, KeyboardInterrupt) as exc:
         # Ctrl-C, SIGTERM or SIGHUP here undoes the switch too: the new release was never verified.
-        signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
-        reason = f"interrupted by {signal_name}" if signal_name else str(exc)
-        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}"):
-            put_back(ctx, pm2, previous, failed=release_id)
-        outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
-        if signal_name:
-            raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
-        assert isinstance(exc, NextdeployError)
-        raise ActivationError(
-            f"release {release_id} failed after the switch ({exc.message}); {outcome}",
-            hint="see `nextdeploy logs` for the workers' output",
-            details=exc.details + written_since(error_log, error_log_offset),
-        ) from None
+        failure.after_switch(ctx, exc, release_id, previous, lambda: put_back(ctx, pm2, previous, failed=release_id),
+                             details=lambda: written_since(error_log, error_log_offset))
     extra = {"from": previous} if event == "rolled_back" else {}
     ctx.log.append(event, release_id, **extra)
     return ActivationReport(release_id, time.monotonic() - started, workers)
@@ -250,20 +239,6 @@ def written_since(log_file: Path, offset: int, lines: int = 5, since: str = "the
             counts[message] = counts.pop(message, 0) + 1  # re-inserted: ordered by last appearance
     tail = [f"  | {message}" + (f"  (x{count})" if count > 1 else "") for message, count in counts.items()][-lines:]
     return [f"the workers' error log since {since} ({log_file}):", *tail] if tail else []
-
-
-@contextmanager
-def failed_once_put_back(ctx: Context, release_id: str, reason: str, event: str = "failed") -> Iterator[None]:
-    """Log ``release_id`` as failed once the put-back in the block is over, or has failed. Not when it is
-    killed or interrupted: the switch then stays pending in the log, and the next run's recovery puts
-    the previous release back (logged first, the failed release left in ``current`` would pass for live).
-    ``event`` "refused": a rollback target that failed its check (it served well before: not sticky)."""
-    try:
-        yield
-    except NextdeployError:
-        ctx.log.append(event, release_id, reason=reason)
-        raise
-    ctx.log.append(event, release_id, reason=reason)
 
 
 def _save(ctx: Context, pm2: Pm2) -> None:

@@ -14,7 +14,7 @@ watched through the window, and their boot is inside it: 1.8 s less per deploy i
 A release that fails in the window never took a request: its workers are deleted and ``current`` goes
 back, the old workers never noticed. A run killed in the window leaves the old workers serving and the
 held ones waiting (PM2 answers no reload and kills no old worker here, unlike a reload held that long);
-the next run's recovery deletes them (``recover_held``, from ``held.json``).
+the next run's recovery deletes them (``recovery.recover_held``, from ``held.json``).
 
 Only when nothing but the release changes (``activate.release_only_change``): a first start, a changed
 config, env or secret goes through the preflight and PM2's reload, as does a release made before the hold.
@@ -27,32 +27,35 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nextdeploy.activation import failure
 from nextdeploy.activation.activate import (
-    GIVEN_UP,
     ActivationReport,
-    current_release,
-    failed_once_put_back,
     file_size,
     put_back,
     release_only_change,
     start_or_reload,
-    stop_lost_workers,
     switch_to,
     verify,
     write_ecosystem,
     written_since,
 )
 from nextdeploy.activation.preflight import FATAL_OUTPUT_MARKERS, launcher_reason
+from nextdeploy.activation.purge import purge_workers, wait_until_gone
+from nextdeploy.activation.window import (
+    EXIT_GRACE,
+    INCLUDE_FIX,
+    STILL_SERVING,
+    HeldWindow,
+    Next,
+    StabilityWindow,
+    fatal_output,
+)
 from nextdeploy.core.checks import health_hint, release_health
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import (
-    ActivationError,
-    Interrupted,
     NextdeployError,
     Pm2Error,
     PreflightError,
-    RollbackError,
-    stopped_by,
 )
 from nextdeploy.core.faults import checkpoint
 from nextdeploy.core.manifest import holds_until_approved, is_approved, is_complete, layout_of
@@ -60,24 +63,12 @@ from nextdeploy.core.paths import ReleaseLayout
 from nextdeploy.core.steps import StepName
 from nextdeploy.host.probe import health_problem, http_get
 from nextdeploy.nextjs.smoke import run_smoke
-from nextdeploy.plans.ops import DeleteWorkers, Remove, SpawnWorkers, StopProcesses, WriteFile
+from nextdeploy.plans.ops import DeleteWorkers, Remove, SpawnWorkers, WriteFile
 from nextdeploy.pm2.client import Pm2, Worker
 from nextdeploy.release.secrets import protect_pm2_dump
 
-POLL = 0.02  # the held files, while the first answer is awaited (it starts the window)
-# PM2's list costs its daemon 1-2 ms of CPU (it builds every process's entry), and the daemon is the cluster
-# primary that hands new connections to the old workers: asked at most this often during the window.
-LIST_POLL = 0.1
-WINDOW_POLL = 0.2  # a worker that answered healthy is asked again at the preflight's pace
-# After a failed probe in the window, how long to wait for the worker to exit (a clearer error).
-EXIT_GRACE = 0.5
 # How long the approved workers get to open the public port (they look for the approval every 20 ms).
 OPEN_TIMEOUT = 10.0
-# The other new workers start once the first answers, or after this long: a Next.js worker's boot is ~0.5 s
-# of CPU, and two at once on a small machine starve the old workers that serve meanwhile (bench: p99 and
-# boot time). They boot within the first one's window; a slow-booting app does not wait twice as long.
-REST_AFTER = 1.5
-PURGE_ROUNDS = 4  # see purge_workers: 2 were needed at most in the bench's crash loops
 
 
 def approve(ctx: Context, release_id: str, again: bool = False) -> None:
@@ -114,7 +105,6 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     layout = layout_of(ctx.paths.release_dir(release_id)) or ReleaseLayout(ctx.paths.release_dir(release_id))
     protect_pm2_dump(pm2.home_dir)
     logs = _LogMarks(ctx)
-    outcome_event = "refused" if rollback else "failed"
     ctx.log.append("switching", release_id, **{"from": previous})
     try:
         step = f"preflight: new workers under PM2, held off the public port ({config.health.stable_for:g} s window)"
@@ -123,32 +113,11 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
         with ctx.reporter.step(step, StepName.HELD):
             new_workers = _hold(ctx, pm2, release_id, previous, old_ids, layout, logs, reapprove=rollback)
     except (NextdeployError, KeyboardInterrupt) as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            signal_name: str | None = stopped_by(exc)
-            message = f"interrupted by {signal_name}"
-        else:
-            signal_name, message = None, exc.message
-        with failed_once_put_back(ctx, release_id, f"preflight: {message}", event=outcome_event):
+        def reject() -> None:
             _reject(ctx, pm2, release_id, previous, set(old_ids), old_pids)
             if rollback:
                 approve(ctx, release_id, again=True)
-        if signal_name:
-            raise Interrupted(signal_name, f"{message} while release {release_id} was held off the public port; "
-                                           f"its workers were deleted, {previous} served throughout") from None
-        assert isinstance(exc, NextdeployError)
-        if rollback:
-            raise RollbackError(
-                f"rollback to {release_id} refused: it failed its checks before taking traffic ({exc.message}); "
-                f"nothing live changed, {previous} served throughout",
-                hint="see `nextdeploy logs`; `nextdeploy rollback --to ID` picks another release",
-                details=logs.lines() + exc.details,
-            ) from None
-        if isinstance(exc, PreflightError):
-            exc.details = logs.lines() + exc.details
-            raise
-        raise PreflightError(f"release {release_id} was rejected before taking traffic: {exc.message}",
-                             hint="see `nextdeploy logs`; the old release is still serving",
-                             details=exc.details + logs.lines()) from None
+        failure.before_traffic(ctx, exc, release_id, previous, reject, details=logs.lines, rollback=rollback)
 
     started = time.monotonic()
     leaving = frozenset(old_ids)
@@ -163,17 +132,9 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
     except (NextdeployError, KeyboardInterrupt) as exc:
         # Approved already: the new workers serve. What failed is PM2 or the public port: the previous release
         # comes back the same way, beside them (``put_back_held``).
-        signal_name = stopped_by(exc) if isinstance(exc, KeyboardInterrupt) else None
-        reason = f"interrupted by {signal_name}" if signal_name else str(exc)
-        with failed_once_put_back(ctx, release_id, f"after the switch: {reason}", event=outcome_event):
-            put_back_held(ctx, pm2, previous, release_id, leaving)
-        outcome = f"rolled back to {previous}" if previous else "the app was stopped (no earlier release)"
-        if signal_name:
-            raise Interrupted(signal_name, f"{reason} while activating {release_id}; {outcome}") from None
-        assert isinstance(exc, NextdeployError)
-        raise ActivationError(f"release {release_id} failed after the switch ({exc.message}); {outcome}",
-                              hint="see `nextdeploy logs` for the workers' output",
-                              details=exc.details + logs.lines()) from None
+        failure.after_switch(ctx, exc, release_id, previous,
+                             lambda: put_back_held(ctx, pm2, previous, release_id, leaving),
+                             details=logs.lines, event="refused" if rollback else "failed")
     ctx.log.append("rolled_back" if rollback else "activated", release_id, **({"from": previous} if rollback else {}))
     write_ecosystem(ctx)  # unchanged (a release-only change), rewritten as every activation does
     return ActivationReport(release_id, time.monotonic() - started, workers)
@@ -187,14 +148,14 @@ def _hold(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_ids
     a put-back): its approval is taken back for the window, and given back by the recovery if this run dies.
     ``others``: ids of workers still leaving (not new, not old)."""
     socket = pm2.home_dir / "rpc.sock"
-    # Whom to delete if this run is killed before the cut-over (``recover_held``).
+    # Whom to delete if this run is killed before the cut-over (``recovery.recover_held``).
     state = _state(release_id, previous, old_ids, reapprove)
     ctx.executor.apply(WriteFile(ctx.paths.held_state_file, state))
     if reapprove:
         ctx.executor.apply(Remove(layout.approved_file))
     switch_to(ctx, release_id)  # PM2 starts the new workers from `current`
     spawned = time.monotonic()
-    # One new worker first, the others once it answers (see REST_AFTER).
+    # One new worker first, the others once it answers (see window.REST_AFTER).
     _spawn(ctx, socket, old_ids[:1])
     return _window(ctx, pm2, layout, set(old_ids) | others, spawned, logs,
                    spawn_rest=lambda: _spawn(ctx, socket, old_ids[1:]), stable_for=stable_for)
@@ -295,7 +256,7 @@ def _spawn(ctx: Context, socket: Path, like: tuple[int, ...]) -> None:
     result = ctx.executor.apply(SpawnWorkers(socket, like))
     if not result.ok:
         raise PreflightError(f"PM2 did not start the new workers: {result.stderr}",
-                             hint="see `nextdeploy status`; the old release is still serving")
+                             hint=f"see `nextdeploy status`; {STILL_SERVING}")
 
 
 def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], spawned: float,
@@ -303,117 +264,40 @@ def _window(ctx: Context, pm2: Pm2, layout: ReleaseLayout, old_ids: set[int], sp
     """Watch the new workers until the release has answered healthy for ``stable_for`` s from its first
     good answer (as the preflight does: one worker's), every new worker answers healthy, and none exited or
     restarted. Starts the other new workers (``spawn_rest``) once the first answers. Raises PreflightError.
-
-    While they boot, only what is cheap is looked at every POLL (the held files); PM2's list every
-    LIST_POLL, a healthy worker's health every WINDOW_POLL, and all of it once more, fresh, before the end."""
+    What to look at when, and what it means: ``window.HeldWindow``; here the looking."""
     config = ctx.config
     health = release_health(config.health, layout.release_dir)
     if stable_for is not None:
         health = health.model_copy(update={"stable_for": stable_for})
-    instances = config.server.instances
-    deadline = spawned + health.timeout
-    rest_spawned = False
-    # pm_id -> (pid, restart count) when first seen: a duplicate starts with its model's restart count.
-    first_seen: dict[int, tuple[int, int]] = {}
-    healthy: dict[int, float] = {}  # pm_id -> when it first answered healthy
-    probed: dict[int, float] = {}  # pm_id -> when it last answered healthy
-    smoke_checked = False
-    new: list[Worker] = []
-    listed_pids: set[int] = set()  # of every worker listed (an old one PM2 restarted into this release is held too)
-    listed_at = -LIST_POLL
-    fresh = False  # this round lists and probes everything (the last round before the approval)
+    watch = HeldWindow(StabilityWindow(health.stable_for, health.timeout, spawned), frozenset(old_ids),
+                       config.server.instances)
     while True:
-        now = time.monotonic()
         held = _held_ports(layout)
-        if fresh or now - listed_at >= LIST_POLL or not held.keys() <= listed_pids:
-            listed = pm2.workers(config.app.name)
-            new = [worker for worker in listed if worker.pm_id not in old_ids]
-            listed_pids = {worker.pid for worker in listed}
-            listed_at = now
-            _check_alive(new, first_seen, healthy, health.stable_for, now)
-        problem: str | None = None
-        ports: dict[int, int] = {}
-        for worker in new:
-            port = held.get(worker.pid)
-            if port is None:
-                problem = problem or f"worker {worker.pm_id} is not ready yet"
-                continue
-            ports[worker.pm_id] = port
-            if not fresh and now - probed.get(worker.pm_id, -WINDOW_POLL) < WINDOW_POLL:
-                continue  # answered healthy a moment ago
-            result = http_get("127.0.0.1", port, health.path, health.request_timeout)
-            worker_problem = health_problem(result, health)
-            if worker_problem is None:
-                healthy.setdefault(worker.pm_id, time.monotonic())
-                probed[worker.pm_id] = time.monotonic()
-            elif worker.pm_id in healthy:
-                _unhealthy_in_window(ctx, pm2, worker, worker_problem, healthy[worker.pm_id])
-            else:
-                problem = problem or worker_problem
-        if not rest_spawned and (ports or now - spawned >= REST_AFTER):
+        if watch.begin(time.monotonic(), held.keys()):
+            watch.listed(pm2.workers(config.app.name))
+        for worker, port in watch.due(held):
+            problem = health_problem(http_get("127.0.0.1", port, health.path, health.request_timeout), health)
+            if watch.probed(worker, problem, time.monotonic()):
+                assert problem is not None
+                time.sleep(EXIT_GRACE)  # a worker on its way out: let its exit show, for the clearer message
+                again = next((w for w in pm2.workers(config.app.name) if w.pm_id == worker.pm_id), None)
+                raise watch.unhealthy(worker, again, problem, time.monotonic())
+        if watch.rest_due(spawned):
             spawn_rest()
-            rest_spawned = True
             checkpoint("held")  # every new worker asked for
-        if len(new) < instances:
-            problem = problem or f"{len(new)} of {instances} new workers started"
-        if problem is None and not smoke_checked:
-            run_smoke(health, next(iter(ports.values())))  # raises PreflightError
-            smoke_checked = True
-            continue
-        window_end = min(healthy.values()) + health.stable_for if healthy else None
-        if problem is None and window_end is not None and time.monotonic() >= window_end:
-            if not fresh:
-                fresh = True
-                continue
+        step = watch.next(time.monotonic())
+        if step is Next.SMOKE:
+            run_smoke(health, watch.smoke_port())  # raises PreflightError
+        elif step is Next.DONE:
             fatal = next((marker for marker in FATAL_OUTPUT_MARKERS if marker in logs.text()), None)
             if fatal:
-                raise PreflightError(
-                    f"the new workers printed {fatal!r}: a file is missing from the release",
-                    hint="add the missing files with [release] include (the old release is still serving)")
-            return new
-        fresh = False
-        if problem is not None and now >= deadline:
-            raise PreflightError(
-                f"the new release was not healthy within {health.timeout:g} s: {problem}"
-                f"{launcher_reason(logs.text())}",
-                hint=f"{health_hint(health, layout.release_dir)}; the old release is still serving")
-        if window_end is None or time.monotonic() >= window_end:
-            time.sleep(POLL)  # the first answer starts the window; after its end, every moment counts
-        else:  # in the window: look again at its end at the latest
-            time.sleep(max(POLL, min(WINDOW_POLL, window_end - time.monotonic())))
-
-
-def _check_alive(new: list[Worker], first_seen: dict[int, tuple[int, int]], healthy: dict[int, float],
-                 stable_for: float, now: float) -> None:
-    """Raise PreflightError if a new worker exited or was restarted since it was first seen."""
-    for worker in new:
-        if worker.pid and worker.pm_id not in first_seen:
-            first_seen[worker.pm_id] = (worker.pid, worker.restarts)
-        pid, restarts = first_seen.get(worker.pm_id, (worker.pid, worker.restarts))
-        if worker.status in GIVEN_UP or worker.pid != pid or worker.restarts != restarts:
-            code = f" with code {worker.exit_code}" if worker.exit_code is not None else ""
-            when = ("before answering its health check" if worker.pm_id not in healthy else
-                    f"{now - healthy[worker.pm_id]:.1f} s after its first good answer, during the "
-                    f"{stable_for:g} s stability window")
-            raise PreflightError(f"a new worker (PM2 id {worker.pm_id}) exited{code} {when}",
-                                 hint="fix the crash shown above (the old release is still serving)")
-
-
-def _unhealthy_in_window(ctx: Context, pm2: Pm2, worker: Worker, problem: str, first_healthy: float) -> None:
-    """A worker that answered healthy and no longer does: give its exit (if it is on its way out) a moment
-    to show, for the clearer message; raise PreflightError either way."""
-    health = ctx.config.health
-    time.sleep(EXIT_GRACE)
-    again = next((w for w in pm2.workers(ctx.config.app.name) if w.pm_id == worker.pm_id), None)
-    if again is None or again.pid != worker.pid or again.restarts != worker.restarts:
-        raise PreflightError(
-            f"a new worker (PM2 id {worker.pm_id}) exited {time.monotonic() - first_healthy:.1f} s after its first "
-            f"good answer, during the {health.stable_for:g} s stability window",
-            hint="fix the crash shown above (the old release is still serving)")
-    raise PreflightError(
-        f"a new worker (PM2 id {worker.pm_id}) became unhealthy {time.monotonic() - first_healthy:.1f} s after its "
-        f"first good answer, during the {health.stable_for:g} s stability window: {problem}",
-        hint="fix the error shown above (the old release is still serving)")
+                raise fatal_output("the new workers", fatal, f"{INCLUDE_FIX} ({STILL_SERVING})")
+            return watch.new
+        elif step is Next.TIMED_OUT:
+            raise watch.window.not_healthy(watch.problem, launcher_reason(logs.text()),
+                                           health_hint(health, layout.release_dir))
+        elif step is Next.WAIT:
+            time.sleep(watch.pause(time.monotonic()))
 
 
 def _held_ports(layout: ReleaseLayout) -> dict[int, int]:
@@ -472,104 +356,14 @@ def _reject(ctx: Context, pm2: Pm2, release_id: str, previous: str | None, old_i
             start_or_reload(ctx, pm2)
 
 
-def delete_workers(ctx: Context, pm2: Pm2, ids: list[int]) -> None:
-    """Delete the workers by id through the daemon and wait until each has stopped (see ``purge_workers``)."""
-    if not ids:
-        return
-    timeout = ctx.config.server.kill_timeout / 1000 + 5
-    if not ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(ids), wait=True, timeout=timeout)).ok:
-        for pm_id in ids:  # no daemon socket: the CLI (an id already gone fails harmlessly)
-            pm2.run((pm2.binary, "delete", str(pm_id)))
-
-
-def purge_workers(ctx: Context, pm2: Pm2, doomed: Callable[[Worker], bool],
-                  unserved: Callable[[Worker], bool] = lambda worker: False) -> None:
-    """Delete the app's workers ``doomed`` picks until none is left.
-
-    PM2 7 forks a worker again when it is deleted before it told PM2 'ready' (a booting or crash-looping
-    worker; a held one says 'ready' to PM2 while it holds): its exit handler marks it online first. The new
-    fork lands back in PM2's list under the same id, or outside it. So each round waits until the doomed
-    workers are settled (none launching or stopping), deletes them, and looks again; what ran off the list
-    is stopped at the end (``stop_lost_workers``). Callers switch `current` back first: a worker forked
-    again then runs the old release, says 'ready' within its boot, and goes in the next round.
-
-    ``unserved``: which of them never took a request (a rejected release's): no drain to wait for, they are
-    killed at once; PM2 would wait ``kill_timeout`` for one that does not stop on SIGINT (a blocked event
-    loop: 10 s by default). A worker forked again from the old release may serve already: deleted, drained."""
-    name = ctx.config.app.name
-    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 10
-    for _ in range(PURGE_ROUNDS):
-        while True:
-            listed = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if doomed(w)]
-            # A booting worker of the old release is deleted once it said 'ready'; a rejected one at once.
-            booting = [w for w in listed if w.status == "stopping" or (w.status == "launching" and not unserved(w))]
-            if not booting or time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        if not listed:
-            break
-        killed = [w for w in listed if unserved(w)]
-        if killed:
-            ctx.executor.apply(DeleteWorkers(pm2.home_dir / "rpc.sock", tuple(w.pm_id for w in killed), wait=False))
-            ctx.executor.apply(StopProcesses(tuple(w.pid for w in killed if w.pid), grace=0.0))
-        delete_workers(ctx, pm2, [w.pm_id for w in listed if w not in killed])
-        if killed:
-            time.sleep(POLL)  # the daemon sees the exits; the next round waits for what is still stopping
-    stop_lost_workers(ctx, pm2, after_delete=True)
-
-
-def wait_until_gone(ctx: Context, pm2: Pm2, ids: frozenset[int] | None = None) -> None:
-    """Wait (up to ``kill_timeout`` + 2 s) until the workers ``ids`` (None: every worker PM2 is stopping)
-    have left PM2's list: the old workers of the last held cut-over, draining. A reload, or a count of
-    the workers, before then would include them."""
-    name = ctx.config.app.name
-    deadline = time.monotonic() + ctx.config.server.kill_timeout / 1000 + 2
-    while time.monotonic() < deadline:
-        if ids is None:
-            left = pm2.leaving_workers(name)
-        else:
-            left = [w for w in pm2.workers(name) + pm2.leaving_workers(name) if w.pm_id in ids]
-        if not left:
-            return
-        time.sleep(POLL)
-
-
-def recover_held(ctx: Context, pm2: Pm2) -> None:
-    """Repair what a run killed during a held cut-over left: its held (or not yet cut-over) new workers are
-    deleted and `current` goes back, while the old workers serve on (``held.json`` names them). Then any
-    worker of a release that was never approved is deleted too."""
-    releases_dir = ctx.paths.releases_dir
-
-    def unapproved(worker: Worker) -> bool:  # it never took a request
-        release = worker.release_in(releases_dir)
-        return release is not None and not is_approved(ctx.paths.release_dir(release))
-
-    state = _read_state(ctx.paths.held_state_file)
-    if state is not None:
-        release, previous, old_ids, reapprove = state
-        with ctx.reporter.step(f"delete the new workers of the interrupted cut-over to {release}",
-                               StepName.RECOVER_HELD):
-            back = previous is not None and is_complete(ctx.paths.release_dir(previous))
-            if back and previous is not None and current_release(ctx) == release:
-                switch_to(ctx, previous)  # a worker PM2 forks again then runs the old release
-            purge_workers(ctx, pm2, lambda worker: worker.pm_id not in old_ids, unserved=unapproved)
-            if reapprove:  # a rollback target or a put-back, approved before its check
-                approve(ctx, release, again=True)
-            ctx.executor.apply(Remove(ctx.paths.held_state_file))
-    doomed = [worker for worker in pm2.workers(ctx.config.app.name) if unapproved(worker)]
-    if doomed:
-        ids = ", ".join(str(worker.pm_id) for worker in doomed)
-        with ctx.reporter.step(f"delete {len(doomed)} held worker(s) of an unapproved release (PM2 id {ids})",
-                               StepName.RECOVER_HELD):
-            purge_workers(ctx, pm2, unapproved, unserved=unapproved)
-
-
 def _state(release_id: str, previous: str | None, old_ids: tuple[int, ...], reapprove: bool = False) -> str:
     return json.dumps({"release": release_id, "previous": previous, "old_ids": list(old_ids),
                        "reapprove": reapprove}) + "\n"
 
 
-def _read_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | None:
+def read_held_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | None:
+    """``held.json`` (written by ``_hold``, removed at the cut-over): the release held, the one it replaces,
+    the old workers' ids, whether its approval was taken back. None when there is none."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return (str(data["release"]), data.get("previous"), frozenset(int(i) for i in data["old_ids"]),
@@ -578,6 +372,5 @@ def _read_state(path: Path) -> tuple[str, str | None, frozenset[int], bool] | No
         return None
 
 
-__all__ = ["activate_held", "approve", "held_cutover_ids", "purge_workers", "put_back_held", "recover_held",
-           "wait_until_gone"]
+__all__ = ["activate_held", "approve", "held_cutover_ids", "put_back_held", "read_held_state"]
 

@@ -13,21 +13,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nextdeploy.activation.window import EXIT_GRACE, INCLUDE_FIX, THE_RELEASE, StabilityWindow, fatal_output
 from nextdeploy.core.checks import health_hint, release_health
 from nextdeploy.core.config import Config, HealthConfig
 from nextdeploy.core.errors import PreflightError
 from nextdeploy.core.faults import checkpoint
 from nextdeploy.core.paths import ReleaseLayout
 from nextdeploy.host.files import open_private
-from nextdeploy.host.probe import ProbeResult, health_problem, http_get, listen_port
+from nextdeploy.host.probe import health_problem, http_get, listen_port
 from nextdeploy.host.procs import kill_process_group
 from nextdeploy.nextjs.smoke import run_smoke
 
 # Polls before the first good answer are cheap (a refused connect): poll fast so a boot is seen early.
 BOOT_POLL_INTERVAL = 0.05
 POLL_INTERVAL = 0.2
-# After a failed probe in the stability window, how long to wait for the process to exit (clearer error).
-EXIT_GRACE = 0.5
 # In the preflight server's environment: the deploy root it was started for (see ``leftover_processes``).
 PREFLIGHT_MARKER = "NEXTDEPLOY_PREFLIGHT_FOR"
 # Server output that means the release is broken even if its health route answers.
@@ -74,63 +73,44 @@ def run_preflight(config: Config, layout: ReleaseLayout, node: str, env: dict[st
         _stop(process)
     fatal = _fatal_output(log_file)
     if fatal:
-        raise PreflightError(
-            f"the release printed {fatal!r} during the preflight: a file is missing from the release",
-            hint=f"see {log_file}; add the missing files with [release] include",
-            details=_tail(log_file),
-        )
+        error = fatal_output("the release", fatal, f"see {log_file}; {INCLUDE_FIX}", during=" during the preflight")
+        error.details = _tail(log_file)
+        raise error
     return report
 
 
 def _gate(health: HealthConfig, layout: ReleaseLayout, process: subprocess.Popen[bytes], port: int, started: float,
           log_file: Path) -> PreflightReport:
-    deadline = started + health.timeout
-    first_healthy: float | None = None
-    last: ProbeResult | None = None
+    window = StabilityWindow(health.stable_for, health.timeout, started)
     checks: list[str] = []
     while True:
         exit_code = process.poll()
-        now = time.monotonic()
         if exit_code is not None:
-            when = "before answering its health check" if first_healthy is None else (
-                f"{now - started:.1f} s after start, during the {health.stable_for:g} s stability window")
-            raise PreflightError(
-                f"the new release exited with code {exit_code} {when}",
-                hint="fix the crash shown above (the old release is still serving)",
-            )
-        last = http_get("127.0.0.1", port, health.path, health.request_timeout)
-        problem = health_problem(last, health)
+            raise window.exited(THE_RELEASE, 0, exit_code, time.monotonic(), since_start=True)
+        problem = health_problem(http_get("127.0.0.1", port, health.path, health.request_timeout), health)
         now = time.monotonic()
         if problem is None:
-            if first_healthy is None:
-                first_healthy = now
+            if window.answered(0, now):
                 # The smoke routes run inside the stability window (it only waits otherwise); the window
                 # still ends after them, and MODULE_NOT_FOUND they provoke is caught after the window.
                 checks = run_smoke(health, port)
                 continue
-            if now - first_healthy >= health.stable_for:
+            if window.over(now):
                 # One more liveness look: the process must still be there at the end of the window.
                 if process.poll() is None:
-                    return PreflightReport(port, first_healthy - started, checks)
+                    return PreflightReport(port, (window.opened or started) - started, checks)
                 continue
-        elif first_healthy is not None:
+        elif window.opened is not None:
             # A reset connection is often a process on its way out: let the exit (and its code) show first.
             try:
                 process.wait(timeout=EXIT_GRACE)
                 continue
             except subprocess.TimeoutExpired:
                 pass
-            raise PreflightError(
-                f"the new release became unhealthy {now - first_healthy:.1f} s after its first good answer, "
-                f"during the {health.stable_for:g} s stability window: {problem}",
-                hint="fix the error shown above (the old release is still serving)",
-            )
-        elif now >= deadline:
-            raise PreflightError(
-                f"the new release was not healthy within {health.timeout:g} s: {problem}{_launcher_reason(log_file)}",
-                hint=f"{health_hint(health, layout.release_dir)}; the old release is still serving",
-            )
-        time.sleep(POLL_INTERVAL if first_healthy is not None else BOOT_POLL_INTERVAL)
+            raise window.unhealthy(THE_RELEASE, 0, problem, now)
+        elif window.timed_out(now):
+            raise window.not_healthy(problem, _launcher_reason(log_file), health_hint(health, layout.release_dir))
+        time.sleep(POLL_INTERVAL if window.opened is not None else BOOT_POLL_INTERVAL)
 
 
 def _launcher_reason(log_file: Path) -> str:

@@ -26,39 +26,25 @@ from nextdeploy.activation.activate import (
     ActivationReport,
     activate,
     current_release,
-    failed_once_put_back,
     settle,
-    start_or_reload,
-    stop_lost_workers,
-    switch_to,
-    verify,
-    write_ecosystem,
 )
 from nextdeploy.activation.held import (
     activate_held,
     approve,
     held_cutover_ids,
-    purge_workers,
-    recover_held,
-    wait_until_gone,
 )
-from nextdeploy.activation.preflight import PREFLIGHT_MARKER, run_preflight
+from nextdeploy.activation.preflight import run_preflight
+from nextdeploy.activation.recovery import recover
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import Interrupted, NextdeployError, PreflightError, stopped_by
 from nextdeploy.core.faults import checkpoint
 from nextdeploy.core.ids import new_release_id
-from nextdeploy.core.manifest import is_complete
-from nextdeploy.core.paths import UNFINISHED_MARKER, DeployPaths, ReleaseLayout
-from nextdeploy.core.releaselog import Status, pending_switch
+from nextdeploy.core.paths import ReleaseLayout
 from nextdeploy.core.steps import StepName
-from nextdeploy.host.files import remove_path
 from nextdeploy.host.lock import DeployLock
 from nextdeploy.host.probe import listen_port
-from nextdeploy.host.procs import processes_marked, processes_under
 from nextdeploy.host.tools import require_tool
 from nextdeploy.nextjs.skew import bridge_static_assets
-from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.plans.ops import StopProcesses
 from nextdeploy.plans.runtime import runtime_env
 from nextdeploy.pm2.client import Pm2
 from nextdeploy.procedures.hooks import run_hook
@@ -288,108 +274,3 @@ def preflight(ctx: Context, release_id: str, layout: ReleaseLayout, secrets: dic
             ctx.log.append("failed", release_id, reason=f"preflight: {exc.message}")
             raise
     approve(ctx, release_id)
-
-
-def recover(ctx: Context, pm2: Pm2, clean_builds: bool = True, restart_live: bool = True) -> None:
-    """Repair what an interrupted run left: a half-done activation, unfinished releases, build dirs.
-
-    ``clean_builds`` False: a deploy may be building right now (its unfinished release and build dir
-    are not leftovers); only the live state is repaired. ``restart_live`` False: the caller serves the
-    live release again itself (``start``, which must fail when it cannot, not warn)."""
-    paths = ctx.paths
-    wait_until_gone(ctx, pm2)  # the old workers of the last held cut-over, still draining
-    recover_held(ctx, pm2)
-    pending = pending_switch(ctx.log.events())
-    if pending is not None:
-        previous = pending.previous
-        ctx.reporter.warn(f"a previous run was interrupted while activating {pending.release}; repairing")
-        # Killed during the repair, the next run repairs again (every step here can be repeated). A repair
-        # that fails is not retried: the deploy after it goes on (the new release may be the fix).
-        # A rollback target served well before (an active release): not failed for good for being interrupted.
-        served = any(record.id == pending.release and record.usable for record in ctx.log.records())
-        with failed_once_put_back(ctx, pending.release, "interrupted during activation",
-                                  event="refused" if served else "failed"):
-            _repair_activation(ctx, pm2, pending.release, previous)
-    stop_lost_workers(ctx, pm2)
-    current = current_release(ctx)
-    workers = pm2.workers(ctx.config.app.name) if current and restart_live else []
-    # A worker whose cwd cannot be read (another user's process) is not counted as a stray.
-    strays = [w for w in workers if w.release_in(paths.releases_dir) not in (None, current)]
-    if restart_live and current and is_complete(paths.release_dir(current)) and (strays or not workers):
-        # PM2 lost the app (daemon killed, reboot without startup), or a run killed during a reload left
-        # workers on another release: serve the live release again now, not after this deploy's build.
-        step = (f"restart the live release {current} (PM2 had no workers)" if not workers else
-                f"reload {len(strays)} worker(s) on another release back to the live release {current}")
-        try:
-            with ctx.reporter.step(step, StepName.RESTART_LIVE):
-                write_ecosystem(ctx)
-                start_or_reload(ctx, pm2, workers)
-                verify(ctx, pm2, current, set(), require_new_pids=False)
-        except NextdeployError as exc:
-            # Still deploy: the new release may be the fix. Its activation starts the app afresh.
-            ctx.reporter.warn(f"could not restart {current}: {exc.message}; deploying anyway")
-    if clean_builds:
-        _clean_builds(ctx, current)
-    settle(ctx)
-
-
-def _clean_builds(ctx: Context, current: str | None) -> None:
-    """Remove what interrupted builds left: unfinished releases, build dirs and what still runs in them."""
-    paths = ctx.paths
-    records = {record.id: record for record in ctx.log.records()}
-    for release_dir in sorted(paths.releases_dir.glob("*")):
-        if release_dir.name == current or not release_dir.is_dir():
-            continue
-        record = records.get(release_dir.name)
-        if (release_dir / UNFINISHED_MARKER).exists() or (record and record.status is Status.UNFINISHED):
-            remove_path(release_dir)
-            ctx.log.append("removed", release_dir.name, reason="unfinished (interrupted build)")
-    # Killed before its release dir existed (during the export, install or build): only the log knows it.
-    for record in records.values():
-        if record.status is Status.UNFINISHED and record.id != current and not paths.release_dir(record.id).exists():
-            ctx.log.append("removed", record.id, reason="unfinished (interrupted before its release was assembled)")
-    stop_leftovers(ctx)
-    for build_dir in paths.builds_dir.glob("*"):
-        remove_path(build_dir)
-
-
-def stop_leftovers(ctx: Context) -> None:
-    """Stop what an interrupted deploy left running (``leftover_processes``): pnpm and next build still
-    writing into its build dir, its preflight server serving a release (maybe deleted since) with the app's
-    secrets in its env. Only while no deploy builds (the caller holds the build lock)."""
-    leftovers = leftover_processes(ctx.paths)
-    if leftovers:
-        with ctx.reporter.step(f"stop {len(leftovers)} process(es) an interrupted deploy left running (pid "
-                               f"{', '.join(map(str, leftovers))})", StepName.STOP_LEFTOVERS):
-            ctx.executor.apply(StopProcesses(tuple(leftovers), LEFTOVER_GRACE))
-
-
-def leftover_processes(paths: DeployPaths) -> list[int]:
-    """What a deploy of this root started and left running when it was killed: its preflight server (by the
-    marker in its env, wherever it works now) and install or build processes working in ``builds/``.
-    Only leftovers when no deploy holds the build lock: else they are that deploy's."""
-    return sorted(set(processes_marked(PREFLIGHT_MARKER, str(paths.root))) | set(processes_under(paths.builds_dir)))
-
-
-def _repair_activation(ctx: Context, pm2: Pm2, release: str, previous: str | None) -> None:
-    """Put back what ``release``'s interrupted activation replaced."""
-    paths = ctx.paths
-    with ctx.reporter.step("recover from the interrupted activation", StepName.RECOVER):
-        if previous and is_complete(paths.release_dir(previous)):
-            switch_to(ctx, previous)
-            workers = pm2.workers(ctx.config.app.name)
-            on_previous = [w for w in workers if w.release_in(paths.releases_dir) == previous]
-            others = [w.pm_id for w in workers if w not in on_previous]
-            if others and len(on_previous) >= ctx.config.server.instances:
-                # Workers of both releases (a cut-over killed midway): drop the others.
-                purge_workers(ctx, pm2, lambda worker: worker.pm_id in others)
-                workers = on_previous
-            if any(w.release_in(paths.releases_dir) != previous for w in workers) or not workers:
-                start_or_reload(ctx, pm2, workers)
-            verify(ctx, pm2, previous, set(), require_new_pids=False)
-            ctx.log.append("rolled_back", previous, **{"from": release})
-            pm2.save(required=False)
-        else:
-            # A first deploy died mid-activation: nothing was serving before, start clean.
-            pm2.run(pm2_plan.delete_argv(pm2.binary, ctx.config.app.name))
-            remove_path(paths.current_link)

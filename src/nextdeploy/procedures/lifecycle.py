@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nextdeploy.activation.activate import current_release, serving_problem, settle, start_live, stop_lost_workers
+from nextdeploy.activation.recovery import recover, stop_leftovers
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import LockError, ReleaseError, ReleaseNotFoundError
 from nextdeploy.core.manifest import is_complete, layout_of
@@ -19,7 +20,6 @@ from nextdeploy.host.rootmark import ROOT_MARKER
 from nextdeploy.nextjs.prepare import check_node
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.pm2.client import Pm2
-from nextdeploy.procedures.deploy import recover, stop_leftovers
 from nextdeploy.procedures.hostchecks import check_app_name, check_host, open_pm2, running_processes
 from nextdeploy.release.builder import prepare_root
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.activation.activate import current_release
+from nextdeploy.activation.recovery import leftover_processes
 from nextdeploy.core.checks import release_health
 from nextdeploy.core.context import Context
 from nextdeploy.core.manifest import read_manifest
@@ -18,7 +19,6 @@ from nextdeploy.host.lock import DeployLock
 from nextdeploy.host.probe import health_problem, http_get, local_address
 from nextdeploy.host.tools import find_tool, node_version
 from nextdeploy.pm2.client import Pm2, startup_configured
-from nextdeploy.procedures.deploy import leftover_processes
 
 
 @dataclass(frozen=True)
