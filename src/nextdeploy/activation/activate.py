@@ -108,8 +108,6 @@ def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
 def release_only_change(ctx: Context, pm2: Pm2) -> tuple[int, ...] | None:
     """The ids of the app's workers if replacing them changes nothing but the release they run (the ecosystem
     file PM2 loaded is the one we would write, every worker online with its env): ``in_place_reload_ids``."""
-    if ctx.executor.dry_run:
-        return None
     config, paths = ctx.config, ctx.paths
     secrets = secret_values(paths)
     if secrets is None:
@@ -137,7 +135,7 @@ def stop_lost_workers(ctx: Context, pm2: Pm2, after_delete: bool = False) -> Non
 
     ``after_delete``: right after a `pm2 delete` of workers that may have been crash-looping; a restart PM2
     had begun can still fork its worker a moment later."""
-    if after_delete and not ctx.executor.dry_run:
+    if after_delete:
         time.sleep(LOST_WORKER_WAIT)
     lost = pm2.lost_workers(ctx.paths.releases_dir)
     if not lost:
@@ -149,8 +147,6 @@ def stop_lost_workers(ctx: Context, pm2: Pm2, after_delete: bool = False) -> Non
 
 def _record_applied(ctx: Context) -> None:
     """Remember which ecosystem file PM2 loaded (the one on disk), for ``_reload_in_place``."""
-    if ctx.executor.dry_run:
-        return
     try:
         loaded = ctx.paths.ecosystem_file.read_text(encoding="utf-8")
     except OSError:
