@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nextdeploy.activation import failure
 from nextdeploy.activation.window import GIVEN_UP
@@ -25,7 +26,7 @@ from nextdeploy.core.steps import StepName
 from nextdeploy.host.files import remove_path
 from nextdeploy.host.probe import health_problem, http_get, local_address
 from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.plans.ops import ReloadWorkers, Remove, StopProcesses, Symlink, WriteFile
+from nextdeploy.plans.ops import Op, ReloadWorkers, Remove, StopProcesses, Symlink, WriteFile
 from nextdeploy.pm2.client import Pm2, Worker
 from nextdeploy.release.secrets import protect_pm2_dump, secret_files, secret_values
 
@@ -54,15 +55,24 @@ def current_release(ctx: Context) -> str | None:
     return Path(str(link.readlink())).name
 
 
-def write_ecosystem(ctx: Context) -> None:
+def ecosystem_ops(ctx: Context) -> list[Op]:
+    """The ecosystem file PM2 loads (0600) and the app's log files: what an activation
+    writes before its switch (``deploy --dry-run`` prints the same ops)."""
     source = pm2_plan.ecosystem_source(ctx.config, ctx.paths, secret_files(ctx.paths))
-    ctx.executor.apply(WriteFile(ctx.paths.ecosystem_file, source, mode=0o600))
-    ctx.executor.apply_all(pm2_plan.log_ops(ctx.config, ctx.paths))
+    return [WriteFile(ctx.paths.ecosystem_file, source, mode=0o600), *pm2_plan.log_ops(ctx.config, ctx.paths)]
+
+
+def switch_op(ctx: Context, release_id: str) -> Symlink:
+    # A relative target keeps the root relocatable (e.g. restored from a backup elsewhere).
+    return Symlink(f"releases/{release_id}", ctx.paths.current_link)
+
+
+def write_ecosystem(ctx: Context) -> None:
+    ctx.executor.apply_all(ecosystem_ops(ctx))
 
 
 def switch_to(ctx: Context, release_id: str) -> None:
-    # A relative target keeps the root relocatable (e.g. restored from a backup elsewhere).
-    ctx.executor.apply(Symlink(f"releases/{release_id}", ctx.paths.current_link))
+    ctx.executor.apply(switch_op(ctx, release_id))
 
 
 def start_or_reload(ctx: Context, pm2: Pm2, workers: list[Worker] | None = None) -> None:
@@ -108,6 +118,13 @@ def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
 def release_only_change(ctx: Context, pm2: Pm2) -> tuple[int, ...] | None:
     """The ids of the app's workers if replacing them changes nothing but the release they run (the ecosystem
     file PM2 loaded is the one we would write, every worker online with its env): ``in_place_reload_ids``."""
+    return release_only_change_in(ctx, pm2.processes, pm2.env)
+
+
+def release_only_change_in(ctx: Context, processes: Callable[[], list[dict[str, Any]]],
+                           pm2_env: dict[str, str]) -> tuple[int, ...] | None:
+    """``release_only_change`` with the process list read by ``processes`` (the dry run reads it from the
+    daemon's socket, never starting one)."""
     config, paths = ctx.config, ctx.paths
     secrets = secret_values(paths)
     if secrets is None:
@@ -118,8 +135,8 @@ def release_only_change(ctx: Context, pm2: Pm2) -> tuple[int, ...] | None:
     except OSError:
         applied = None
     app_env = {**pm2_plan.ecosystem_env(config), **secrets}
-    return pm2_plan.in_place_reload_ids(pm2.processes(), config.app.name, config.server.instances, source,
-                                        applied, app_env, pm2.env)
+    return pm2_plan.in_place_reload_ids(processes(), config.app.name, config.server.instances, source,
+                                        applied, app_env, pm2_env)
 
 
 def settle(ctx: Context) -> None:
