@@ -56,14 +56,12 @@ def current_release(ctx: Context) -> str | None:
 
 
 def ecosystem_ops(ctx: Context) -> list[Op]:
-    """The ecosystem file PM2 loads (0600) and the app's log files: what an activation
-    writes before its switch (``deploy --dry-run`` prints the same ops)."""
+    """The ecosystem file PM2 loads (0600) and the app's log files, written before every switch."""
     source = pm2_plan.ecosystem_source(ctx.config, ctx.paths, secret_files(ctx.paths))
     return [WriteFile(ctx.paths.ecosystem_file, source, mode=0o600), *pm2_plan.log_ops(ctx.config, ctx.paths)]
 
 
-def switch_op(ctx: Context, release_id: str) -> Symlink:
-    # A relative target keeps the root relocatable (e.g. restored from a backup elsewhere).
+def switch_op(ctx: Context, release_id: str) -> Symlink:  # relative: the root stays relocatable
     return Symlink(f"releases/{release_id}", ctx.paths.current_link)
 
 
@@ -116,15 +114,12 @@ def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
 
 
 def release_only_change(ctx: Context, pm2: Pm2) -> tuple[int, ...] | None:
-    """The ids of the app's workers if replacing them changes nothing but the release they run (the ecosystem
-    file PM2 loaded is the one we would write, every worker online with its env): ``in_place_reload_ids``."""
     return release_only_change_in(ctx, pm2.processes, pm2.env)
 
 
 def release_only_change_in(ctx: Context, processes: Callable[[], list[dict[str, Any]]],
                            pm2_env: dict[str, str]) -> tuple[int, ...] | None:
-    """``release_only_change`` with the process list read by ``processes`` (the dry run reads it from the
-    daemon's socket, never starting one)."""
+    """The ids of the app's workers (from ``processes``) if replacing them changes only their release."""
     config, paths = ctx.config, ctx.paths
     secrets = secret_values(paths)
     if secrets is None:
