@@ -185,17 +185,36 @@ def _reload_events(site: Site, offset: int) -> list[str]:
 
 
 def _deploy_and_watch_reload(site: Site, version: str) -> list[str]:
+    site.set_version(version)
+    planned = _dry_run_step_names(site)
     offset = site.pm2_log_size()
-    result = site.deploy(version)
+    result = site.deploy(None, "good", "--json")
     assert result.code == 0, result.output
     assert site.version() == version
+    # Issue 22: the dry run is the deploy's own step list: every step the deploy reports, in order.
+    assert [step["name"] for step in result.json()["steps"]] == planned, (planned, result.json()["steps"])
     return _reload_events(site, offset)
+
+
+def _dry_run_step_names(site: Site) -> list[str]:
+    """The step names ``deploy --dry-run --json`` says the deploy will report (changing nothing)."""
+    def releases() -> list[str]:
+        return sorted(path.name for path in (site.root / "releases").glob("*"))
+
+    before = releases()
+    planned = site.nextdeploy("deploy", "--dry-run", "--json")
+    assert planned.code == 0, planned.output
+    assert releases() == before
+    return [name for step in planned.json()["steps"] for name in step["names"]]
 
 
 def test_code_only_deploys_boot_new_workers_beside_the_old_and_env_changes_go_through_the_ecosystem(
         site: Site) -> None:
-    site.write_config(health={"stable_for": 1})
-    site.deploy().expect_ok()
+    site.write_config(health={"stable_for": 1}, releases={"keep": 3})
+    planned = _dry_run_step_names(site)
+    first = site.deploy(None, "good", "--json")
+    first.expect_ok()
+    assert [step["name"] for step in first.json()["steps"]] == planned, (planned, first.json()["steps"])
 
     # Only the release changes: the held cut-over starts two new workers beside the old ones, then deletes
     # the old ones (no reload: PM2 parks no `_old_` worker).

@@ -18,7 +18,7 @@ from nextdeploy.core.config import parse_config
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import Pm2Error
 from nextdeploy.core.ui import Reporter
-from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
+from nextdeploy.host.executor import LocalExecutor
 from nextdeploy.pm2.client import Pm2
 
 
@@ -44,7 +44,7 @@ def _serving(releases: Iterator[str]) -> tuple[http.server.ThreadingHTTPServer, 
 def _context(tmp_path: Path, port: int) -> Context:
     config = parse_config({"app": {"name": "hello", "source": "app"},
                            "server": {"root": str(tmp_path / "root"), "port": port}}, tmp_path)
-    return Context(config, DryRunExecutor(lambda line: None), Reporter(force_plain=True))
+    return Context(config, LocalExecutor(), Reporter(force_plain=True))
 
 
 def test_old_workers_closing_their_listeners_may_answer_for_a_moment(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def test_a_dry_run_shows_the_hooks(tmp_path: Path) -> None:
     config = _config(tmp_path, before_activate="pnpm prisma migrate deploy", after_activate="./notify.sh")
     lines: list[str] = []
     ctx = Context(config, DryRunExecutor(lines.append), Reporter(force_plain=True))
-    steps = dict(deploy_plan(ctx, "R1"))
+    steps = {step.title: step.ops for step in deploy_plan(ctx, "R1")}
     before, after = steps["hook before_activate"], steps["hook after_activate"]
     titles = list(steps)
     assert titles.index("hook before_activate") < titles.index("preflight on a private port")

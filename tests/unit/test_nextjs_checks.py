@@ -12,7 +12,7 @@ from nextdeploy.core.context import Context
 from nextdeploy.core.errors import ExitCode, PreflightError
 from nextdeploy.core.paths import ReleaseLayout, SourceLayout
 from nextdeploy.core.ui import Reporter
-from nextdeploy.host.executor import DryRunExecutor
+from nextdeploy.host.executor import LocalExecutor
 from nextdeploy.host.probe import ProbeResult
 from nextdeploy.nextjs import smoke
 from nextdeploy.nextjs.caches import image_cache_ops, isr_warning, uses_isr
@@ -234,7 +234,7 @@ def test_next_config_deployment_id_warns_that_it_wins(tmp_path: Path) -> None:
     printed: list[str] = []
     reporter = Reporter(force_plain=True)
     reporter._line = printed.append  # type: ignore[method-assign]
-    ctx = Context(config, DryRunExecutor(printed.append), reporter)
+    ctx = Context(config, LocalExecutor(), reporter)
     _inspect_build(ctx, SourceLayout(app))
     assert any("deploymentId" in line and "wins" in line for line in printed), printed
     (app / "next.config.js").write_text('module.exports = { output: "standalone" }')
@@ -263,7 +263,7 @@ def test_sharp_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: s
     printed: list[str] = []
     reporter = Reporter(force_plain=True)
     reporter._line = printed.append  # type: ignore[method-assign]
-    ctx = Context(config, DryRunExecutor(printed.append), reporter)
+    ctx = Context(config, LocalExecutor(), reporter)
     def fake_probe(node: str, app_dir: Path, timeout: float = 30) -> envcheck.SharpProbe:
         return envcheck.SharpProbe(loads, "@img/sharp-linux-x64", None if loads else "Could not load sharp")
 

@@ -262,7 +262,7 @@ def test_the_dry_run_shows_the_install_the_deploy_runs(tmp_path: Path, monkeypat
     root = tmp_path / "root"
     config = parse_config({"app": {"name": "x", "source": str(fixture)}, "server": {"root": str(root)}}, tmp_path)
     ctx = Context(config, LocalExecutor(), Reporter(force_plain=True))
-    steps = dict(deploy_plan(ctx, "r1"))
+    steps = {step.title: step.ops for step in deploy_plan(ctx, "r1")}
     prefix = root / "tools" / "yarn-3.8.7"
     setup = [op.render() for op in steps["install yarn 3.8.7 with npm (package.json pins yarn@3.8.7; nothing on this "
                                          "host fits)"]]
@@ -279,7 +279,7 @@ def test_the_dry_run_shows_the_install_the_deploy_runs(tmp_path: Path, monkeypat
 
     git = parse_config({"app": {"name": "x", "source": "https://example.invalid/x.git"},
                         "server": {"root": str(root)}}, tmp_path)
-    titles = [title for title, _ in deploy_plan(Context(git, LocalExecutor(), Reporter(force_plain=True)), "r1")]
+    titles = [step.title for step in deploy_plan(Context(git, LocalExecutor(), Reporter(force_plain=True)), "r1")]
     assert any(title.endswith("the package manager and its version are read from the source at deploy time "
                               "(shown: pnpm)")
                for title in titles)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nextdeploy.activation import failure
 from nextdeploy.activation.window import GIVEN_UP
@@ -25,7 +26,7 @@ from nextdeploy.core.steps import StepName
 from nextdeploy.host.files import remove_path
 from nextdeploy.host.probe import health_problem, http_get, local_address
 from nextdeploy.plans import pm2 as pm2_plan
-from nextdeploy.plans.ops import ReloadWorkers, Remove, StopProcesses, Symlink, WriteFile
+from nextdeploy.plans.ops import Op, ReloadWorkers, Remove, StopProcesses, Symlink, WriteFile
 from nextdeploy.pm2.client import Pm2, Worker
 from nextdeploy.release.secrets import protect_pm2_dump, secret_files, secret_values
 
@@ -54,15 +55,22 @@ def current_release(ctx: Context) -> str | None:
     return Path(str(link.readlink())).name
 
 
-def write_ecosystem(ctx: Context) -> None:
+def ecosystem_ops(ctx: Context) -> list[Op]:
+    """The ecosystem file PM2 loads (0600) and the app's log files, written before every switch."""
     source = pm2_plan.ecosystem_source(ctx.config, ctx.paths, secret_files(ctx.paths))
-    ctx.executor.apply(WriteFile(ctx.paths.ecosystem_file, source, mode=0o600))
-    ctx.executor.apply_all(pm2_plan.log_ops(ctx.config, ctx.paths))
+    return [WriteFile(ctx.paths.ecosystem_file, source, mode=0o600), *pm2_plan.log_ops(ctx.config, ctx.paths)]
+
+
+def switch_op(ctx: Context, release_id: str) -> Symlink:  # relative: the root stays relocatable
+    return Symlink(f"releases/{release_id}", ctx.paths.current_link)
+
+
+def write_ecosystem(ctx: Context) -> None:
+    ctx.executor.apply_all(ecosystem_ops(ctx))
 
 
 def switch_to(ctx: Context, release_id: str) -> None:
-    # A relative target keeps the root relocatable (e.g. restored from a backup elsewhere).
-    ctx.executor.apply(Symlink(f"releases/{release_id}", ctx.paths.current_link))
+    ctx.executor.apply(switch_op(ctx, release_id))
 
 
 def start_or_reload(ctx: Context, pm2: Pm2, workers: list[Worker] | None = None) -> None:
@@ -106,10 +114,12 @@ def _reload_in_place(ctx: Context, pm2: Pm2) -> bool:
 
 
 def release_only_change(ctx: Context, pm2: Pm2) -> tuple[int, ...] | None:
-    """The ids of the app's workers if replacing them changes nothing but the release they run (the ecosystem
-    file PM2 loaded is the one we would write, every worker online with its env): ``in_place_reload_ids``."""
-    if ctx.executor.dry_run:
-        return None
+    return release_only_change_in(ctx, pm2.processes, pm2.env)
+
+
+def release_only_change_in(ctx: Context, processes: Callable[[], list[dict[str, Any]]],
+                           pm2_env: dict[str, str]) -> tuple[int, ...] | None:
+    """The ids of the app's workers (from ``processes``) if replacing them changes only their release."""
     config, paths = ctx.config, ctx.paths
     secrets = secret_values(paths)
     if secrets is None:
@@ -120,8 +130,8 @@ def release_only_change(ctx: Context, pm2: Pm2) -> tuple[int, ...] | None:
     except OSError:
         applied = None
     app_env = {**pm2_plan.ecosystem_env(config), **secrets}
-    return pm2_plan.in_place_reload_ids(pm2.processes(), config.app.name, config.server.instances, source,
-                                        applied, app_env, pm2.env)
+    return pm2_plan.in_place_reload_ids(processes(), config.app.name, config.server.instances, source,
+                                        applied, app_env, pm2_env)
 
 
 def settle(ctx: Context) -> None:
@@ -137,7 +147,7 @@ def stop_lost_workers(ctx: Context, pm2: Pm2, after_delete: bool = False) -> Non
 
     ``after_delete``: right after a `pm2 delete` of workers that may have been crash-looping; a restart PM2
     had begun can still fork its worker a moment later."""
-    if after_delete and not ctx.executor.dry_run:
+    if after_delete:
         time.sleep(LOST_WORKER_WAIT)
     lost = pm2.lost_workers(ctx.paths.releases_dir)
     if not lost:
@@ -149,8 +159,6 @@ def stop_lost_workers(ctx: Context, pm2: Pm2, after_delete: bool = False) -> Non
 
 def _record_applied(ctx: Context) -> None:
     """Remember which ecosystem file PM2 loaded (the one on disk), for ``_reload_in_place``."""
-    if ctx.executor.dry_run:
-        return
     try:
         loaded = ctx.paths.ecosystem_file.read_text(encoding="utf-8")
     except OSError:

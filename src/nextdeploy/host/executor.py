@@ -37,8 +37,6 @@ from nextdeploy.pm2 import sockets
 class Executor:
     """Carries out ops. Subclasses implement ``apply``."""
 
-    dry_run = False
-
     def apply(self, op: Op) -> RunResult:
         raise NotImplementedError
 
@@ -115,9 +113,8 @@ class LocalExecutor(Executor):
 
 
 class DryRunExecutor(Executor):
-    """Prints each op as the shell line it stands for; changes nothing."""
-
-    dry_run = True
+    """Prints each op as the shell line it stands for; changes nothing. Only ``deploy --dry-run``
+    (``procedures.dryrun``) uses it, on ops planned without reading any result back."""
 
     def __init__(self, echo: Callable[[str], None]) -> None:
         self.echo = echo

@@ -175,12 +175,10 @@ def _link_or_copy(source: Path, target: Path) -> bool:
     return linked
 
 
-def bridge_static_assets(ctx: Context, release_id: str) -> BridgeReport | None:
+def bridge_static_assets(ctx: Context, release_id: str) -> BridgeReport:
     """Before ``release_id`` starts serving (deploy or rollback): link in the static files of its window.
 
     Raises ReleaseError when the files cannot be placed."""
-    if ctx.executor.dry_run:
-        return None
     keep = ctx.config.skew.keep_assets_of or ctx.config.releases.keep
     with ctx.reporter.step(f"keep serving the static assets of up to {keep - 1} earlier release(s)",
                            StepName.BRIDGE_ASSETS):

@@ -72,8 +72,7 @@ class Pm2:
         return env
 
     def run(self, argv: tuple[str, ...], timeout: float | None = 300) -> RunResult:
-        if not self.executor.dry_run:
-            self._skip_first_run_banner()
+        self._skip_first_run_banner()
         return self.executor.apply(Run(argv, env=self.env, timeout=timeout, clean_env=True))
 
     def _skip_first_run_banner(self) -> None:
@@ -103,7 +102,7 @@ class Pm2:
         """
         home = self.home_dir
         dump, backup = home / "dump.pm2", home / "dump.pm2.bak"
-        if not self.executor.dry_run and not dump.is_symlink() and not backup.is_symlink():
+        if not dump.is_symlink() and not backup.is_symlink():
             try:
                 processes = pm2rpc.process_list(home)
                 previous = dump.read_text(encoding="utf-8") if dump.exists() else None
@@ -124,8 +123,6 @@ class Pm2:
         """Create PM2_HOME if needed; raise HostPathError unless it is a directory this user can write.
         PM2 itself would fail only later (after the build), with a stack trace."""
         home = self.home_dir
-        if self.executor.dry_run:
-            return
         if home.exists() and not home.is_dir():
             raise HostPathError(f"PM2_HOME {home} is not a directory",
                                 hint="point [pm2] home (or $PM2_HOME) at a directory, or move that file away")
@@ -164,8 +161,6 @@ class Pm2:
 
         ``pm2 ping`` before the first CLI listing: a daemon spawning prints lines before the JSON.
         """
-        if self.executor.dry_run:
-            return []
         try:
             return pm2rpc.process_list(self.home_dir)
         except pm2rpc.RpcUnavailable:
@@ -183,7 +178,7 @@ class Pm2:
         running outside the list, and it still takes connections through the daemon's cluster port
         (seen with PM2 7.0.4): `pm2 ls` shows nothing, yet the port answers from that release."""
         daemon = self.daemon_pid()
-        if daemon is None or self.executor.dry_run:
+        if daemon is None:
             return []
         children = [pid for pid in processes_under(releases_dir) if parent_pid(pid) == daemon]
         if not children:

@@ -195,6 +195,25 @@ def _install_error(ctx: Context, installer: Installer, install: Run, lockfile: s
                       details=tail)
 
 
+def install_op(ctx: Context, release_id: str, installer: Installer, install_dir: Path,
+               yarnrc: dict[str, str]) -> Run:
+    """The dependencies' install (frozen lockfile) in ``install_dir``, logged to the release's build log."""
+    config, paths = ctx.config, ctx.paths
+    env = build_plan.build_env(config.app.build_env, deployment_id=release_id)
+    return build_plan.install_op(installer.choice, installer.binary, config.app, install_dir,
+                                 build_plan.install_env(env, installer.choice, yarnrc, paths.yarn_cache_dir),
+                                 paths.build_log(release_id), installer.path)
+
+
+def build_op(ctx: Context, release_id: str, installer: Installer, source: SourceLayout,
+             secrets: dict[str, str]) -> Run:
+    """``next build`` with the release id as its deployment id; ``secrets`` in its env only, never shown."""
+    config = ctx.config
+    env = build_plan.build_env(config.app.build_env, deployment_id=release_id)
+    return build_plan.build_op(installer.binary, config.app, source.app_dir, {**env, **secrets},
+                               ctx.paths.build_log(release_id), frozenset(secrets), installer.path)
+
+
 def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info: ProjectInfo,
                        installer: Installer, secrets: dict[str, str]) -> str | None:
     """Install (or reuse the last build's node_modules) and build. Returns the dependencies' cache key,
@@ -206,7 +225,6 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
     assert info.lockfile is not None
     choice, tool = installer.choice, installer.binary
     log_file = paths.build_log(release_id)
-    env = build_plan.build_env(config.app.build_env, deployment_id=release_id)
     install_dir = info.lockfile.install_dir
     yarnrc = read_yarnrc(install_dir) if choice.berry else {}
 
@@ -222,9 +240,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
         else:
             inputs = deps_plan.scan_source(source.source_root).inputs
             key = deps_plan.deps_key(inputs, choice.name, tool, require_tool("node"), config.app.build_env)
-    install = build_plan.install_op(choice, tool, config.app, install_dir,
-                                    build_plan.install_env(env, choice, yarnrc, paths.yarn_cache_dir), log_file,
-                                    installer.path)
+    install = install_op(ctx, release_id, installer, install_dir, yarnrc)
     if key is None or not _take_dependencies(ctx, source, key):
         with ctx.reporter.step(f"install dependencies ({installer.label}, frozen lockfile)",
                                StepName.INSTALL) as step:
@@ -232,8 +248,7 @@ def _install_and_build(ctx: Context, release_id: str, source: SourceLayout, info
             if not installed.ok:
                 lockfile = info.lockfile.path.relative_to(source.source_root).as_posix()
                 raise _install_error(ctx, installer, install, lockfile, installed.timed_out, log_file)
-    build = build_plan.build_op(tool, config.app, source.app_dir, {**env, **secrets}, log_file,
-                                frozenset(secrets), installer.path)
+    build = build_op(ctx, release_id, installer, source, secrets)
     with ctx.reporter.step("build the app (next build)", StepName.BUILD) as step:
         built = step.check(ctx.executor.apply(build))
     if not built.ok:
