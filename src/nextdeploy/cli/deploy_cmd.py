@@ -8,11 +8,13 @@ import click
 
 from nextdeploy.cli.options import (
     config_option,
+    context_for,
     debug_option,
     json_option,
     lock_timeout_option,
     make_context,
 )
+from nextdeploy.core.config import load_config
 from nextdeploy.core.ui import Reporter
 from nextdeploy.procedures.deploy import DeployResult, deploy
 from nextdeploy.procedures.dryrun import print_deploy_plan
@@ -51,7 +53,16 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
               help="The release to go back to (default: the previous good one).")
 def rollback_command(config_path: Path, json_mode: bool, lock_timeout: float, target: str | None) -> None:
     """Put an earlier good release back instantly (no rebuild), verified like a deploy."""
-    ctx = make_context(config_path, json_mode)
+    config = load_config(config_path)
+    if config.hosts:
+        from nextdeploy.fleet.rollback import run_fleet_rollback
+
+        reporter = Reporter(json_mode=json_mode)
+        done = run_fleet_rollback(config, config_path.read_bytes(), reporter, target)
+        reporter.info(f"rolled back every host to {done.release} in {done.seconds:.1f} s")
+        reporter.result({**done.to_json(), "steps": reporter.steps_json()})
+        return
+    ctx = context_for(config, json_mode)
     result = rollback(ctx, to=target, lock_timeout=lock_timeout)
     _report(ctx.reporter, result, "rolled back to")
 
@@ -67,7 +78,13 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
     No build, no switch: starts the live release's PM2 workers and verifies them like a deploy. Does
     nothing when the live release already serves.
     """
-    ctx = make_context(config_path, json_mode)
+    config = load_config(config_path)
+    if config.hosts:
+        from nextdeploy.fleet.commands import fleet_start
+
+        fleet_start(config, config_path.read_bytes(), json_mode)
+        return
+    ctx = context_for(config, json_mode)
     result = start(ctx, lock_timeout=lock_timeout)
     if result.already_serving:
         ctx.reporter.info(f"{result.release} is serving already; nothing to do")

@@ -45,6 +45,7 @@ class StepName(StrEnum):
     START_LIVE = "start-live"  # `nextdeploy start`
     RESTORE = "restore"  # the bench's repair of a baseline
     RETAIN = "retain"  # remove releases beyond [releases] keep
+    CONVERGE = "converge"  # a fleet found on mixed releases: the other hosts put on one release
 
 
 # A tagged progress line's tag: ``[name] `` right after ``... ``, ``ok `` or ``FAILED ``.
