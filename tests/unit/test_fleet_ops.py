@@ -1,6 +1,6 @@
 """Issue 23, items 6-7: the fleet lock's host side (real `nextdeploy host lock` processes and flock), the
-fleet rollback's target and its all-or-nothing waves, and crash convergence's decisions. The same over ssh
-on real test hosts: tests/integration/test_fleet_ops.py."""
+fleet rollback's target, and crash convergence (the waves: tests/unit/test_fleet_rollout.py). The same over
+ssh on real test hosts: tests/integration/test_fleet_ops.py."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 from nextdeploy.core.config import Config, load_config
-from nextdeploy.core.errors import ExitCode, HostFailedError, ReleaseNotFoundError, RollbackError
+from nextdeploy.core.errors import ExitCode, ReleaseNotFoundError, RollbackError
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.converge import converge_if_mixed, live_line
-from nextdeploy.fleet.rollback import fleet_rollback_target, switch_by_waves
+from nextdeploy.fleet.rollback import fleet_rollback_target
 from nextdeploy.fleet.session import FleetSession
-from nextdeploy.remote.errors import HostUnreachableError
 from support.idleapp import config_file
 
 R1, R2, R3 = "20261201-000000-aaaa", "20261202-000000-bbbb", "20261203-000000-cccc"
@@ -111,7 +110,6 @@ class ScriptedSession:
     names: list[str]
     live: dict[str, str]
     usable: dict[str, list[str]]
-    fail: dict[str, Exception] = field(default_factory=dict)  # host -> raised by its next switch
     calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     reporter: Reporter = field(default_factory=Reporter)
     config: Config | None = None
@@ -120,8 +118,6 @@ class ScriptedSession:
         self.calls.append((host, tuple(subcommand)))
         if subcommand[0] == "releases":
             return {"current": self.live[host], "usable": self.usable[host], "releases": []}
-        if host in self.fail:
-            raise self.fail.pop(host)
         target = subcommand[-1]
         self.live[host] = target
         return {"release": target}
@@ -141,29 +137,6 @@ def scripted(tmp_path: Path, live: dict[str, str], usable: dict[str, list[str]],
     config, _ = config_file(tmp_path)
     session = ScriptedSession(list(live), dict(live), usable, config=load_config(config), **extra)
     return session  # type: ignore[return-value]
-
-
-def test_a_failure_in_a_batch_puts_back_the_hosts_that_switched_and_names_the_host(tmp_path: Path) -> None:
-    names = ["web1", "web2", "web3"]
-    failure = HostFailedError("web2", "rollback", int(ExitCode.ROLLBACK_FAILED), "its check failed")
-    session = scripted(tmp_path, dict.fromkeys(names, R2), {key: [R1, R2] for key in names}, fail={"web2": failure})
-    with pytest.raises(HostFailedError) as raised:
-        switch_by_waves(session, R1, R2, ["rollback", "--to", R1])
-    assert raised.value.exit_code == ExitCode.ROLLBACK_FAILED and "web2 failed at rollback" in raised.value.message
-    assert f"put back on {R2}: web1" in raised.value.details and "not changed: web2, web3" in raised.value.details
-    scripted_session: Any = session
-    assert scripted_session.switches() == [("web1", ("rollback", "--to", R1)), ("web2", ("rollback", "--to", R1)),
-                                           ("web1", ("activate", R2))]
-    assert scripted_session.live == dict.fromkeys(names, R2)
-
-
-def test_a_host_lost_mid_rollback_is_not_put_back_blindly(tmp_path: Path) -> None:
-    names = ["web1", "web2"]
-    lost = HostUnreachableError("web2", "web2: the connection was lost", hint="check the network")
-    session = scripted(tmp_path, dict.fromkeys(names, R2), {key: [R1, R2] for key in names}, fail={"web2": lost})
-    with pytest.raises(HostUnreachableError) as raised:
-        switch_by_waves(session, R1, R2, ["rollback", "--to", R1])
-    assert raised.value.exit_code == ExitCode.SSH and f"put back on {R2}: web1" in raised.value.details
 
 
 def test_a_mixed_fleet_is_named_and_converged_canary_first(tmp_path: Path,

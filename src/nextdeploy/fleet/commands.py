@@ -99,6 +99,18 @@ def ask_every_host(session: FleetSession, config_text: bytes, subcommand: Sequen
     return session.each(ask)
 
 
+def read_fleet(config: Config, config_text: bytes, json_mode: bool,
+               reader: Callable[[FleetSession, bytes], dict[str, Any]]) -> tuple[Reporter, dict[str, Any] | None]:
+    """``reader``'s report on every host; printed as the result with --json (then None is returned)."""
+    reporter = Reporter(json_mode=json_mode)
+    with fleet_session(config, reporter) as session:
+        report = reader(session, config_text)
+    if json_mode:
+        reporter.result(report)
+        return reporter, None
+    return reporter, report
+
+
 def fleet_status_json(session: FleetSession, config_text: bytes) -> dict[str, Any]:
     answers = ask_every_host(session, config_text, ["status"])
     hosts = []
@@ -131,11 +143,8 @@ def verdict_line(report: dict[str, Any]) -> str:
 
 
 def fleet_status(config: Config, config_text: bytes, json_mode: bool) -> None:
-    reporter = Reporter(json_mode=json_mode)
-    with fleet_session(config, reporter) as session:
-        report = fleet_status_json(session, config_text)
-    if json_mode:
-        reporter.result(report)
+    reporter, report = read_fleet(config, config_text, json_mode, fleet_status_json)
+    if report is None:
         return
     for entry in report["hosts"]:
         if not entry["reachable"]:
@@ -173,11 +182,8 @@ def fleet_releases_json(session: FleetSession, config_text: bytes) -> dict[str, 
 
 
 def fleet_releases(config: Config, config_text: bytes, json_mode: bool) -> None:
-    reporter = Reporter(json_mode=json_mode)
-    with fleet_session(config, reporter) as session:
-        report = fleet_releases_json(session, config_text)
-    if json_mode:
-        reporter.result(report)
+    reporter, report = read_fleet(config, config_text, json_mode, fleet_releases_json)
+    if report is None:
         return
     for host in report["hosts"]:
         if host["error"]:
@@ -217,12 +223,13 @@ def fleet_logs(config: Config, config_text: bytes, host: str | None, lines: int,
             click.echo(f"{name} | {answer['not_running']}: nothing writes these logs now")
 
 
-def fleet_live_command(config: Config, config_text: bytes, json_mode: bool, name: str, step: StepName,
+def fleet_live_command(config: Config, config_text: bytes, json_mode: bool, name: str,
                        say: Callable[[str, dict[str, Any]], str]) -> None:
     """``start`` or ``stop`` on every host at once, under the fleet lock."""
     reporter = Reporter(json_mode=json_mode)
     with (open_fleet(config, config_text, reporter) as session, fleet_lock(session, name),
-          reporter.step(f"{name} on {', '.join(session.names)}", step)):
+          reporter.step(f"{name} on {', '.join(session.names)}",
+                        StepName.START_LIVE if name == "start" else StepName.STOP)):
         answers = session.call_each([name])
     for host, answer in answers.items():
         reporter.info(f"{host}: {say(host, answer)}")
@@ -231,10 +238,10 @@ def fleet_live_command(config: Config, config_text: bytes, json_mode: bool, name
 
 
 def fleet_start(config: Config, config_text: bytes, json_mode: bool) -> None:
-    fleet_live_command(config, config_text, json_mode, "start", StepName.START_LIVE,
+    fleet_live_command(config, config_text, json_mode, "start",
                        lambda _host, answer: f"{answer.get('release')} is serving already"
                        if answer.get("already_serving") else f"started {answer.get('release')}")
 
 
 def fleet_stop(config: Config, config_text: bytes, json_mode: bool) -> None:
-    fleet_live_command(config, config_text, json_mode, "stop", StepName.STOP, lambda _host, _answer: "stopped")
+    fleet_live_command(config, config_text, json_mode, "stop", lambda _host, _answer: "stopped")

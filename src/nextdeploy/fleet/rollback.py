@@ -3,26 +3,26 @@
 Under the fleet lock, a fleet found on mixed releases is converged first (``fleet.converge``). The target is
 ``--to ID`` (complete and never failed on every host), or by default the fleet's previous good release:
 the one every host's own rollback would pick when they agree, else the newest release created before the
-live one that is good on every host. Hosts switch canary first, then by batches, each with its own
-zero-downtime rollback (``host rollback --to ID``). If a host fails, the hosts that switched are put back
-on the release the fleet served (in parallel), the others are left untouched, and the error names the host.
+live one that is good on every host. Hosts switch with the deploy's wave engine (``fleet.rollout``): canary
+first, then by batches, each with its own zero-downtime rollback (``host rollback --to ID``). If a host
+fails, the hosts that switched are put back on the release the fleet served (in parallel), the others are
+left untouched, and the error names the host.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from nextdeploy.core.config import Config
-from nextdeploy.core.errors import NextdeployError, ReleaseNotFoundError, RollbackError
+from nextdeploy.core.errors import ReleaseNotFoundError, RollbackError
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.converge import converge_if_mixed, read_statuses
 from nextdeploy.fleet.lock import fleet_lock
-from nextdeploy.fleet.plan import HostOutcome, Outcome, after_rollout, rollout_waves
+from nextdeploy.fleet.rollout import RolloutFailed, roll_out
 from nextdeploy.fleet.session import FleetSession
-from nextdeploy.remote.errors import SshError
 
 GOOD = "active"  # the release log's status of a release that went live and never failed
 
@@ -64,55 +64,22 @@ class FleetRollbackResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def switch_by_waves(session: FleetSession, target: str, previous: str | None,
-                    subcommand: Sequence[str]) -> None:
-    """Run ``subcommand`` (which puts ``target`` live) on every host, canary first then by batches; all or
-    nothing: on a failure the hosts that switched are put back on ``previous`` and the first error raised."""
-    config = session.config
-    outcomes: dict[str, HostOutcome] = {}
-    errors: dict[str, NextdeployError] = {}
-
-    def one(host: str) -> None:
-        try:
-            session.call(host, subcommand)
-            outcomes[host] = HostOutcome(host, Outcome.SWITCHED)
-        except SshError as lost:
-            outcomes[host] = HostOutcome(host, Outcome.UNREACHABLE, subcommand[0], lost.message)
-            errors[host] = lost
-        except NextdeployError as failed:
-            outcomes[host] = HostOutcome(host, Outcome.FAILED, subcommand[0], failed.message)
-            errors[host] = failed
-
-    for wave in rollout_waves(session.names, config.rollout.canary, config.rollout.batch):
-        with session.reporter.step(f"{subcommand[0]} {target} on {', '.join(wave)}") as step:
-            session.each(one, wave)
-            if any(host in errors for host in wave):
-                step.failed = True
-                break
-    if not errors:
-        return
-    decision = after_rollout([outcomes.get(host, HostOutcome(host, Outcome.NOT_STARTED)) for host in session.names],
-                             target, previous)
-    first = errors[next(host for host in session.names if host in errors)]
-    put_back: list[str] = []
-    if decision.put_back and previous is not None:
-        with session.reporter.step(f"put {previous} back on {', '.join(decision.put_back)}"):
-            session.call_each(["activate", previous], decision.put_back)
-        put_back = list(decision.put_back)
-    first.details = [*first.details, *( [f"put back on {previous}: {', '.join(put_back)}"] if put_back else []),
-                     *([f"not changed: {', '.join(decision.untouched)}"] if decision.untouched else [])]
-    raise first
-
-
 def fleet_rollback(session: FleetSession, to: str | None) -> FleetRollbackResult:
     started = time.monotonic()
     with fleet_lock(session, "rollback"):
-        converge_if_mixed(session)
+        before = converge_if_mixed(session)
         statuses, answers = read_statuses(session)
         live = statuses[0].live if statuses else None
+        if to is not None and to == live and [status.live for status in before] != [live] * len(before):
+            return FleetRollbackResult(to, None, tuple(session.names), time.monotonic() - started)  # converged to it
         target = fleet_rollback_target(answers, live, to)
         session.reporter.info(f"rolling back every host from {live or 'none'} to {target}")
-        switch_by_waves(session, target, live, ["rollback", "--to", target])
+        config = session.config
+        try:
+            roll_out(session, target, live, lambda host: session.call(host, ["rollback", "--to", target]),
+                     canary=config.rollout.canary, batch=config.rollout.batch, step_name="rollback")
+        except RolloutFailed as failed:
+            raise failed.error from None
     return FleetRollbackResult(target, live, tuple(session.names), time.monotonic() - started)
 
 
