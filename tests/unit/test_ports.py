@@ -26,6 +26,23 @@ PROC_NET_TCP6 = (
 )
 
 
+def test_only_listeners_in_the_way_of_an_address_count_for_it() -> None:
+    """Several addresses on one machine, the same port on each (a test fleet's hosts, two apps on two
+    addresses): only the listener on that address, or on every address, keeps it from binding."""
+    table = (PROC_NET_TCP.splitlines()[0] + "\n"
+             "   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0  0 111 1 0 1 0 0 1 0\n"
+             "   1: 0200007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0  0 222 1 0 1 0 0 1 0\n")
+    assert [found.inode for found in listeners_on(table, 3000, "127.0.0.2")] == [222]
+    assert [found.inode for found in listeners_on(table, 3000, "127.0.0.1")] == [111]
+    assert listeners_on(table, 3000, "127.0.0.3") == []
+    assert [found.inode for found in listeners_on(table, 3000, "0.0.0.0")] == [111, 222]
+    assert [found.inode for found in listeners_on(table, 3000)] == [111, 222]
+    assert [found.inode for found in listeners_on(PROC_NET_TCP6, 3000, "127.0.0.5")] == [444]  # :: is every address
+    mapped = PROC_NET_TCP6.replace(ANY6, "0000000000000000FFFF00000200007F", 1)
+    assert [found.inode for found in listeners_on(mapped, 3000, "127.0.0.2")] == [444]
+    assert listeners_on(mapped, 3000, "127.0.0.1") == []
+
+
 def test_listeners_on_reads_listening_rows_of_both_tables() -> None:
     # Port 3000 = 0x0BB8: row 1 is an established connection to it, not a listener.
     assert listeners_on(PROC_NET_TCP, 3000) == [Listener(inode=111, uid=1000)]

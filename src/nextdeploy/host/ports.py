@@ -12,10 +12,12 @@ Parsing and judging (pure), binding and reading ``/proc`` (``bind_error``, ``por
 from __future__ import annotations
 
 import errno
+import ipaddress
 import itertools
 import os
 import pwd
 import socket
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,20 +45,46 @@ class Holder:
     uid: int
 
 
-def listeners_on(proc_net_tcp: str, port: int) -> list[Listener]:
-    """The listening sockets on ``port`` (any address) in the text of ``/proc/net/tcp`` or ``tcp6``."""
+def listeners_on(proc_net_tcp: str, port: int, address: str | None = None) -> list[Listener]:
+    """The listening sockets on ``port`` in the text of ``/proc/net/tcp`` or ``tcp6``: on any address, or
+    only those in the way of a listener on ``address`` (that address, or every address: 0.0.0.0, ::)."""
     found = []
     for row in proc_net_tcp.splitlines()[1:]:
         fields = row.split()
         if len(fields) < 10 or fields[3] != _LISTEN:
             continue
-        _, _, port_hex = fields[1].rpartition(":")
+        address_hex, _, port_hex = fields[1].rpartition(":")
         try:
-            if int(port_hex, 16) == port:
+            if int(port_hex, 16) == port and (address is None or _in_the_way(address_hex, address)):
                 found.append(Listener(inode=int(fields[9]), uid=int(fields[7])))
         except ValueError:
             continue
     return found
+
+
+def _in_the_way(address_hex: str, address: str) -> bool:
+    """Whether a listener on the address ``address_hex`` (as /proc/net/tcp{,6} prints it: 32-bit words in
+    the host's byte order) keeps a listener on ``address`` from binding the same port: the same address, or
+    either of them every address. Unreadable: counted as in the way."""
+    try:
+        raw = bytes.fromhex(address_hex)
+        if sys.byteorder == "little":
+            raw = b"".join(raw[start:start + 4][::-1] for start in range(0, len(raw), 4))
+        theirs = ipaddress.ip_address(raw)
+        ours = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    theirs = getattr(theirs, "ipv4_mapped", None) or theirs
+    ours = getattr(ours, "ipv4_mapped", None) or ours
+    return theirs.is_unspecified or ours.is_unspecified or theirs == ours
+
+
+def resolved_address(host: str, port: int) -> str | None:
+    """The address a listener on ``host`` binds (the first getaddrinfo gives), or None if it resolves not."""
+    try:
+        return str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+    except (socket.gaierror, IndexError):
+        return None
 
 
 def port_problem(host: str, port: int, bind_error: OSError | None, holders: list[Holder],
@@ -121,12 +149,13 @@ def bind_error(host: str, port: int) -> OSError | None:
     return None
 
 
-def port_holders(port: int, likely: Iterable[int] = ()) -> list[Holder]:
-    """Who listens on ``port``: each listening socket's process, looked for among ``likely`` pids first."""
+def port_holders(port: int, likely: Iterable[int] = (), address: str | None = None) -> list[Holder]:
+    """Who listens on ``port`` (in the way of ``address``, if given): each listening socket's process, looked
+    for among ``likely`` pids first."""
     listeners: list[Listener] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            listeners += listeners_on(Path(table).read_text(), port)
+            listeners += listeners_on(Path(table).read_text(), port, address)
         except OSError:
             continue
     wanted = {listener.inode: listener for listener in listeners}
