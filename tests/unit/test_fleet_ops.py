@@ -18,7 +18,7 @@ import pytest
 from nextdeploy.core.config import Config, load_config
 from nextdeploy.core.errors import ExitCode, ReleaseNotFoundError, RollbackError
 from nextdeploy.core.ui import Reporter
-from nextdeploy.fleet.converge import converge_if_mixed, live_line
+from nextdeploy.fleet.converge import converge, converge_if_mixed, live_line
 from nextdeploy.fleet.rollback import fleet_rollback_target
 from nextdeploy.fleet.session import FleetSession
 from support.idleapp import config_file
@@ -149,6 +149,7 @@ def test_a_mixed_fleet_is_named_and_converged_canary_first(tmp_path: Path,
     scripted_session: Any = session
     assert scripted_session.switches() == [("web2", ("activate", R2)), ("web3", ("activate", R2))]
     assert [status.live for status in statuses] == [R2, R2, R2]
+    assert converge(session) == (statuses, ())  # converged: nothing moves
     # Converged: nothing more to do.
     scripted_session.calls.clear()
     converge_if_mixed(session)

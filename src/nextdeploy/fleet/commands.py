@@ -127,7 +127,7 @@ def fleet_status_json(session: FleetSession, config_text: bytes) -> dict[str, An
                 for entry in hosts]
     verdict = convergence(statuses)
     return {"hosts": hosts, "verdict": str(verdict.verdict), "release": verdict.target if verdict.converged else None,
-            "live": {release or None: list(names) for release, names in verdict.live.items()},
+            "live": {release or "none": list(names) for release, names in verdict.live.items()},
             "unreachable": list(verdict.unreachable)}
 
 

@@ -41,11 +41,16 @@ def read_statuses(session: FleetSession) -> tuple[list[HostStatus], dict[str, di
 def converge_if_mixed(session: FleetSession) -> list[HostStatus]:
     """If the hosts serve different releases, say so and activate one release on every host. Hosts serving
     nothing yet (new in the fleet) are left to the deploy. Returns every host's status after."""
+    return converge(session)[0]
+
+
+def converge(session: FleetSession) -> tuple[list[HostStatus], tuple[str, ...]]:
+    """``converge_if_mixed``, and the hosts it moved."""
     statuses, _ = read_statuses(session)
     serving = [status for status in statuses if status.live]
     plan = convergence(serving)
     if plan.converged or not serving:
-        return statuses
+        return statuses, ()
     say = session.reporter.info
     say(f"the fleet is on mixed releases: {live_line(statuses)}")
     if plan.target is None:
@@ -61,4 +66,4 @@ def converge_if_mixed(session: FleetSession) -> list[HostStatus]:
             session.call_each(["activate", plan.target], wave)
     say(f"every host serves {plan.target}")
     return [HostStatus(status.host, True, plan.target if status.host in plan.move else status.live, status.ready)
-            for status in statuses]
+            for status in statuses], plan.move

@@ -19,7 +19,7 @@ from typing import Any
 from nextdeploy.core.config import Config
 from nextdeploy.core.errors import ReleaseNotFoundError, RollbackError
 from nextdeploy.core.ui import Reporter
-from nextdeploy.fleet.converge import converge_if_mixed, read_statuses
+from nextdeploy.fleet.converge import converge, read_statuses
 from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.rollout import RolloutFailed, roll_out
 from nextdeploy.fleet.session import FleetSession
@@ -67,11 +67,11 @@ class FleetRollbackResult:
 def fleet_rollback(session: FleetSession, to: str | None) -> FleetRollbackResult:
     started = time.monotonic()
     with fleet_lock(session, "rollback"):
-        before = converge_if_mixed(session)
+        _, moved = converge(session)
         statuses, answers = read_statuses(session)
         live = statuses[0].live if statuses else None
-        if to is not None and to == live and [status.live for status in before] != [live] * len(before):
-            return FleetRollbackResult(to, None, tuple(session.names), time.monotonic() - started)  # converged to it
+        if to is not None and to == live and moved:  # the fleet was mixed, and converging put it on ``to``
+            return FleetRollbackResult(to, None, tuple(session.names), time.monotonic() - started)
         target = fleet_rollback_target(answers, live, to)
         session.reporter.info(f"rolling back every host from {live or 'none'} to {target}")
         config = session.config
