@@ -5,6 +5,9 @@ the module; each test deploys on top of what the one before left (v1, v2, then r
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ import pytest
 from conftest import have_node_tools
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.demo.exampleapp import copy_example, set_version
+from nextdeploy.fleet.hostcall import host_argv
 from support.fleet import Fleet, PageThenChunks, load_through, no_failures, running_fleet
 from support.hosts import missing_host_tools
 from support.site import Run
@@ -40,6 +44,7 @@ class Deployed:
     fleet: Fleet
     app: Path  # the app's source on the controller
     releases: dict[str, str]  # version -> release id, as the tests deploy them
+    root_existed: bool  # ROOT on the controller (this machine) before the module: a deploy must not make it
 
     def deploy(self, *args: str) -> Run:
         run = self.fleet.nextdeploy("deploy", "--json", *args, timeout=900)
@@ -73,7 +78,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
                            server={"instances": 1},
                            health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 20,
                                    "stable_for": 2})
-        yield Deployed(fleet, app, {})
+        yield Deployed(fleet, app, {}, os.path.lexists(ROOT))
 
 
 def only_error_line(run: Run) -> str:
@@ -107,6 +112,13 @@ def test_a_code_change_reaches_every_host_under_load_with_no_failed_request(depl
     assert visits.chunks_fetched() > 0
     assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
     assert deployed.versions() == {name: "v2" for name in fleet.hosts.names}
+    # Built on the controller under [build] dir, nothing under [server] root here; on each host the
+    # release's links into the root (the image cache) point into that host's root, not the controller's.
+    assert deployed.root_existed or not os.path.lexists(ROOT)
+    assert (fleet.base / "build" / "work" / "releases" / v2).is_dir()
+    for host in fleet.hosts.hosts:
+        link = host.path(f"{ROOT}/releases/{v2}/.next/cache/images")
+        assert os.readlink(link) == f"{ROOT}/shared/cache/images", host.name
     # Canary first, then one host at a time; each host's outcome and its ship figures in the JSON result.
     assert result["waves"] == [["web1"], ["web2"], ["web3"]]
     for host in result["hosts"]:
@@ -171,3 +183,15 @@ def test_an_unreachable_host_is_named_and_nothing_changes_anywhere(deployed: Dep
     assert "(fix: " in only_error_line(run)
     assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
     assert deployed.release_dirs() == before
+
+
+def test_nothing_is_left_running_on_the_hosts_once_the_app_is_stopped(deployed: Deployed) -> None:
+    """`host stop` on every host, then its PM2 daemon ended (by its pid): nothing nextdeploy started runs on."""
+    fleet = deployed.fleet
+    for name in fleet.hosts.names:
+        fleet.hosts.ssh(name, shlex.join(host_argv(ROOT, name, ["stop"])))
+        fleet.hosts.ssh(name, "kill $(cat /root/.pm2/pm2.pid)")
+    deadline = time.monotonic() + 20
+    while any(fleet.leftovers(name) for name in fleet.hosts.names) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {name: fleet.leftovers(name) for name in fleet.hosts.names} == {name: {} for name in fleet.hosts.names}
