@@ -114,7 +114,8 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
         result.rollout = roll_out(
             session, release, previous,
             lambda host: session.call(host, ["activate", release], timeout=ACTIVATE_TIMEOUT),
-            canary=config.rollout.canary, batch=config.rollout.batch)
+            canary=config.rollout.canary, batch=config.rollout.batch,
+            previous_of={host: statuses[host].get("current") for host in session.names})
     except RolloutFailed as failed:
         result.rollout, result.failed = failed.result, failed.error.message
         result.seconds = time.monotonic() - started
