@@ -112,3 +112,12 @@ def test_a_host_that_cannot_be_put_back_is_named_with_the_first_failure() -> Non
 def test_a_first_deploy_puts_hosts_back_by_stopping_them() -> None:
     assert put_back_argv(None) == ["stop"]
     assert put_back_argv("A") == ["rollback", "--to", "A"]
+
+
+def test_each_switched_host_goes_back_to_what_it_served_itself() -> None:
+    """A fleet found on two releases (A on web1, Z on web2): each host is put back to its own."""
+    session = FakeSession(HOSTS[:3])
+    _ran, step = stepper({"web3": HostFailedError("web3", "activate", 10, "verify failed")})
+    with pytest.raises(RolloutFailed):
+        roll_out(session, "B", "A", step, previous_of={"web1": "A", "web2": "Z", "web3": "A"})
+    assert sorted(session.calls) == [("web1", ("rollback", "--to", "A")), ("web2", ("rollback", "--to", "Z"))]

@@ -36,6 +36,8 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
     ready) and verifies every worker.
     Any failure before the switch changes nothing live; after it, the previous release is put back.
     """
+    if not dry_run and _fleet_deploy(config_path, json_mode):
+        return
     ctx = make_context(config_path, json_mode, dry_run=dry_run)
     if dry_run:
         print_deploy_plan(ctx)
@@ -91,6 +93,22 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
     else:
         ctx.reporter.info(f"started {result.release} in {result.seconds:.1f} s")
     ctx.reporter.result({**result.to_json(), "steps": ctx.reporter.steps_json()})
+
+
+def _fleet_deploy(config_path: Path, json_mode: bool) -> bool:
+    """With [[hosts]] in the config: the fleet deploy (``fleet.deploy``), True once done; False without hosts."""
+    config = load_config(config_path)
+    if not config.hosts:
+        return False
+    from nextdeploy.fleet.deploy import fleet_deploy
+
+    reporter = Reporter(json_mode=json_mode)
+    result = fleet_deploy(config, config_path.read_bytes(), reporter)
+    reporter.info(f"deployed {result.release} to {len(result.shipped)} host(s) "
+                  f"(previous: {result.previous or 'none'}); build {result.build_seconds:.1f} s, "
+                  f"total {result.seconds:.1f} s")
+    reporter.result({**result.to_json(), "steps": reporter.steps_json()})
+    return True
 
 
 def _release_id(value: str | None) -> str | None:

@@ -90,6 +90,18 @@ def host_rollback_command(config_path: Path, as_host: str | None, lock_timeout: 
     run_json(config_path, roll_back, as_host)
 
 
+@host_group.command("prepare")
+@config_option
+@host_as_option
+@debug_option
+@click.argument("release_id")
+def host_prepare_command(config_path: Path, as_host: str | None, release_id: str) -> None:
+    """Make a release shipped under releases/ ready to go live here (checked, linked, logged; nothing live)."""
+    from nextdeploy.procedures.prepare import prepare_shipped
+
+    run_json(config_path, lambda ctx: prepare_shipped(ctx, release_id), as_host)
+
+
 def _live_command(name: str, summary: str) -> None:
     """``host start`` and ``host stop``: the procedure of that name, with the live lock's timeout."""
 

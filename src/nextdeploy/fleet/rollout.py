@@ -13,7 +13,7 @@ A deploy (``fleet.deploy``) and a fleet rollback use it alike: only ``step`` dif
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -77,8 +77,12 @@ class RolloutFailed(Exception):
 
 
 def roll_out(session: Session, target: str, previous: str | None, step: Step, *, canary: int = 1,
-             batch: int | str = 1, step_name: str = "activate") -> RolloutResult:
+             batch: int | str = 1, step_name: str = "activate",
+             previous_of: Mapping[str, str | None] | None = None) -> RolloutResult:
     """Run ``step`` on every host, wave by wave, all or nothing (see the module's doc).
+
+    ``previous_of``: what each host served before, when the hosts did not all serve ``previous`` (a host
+    that switched is put back to its own release, never to another host's).
 
     Returns the result when every host passed. Otherwise puts back every host that switched and raises
     ``RolloutFailed`` carrying the first failing host's error (config order) and the result; when a host
@@ -107,7 +111,7 @@ def roll_out(session: Session, target: str, previous: str | None, step: Step, *,
         return result
     assert decision.failure is not None
     failed = errors[decision.failure.host]
-    problem = put_back(session, decision, runs)
+    problem = put_back(session, decision, runs, previous_of or {})
     for host in decision.unknown:
         reporter.warn(f"{host} was lost during {step_name}: its state is read and converged by the next deploy "
                       "or rollback")
@@ -148,14 +152,16 @@ def put_back_argv(previous: str | None) -> list[str]:
     return ["rollback", "--to", previous] if previous else ["stop"]
 
 
-def put_back(session: Session, decision: RolloutDecision, runs: dict[str, HostRun]) -> NextdeployError | None:
-    """Every host of ``decision.put_back`` back on the previous release at once. None when all are; else a
-    ``RollbackError`` naming the hosts that could not be put back (the rollout's failure in its details)."""
+def put_back(session: Session, decision: RolloutDecision, runs: dict[str, HostRun],
+             previous_of: Mapping[str, str | None] | None = None) -> NextdeployError | None:
+    """Every host of ``decision.put_back`` back on the previous release at once (its own, in ``previous_of``,
+    when given). None when all are; else a ``RollbackError`` naming the hosts that could not be put back (the
+    rollout's failure in its details)."""
     hosts = list(decision.put_back)
     if not hosts:
         return None
     reporter = session.reporter
-    argv = put_back_argv(decision.previous)
+    before = {host: (previous_of or {}).get(host, decision.previous) for host in hosts}
     reporter.info(f"putting {', '.join(hosts)} back to {decision.previous or 'nothing (stopped)'}: "
                   f"{decision.message()}")
     lost: dict[str, NextdeployError] = {}
@@ -163,13 +169,13 @@ def put_back(session: Session, decision: RolloutDecision, runs: dict[str, HostRu
     def one(host: str) -> None:
         began = time.monotonic()
         try:
-            session.call(host, argv)
+            session.call(host, put_back_argv(before[host]))
         except NextdeployError as error:
             lost[host] = error
             reporter.info(f"FAILED {host}: put back: {error.message}")
             return
         runs[host].put_back = True
-        reporter.info(f"ok {host}: put back to {decision.previous or 'nothing'} ({time.monotonic() - began:.1f} s)")
+        reporter.info(f"ok {host}: put back to {before[host] or 'nothing'} ({time.monotonic() - began:.1f} s)")
 
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts)), thread_name_prefix="putback") as pool:
         list(pool.map(one, hosts))
