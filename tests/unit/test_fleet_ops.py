@@ -170,3 +170,32 @@ def test_live_line_names_every_host_in_order() -> None:
     assert live_line([HostStatus("web1", True, R2), HostStatus("web2", False),
                       HostStatus("web3", True, None)]) == f"web1 {R2}, web2 unreachable, web3 none"
 
+
+
+# --- deploy --dry-run on a fleet -------------------------------------------------------------------------
+
+
+def test_fleet_dry_run_shows_each_hosts_commands_by_wave_and_contacts_no_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from nextdeploy.cli.main import main
+
+    config, _ = config_file(tmp_path)
+    text = config.read_text().replace(f'root = "{tmp_path / "root"}"', 'root = "/srv/hello"')
+    config.write_text(text + '\n[rollout]\nbatch = 2\n\n' + "".join(
+        f'[[hosts]]\nssh = "{name}"\n\n' for name in ("web1", "web2", "deploy@web3:2222")))
+    ran: list[Any] = []
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: ran.append(args))
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: ran.append(args))
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "--dry-run", "--json", "-c", str(config)])
+    assert exited.value.code in (0, None) and ran == []
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["waves"] == [["web1"], ["web2", "deploy@web3:2222"]]
+    steps = plan["steps"]
+    binary = "/srv/hello/tools/nextdeploy-"
+    assert any(line.startswith(f"lock web1: {binary}") and "host lock --holder" in line for line in steps)
+    activations = [line for line in steps if "host activate" in line]
+    assert [line.split(":")[0] for line in activations] == ["canary", "batch 1", "batch 1"]
+    assert activations[0].startswith(f"canary: web1: {binary}") and "--as web1" in activations[0]
+    assert "--as deploy@web3:2222" in activations[2] and "-c /srv/hello/nextdeploy.toml" in activations[2]
+    assert not (tmp_path / "root").exists()

@@ -38,6 +38,8 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
     """
     if not dry_run and _fleet_deploy(config_path, json_mode):
         return
+    if dry_run and _fleet_dry_run(config_path, json_mode):
+        return
     ctx = make_context(config_path, json_mode, dry_run=dry_run)
     if dry_run:
         print_deploy_plan(ctx)
@@ -127,3 +129,14 @@ def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:
     if result.removed:
         reporter.info(f"removed old releases: {', '.join(result.removed)}")
     reporter.result({**result.to_json(), "steps": reporter.steps_json()})
+
+
+def _fleet_dry_run(config_path: Path, json_mode: bool) -> bool:
+    """With [[hosts]]: what a fleet deploy would run on each host (``fleet.commands``), True once shown."""
+    config = load_config(config_path)
+    if not config.hosts:
+        return False
+    from nextdeploy.fleet.commands import fleet_dry_run
+
+    fleet_dry_run(config, json_mode)
+    return True

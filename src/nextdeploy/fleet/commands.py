@@ -245,3 +245,54 @@ def fleet_start(config: Config, config_text: bytes, json_mode: bool) -> None:
 
 def fleet_stop(config: Config, config_text: bytes, json_mode: bool) -> None:
     fleet_live_command(config, config_text, json_mode, "stop", lambda _host, _answer: "stopped")
+
+
+# --- deploy --dry-run on a fleet ------------------------------------------------------------------------
+
+NEW_ID = "<new id>"  # the release id a deploy makes when it builds (not known before)
+
+
+def dry_run_plan(config: Config) -> dict[str, Any]:
+    """What a fleet deploy would run, host by host and wave by wave (pure: nothing is contacted). The host
+    commands are the very command lines ssh would send."""
+    from nextdeploy.fleet.build import WORK_DIR
+    from nextdeploy.fleet.plan import rollout_waves
+    from nextdeploy.fleet.setup import build_dir, host_root
+    from nextdeploy.remote.argv import remote_command
+
+    roots = {host.ssh: host_root(config, host) for host in config.hosts}
+    names = list(roots)
+
+    def on(host: str, *subcommand: str) -> str:
+        return remote_command(hostcall.host_argv(roots[host], host, list(subcommand)))
+
+    waves = rollout_waves(names, config.rollout.canary, config.rollout.batch)
+    lines = [
+        f"set up and check {', '.join(names)}: nextdeploy and pm2 under each root, the platform against this "
+        "machine's",
+        *(f"send the config to {host}:{hostcall.host_config_path(roots[host])} (0600)" for host in names),
+        *(f"lock {host}: {on(host, 'lock', '--holder', '...')} (held until the deploy ends)" for host in names),
+        *(f"read {host}: {on(host, 'releases')} (a fleet on mixed releases is converged first)"
+          for host in names),
+        f"build the release once on this machine in {build_dir(config) / WORK_DIR}",
+        *(f"ship to {host}:{roots[host]}/releases/{NEW_ID} (rsync, a delta against its live release)"
+          for host in names),
+        *(f"prepare on {host}: {on(host, 'prepare', NEW_ID)} (and the fleet's Server Actions key)"
+          for host in names),
+    ]
+    canary = config.rollout.canary
+    for number, wave in enumerate(waves):
+        kind = "canary" if number == 0 and canary else f"batch {number + (0 if canary else 1)}"
+        lines += [f"{kind}: {host}: {on(host, 'activate', NEW_ID)}" for host in wave]
+    lines.append("on a failure, on every host that switched: "
+                 f"{remote_command(['nextdeploy', 'host', 'rollback', '--to', '<its previous release>'])}")
+    return {"hosts": names, "waves": [list(wave) for wave in waves], "steps": lines}
+
+
+def fleet_dry_run(config: Config, json_mode: bool) -> None:
+    reporter = Reporter(json_mode=json_mode)
+    plan = dry_run_plan(config)
+    reporter.info("dry run: nothing changes, here or on any host, and no host is contacted; a deploy would:")
+    for line in plan["steps"]:
+        reporter.info(f"  {line}")
+    reporter.result(plan)
