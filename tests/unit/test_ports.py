@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 
 import pytest
 
@@ -113,3 +114,29 @@ def test_a_port_to_listen_on_later_is_below_the_ephemeral_range() -> None:
     ports = {listen_port() for _ in range(20)}
     assert all(1024 <= port < low for port in ports) and len(ports) > 1
     assert all(bind_error("127.0.0.1", port) is None for port in ports)
+
+
+# /proc/net/tcp rows: 127.0.0.2:3000, 127.0.0.3:3000 and 0.0.0.0:4000 listening (little-endian words).
+_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0200007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1
+   1: 0300007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1
+   2: 00000000:0FA0 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 333 1
+"""
+# tcp6: [::]:3000 and [::ffff:127.0.0.2]:4000
+_TCP6 = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:0BB8 0000000000000000:0000 0A 0:0 0:0 0 0 0 444 1
+   1: 0000000000000000FFFF00000200007F:0FA0 0000000000000000:0000 0A 0:0 0:0 0 0 0 555 1
+"""
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="the rows above are a little-endian kernel's")
+def test_only_listeners_in_the_way_of_the_address_count() -> None:
+    """Hosts sharing one kernel's network (the fleet tests') listen on the same port at other addresses:
+    those are not in the way of this host's bind; the same address and a wildcard one are."""
+    inodes = lambda text, port, address: [listener.inode for listener in listeners_on(text, port, address)]  # noqa: E731
+    assert inodes(_TCP, 3000, None) == [111, 222]
+    assert inodes(_TCP, 3000, "127.0.0.2") == [111]
+    assert inodes(_TCP, 3000, "0.0.0.0") == [111, 222]
+    assert inodes(_TCP, 4000, "127.0.0.9") == [333]  # 0.0.0.0:4000 holds every address
+    assert inodes(_TCP6, 3000, "127.0.0.5") == [444]  # [::] too
+    assert inodes(_TCP6, 4000, "127.0.0.2") == [555] and inodes(_TCP6, 4000, "127.0.0.3") == []

@@ -8,11 +8,13 @@ import click
 
 from nextdeploy.cli.options import (
     config_option,
+    context_for,
     debug_option,
     json_option,
     lock_timeout_option,
     make_context,
 )
+from nextdeploy.core.config import load_config
 from nextdeploy.core.ui import Reporter
 from nextdeploy.procedures.deploy import DeployResult, deploy
 from nextdeploy.procedures.dryrun import print_deploy_plan
@@ -34,6 +36,10 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
     ready) and verifies every worker.
     Any failure before the switch changes nothing live; after it, the previous release is put back.
     """
+    if not dry_run and _fleet_deploy(config_path, json_mode):
+        return
+    if dry_run and _fleet_dry_run(config_path, json_mode):
+        return
     ctx = make_context(config_path, json_mode, dry_run=dry_run)
     if dry_run:
         print_deploy_plan(ctx)
@@ -51,7 +57,16 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
               help="The release to go back to (default: the previous good one).")
 def rollback_command(config_path: Path, json_mode: bool, lock_timeout: float, target: str | None) -> None:
     """Put an earlier good release back instantly (no rebuild), verified like a deploy."""
-    ctx = make_context(config_path, json_mode)
+    config = load_config(config_path)
+    if config.hosts:
+        from nextdeploy.fleet.rollback import run_fleet_rollback
+
+        reporter = Reporter(json_mode=json_mode)
+        done = run_fleet_rollback(config, config_path.read_bytes(), reporter, target)
+        reporter.info(f"rolled back every host to {done.release} in {done.seconds:.1f} s")
+        reporter.result({**done.to_json(), "steps": reporter.steps_json()})
+        return
+    ctx = context_for(config, json_mode)
     result = rollback(ctx, to=target, lock_timeout=lock_timeout)
     _report(ctx.reporter, result, "rolled back to")
 
@@ -67,13 +82,35 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
     No build, no switch: starts the live release's PM2 workers and verifies them like a deploy. Does
     nothing when the live release already serves.
     """
-    ctx = make_context(config_path, json_mode)
+    config = load_config(config_path)
+    if config.hosts:
+        from nextdeploy.fleet.commands import fleet_start
+
+        fleet_start(config, config_path.read_bytes(), json_mode)
+        return
+    ctx = context_for(config, json_mode)
     result = start(ctx, lock_timeout=lock_timeout)
     if result.already_serving:
         ctx.reporter.info(f"{result.release} is serving already; nothing to do")
     else:
         ctx.reporter.info(f"started {result.release} in {result.seconds:.1f} s")
     ctx.reporter.result({**result.to_json(), "steps": ctx.reporter.steps_json()})
+
+
+def _fleet_deploy(config_path: Path, json_mode: bool) -> bool:
+    """With [[hosts]] in the config: the fleet deploy (``fleet.deploy``), True once done; False without hosts."""
+    config = load_config(config_path)
+    if not config.hosts:
+        return False
+    from nextdeploy.fleet.deploy import fleet_deploy
+
+    reporter = Reporter(json_mode=json_mode)
+    result = fleet_deploy(config, config_path.read_bytes(), reporter)
+    reporter.info(f"deployed {result.release} to {len(result.shipped)} host(s) "
+                  f"(previous: {result.previous or 'none'}); build {result.build_seconds:.1f} s, "
+                  f"total {result.seconds:.1f} s")
+    reporter.result({**result.to_json(), "steps": reporter.steps_json()})
+    return True
 
 
 def _release_id(value: str | None) -> str | None:
@@ -92,3 +129,14 @@ def _report(reporter: Reporter, result: DeployResult, verb: str) -> None:
     if result.removed:
         reporter.info(f"removed old releases: {', '.join(result.removed)}")
     reporter.result({**result.to_json(), "steps": reporter.steps_json()})
+
+
+def _fleet_dry_run(config_path: Path, json_mode: bool) -> bool:
+    """With [[hosts]]: what a fleet deploy would run on each host (``fleet.commands``), True once shown."""
+    config = load_config(config_path)
+    if not config.hosts:
+        return False
+    from nextdeploy.fleet.commands import fleet_dry_run
+
+    fleet_dry_run(config, json_mode)
+    return True

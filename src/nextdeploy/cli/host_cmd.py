@@ -90,6 +90,18 @@ def host_rollback_command(config_path: Path, as_host: str | None, lock_timeout: 
     run_json(config_path, roll_back, as_host)
 
 
+@host_group.command("prepare")
+@config_option
+@host_as_option
+@debug_option
+@click.argument("release_id")
+def host_prepare_command(config_path: Path, as_host: str | None, release_id: str) -> None:
+    """Make a release shipped under releases/ ready to go live here (checked, linked, logged; nothing live)."""
+    from nextdeploy.procedures.prepare import prepare_shipped
+
+    run_json(config_path, lambda ctx: prepare_shipped(ctx, release_id), as_host)
+
+
 def _live_command(name: str, summary: str) -> None:
     """``host start`` and ``host stop``: the procedure of that name, with the live lock's timeout."""
 
@@ -109,9 +121,11 @@ _live_command("start", "Serve the live release again (nothing to do when it serv
 _live_command("stop", "Take the app out of PM2 (releases and `current` kept).")
 
 
-def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: str | None = None) -> None:
+def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: str | None = None,
+             after: Callable[[Any], None] | None = None) -> None:
     """Run ``procedure`` on this host's context (the config as host ``as_host`` applies it, for a fleet's
-    config); print its one JSON object; exit with its code."""
+    config); print its one JSON object; exit with its code. ``after(result)``, if given, runs once that
+    object is out (``host lock`` holds its lock there)."""
     with _stdout_to_stderr() as out:
         debug = "--debug" in sys.argv
         ctx: Context | None = None
@@ -134,6 +148,8 @@ def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: st
             del document["error"]["lines"]
         out.write(json.dumps(document, sort_keys=True, default=str) + "\n")
         out.flush()
+        if after is not None and code == 0:
+            after(result)
     sys.exit(code)
 
 
@@ -210,3 +226,51 @@ def facts_command(root: Path) -> None:
     from nextdeploy.fleet.facts import collect
 
     click.echo(json.dumps(collect(root)))
+
+
+# --- p2: lock, releases, logs (the fleet's lock, its status and releases, its logs) ---------------------
+
+
+@host_group.command("lock")
+@config_option
+@host_as_option
+@debug_option
+@click.option("--holder", required=True, help="Who takes the fleet lock (shown to anyone refused).")
+def host_lock_command(config_path: Path, as_host: str | None, holder: str) -> None:
+    """Take this host's fleet lock, answer, and hold it until stdin closes (the controller went away)."""
+    from nextdeploy.fleet.lock import hold_until_stdin_closes, take_host_lock
+
+    held = []
+
+    def take(ctx: Context) -> Any:
+        lock, result = take_host_lock(ctx, as_host, holder)
+        held.append(lock)
+        return result
+
+    run_json(config_path, take, as_host, after=lambda _result: hold_until_stdin_closes(held[0]))
+
+
+@host_group.command("releases")
+@config_option
+@host_as_option
+@debug_option
+def host_releases_command(config_path: Path, as_host: str | None) -> None:
+    """The live release, the release log's releases, and the releases complete here that could go live."""
+    from nextdeploy.fleet.commands import host_releases
+
+    run_json(config_path, host_releases, as_host)
+
+
+@host_group.command("logs")
+@config_option
+@host_as_option
+@debug_option
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=50, help="How many past lines per stream.")
+def host_logs_command(config_path: Path, as_host: str | None, lines: int) -> None:
+    """The last lines of the app's log streams."""
+    from nextdeploy.fleet.commands import host_logs
+
+    run_json(config_path, lambda ctx: host_logs(ctx, lines), as_host)
+
+
+# --- end of p2's part ---------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from nextdeploy.cli.options import config_option, debug_option, json_option, make_context
+from nextdeploy.cli.options import config_option, context_for, debug_option, json_option
 from nextdeploy.core.checks import release_health
+from nextdeploy.core.config import load_config
 from nextdeploy.nextjs.envcheck import built_node_problem
 from nextdeploy.procedures.status import host_status
 
@@ -18,8 +19,13 @@ from nextdeploy.procedures.status import host_status
 @debug_option
 def status_command(config_path: Path, json_mode: bool) -> None:
     """The live release, its health, and each PM2 worker."""
-    ctx = make_context(config_path, json_mode)
-    config = ctx.config
+    config = load_config(config_path)
+    if config.hosts:
+        from nextdeploy.fleet.commands import fleet_status
+
+        fleet_status(config, config_path.read_bytes(), json_mode)
+        return
+    ctx = context_for(config, json_mode)
     report = host_status(ctx)
     if json_mode:
         ctx.reporter.result(report.to_json())

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from nextdeploy.cli.options import config_option, debug_option, lock_timeout_option, make_context
+from nextdeploy.cli.options import config_option, context_for, debug_option, lock_timeout_option
+from nextdeploy.core.config import load_config
 from nextdeploy.procedures.lifecycle import stop
 
 
@@ -16,4 +17,10 @@ from nextdeploy.procedures.lifecycle import stop
 @debug_option
 def stop_command(config_path: Path, lock_timeout: float) -> None:
     """Remove the app from PM2. Releases and `current` are kept; `nextdeploy start` serves it again."""
-    stop(make_context(config_path), lock_timeout)
+    config = load_config(config_path)
+    if config.hosts:
+        from nextdeploy.fleet.commands import fleet_stop
+
+        fleet_stop(config, config_path.read_bytes(), json_mode=False)
+        return
+    stop(context_for(config), lock_timeout)

@@ -45,6 +45,13 @@ class StepName(StrEnum):
     START_LIVE = "start-live"  # `nextdeploy start`
     RESTORE = "restore"  # the bench's repair of a baseline
     RETAIN = "retain"  # remove releases beyond [releases] keep
+    CONVERGE = "converge"  # a fleet found on mixed releases: the other hosts put on one release
+    # A fleet deploy's phases on the controller (fleet/deploy.py)
+    FLEET_SETUP = "fleet-setup"  # nextdeploy and pm2 on every host (a check when they are there)
+    FLEET_CONFIG = "fleet-config"  # the fleet's config sent to every host
+    FLEET_STATUS = "fleet-status"  # every host's live release read
+    FLEET_SHIP = "fleet-ship"  # the release shipped to every host
+    FLEET_PREPARE = "fleet-prepare"  # the key given and the release prepared on every host
 
 
 # A tagged progress line's tag: ``[name] `` right after ``... ``, ``ok `` or ``FAILED ``.

@@ -152,17 +152,29 @@ def prepare_key(transport: SshTransport, roots: Mapping[str, str], configured: s
                 controller: str | None = None) -> tuple[str, KeyChoice]:
     """Decide the fleet's key, give it to every host that lacks it, and check that every host now holds it
     (by its hash, file 0600). Returns the key (for the build) and the choice (loggable)."""
+    key, choice = decide_key(transport, roots, configured, controller)
+    give_key(transport, roots, key, choice)
+    return key, choice
+
+
+def decide_key(transport: SshTransport, roots: Mapping[str, str], configured: str | None = None,
+               controller: str | None = None) -> tuple[str, KeyChoice]:
+    """Which key the fleet uses (the key itself, fetched from a host when one of theirs is reused), changing
+    nothing on any host: a deploy decides it before its build and gives it once the release is shipped."""
     key, choice = choose_key(read_host_keys(transport, roots), configured, controller)
     if choice.from_host is not None:
         key = fetch_host_key(transport, choice.from_host, roots[choice.from_host])
         if key_digest(key) != choice.digest:
             raise HostPathError(f"the Server Actions key on {choice.from_host} changed while it was read",
                                 hint="is another deploy running? run the command again")
+    return key, choice
+
+
+def give_key(transport: SshTransport, roots: Mapping[str, str], key: str, choice: KeyChoice) -> None:
+    """Install ``key`` on the hosts ``choice`` names, then check that every host holds it (hash, 0600)."""
     on_every_host(list(choice.install), lambda host: install_key(transport, host, roots[host], key))
     wrong = [h.host for h in read_host_keys(transport, roots) if h.digest != choice.digest or h.mode != "600"]
     if wrong:
         raise HostPathError(f"the Server Actions key on {', '.join(wrong)} differs from the fleet's after it was "
                             "sent", hint=f"check {key_path(roots[wrong[0]])} on {wrong[0]} (a full disk?) and run "
                                          "the command again")
-    return key, choice
-

@@ -12,10 +12,12 @@ Parsing and judging (pure), binding and reading ``/proc`` (``bind_error``, ``por
 from __future__ import annotations
 
 import errno
+import ipaddress
 import itertools
 import os
 import pwd
 import socket
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,20 +45,42 @@ class Holder:
     uid: int
 
 
-def listeners_on(proc_net_tcp: str, port: int) -> list[Listener]:
-    """The listening sockets on ``port`` (any address) in the text of ``/proc/net/tcp`` or ``tcp6``."""
+def listeners_on(proc_net_tcp: str, port: int, address: str | None = None) -> list[Listener]:
+    """The listening sockets on ``port`` in the text of ``/proc/net/tcp`` or ``tcp6``: on any address, or
+    (``address``, an IP) those a bind of ``address:port`` collides with: on that address or a wildcard one.
+    Another address's listener on the same port (another app, or another host sharing this kernel's network,
+    as the fleet tests' hosts do) is not in the way."""
     found = []
     for row in proc_net_tcp.splitlines()[1:]:
         fields = row.split()
         if len(fields) < 10 or fields[3] != _LISTEN:
             continue
-        _, _, port_hex = fields[1].rpartition(":")
+        address_hex, _, port_hex = fields[1].rpartition(":")
+        if address is not None and not _collides(address_hex, address):
+            continue
         try:
             if int(port_hex, 16) == port:
                 found.append(Listener(inode=int(fields[9]), uid=int(fields[7])))
         except ValueError:
             continue
     return found
+
+
+def _collides(address_hex: str, address: str) -> bool:
+    """Whether a listener on ``address_hex`` (``/proc/net/tcp{,6}``'s spelling: the address's 32-bit words in
+    host byte order, as hex) is in the way of a bind on ``address``: the same address, or a wildcard."""
+    try:
+        raw = bytes.fromhex(address_hex)
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True  # unreadable: counted, as before
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)) if sys.byteorder == "little" else raw
+    listening = ipaddress.ip_address(words)
+    if listening.is_unspecified or ip.is_unspecified:
+        return True
+    if isinstance(listening, ipaddress.IPv6Address) and listening.ipv4_mapped is not None:
+        listening = listening.ipv4_mapped
+    return listening == ip
 
 
 def port_problem(host: str, port: int, bind_error: OSError | None, holders: list[Holder],
@@ -121,12 +145,21 @@ def bind_error(host: str, port: int) -> OSError | None:
     return None
 
 
-def port_holders(port: int, likely: Iterable[int] = ()) -> list[Holder]:
-    """Who listens on ``port``: each listening socket's process, looked for among ``likely`` pids first."""
+def bound_address(host: str, port: int) -> str | None:
+    """The IP a bind on ``host`` (an address or a name) uses, as ``bind_error`` resolves it; None if unknown."""
+    try:
+        return str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+    except (socket.gaierror, IndexError):
+        return None
+
+
+def port_holders(port: int, likely: Iterable[int] = (), address: str | None = None) -> list[Holder]:
+    """Who listens on ``port`` (in the way of a bind on ``address``, an IP, when given): each listening
+    socket's process, looked for among ``likely`` pids first."""
     listeners: list[Listener] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            listeners += listeners_on(Path(table).read_text(), port)
+            listeners += listeners_on(Path(table).read_text(), port, address)
         except OSError:
             continue
     wanted = {listener.inode: listener for listener in listeners}

@@ -9,7 +9,7 @@ from typing import Any
 
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import NameTakenError
-from nextdeploy.host.ports import bind_error, port_holders, port_problem
+from nextdeploy.host.ports import bind_error, bound_address, port_holders, port_problem
 from nextdeploy.host.tools import node_version, require_tool
 from nextdeploy.nextjs import envcheck
 from nextdeploy.plans import pm2 as pm2_plan
@@ -75,7 +75,8 @@ def check_public_port(ctx: Context, pm2: Pm2, processes: list[dict[str, Any]]) -
     daemon = pm2.daemon_pid()
     if daemon is not None:
         ours.add(daemon)  # in cluster mode the daemon, the cluster primary, holds the listening socket
-    holders = port_holders(server.port, likely=ours) if error.errno == errno.EADDRINUSE else []
+    holders = (port_holders(server.port, likely=ours, address=bound_address(server.hostname, server.port))
+               if error.errno == errno.EADDRINUSE else [])
     problem = port_problem(server.hostname, server.port, error, holders, ours)
     if problem is not None:
         raise problem

@@ -1,0 +1,73 @@
+"""Building a fleet's release once, on the controller, with today's builder and its checks: in
+``<build dir>/work`` (``[build] dir``, default ``~/.cache/nextdeploy/<app>``; ``fleet.setup`` keeps its
+wheels beside it) as the root of its releases, builds, caches and git mirror; never under ``[server] root``,
+never with PM2. The release is shipped from ``<build dir>/work/releases/<id>``; the controller keeps only
+the newest one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nextdeploy.core.config import Config
+from nextdeploy.core.context import Context
+from nextdeploy.core.fleetconfig import BuildConfig, RolloutConfig, SshConfig
+from nextdeploy.core.ids import is_release_id, new_release_id
+from nextdeploy.core.paths import DeployPaths
+from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet.setup import build_dir
+from nextdeploy.host.executor import LocalExecutor
+from nextdeploy.host.lock import DeployLock
+from nextdeploy.plans.ops import Remove
+from nextdeploy.release import builder
+from nextdeploy.release.assemble import BuiltRelease
+from nextdeploy.release.secrets import SERVER_ACTIONS_ENV, stored_server_actions_key
+
+WORK_DIR = "work"  # under [build] dir: the controller's deploy root (its releases, builds and caches)
+KEEP_ON_CONTROLLER = 1  # releases kept under <build dir>/releases (the hosts keep their own)
+
+
+def controller_config(config: Config) -> Config:
+    """The config as the controller builds with it: ``<build dir>/work`` as the root, no fleet sections."""
+    server = config.server.model_copy(update={"root": str(build_dir(config) / WORK_DIR)})
+    return config.model_copy(update={"server": server, "hosts": [], "ssh": SshConfig(),
+                                     "rollout": RolloutConfig(), "build": BuildConfig()})
+
+
+def controller_context(config: Config, reporter: Reporter) -> Context:
+    return Context(controller_config(config), LocalExecutor(echo=reporter.info), reporter)
+
+
+def controller_key(config: Config) -> str | None:
+    """The Server Actions key the controller kept from an earlier build (never made here)."""
+    ctx_config = controller_config(config)
+    return stored_server_actions_key(ctx_config, DeployPaths(ctx_config.root))
+
+
+@dataclass
+class ControllerBuild:
+    release: BuiltRelease
+    release_dir: Path
+
+
+def build_once(ctx: Context, key: str) -> ControllerBuild:
+    """Build a new release under the controller's build dir, with the fleet's Server Actions ``key`` (a
+    build-time env). One build at a time per build dir (its build lock)."""
+    builder.prepare_root(ctx)
+    with DeployLock(ctx.paths.build_lock_file, "nextdeploy deploy (fleet build)", 0.0):
+        release_id = new_release_id()
+        ctx.reporter.info(f"release {release_id} (built on this machine in {ctx.paths.root})")
+        built = builder.build_release(ctx, release_id, {SERVER_ACTIONS_ENV: key})
+    return ControllerBuild(built, ctx.paths.release_dir(release_id))
+
+
+def drop_older(ctx: Context, keep: str) -> list[str]:
+    """Remove the controller's older releases (the hosts hold their own): only ``keep`` and the newest
+    ``KEEP_ON_CONTROLLER - 1`` others stay."""
+    releases = sorted((path.name for path in ctx.paths.releases_dir.iterdir()
+                       if path.is_dir() and is_release_id(path.name) and path.name != keep), reverse=True)
+    dropped = releases[KEEP_ON_CONTROLLER - 1:]
+    for name in dropped:
+        ctx.executor.apply(Remove(ctx.paths.release_dir(name)))
+        ctx.log.append("removed", name, reason="shipped; the controller keeps only its newest build")
+    return dropped

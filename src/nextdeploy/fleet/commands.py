@@ -1,0 +1,298 @@
+"""The fleet's commands besides ``deploy``: ``status``, ``releases``, ``logs``, ``start``, ``stop`` (``rollback``
+is ``fleet.rollback``), run from the usual cli commands when the config lists ``[[hosts]]``; and the host
+commands they read (``host releases``, ``host logs``).
+
+Each sends the fleet's config to every host (``<root>/nextdeploy.toml``) and asks each host's own nextdeploy,
+all hosts at once. ``status``, ``releases`` and ``logs`` read only: a host that cannot be reached is shown as
+such, not fatal. ``start`` and ``stop`` change what serves: they hold the fleet lock, like a deploy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from nextdeploy.core.config import Config
+from nextdeploy.core.context import Context
+from nextdeploy.core.errors import ConfigError, NextdeployError
+from nextdeploy.core.steps import StepName
+from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet import hostcall
+from nextdeploy.fleet.converge import live_line
+from nextdeploy.fleet.lock import fleet_lock
+from nextdeploy.fleet.plan import HostStatus, convergence
+from nextdeploy.fleet.session import FleetSession, fleet_session
+from nextdeploy.remote.errors import SshError
+
+# --- the host's side ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A host command's result: any JSON object."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+def host_releases(ctx: Context) -> Answer:
+    """The live release, the release log's rows, the releases here that could go live (complete, never
+    failed: also those a controller copied here and never activated), and this host's own rollback target."""
+    from nextdeploy.activation.activate import current_release
+    from nextdeploy.cli.releases_cmd import release_rows
+    from nextdeploy.core.ids import is_release_id
+    from nextdeploy.core.manifest import is_complete
+    from nextdeploy.core.releaselog import Status
+    from nextdeploy.core.retention import rollback_target
+
+    records = ctx.log.records()
+    unusable = {record.id for record in records if record.status in (Status.FAILED, Status.REMOVED)}
+    releases_dir = ctx.paths.releases_dir
+    on_disk = sorted(path.name for path in releases_dir.iterdir()) if releases_dir.is_dir() else []
+    usable = [release for release in on_disk
+              if is_release_id(release) and release not in unusable and is_complete(releases_dir / release)]
+    current = current_release(ctx)
+    return Answer({"current": current, "releases": release_rows(ctx), "usable": usable,
+                   "rollback_target": rollback_target(records, current)})
+
+
+def host_logs(ctx: Context, lines: int) -> Answer:
+    from nextdeploy.cli.logs_cmd import tails
+    from nextdeploy.procedures.status import pm2_as_it_is
+
+    _, _, missing = pm2_as_it_is(ctx)
+    return Answer({"streams": [{"path": str(path), "lines": last} for path, last in tails(ctx, lines)],
+                   "not_running": str(missing) if missing is not None else None})
+
+
+# --- the controller's side ------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_fleet(config: Config, config_text: bytes, reporter: Reporter) -> Iterator[FleetSession]:
+    """A session over every host, the fleet's config sent to each first (a host that cannot take it: its
+    error, exit 19 when ssh cannot reach it)."""
+    with fleet_session(config, reporter) as session:
+        session.each(lambda host: hostcall.send_config(session.transport, host, session.roots[host], config_text))
+        yield session
+
+
+def ask_every_host(session: FleetSession, config_text: bytes, subcommand: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each host's answer to ``subcommand``, or ``{"error": ..., "reachable": bool}`` for a host that could not
+    answer: reading the fleet never stops at one host."""
+
+    def ask(host: str) -> dict[str, Any]:
+        try:
+            hostcall.send_config(session.transport, host, session.roots[host], config_text)
+            return {"reachable": True, **session.call(host, subcommand)}
+        except SshError as lost:
+            return {"reachable": False, "error": lost.message}
+        except NextdeployError as failed:
+            return {"reachable": True, "error": failed.message}
+
+    return session.each(ask)
+
+
+def read_fleet(config: Config, config_text: bytes, json_mode: bool,
+               reader: Callable[[FleetSession, bytes], dict[str, Any]]) -> tuple[Reporter, dict[str, Any] | None]:
+    """``reader``'s report on every host; printed as the result with --json (then None is returned)."""
+    reporter = Reporter(json_mode=json_mode)
+    with fleet_session(config, reporter) as session:
+        report = reader(session, config_text)
+    if json_mode:
+        reporter.result(report)
+        return reporter, None
+    return reporter, report
+
+
+def fleet_status_json(session: FleetSession, config_text: bytes) -> dict[str, Any]:
+    answers = ask_every_host(session, config_text, ["status"])
+    hosts = []
+    for host in session.names:
+        answer = answers[host]
+        workers = answer.get("workers") or []
+        hosts.append({"host": host, "reachable": answer["reachable"], "live": answer.get("current"),
+                      "healthy": answer.get("healthy") if "error" not in answer else False,
+                      "health_problem": answer.get("health_problem"),
+                      "workers": [{"pid": worker.get("pid"), "status": worker.get("status"),
+                                   "release": worker.get("release")} for worker in workers],
+                      "error": answer.get("error")})
+    statuses = [HostStatus(entry["host"], entry["reachable"] and entry["error"] is None, entry["live"])
+                for entry in hosts]
+    verdict = convergence(statuses)
+    return {"hosts": hosts, "verdict": str(verdict.verdict), "release": verdict.target if verdict.converged else None,
+            "live": {release or "none": list(names) for release, names in verdict.live.items()},
+            "unreachable": list(verdict.unreachable)}
+
+
+def verdict_line(report: dict[str, Any]) -> str:
+    statuses = [HostStatus(entry["host"], entry["reachable"] and entry["error"] is None, entry["live"])
+                for entry in report["hosts"]]
+    if report["verdict"] == "uniform":
+        return f"the fleet serves {report['release'] or 'no release'} on every host"
+    if report["verdict"] == "mixed":
+        return f"the fleet is on mixed releases: {live_line(statuses)}"
+    lost = ", ".join(report["unreachable"])
+    return f"the fleet's release is unknown: {lost} could not answer ({live_line(statuses)})"
+
+
+def fleet_status(config: Config, config_text: bytes, json_mode: bool) -> None:
+    reporter, report = read_fleet(config, config_text, json_mode, fleet_status_json)
+    if report is None:
+        return
+    for entry in report["hosts"]:
+        if not entry["reachable"]:
+            reporter.info(f"{entry['host']}: unreachable: {entry['error']}")
+            continue
+        if entry["error"]:
+            reporter.info(f"{entry['host']}: {entry['error']}")
+            continue
+        online = sum(1 for worker in entry["workers"] if worker["status"] == "online")
+        health = "healthy" if entry["healthy"] else f"unhealthy ({entry['health_problem']})"
+        reporter.info(f"{entry['host']}: live {entry['live'] or 'none'}, {health}, "
+                      f"{online}/{len(entry['workers'])} workers online")
+    reporter.info(verdict_line(report))
+
+
+def fleet_releases_json(session: FleetSession, config_text: bytes) -> dict[str, Any]:
+    answers = ask_every_host(session, config_text, ["releases"])
+    releases: dict[str, dict[str, Any]] = {}
+    for host in session.names:
+        answer = answers[host]
+        for row in answer.get("releases") or []:
+            entry = releases.setdefault(row["id"], {"id": row["id"], "on": [], "live_on": [], "status": {}})
+            entry["on"].append(host)
+            entry["status"][host] = row["status"]
+            if row.get("current"):
+                entry["live_on"].append(host)
+        for release in answer.get("usable") or []:  # copied here, never activated: not in its log yet
+            entry = releases.setdefault(release, {"id": release, "on": [], "live_on": [], "status": {}})
+            if host not in entry["on"]:
+                entry["on"].append(host)
+                entry["status"][host] = "shipped"
+    hosts = [{"host": host, "reachable": answers[host]["reachable"], "live": answers[host].get("current"),
+              "error": answers[host].get("error")} for host in session.names]
+    return {"releases": [releases[release] for release in sorted(releases)], "hosts": hosts}
+
+
+def fleet_releases(config: Config, config_text: bytes, json_mode: bool) -> None:
+    reporter, report = read_fleet(config, config_text, json_mode, fleet_releases_json)
+    if report is None:
+        return
+    for host in report["hosts"]:
+        if host["error"]:
+            reporter.info(f"{host['host']}: {'unreachable: ' if not host['reachable'] else ''}{host['error']}")
+    if not report["releases"]:
+        reporter.info("no releases yet: run `nextdeploy deploy`")
+    names = [host["host"] for host in report["hosts"]]
+    for entry in report["releases"]:
+        live = f"live on {', '.join(entry['live_on'])}" if entry["live_on"] else "live nowhere"
+        missing = [host for host in names if host not in entry["on"]]
+        on = "on every host" if not missing else f"on {', '.join(entry['on'])} (not {', '.join(missing)})"
+        statuses = sorted(set(entry["status"].values()))
+        reporter.info(f"{entry['id']}  {'/'.join(statuses)}  {on}, {live}")
+
+
+def fleet_logs(config: Config, config_text: bytes, host: str | None, lines: int, follow: bool) -> None:
+    if follow:
+        raise ConfigError("--follow is not supported with [[hosts]] yet",
+                          hint="leave --follow out, or run `nextdeploy logs -f` on the host itself")
+    if host is not None and host not in [entry.ssh for entry in config.hosts]:
+        raise ConfigError(f"--host {host} is not one of the [[hosts]] ({', '.join(h.ssh for h in config.hosts)})",
+                          hint="give the ssh value of one of them")
+    reporter = Reporter()
+    with fleet_session(config, reporter) as session:
+        if host is not None:
+            session.roots = {host: session.roots[host]}
+        answers = ask_every_host(session, config_text, ["logs", "-n", str(lines)])
+    for name, answer in answers.items():
+        if "error" in answer:
+            click.echo(f"{name} | {'unreachable: ' if not answer['reachable'] else ''}{answer['error']}")
+            continue
+        for stream in answer.get("streams") or []:
+            click.echo(f"{name} | ==> {stream['path']} (last {len(stream['lines'])} lines) <==")
+            for line in stream["lines"]:
+                click.echo(f"{name} | {line}")
+        if answer.get("not_running"):
+            click.echo(f"{name} | {answer['not_running']}: nothing writes these logs now")
+
+
+def fleet_live_command(config: Config, config_text: bytes, json_mode: bool, name: str,
+                       say: Callable[[str, dict[str, Any]], str]) -> None:
+    """``start`` or ``stop`` on every host at once, under the fleet lock."""
+    reporter = Reporter(json_mode=json_mode)
+    with (open_fleet(config, config_text, reporter) as session, fleet_lock(session, name),
+          reporter.step(f"{name} on {', '.join(session.names)}",
+                        StepName.START_LIVE if name == "start" else StepName.STOP)):
+        answers = session.call_each([name])
+    for host, answer in answers.items():
+        reporter.info(f"{host}: {say(host, answer)}")
+    if json_mode:
+        reporter.result({"hosts": answers})
+
+
+def fleet_start(config: Config, config_text: bytes, json_mode: bool) -> None:
+    fleet_live_command(config, config_text, json_mode, "start",
+                       lambda _host, answer: f"{answer.get('release')} is serving already"
+                       if answer.get("already_serving") else f"started {answer.get('release')}")
+
+
+def fleet_stop(config: Config, config_text: bytes, json_mode: bool) -> None:
+    fleet_live_command(config, config_text, json_mode, "stop", lambda _host, _answer: "stopped")
+
+
+# --- deploy --dry-run on a fleet ------------------------------------------------------------------------
+
+NEW_ID = "<new id>"  # the release id a deploy makes when it builds (not known before)
+
+
+def dry_run_plan(config: Config) -> dict[str, Any]:
+    """What a fleet deploy would run, host by host and wave by wave (pure: nothing is contacted). The host
+    commands are the very command lines ssh would send."""
+    from nextdeploy.fleet.build import WORK_DIR
+    from nextdeploy.fleet.plan import rollout_waves
+    from nextdeploy.fleet.setup import build_dir, host_root
+    from nextdeploy.remote.argv import remote_command
+
+    roots = {host.ssh: host_root(config, host) for host in config.hosts}
+    names = list(roots)
+
+    def on(host: str, *subcommand: str) -> str:
+        return remote_command(hostcall.host_argv(roots[host], host, list(subcommand)))
+
+    waves = rollout_waves(names, config.rollout.canary, config.rollout.batch)
+    lines = [
+        f"set up and check {', '.join(names)}: nextdeploy and pm2 under each root, the platform against this "
+        "machine's",
+        *(f"send the config to {host}:{hostcall.host_config_path(roots[host])} (0600)" for host in names),
+        *(f"lock {host}: {on(host, 'lock', '--holder', '...')} (held until the deploy ends)" for host in names),
+        *(f"read {host}: {on(host, 'releases')} (a fleet on mixed releases is converged first)"
+          for host in names),
+        f"build the release once on this machine in {build_dir(config) / WORK_DIR}",
+        *(f"ship to {host}:{roots[host]}/releases/{NEW_ID} (rsync, a delta against its live release)"
+          for host in names),
+        *(f"prepare on {host}: {on(host, 'prepare', NEW_ID)} (and the fleet's Server Actions key)"
+          for host in names),
+    ]
+    canary = config.rollout.canary
+    for number, wave in enumerate(waves):
+        kind = "canary" if number == 0 and canary else f"batch {number + (0 if canary else 1)}"
+        lines += [f"{kind}: {host}: {on(host, 'activate', NEW_ID)}" for host in wave]
+    lines.append("on a failure, on every host that switched: "
+                 f"{remote_command(['nextdeploy', 'host', 'rollback', '--to', '<its previous release>'])}")
+    return {"hosts": names, "waves": [list(wave) for wave in waves], "steps": lines}
+
+
+def fleet_dry_run(config: Config, json_mode: bool) -> None:
+    reporter = Reporter(json_mode=json_mode)
+    plan = dry_run_plan(config)
+    reporter.info("dry run: nothing changes, here or on any host, and no host is contacted; a deploy would:")
+    for line in plan["steps"]:
+        reporter.info(f"  {line}")
+    reporter.result(plan)

@@ -1,0 +1,197 @@
+"""Issue 23, items 3-5: `nextdeploy deploy` to a fleet of three real sshd hosts behind a real nginx (retries
+off): built once on the controller, shipped, prepared, canary then batches, all or nothing. One fleet for
+the module; each test deploys on top of what the one before left (v1, v2, then releases that fail)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import have_node_tools
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.demo.exampleapp import copy_example, set_version
+from nextdeploy.fleet.hostcall import host_argv
+from support.fleet import Fleet, PageThenChunks, load_through, no_failures, running_fleet
+from support.hosts import missing_host_tools
+from support.site import Run
+
+pytestmark = pytest.mark.integration
+
+ROOT = "/srv/app"
+# The example app's health route, failing on a host whose root holds shared/health-fails (test (c)).
+FAILS_WHERE_MARKED = """import { existsSync } from "node:fs";
+import { APP_VERSION } from "../../version";
+
+export const dynamic = "force-dynamic";
+
+export async function GET() {
+  const broken = existsSync("/srv/app/shared/health-fails");
+  return Response.json({ status: broken ? "broken" : "ok", version: APP_VERSION }, { status: broken ? 500 : 200 });
+}
+"""
+
+
+@dataclass
+class Deployed:
+    fleet: Fleet
+    app: Path  # the app's source on the controller
+    releases: dict[str, str]  # version -> release id, as the tests deploy them
+    root_existed: bool  # ROOT on the controller (this machine) before the module: a deploy must not make it
+
+    def deploy(self, *args: str) -> Run:
+        run = self.fleet.nextdeploy("deploy", "--json", *args, timeout=900)
+        print(run.stderr[-6000:])
+        return run
+
+    def versions(self) -> dict[str, str]:
+        """What each host's app answers on its own address (not through nginx)."""
+        found = {}
+        for host in self.fleet.hosts.hosts:
+            url = f"http://{host.address}:{self.fleet.port}/api/health"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                found[host.name] = json.loads(response.read())["version"]
+        return found
+
+    def release_dirs(self) -> dict[str, list[str]]:
+        return {host.name: sorted(path.name for path in host.path(f"{ROOT}/releases").iterdir())
+                for host in self.fleet.hosts.hosts}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    if not have_node_tools():
+        pytest.skip("needs node, and pnpm + pm2 under .tools/ (run scripts/test)")
+    if missing := missing_host_tools():
+        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
+    base = tmp_path_factory.mktemp("fleet-deploy")
+    app = copy_example(base / "app", "v1")
+    with running_fleet(base) as fleet:
+        fleet.write_config(base / "nextdeploy.toml", app, root=ROOT,
+                           server={"instances": 1},
+                           health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 20,
+                                   "stable_for": 2})
+        yield Deployed(fleet, app, {}, os.path.lexists(ROOT))
+
+
+def only_error_line(run: Run) -> str:
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, run.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_code_change_reaches_every_host_under_load_with_no_failed_request(deployed: Deployed) -> None:
+    """v1 to a fresh fleet, then v2 (a code-only change) under load through nginx and a client that loads
+    pages then their chunks: 0 failed requests, no non-200 chunk, every host on v2, a small delta shipped."""
+    fleet = deployed.fleet
+    first = deployed.deploy()
+    assert first.code == 0, first.stderr[-3000:]
+    v1 = first.json()["release"]
+    assert fleet.live_releases(ROOT) == {name: v1 for name in fleet.hosts.names}
+    assert deployed.versions() == {name: "v1" for name in fleet.hosts.names}
+    deployed.releases["v1"] = v1
+
+    set_version(deployed.app, "v2")
+    with load_through(fleet) as results, PageThenChunks(fleet.url) as client:
+        second = deployed.deploy()
+    visits = client.result()
+    assert second.code == 0, second.stderr[-3000:]
+    result = second.json()
+    v2 = result["release"]
+    deployed.releases["v2"] = v2
+    assert v2 != v1 and result["previous"] == v1
+    no_failures(results)
+    assert visits.not_ok() == [], visits.not_ok()[:5]
+    assert visits.chunks_fetched() > 0
+    assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
+    assert deployed.versions() == {name: "v2" for name in fleet.hosts.names}
+    # Built on the controller under [build] dir, nothing under [server] root here; on each host the
+    # release's links into the root (the image cache) point into that host's root, not the controller's.
+    assert deployed.root_existed or not os.path.lexists(ROOT)
+    assert (fleet.base / "build" / "work" / "releases" / v2).is_dir()
+    for host in fleet.hosts.hosts:
+        link = host.path(f"{ROOT}/releases/{v2}/.next/cache/images")
+        assert os.readlink(link) == f"{ROOT}/shared/cache/images", host.name
+    # Canary first, then one host at a time; each host's outcome and its ship figures in the JSON result.
+    assert result["waves"] == [["web1"], ["web2"], ["web3"]]
+    for host in result["hosts"]:
+        assert host["outcome"] == "switched"
+        assert host["ship"]["bytes_sent"] < 0.10 * host["ship"]["release_bytes"], host
+    print(f"v2: {result['seconds']:.1f} s (build {result['build_seconds']:.1f} s), "
+          f"{result['ship_bytes']:,} bytes shipped in all; page visits {len(visits.visits)}, "
+          f"chunks {visits.chunks_fetched()} ({visits.across_releases()} across releases); "
+          f"load {[(m, r.total) for m, r in results.items()]}")
+
+
+def test_a_release_that_crashes_at_boot_is_rejected_at_the_canary(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    v2 = deployed.releases["v2"]
+    set_version(deployed.app, "v3", "crash-at-boot")
+    with load_through(fleet) as results:
+        run = deployed.deploy()
+    assert run.code == ExitCode.PREFLIGHT_FAILED, run.stderr[-3000:]
+    assert only_error_line(run).startswith("error: web1 failed at activate: ")
+    no_failures(results)
+    assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
+    assert deployed.versions() == {name: "v2" for name in fleet.hosts.names}
+    outcomes = {host["host"]: host["outcome"] for host in run.json()["hosts"]}
+    assert outcomes == {"web1": "failed", "web2": "not_started", "web3": "not_started"}
+
+
+def test_a_release_failing_on_the_last_host_is_put_back_everywhere(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    v2 = deployed.releases["v2"]
+    set_version(deployed.app, "v4")
+    (deployed.app / "app" / "api" / "health" / "route.js").write_text(FAILS_WHERE_MARKED)
+    marker = fleet.hosts["web3"].path(f"{ROOT}/shared/health-fails")
+    marker.write_text("")
+    try:
+        with load_through(fleet) as results:
+            run = deployed.deploy()
+    finally:
+        marker.unlink()
+    assert run.code not in (0, ExitCode.UNEXPECTED), run.stderr[-3000:]
+    assert only_error_line(run).startswith("error: web3 failed at activate: ")
+    no_failures(results)
+    assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
+    assert deployed.versions() == {name: "v2" for name in fleet.hosts.names}
+    hosts = {host["host"]: host for host in run.json()["hosts"]}
+    assert {name: host["outcome"] for name, host in hosts.items()} == {
+        "web1": "switched", "web2": "switched", "web3": "failed"}
+    assert hosts["web1"]["put_back"] and hosts["web2"]["put_back"] and not hosts["web3"]["put_back"]
+
+
+def test_an_unreachable_host_is_named_and_nothing_changes_anywhere(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    v2 = deployed.releases["v2"]
+    before = deployed.release_dirs()
+    set_version(deployed.app, "v5")
+    fleet.hosts["web2"].stop_sshd()
+    try:
+        run = deployed.deploy()
+    finally:
+        fleet.hosts["web2"].start_sshd()
+    assert run.code == ExitCode.SSH, run.stderr[-3000:]
+    assert only_error_line(run).startswith("error: cannot reach web2 over SSH")
+    assert "(fix: " in only_error_line(run)
+    assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
+    assert deployed.release_dirs() == before
+
+
+def test_nothing_is_left_running_on_the_hosts_once_the_app_is_stopped(deployed: Deployed) -> None:
+    """`host stop` on every host, then its PM2 daemon ended (by its pid): nothing nextdeploy started runs on."""
+    fleet = deployed.fleet
+    for name in fleet.hosts.names:
+        fleet.hosts.ssh(name, shlex.join(host_argv(ROOT, name, ["stop"])))
+        fleet.hosts.ssh(name, "kill $(cat /root/.pm2/pm2.pid)")
+    deadline = time.monotonic() + 20
+    while any(fleet.leftovers(name) for name in fleet.hosts.names) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {name: fleet.leftovers(name) for name in fleet.hosts.names} == {name: {} for name in fleet.hosts.names}

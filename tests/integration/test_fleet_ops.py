@@ -1,0 +1,279 @@
+"""Issue 23, items 6-7 on real test hosts (tests/support/fleet.py: sshd in their own namespaces, nginx in
+front, retries off): the fleet lock (two controllers at once, a holder SIGKILLed), a controller SIGKILLed
+mid-rollout then the next command converging the fleet, fleet rollback under load through nginx, status and
+releases in JSON, an unreachable host, logs, stop.
+
+One module-scoped fleet of 3 hosts. Two real builds (v1, v2: a code-only change) made once by local deploys
+of a Site, shipped to every host (fleet.ship) and put live there by each host's own nextdeploy (`host
+activate`), as a fleet deploy does; the tests then run the real CLI on the controller. They run in order,
+each starting from the state the previous one left (written in its docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import have_node_tools
+from nextdeploy.core.config import load_config
+from nextdeploy.core.errors import ExitCode
+from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet.hostcall import send_config
+from nextdeploy.fleet.prepare import prepare_key
+from nextdeploy.fleet.session import fleet_session
+from nextdeploy.fleet.ship import ship
+from support.fleet import Fleet, load_through, no_failures, running_fleet
+from support.site import Site
+
+pytestmark = pytest.mark.integration
+
+HEALTH = {"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 15, "stable_for": 2}
+SETTLE_SECONDS = 120  # bound on waiting for a host's own nextdeploy to finish after its controller died
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from nextdeploy.core.config import load_config
+from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet.lock import fleet_lock
+from nextdeploy.fleet.session import fleet_session
+with fleet_session(load_config(Path(sys.argv[1])), Reporter()) as session, fleet_lock(session, "deploy"):
+    print("held", session.transport.control_dir, flush=True)
+    time.sleep(120)
+"""
+
+
+@dataclass
+class Ops:
+    fleet: Fleet
+    v1: str
+    v2: str
+
+    def live(self) -> dict[str, str | None]:
+        return self.fleet.live_releases()
+
+    def everywhere(self, release: str) -> dict[str, str]:
+        return dict.fromkeys(self.fleet.hosts.names, release)
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
+    if not have_node_tools():
+        pytest.skip("needs node, and pnpm + pm2 under .tools/ (run scripts/test)")
+    base = tmp_path_factory.mktemp("fleet-ops")
+    site = Site(base / "site")
+    try:
+        site.deploy("v1").expect_ok()
+        v1 = site.current()
+        site.deploy("v2").expect_ok()
+        v2 = site.current()
+    finally:
+        site.close()
+    assert v1 and v2 and v1 < v2
+    with running_fleet(base / "fleet") as fleet:
+        config = fleet.write_config(base / "nextdeploy.toml", site.app_dir, health=HEALTH,
+                                    server={"instances": 1})
+        fleet.nextdeploy("setup", timeout=900).expect_ok()
+        with fleet_session(load_config(config), Reporter()) as session:
+            for release in (v1, v2):
+                ship(session.transport, session.roots, site.root / "releases" / release)
+            prepare_key(session.transport, session.roots)
+            session.each(lambda host: send_config(session.transport, host, session.roots[host], config.read_bytes()))
+            for release in (v1, v2):
+                session.call_each(["activate", release])
+        yield Ops(fleet, v1, v2)
+
+
+def stop_masters(fleet: Fleet, control_dir: str | None = None) -> None:
+    """The ssh connection masters a SIGKILLed controller left (they outlive it by ControlPersist): ours
+    only, found by the test ssh config (and the killed run's control dir) on their command line."""
+    marker = str(fleet.hosts.ssh_config)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if command.startswith("ssh ") and marker in command and (control_dir is None or control_dir in command):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def host_nextdeploys(fleet: Fleet) -> dict[str, list[str]]:
+    """The nextdeploy processes running on each host."""
+    return {name: [command for command in fleet.leftovers(name).values() if "nextdeploy host" in command]
+            for name in fleet.hosts.names}
+
+
+def wait_hosts_quiet(fleet: Fleet) -> None:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while any(host_nextdeploys(fleet).values()):
+        assert time.monotonic() < deadline, f"nextdeploy still runs on the hosts: {host_nextdeploys(fleet)}"
+        time.sleep(0.5)
+
+
+def test_status_and_releases_json_show_one_release_everywhere(ops: Ops) -> None:
+    """v2 live on every host."""
+    status = ops.fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert status["verdict"] == "uniform" and status["release"] == ops.v2, status
+    assert [host["host"] for host in status["hosts"]] == ops.fleet.hosts.names
+    for host in status["hosts"]:
+        assert host["reachable"] and host["healthy"] and host["live"] == ops.v2, host
+        assert [worker["status"] for worker in host["workers"]] == ["online"], host
+    releases = ops.fleet.nextdeploy("releases", "--json").expect_ok().json()
+    by_id = {entry["id"]: entry for entry in releases["releases"]}
+    assert set(by_id) == {ops.v1, ops.v2}
+    assert by_id[ops.v2]["live_on"] == ops.fleet.hosts.names and by_id[ops.v1]["live_on"] == []
+    assert by_id[ops.v1]["on"] == ops.fleet.hosts.names
+    assert set(by_id[ops.v1]["status"].values()) == {"active"}
+    text = ops.fleet.nextdeploy("status").expect_ok().output
+    assert f"the fleet serves {ops.v2} on every host" in text and "web3: live" in text, text
+
+
+def test_fleet_rollback_under_load_through_nginx_fails_no_request(ops: Ops) -> None:
+    """v2 everywhere -> v1 everywhere, by `rollback` (the fleet's previous good release), canary first."""
+    with load_through(ops.fleet) as results:
+        run = ops.fleet.nextdeploy("rollback")
+    print(run.output)
+    run.expect_ok()
+    no_failures(results)
+    print({mode: (result.total, result.failed) for mode, result in results.items()})
+    assert ops.live() == ops.everywhere(ops.v1)
+    lines = run.output.splitlines()
+    canary = next(index for index, line in enumerate(lines) if line.startswith("canary: rollback"))
+    assert "web1" in lines[canary] and "web2" not in lines[canary], lines
+
+
+def test_two_controllers_at_once_one_is_refused_naming_the_holder_and_a_killed_holder_frees_the_lock(
+        ops: Ops) -> None:
+    """v1 everywhere, left so."""
+    fleet = ops.fleet
+    assert fleet.config is not None
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(fleet.config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    control_dir = None
+    try:
+        assert holder.stdout is not None
+        said = holder.stdout.readline().split()
+        assert said and said[0] == "held", holder.stderr.read() if holder.stderr else ""
+        control_dir = said[1]
+        started = time.monotonic()
+        refused = fleet.nextdeploy("rollback", "--to", ops.v2)
+        took = time.monotonic() - started
+        print(f"refused in {took:.1f} s: {refused.output}")
+        assert refused.code == ExitCode.LOCKED, refused.output
+        assert "the fleet is locked on web1 by `nextdeploy deploy` by " in refused.stderr
+        assert f"(pid {holder.pid}), since 20" in refused.stderr, refused.stderr
+        assert ops.live() == ops.everywhere(ops.v1)
+        refused_stop = fleet.nextdeploy("stop")
+        assert refused_stop.code == ExitCode.LOCKED and ops.fleet.nextdeploy("status", "--json").json()["hosts"][0][
+            "workers"], refused_stop.output
+    finally:
+        holder.send_signal(signal.SIGKILL)  # the controller dies outright: its ssh sessions' stdin closes
+        holder.wait(30)
+    killed = time.monotonic()
+    deadline = killed + 30
+    while True:
+        again = fleet.nextdeploy("start")  # takes the fleet lock: free once the killed holder's sessions end
+        if again.code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    stop_masters(fleet, control_dir)
+    again.expect_ok()
+    print(f"the lock was taken again {time.monotonic() - killed:.1f} s after the holder was killed")
+    assert not any("host lock" in command for commands in host_nextdeploys(fleet).values() for command in commands)
+
+
+def test_a_fleet_left_mixed_after_the_canary_is_said_mixed_and_converged_by_the_next_rollback(ops: Ops) -> None:
+    """v1 everywhere; web1 alone switched to v2 (what a controller killed after the canary leaves); then
+    `rollback`: the fleet is said mixed, converged to v2 (the newest live), then rolled back to v1."""
+    fleet = ops.fleet
+    assert fleet.config is not None
+    with fleet_session(load_config(fleet.config), Reporter()) as session:
+        session.call("web1", ["rollback", "--to", ops.v2])
+    assert ops.live() == {"web1": ops.v2, "web2": ops.v1, "web3": ops.v1}
+    status = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert status["verdict"] == "mixed" and status["live"] == {ops.v2: ["web1"], ops.v1: ["web2", "web3"]}
+    run = fleet.nextdeploy("rollback")
+    print(run.output)
+    run.expect_ok()
+    assert f"the fleet is on mixed releases: web1 {ops.v2}, web2 {ops.v1}, web3 {ops.v1}" in run.output
+    assert ops.live() == ops.everywhere(ops.v1)
+
+
+def test_a_controller_killed_mid_rollout_leaves_every_host_healthy_and_the_next_rollback_converges(
+        ops: Ops) -> None:
+    """v1 everywhere -> `rollback --to v2` SIGKILLed once web1 serves v2 -> `rollback --to v2`: v2 everywhere."""
+    fleet = ops.fleet
+    assert fleet.config is not None
+    controller = subprocess.Popen([sys.executable, "-m", "nextdeploy", "rollback", "--to", ops.v2, "-c",
+                                   str(fleet.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while fleet.live_release("web1") != ops.v2:
+            assert controller.poll() is None, "the rollback ended before web1 switched"
+            assert time.monotonic() < deadline, "web1 never switched"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(controller.pid, signal.SIGKILL)
+        controller.wait(30)
+        stop_masters(fleet)
+    wait_hosts_quiet(fleet)
+    after_kill = ops.live()
+    print(f"after the kill: {after_kill}")
+    status = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert all(host["healthy"] for host in status["hosts"]), status
+    run = fleet.nextdeploy("rollback", "--to", ops.v2)
+    print(run.output)
+    run.expect_ok()
+    if len(set(after_kill.values())) > 1:
+        assert "the fleet is on mixed releases" in run.output
+    assert ops.live() == ops.everywhere(ops.v2)
+
+
+def test_an_unreachable_host_is_shown_by_status_and_stops_a_rollback_before_anything_changes(ops: Ops) -> None:
+    """v2 everywhere, left so."""
+    fleet = ops.fleet
+    web3 = fleet.hosts["web3"]
+    web3.stop_sshd()
+    try:
+        status = fleet.nextdeploy("status", "--json")
+        assert status.code == 0, status.output
+        report = status.json()
+        assert report["verdict"] == "unknown" and report["unreachable"] == ["web3"], report
+        assert not report["hosts"][2]["reachable"] and "web3" in report["hosts"][2]["error"]
+        assert report["hosts"][0]["healthy"]
+        refused = fleet.nextdeploy("rollback", "--to", ops.v1)
+        assert refused.code == ExitCode.SSH, refused.output
+        assert "web3" in refused.stderr.splitlines()[-1], refused.stderr
+    finally:
+        web3.start_sshd()
+    assert ops.live() == ops.everywhere(ops.v2)
+
+
+def test_logs_of_every_host_then_stop_leaves_nothing_of_nextdeploy_running(ops: Ops) -> None:
+    """v2 everywhere; stopped at the end."""
+    fleet = ops.fleet
+    logs = fleet.nextdeploy("logs", "-n", "5").expect_ok().stdout
+    for name in fleet.hosts.names:
+        assert f"{name} | ==> " in logs, logs
+    one = fleet.nextdeploy("logs", "--host", "web2", "-n", "5").expect_ok().stdout
+    assert {line.split(" | ")[0] for line in one.splitlines()} == {"web2"}, one
+    fleet.nextdeploy("stop").expect_ok()
+    status = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert all(host["workers"] == [] for host in status["hosts"]), status
+    for name in fleet.hosts.names:
+        left = fleet.leftovers(name)
+        print(f"{name}: {left}")
+        assert not [command for command in left.values() if "nextdeploy host" in command or "launcher" in command], left

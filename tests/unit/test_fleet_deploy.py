@@ -1,0 +1,47 @@
+"""fleet.deploy and fleet.build: the pure parts (which release the fleet served before, the JSON result, the
+controller's own config). tests/integration/test_fleet_deploy.py runs the deploy against real hosts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nextdeploy.core.config import parse_config
+from nextdeploy.fleet.build import controller_config
+from nextdeploy.fleet.deploy import FleetDeployResult, fleet_previous
+from nextdeploy.fleet.plan import HostOutcome, Outcome, after_rollout
+from nextdeploy.fleet.rollout import HostRun, RolloutResult
+from nextdeploy.fleet.ship import ShipResult
+
+
+def fleet_config(tmp_path: Path) -> dict[str, object]:
+    return {"app": {"name": "hello", "source": str(tmp_path)}, "server": {"root": "/srv/hello"},
+            "hosts": [{"ssh": "web1", "hostname": "10.0.0.11"}, {"ssh": "web2", "root": "/srv/other"}],
+            "build": {"dir": str(tmp_path / "cache")}}
+
+
+def test_the_controller_builds_under_its_build_dir_never_under_the_server_root(tmp_path: Path) -> None:
+    config = parse_config(fleet_config(tmp_path), tmp_path)
+    local = controller_config(config)
+    assert local.root == tmp_path / "cache" / "work"
+    assert local.hosts == [] and local.build.dir is None
+    assert local.app == config.app and config.root == Path("/srv/hello")  # the fleet's config unchanged
+
+
+def test_the_previous_release_is_the_one_the_hosts_serve() -> None:
+    assert fleet_previous({"web1": {"current": "A"}, "web2": {"current": "A"}}) == "A"
+    assert fleet_previous({"web1": {"current": None}, "web2": {"current": None}}) is None
+    assert fleet_previous({"web1": {"current": "A"}, "web2": {"current": "B"}, "web3": {"current": "B"}}) == "B"
+
+
+def test_the_json_result_lists_every_host_with_its_outcome_and_ship_figures() -> None:
+    shipped = {host: ShipResult(host, "/srv/hello/releases/B", 1000, 10, 3, 100_000, (), 1.0)
+               for host in ("web1", "web2")}
+    outcomes = [HostOutcome("web1", Outcome.SWITCHED),
+                HostOutcome("web2", Outcome.FAILED, "activate", "verify failed")]
+    runs = {outcome.host: HostRun(outcome, 2.0) for outcome in outcomes}
+    rollout = RolloutResult("B", "A", (("web1",), ("web2",)), runs, after_rollout(outcomes, "B", "A"), 5.0)
+    data = FleetDeployResult("B", "A", 9.0, 4.0, shipped, rollout, failed="web2 failed at activate").to_json()
+    assert data["ship_bytes"] == 2000 and data["waves"] == [["web1"], ["web2"]]
+    assert [(host["host"], host["outcome"], host["ship"]["bytes_sent"]) for host in data["hosts"]] == [
+        ("web1", "switched", 1000), ("web2", "failed", 1000)]
+    assert data["failed"] == "web2 failed at activate" and data["previous"] == "A"
