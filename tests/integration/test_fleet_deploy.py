@@ -25,7 +25,9 @@ from support.site import Run
 
 pytestmark = pytest.mark.integration
 
-ROOT = "/srv/app"
+# Not the harness's default (/srv/app, which test_fleet_ops uses): the test hosts share one PID namespace, and
+# a host's nextdeploy stops the leftover preflight servers of its root found by their env, whichever host's.
+ROOT = "/srv/fleet-deploy"
 # The example app's health route, failing on a host whose root holds shared/health-fails (test (c)).
 FAILS_WHERE_MARKED = """import { existsSync } from "node:fs";
 import { APP_VERSION } from "../../version";
@@ -33,7 +35,7 @@ import { APP_VERSION } from "../../version";
 export const dynamic = "force-dynamic";
 
 export async function GET() {
-  const broken = existsSync("/srv/app/shared/health-fails");
+  const broken = existsSync("/srv/fleet-deploy/shared/health-fails");
   return Response.json({ status: broken ? "broken" : "ok", version: APP_VERSION }, { status: broken ? 500 : 200 });
 }
 """

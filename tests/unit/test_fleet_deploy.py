@@ -3,10 +3,13 @@ controller's own config). tests/integration/test_fleet_deploy.py runs the deploy
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from nextdeploy.core.config import parse_config
-from nextdeploy.fleet.build import controller_config
+from nextdeploy.core.paths import UNFINISHED_MARKER
+from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet.build import clear_leftovers, controller_config, controller_context
 from nextdeploy.fleet.deploy import FleetDeployResult, fleet_previous
 from nextdeploy.fleet.plan import HostOutcome, Outcome, after_rollout
 from nextdeploy.fleet.rollout import HostRun, RolloutResult
@@ -45,3 +48,16 @@ def test_the_json_result_lists_every_host_with_its_outcome_and_ship_figures() ->
     assert [(host["host"], host["outcome"], host["ship"]["bytes_sent"]) for host in data["hosts"]] == [
         ("web1", "switched", 1000), ("web2", "failed", 1000)]
     assert data["failed"] == "web2 failed at activate" and data["previous"] == "A"
+
+
+def test_an_interrupted_controller_build_leaves_nothing_behind_for_long(tmp_path: Path) -> None:
+    config = parse_config(fleet_config(tmp_path), tmp_path)
+    ctx = controller_context(config, Reporter(stream=io.StringIO(), force_plain=True))
+    paths = ctx.paths
+    (paths.builds_dir / "20260101-000000-000-aaaa" / "src").mkdir(parents=True)
+    (paths.releases_dir / "20260101-000000-000-aaaa").mkdir(parents=True)
+    (paths.releases_dir / "20260101-000000-000-aaaa" / UNFINISHED_MARKER).write_text("")
+    (paths.releases_dir / "20251231-000000-000-bbbb" / ".nextdeploy").mkdir(parents=True)  # a finished one
+    assert clear_leftovers(ctx) == ["20260101-000000-000-aaaa", "20260101-000000-000-aaaa"]
+    assert list(paths.builds_dir.iterdir()) == []
+    assert [path.name for path in paths.releases_dir.iterdir()] == ["20251231-000000-000-bbbb"]

@@ -13,7 +13,7 @@ from nextdeploy.core.config import Config
 from nextdeploy.core.context import Context
 from nextdeploy.core.fleetconfig import BuildConfig, RolloutConfig, SshConfig
 from nextdeploy.core.ids import is_release_id, new_release_id
-from nextdeploy.core.paths import DeployPaths
+from nextdeploy.core.paths import UNFINISHED_MARKER, DeployPaths
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.setup import build_dir
 from nextdeploy.host.executor import LocalExecutor
@@ -55,6 +55,7 @@ def build_once(ctx: Context, key: str) -> ControllerBuild:
     build-time env). One build at a time per build dir (its build lock)."""
     builder.prepare_root(ctx)
     with DeployLock(ctx.paths.build_lock_file, "nextdeploy deploy (fleet build)", 0.0):
+        clear_leftovers(ctx)
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id} (built on this machine in {ctx.paths.root})")
         built = builder.build_release(ctx, release_id, {SERVER_ACTIONS_ENV: key})
@@ -71,3 +72,17 @@ def drop_older(ctx: Context, keep: str) -> list[str]:
         ctx.executor.apply(Remove(ctx.paths.release_dir(name)))
         ctx.log.append("removed", name, reason="shipped; the controller keeps only its newest build")
     return dropped
+
+
+def clear_leftovers(ctx: Context) -> list[str]:
+    """What an interrupted build here left (the caller holds the build lock, so no build is running): its
+    build dirs, and releases never finished (marked unfinished). Returns their names."""
+    paths = ctx.paths
+    found = sorted(paths.builds_dir.glob("*"))
+    found += [path for path in sorted(paths.releases_dir.glob("*"))
+              if path.is_dir() and (path / UNFINISHED_MARKER).exists()]
+    for path in found:
+        ctx.executor.apply(Remove(path))
+        if path.parent == paths.releases_dir:
+            ctx.log.append("removed", path.name, reason="unfinished (interrupted build)")
+    return [path.name for path in found]
