@@ -2,7 +2,7 @@
 all or nothing.
 
     set up the hosts (``fleet.setup``: its fast path when they are)        nothing changed on failure
-    [fleet lock]  converge a fleet found on mixed versions (p2)
+    [fleet lock]  converge a fleet found on mixed versions (``fleet.converge``)
     send the config; read every host's status (reachable? live release?)
     decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it
     ship to every host at once (delta), give the key, ``host prepare`` every host   nothing live changed yet
@@ -77,9 +77,9 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter) -> Flee
             setup_fleet(config, session.transport, reporter.info)
         with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
             session.each(lambda host: send_config(session.transport, host, session.roots[host], config_text))
-        lock = fleet_lock(session)  # p2: the fleet lock (exit 12 when another deploy or rollback holds it)
+        lock = fleet_lock(session)  # exit 12 when another deploy or rollback holds it
         with lock:
-            converge_if_mixed(session)  # p2: a fleet left on mixed versions (a controller killed) converged first
+            converge_if_mixed(session)  # a fleet left mixed (a controller killed) first
             return _deploy_locked(session, config, reporter, started)
 
 
