@@ -43,7 +43,7 @@ def host_group() -> None:
     """Host-level procedures for a fleet controller: one JSON object on stdout each."""
 
 
-# --- the host boundary: status, activate, rollback, start, stop ---------------------------------------------------------
+# --- the host boundary: status, activate, rollback, start, stop ---------------------------------------------
 
 
 @host_group.command("status")
@@ -212,10 +212,9 @@ def _stdout_to_stderr() -> Iterator[IO[str]]:
         out.close()
 
 
-# --- -----------------------------------------------------------------------------------------------------
 
 
-# --- facts (asked before nextdeploy has a config on the host) ----------------------------------------------------------------------------------------------
+# --- facts (asked before nextdeploy has a config on the host) -----------------------------------------------
 
 
 @host_group.command("facts")
@@ -228,7 +227,7 @@ def facts_command(root: Path) -> None:
     click.echo(json.dumps(collect(root)))
 
 
-# --- the fleet's lock, its releases and logs ---------------------
+# --- the fleet's lock, its releases and logs ----------------------------------------------------------------
 
 
 @host_group.command("lock")
@@ -273,4 +272,3 @@ def host_logs_command(config_path: Path, as_host: str | None, lines: int) -> Non
     run_json(config_path, lambda ctx: host_logs(ctx, lines), as_host)
 
 
-# --- ---------------------------------------------------------------------------------------------------------
