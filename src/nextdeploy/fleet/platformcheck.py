@@ -64,6 +64,6 @@ def check_platforms(builder: str, builder_facts: Mapping[str, Any], hosts: Mappi
     raise PlatformError(
         f"a release built on {builder} ({built.describe()}) would not run on {first}{others} "
         f"({platform_of(hosts[first]).describe()}): {'; '.join(wrong[first])}",
-        hint=f'build on CI with the hosts\' platform, or set [build] host = "{first}" to build on that host',
+        hint=f"build on a machine or CI runner of {first}'s platform",
         details=[f"{name}: {'; '.join(found)}" for name, found in wrong.items()] if len(wrong) > 1 else None,
     )
