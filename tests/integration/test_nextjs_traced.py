@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from nextdeploy.demo.loadgen import BackgroundLoad, LoadResult
 pytestmark = pytest.mark.integration
 
 RATE = 150
+TAIL_SECONDS = 2.0
 MAX_SECONDS = 240
 
 
@@ -33,6 +35,9 @@ def under_load(site: Site) -> Iterator[dict[str, Any]]:
     load.start()
     try:
         yield box
+        # Keep-alive connections of the old workers last until they drain, after the deploy returned: go on
+        # long enough that the new release is seen (it was not, once, when the load stopped at the return).
+        time.sleep(TAIL_SECONDS)
     finally:
         load.stop()
         box["load"] = load.result(timeout=MAX_SECONDS + 30)
