@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationError, ValidationInfo, field_validator
 
 from nextdeploy.core.configrules import (
     GIT_URL,
@@ -22,11 +22,11 @@ from nextdeploy.core.configrules import (
     SOCKET_PATH_MAX,
     EnvTable,
     Glob,
+    Section,
     UrlPath,
     check_path,
     file_name,
     format_error,
-    nul_in,
     path_problem,
     relative,
     resolved,
@@ -43,20 +43,7 @@ DEFAULT_CONFIG_NAME = "nextdeploy.toml"
 MAX_CONFIG_BYTES = 1 << 20
 
 
-class _Section(BaseModel):
-    # Unknown keys are errors: a typo must never silently fall back to a default. Strict: `port = true`
-    # or `port = "3000"` is an error, not port 1 or a guess; nan and inf are not numbers here.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # No path, argv or environment can hold a NUL: it would fail at the build, not here.
-        where = nul_in(value)
-        if where is not None:
-            raise ValueError(f"{where} contains a NUL character (\\0), which no path, command or environment "
-                             "variable can hold; remove it")
-        return value
+_Section = Section
 
 
 class AppConfig(_Section):

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from nextdeploy.nextjs.traces import glob_regex
 from nextdeploy.plans.ops import redact_url
@@ -182,3 +182,21 @@ def format_error(error: Any) -> str:
     if len(got) > _ECHO_MAX:
         got = f"{got[:_ECHO_MAX]}... ({len(got)} characters)"
     return f"{location}: {message} (got {got})"
+
+
+class Section(BaseModel):
+    """A section of nextdeploy.toml (``core.config``'s and the fleet's, ``core.fleetconfig``)."""
+
+    # Unknown keys are errors: a typo must never silently fall back to a default. Strict: `port = true`
+    # or `port = "3000"` is an error, not port 1 or a guess; nan and inf are not numbers here.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # No path, argv or environment can hold a NUL: it would fail at the build, not here.
+        where = nul_in(value)
+        if where is not None:
+            raise ValueError(f"{where} contains a NUL character (\\0), which no path, command, host or environment "
+                             "variable can hold; remove it")
+        return value

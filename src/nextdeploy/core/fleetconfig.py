@@ -11,11 +11,11 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from nextdeploy.core.configrules import HOST_LABEL, ROOT_MAX, nul_in, path_problem
+from nextdeploy.core.configrules import HOST_LABEL, ROOT_MAX, Section, path_problem
 
 # An ssh destination: an alias of the ssh config, or [user@]host[:port] ([user@][v6addr][:port] for IPv6).
 DESTINATION = re.compile(
@@ -37,18 +37,7 @@ def destination_problem(text: str) -> str | None:
     return None
 
 
-class _FleetSection(BaseModel):
-    # As every section of nextdeploy.toml: unknown keys and loose types are errors, never guesses.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        where = nul_in(value)
-        if where is not None:
-            raise ValueError(f"{where} contains a NUL character (\\0), which no path, host or argument can hold; "
-                             "remove it")
-        return value
+_FleetSection = Section  # as every section of nextdeploy.toml
 
 
 def _absolute_root(value: str) -> str:
