@@ -31,6 +31,7 @@ from typing import Any
 
 from nextdeploy.demo.loadgen import RELEASE_HEADER, BackgroundLoad, LoadResult
 from support.hosts import Host, Hosts, Nginx, free_port, hosts_or_skip, nginx_in_front
+from support.processes import zombie
 from support.site import Run, _toml, config_text, run_nextdeploy
 
 # What a fleet is deployed with, in this order, by the tests and by the CI workflow of docs/examples/deploy.yml
@@ -104,13 +105,14 @@ class Fleet:
 
     def leftovers(self, name: str) -> dict[int, str]:
         """What runs in host ``name``'s namespace besides the host itself (its holder, its sshd and the sshd
-        processes of open ssh connections): pid -> command line."""
+        processes of open ssh connections): pid -> command line. A zombie (dead, waiting for init to reap
+        it, which this machine's init may never do) runs nothing and is not counted."""
         host = self.hosts[name]
         own = {host.holder.pid if host.holder else -1, host.sshd.pid if host.sshd else -1}
         found = {}
         for pid in host.processes():
             command = command_line(pid)
-            if pid not in own and command is not None and not command.startswith("sshd:"):
+            if pid not in own and command is not None and not command.startswith("sshd:") and not zombie(pid):
                 found[pid] = command
         return found
 

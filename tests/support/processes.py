@@ -15,13 +15,18 @@ def gone_soon(pid: int, timeout: float = 5.0) -> bool:
     """Whether ``pid`` stops running within ``timeout`` s (a zombie waiting for init to reap it counts as gone)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-                return True
-        except OSError:
+        if zombie(pid):
             return True
         time.sleep(0.05)
     return False
+
+
+def zombie(pid: int) -> bool:
+    """Whether ``pid`` is dead: gone, or a zombie waiting for its parent (or init) to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def as_in_a_terminal() -> None:
