@@ -51,13 +51,18 @@ from support.site import tool_env  # noqa: E402
 LOAD_PATH = "/api/health"
 DEPLOY_TIMEOUT = 900.0  # seconds for one `nextdeploy deploy`
 ROOTS = {"fleet": "/srv/bench-fleet", "single": "/srv/bench-single"}  # distinct: the hosts share a PID namespace
+def about(batch: int) -> str:
+    rollout = ("canary 1, batch 1 (the defaults): the 3 hosts switch one after the other" if batch == 1 else
+               f"canary 1, then batch {batch}: web1 alone, then the others {batch} at a time")
+    return ABOUT + f" Rollout: {rollout}."
+
+
 ABOUT = ("a 3-host fleet and a 1-host fleet (each its own test hosts and nginx), both up for the whole run; "
          "each gets the example app v1 (unmeasured: it sets the hosts up), then the same code-only change, "
          "the two one after the other (order alternating between repetitions), each under "
          f"{2 * LOAD_RATE:.0f} req/s through its nginx (keep-alive and a new connection per request, "
          f"{LOAD_RATE:.0f} req/s each, on `/api/health`), while every process of the controller's deploy and "
-         "of its hosts is sampled every 0.1 s. Rollout: canary 1, batch 1 (the defaults): the 3 hosts switch "
-         "one after the other.")
+         "of its hosts is sampled every 0.1 s.")
 
 
 @dataclass
@@ -75,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="output dir (default bench/results)")
     parser.add_argument("--publish", type=Path, default=None, help="also write FLEET.md to this dir (docs/bench)")
     parser.add_argument("--instances", type=int, default=1, help="[server] instances on every host (1)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="the 3-host fleet's [rollout] batch (default 1, the default: one host at a time)")
     parser.add_argument("--work", type=Path, default=None, help="work dir (default: a temp dir, removed after)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -82,9 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def write_config(fleet: Fleet, base: Path, app: Path, root: str, instances: int) -> Path:
+def write_config(fleet: Fleet, base: Path, app: Path, root: str, instances: int, batch: int) -> Path:
+    """The same config for both targets but for their hosts (and roots); defaults but for the health check."""
     return fleet.write_config(base / "nextdeploy.toml", app, root=root, server={"instances": instances},
-                              health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 30})
+                              health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 30},
+                              rollout={"canary": 1, "batch": batch})
 
 
 def grouping_for(target: Target, deploy_pid: int) -> Callable[[dict[int, Proc]], Grouping]:
@@ -133,8 +142,9 @@ def deploy(target: Target, log: Path) -> tuple[CommandRecord, dict[str, Any], di
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started_at, started = datetime.now(UTC), time.monotonic()
     meta: dict[str, Any] = {"started": started_at.strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-                            "command": "bench/fleet.py " + " ".join(sys.argv[1:]), "about": ABOUT,
-                            "repeat": args.repeat, "instances": args.instances, "initial": {}}
+                            "command": "bench/fleet.py " + " ".join(sys.argv[1:]),
+                            "repeat": args.repeat, "instances": args.instances, "batch": args.batch,
+                            "about": about(args.batch), "initial": {}}
     print(f"load average at the start: {meta['machine']['loadavg_start']}", flush=True)
     deploys: list[dict[str, Any]] = []
     with ExitStack() as stack:
@@ -143,7 +153,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             base = work / name
             fleet = stack.enter_context(running_fleet(base, count))
             app = copy_example(base / "app", "v1")
-            targets.append(Target(name, fleet, app, write_config(fleet, base, app, ROOTS[name], args.instances)))
+            config = write_config(fleet, base, app, ROOTS[name], args.instances, args.batch)
+            targets.append(Target(name, fleet, app, config))
         for target in targets:
             print(f"{target.name}: v1 (sets the hosts up; not measured)", flush=True)
             record, result, _ = deploy(target, work / f"{target.name}-v1.log")

@@ -180,6 +180,7 @@ def test_the_summary_judges_the_fleet_against_the_single_host_and_the_targets() 
     found = summary([fleet, single])
     assert found["time_ratio"] == pytest.approx(36.0 / 26.0, abs=1e-3) and found["time_ratio_met"] is True
     assert found["beyond_build_ratio"] == pytest.approx(24.0 / 14.0, abs=1e-3)
+    assert found["same_build_ratio"] == pytest.approx(36.0 / 26.0, abs=1e-3)
     assert found["ship_fraction_max"] == pytest.approx(110_000 / 37_600_000, abs=1e-5)
     assert found["ship_fraction_met"] is True
     assert found["failed"] == 0 and found["failed_met"] is True and found["requests"] == 16000
@@ -193,10 +194,12 @@ def test_the_summary_judges_the_fleet_against_the_single_host_and_the_targets() 
 def test_a_missed_target_says_so() -> None:
     fleet = figures("fleet", ["web1", "web2", "web3"], wall=45.0, build=12.0, failed=2, sent=5_000_000)
     single = figures("single", ["web1"], wall=26.0, build=12.0)
+    slower_build = figures("single", ["web1"], wall=40.0, build=26.0)  # the same deploy, a slower build
+    assert summary([fleet, slower_build])["same_build_ratio"] == pytest.approx((33 + 19) / (14 + 19), abs=1e-3)
     found = summary([fleet, single])
     assert found["time_ratio_met"] is False and found["ship_fraction_met"] is False and found["failed_met"] is False
     text = markdown({"meta": meta(), "summary": found, "deploys": [fleet, single]})
-    assert text.count("**missed**") == 3
+    assert text.count("**missed**") == 4  # time, the same with equal builds, bytes, failed requests
 
 
 def meta() -> dict[str, Any]:
