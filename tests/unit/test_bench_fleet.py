@@ -65,8 +65,8 @@ def test_an_ssh_master_is_found_by_the_control_dir_of_the_deploys_ssh_clients() 
     assert control_dirs(commands) == {"/tmp/nd-ssh-q1"}
 
 
-def proc(pid: int, ppid: int, rss_mb: int, command: str = "x", namespace: str = "mnt:[1]") -> Proc:
-    return Proc(pid, ppid, namespace, command, rss_mb * MB)
+def proc(pid: int, ppid: int, rss_mb: int, command: str = "x", namespace: str = "mnt:[1]", cpu: float = 0.0) -> Proc:
+    return Proc(pid, ppid, namespace, command, rss_mb * MB, cpu)
 
 
 def test_descendants_follow_parent_pids_and_nothing_else() -> None:
@@ -91,9 +91,23 @@ def test_peaks_are_the_highest_sum_at_one_sample_and_the_largest_single_process(
     assert controller["kinds"]["nextdeploy"]["peak_sum_bytes"] == 40 * MB
 
 
+def test_cpu_counts_from_the_first_sample_for_a_process_already_running_and_all_of_it_for_a_new_one() -> None:
+    peaks: dict[str, SubjectPeak] = {}
+    app = {1: ("web1", "app")}
+    add_sample(peaks, {1: proc(1, 0, 100, cpu=50.0)}, app, running_before={1})
+    add_sample(peaks, {1: proc(1, 0, 100, cpu=52.5), 2: proc(2, 0, 40, cpu=0.75)},
+               {**app, 2: ("web1", "nextdeploy")}, running_before={1})
+    add_sample(peaks, {2: proc(2, 0, 40, cpu=1.25)}, {2: ("web1", "nextdeploy")}, running_before={1})  # 1 gone
+    web1 = peaks["web1"].to_json()
+    assert web1["kinds"]["app"]["cpu_seconds"] == 2.5
+    assert web1["kinds"]["nextdeploy"]["cpu_seconds"] == 1.25
+    assert web1["cpu_seconds"] == 3.75
+
+
 def test_the_sampler_sees_a_real_process_grow() -> None:
     """A child that holds 64 MB for a moment: the sampler, reading /proc, sees at least that much."""
-    code = "import sys, time\nblock = bytearray(64 * 1024 * 1024)\nprint('ready', flush=True)\ntime.sleep(0.6)\n"
+    code = ("import time\nblock = bytearray(64 * 1024 * 1024)\nprint('ready', flush=True)\n"
+            "end = time.process_time() + 0.5\nwhile time.process_time() < end:\n    pass\ntime.sleep(0.3)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         sampler = Sampler(lambda table: {pid: ("child", "python") for pid in descendants(table, child.pid)},
@@ -106,6 +120,7 @@ def test_the_sampler_sees_a_real_process_grow() -> None:
         child.wait()
     assert sampler.samples >= 3
     assert peaks["child"].kinds["python"].peak_single >= 64 * 1024 * 1024
+    assert peaks["child"].kinds["python"].cpu_seconds >= 0.4  # its busy half second, seen from its start
     assert child.pid not in process_table()
 
 
@@ -125,7 +140,8 @@ def deploy_json(hosts: list[str], seconds: float, build: float, sent: int = 110_
 def memory(hosts: list[str], build_mb: int, host_nextdeploy_mb: int) -> dict[str, Any]:
     def subject(kinds: dict[str, int]) -> dict[str, Any]:
         return {"peak_total_bytes": sum(kinds.values()) * MB,
-                "kinds": {kind: {"peak_sum_bytes": mb * MB, "peak_single_bytes": mb * MB}
+                "cpu_seconds": len(kinds) * 1.5,
+                "kinds": {kind: {"peak_sum_bytes": mb * MB, "peak_single_bytes": mb * MB, "cpu_seconds": 1.5}
                           for kind, mb in kinds.items()}}
 
     return {"controller": subject({"build": build_mb, "nextdeploy": 40, "ssh": 30}),
@@ -188,7 +204,8 @@ def test_the_summary_judges_the_fleet_against_the_single_host_and_the_targets() 
     text = markdown({"meta": meta(), "summary": found, "deploys": [fleet, single]})
     assert "= **1.385×** | ≤ 1.5× | met |" in text
     assert "| **0** of 16000 | 0 | met |" in text
-    assert "| 1 | fleet | web3 | 5.0 | 80 / – / 60 / 230 / 370 |" in text
+    assert "| 1 | fleet | web3 | 5.0 | 80 / – / 60 / 230 / 370 | 1.5 / 1.5 / 1.5 / 4.5 |" in text
+    assert "| 0 / 8000 | 570 / 500 / 40 / 30 | 4.5 (1.5) / 13.5 |" in text  # the fleet's 3 hosts: 3 x 4.5 s
 
 
 def test_a_missed_target_says_so() -> None:

@@ -114,6 +114,16 @@ def memory_figure(peaks: dict[str, Any], subject: str, kind: str | None = None, 
     return int(kind_peak["peak_single_bytes" if single else "peak_sum_bytes"])
 
 
+def cpu_figure(peaks: dict[str, Any], subject: str, kinds: Sequence[str] | None = None) -> float | None:
+    """CPU seconds a subject's processes (or those of ``kinds``) used during the deploy; None when never seen."""
+    found = peaks.get(subject)
+    if found is None:
+        return None
+    if kinds is None:
+        return float(found.get("cpu_seconds", 0.0))
+    return round(sum(float(found["kinds"].get(kind, {}).get("cpu_seconds", 0.0)) for kind in kinds), 2)
+
+
 def deploy_figures(target: str, hosts: Sequence[str], result: dict[str, Any], wall: float, code: int,
                    loads: dict[str, Any], memory: dict[str, Any],
                    lines: Sequence[tuple[float, str]] = ()) -> dict[str, Any]:
@@ -138,6 +148,11 @@ def deploy_figures(target: str, hosts: Sequence[str], result: dict[str, Any], wa
             "ssh": memory_figure(memory, "controller", "ssh"),
         },
         "host_memory": host_peaks,
+        "controller_cpu": {"total": cpu_figure(memory, "controller"),
+                           "build": cpu_figure(memory, "controller", ["build"])},
+        "host_cpu": {host: {"total": cpu_figure(memory, host), "app": cpu_figure(memory, host, ["app"]),
+                            "nextdeploy": cpu_figure(memory, host, ["nextdeploy", "rsync"]),
+                            "pm2": cpu_figure(memory, host, ["pm2"])} for host in hosts},
         "memory": memory,
     }
 
@@ -245,11 +260,12 @@ def deploys_table(deploys: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
         "| # | deploy | exit | wall s | setup | build (next build) | ship | prepare | rollout | other | outside "
         "| untimed gaps ≥ 0.2 s | sent per host | failed / requests "
-        "| controller peak MB: tree / build / nextdeploy / ssh |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| controller peak MB: tree / build / nextdeploy / ssh | CPU s: controller (build) / hosts |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for deploy in deploys:
-        phase, memory = deploy["phases"], deploy["controller_memory"]
+        phase, memory, cpu = deploy["phases"], deploy["controller_memory"], deploy["controller_cpu"]
+        hosts_cpu = sum(host["total"] or 0.0 for host in deploy["host_cpu"].values())
         untimed = ", ".join(f"{name} {seconds:.1f}" for name, seconds in deploy["gaps"].items() if seconds >= 0.2)
         sent = ", ".join(f"{host['bytes_sent'] / MB:.2f} MB ({_pct(host['fraction'])})"
                          for host in deploy["ship"])
@@ -259,20 +275,35 @@ def deploys_table(deploys: Sequence[dict[str, Any]]) -> list[str]:
             f"| {_s(phase['setup'])} | {_s(phase['build'])} ({_s(phase['next_build'])}) | {_s(phase['ship'])} "
             f"| {_s(phase['prepare'])} | {_s(phase['rollout'])} | {_s(phase['other'])} | {_s(phase['outside'])} "
             f"| {untimed or '–'} | {sent} | {deploy['failed']} / {deploy['requests']} "
-            f"| {_mb(memory['total'])} / {_mb(memory['build'])} / {_mb(memory['nextdeploy'])} / {_mb(memory['ssh'])} |")
+            f"| {_mb(memory['total'])} / {_mb(memory['build'])} / {_mb(memory['nextdeploy'])} / {_mb(memory['ssh'])} "
+            f"| {_s(cpu['total'])} ({_s(cpu['build'])}) / {_s(hosts_cpu)} |")
     return lines
 
 
 def hosts_table(deploys: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["| # | deploy | host | activate s | peak MB: nextdeploy / rsync / pm2 / app / all |",
-             "|---|---|---|---|---|"]
+    lines = ["| # | deploy | host | activate s | peak MB: nextdeploy / rsync / pm2 / app / all "
+             "| CPU s: nextdeploy and rsync / pm2 / app / all |",
+             "|---|---|---|---|---|---|"]
     for deploy in deploys:
         for host, peak in deploy["host_memory"].items():
+            cpu = deploy["host_cpu"][host]
             lines.append(
                 f"| {deploy['repeat']} | {deploy['target']} | {host} | {_s(deploy['activate_seconds'].get(host))} "
                 f"| {_mb(peak['nextdeploy'])} / {_mb(peak['rsync'])} / {_mb(peak['pm2'])} / {_mb(peak['app'])} "
-                f"/ {_mb(peak['total'])} |")
+                f"/ {_mb(peak['total'])} | {_s(cpu['nextdeploy'])} / {_s(cpu['pm2'])} / {_s(cpu['app'])} "
+                f"/ {_s(cpu['total'])} |")
     return lines
+
+
+def builds_note(deploys: Sequence[dict[str, Any]]) -> str:
+    """How much the build moved in the run: the reason for the ratio with equal builds."""
+    builds = sorted(deploy["phases"]["build"] for deploy in deploys)
+    if not builds:
+        return ""
+    return (f"The build is the same work for both targets (the same change, each controller with its own warm "
+            f"build dir), but it took {builds[0]:.1f}-{builds[-1]:.1f} s in this run's deploys: `next build` runs "
+            "at niceness 10, so other work on the machine slows it most. The third line takes it out of the "
+            "comparison: each target's time beyond its build, plus the run's median build.")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -286,15 +317,19 @@ def markdown(results: dict[str, Any]) -> str:
         f"{', '.join(f'{value:.2f}' for value in meta['loadavg_end'])} at the end. "
         f"Command: `{meta['command']}`. Generated by `bench/fleet.py`; see `bench/README.md`.", "",
         f"One run: {meta['about']}", "",
-        "## Targets (issue 23)", "", *targets_table(results["summary"]), "",
+        "## Targets (issue 23)", "", *targets_table(results["summary"]), "", builds_note(deploys), "",
         "## Every measured deploy (a code-only change, under load)", "",
         "Seconds. *setup*: the hosts checked, the config sent, their status read; *build*: export, install, "
-        "assembly and `next build` (in brackets); *rollout*: the waves one after the other; *other*: the lock, "
-        "the mixed-fleet check, the key; *outside*: Python's start-up and the ssh connections' close. Controller "
+        "assembly and `next build` (in brackets); *rollout*: the waves one after the other; *other*: the rest, "
+        "in the gaps between steps: the fleet lock and the mixed-fleet check (after fleet-config), the key "
+        "(after fleet-status), removing the controller's previous build (after fleet-prepare); *outside*: "
+        "Python's start-up and the ssh connections' close. Controller "
         "peak: RSS of the deploy's whole process tree (its `next build` children and ssh connections included) "
-        "summed at one sample, sampled every 0.1 s.", "",
+        "summed at one sample, sampled every 0.1 s. CPU: user + system seconds used during the deploy by the "
+        "controller's tree (its build) and by every process of the target's hosts (their apps serving the load "
+        "included).", "",
         *deploys_table(deploys), "",
-        "## Each host's peak memory during the deploy (RSS, sampled every 0.1 s, by kind)", "",
+        "## Each host's peak memory and CPU during the deploy (RSS sampled every 0.1 s, by kind)", "",
         "*nextdeploy*: the host's `nextdeploy host ...` processes (the fleet lock's holder included); *rsync*: "
         "the receiving end of the ship; *pm2*: the daemon and its CLI; *app*: the app's workers (old and new).", "",
         *hosts_table(deploys), "",

@@ -1,4 +1,4 @@
-"""Peak memory of groups of processes, sampled from /proc (Linux) in a thread: the fleet bench's figures.
+"""Peak memory (and CPU) of groups of processes, sampled from /proc (Linux) in a thread: the fleet bench's figures.
 
 Every ``interval`` s the sampler reads every process once (its parent, mount namespace, command line and
 RSS) and hands the table to ``group``, which says for each process which subject it belongs to (the
@@ -7,6 +7,7 @@ subject it keeps:
 
 - the peak of the subject's total RSS (every process of it at one sample, summed),
 - per kind, the peak of that kind's RSS summed at one sample, and the largest single process seen,
+- per kind, the CPU its processes used while sampled (from the first sample for those already running),
 - a few command lines per kind, so that a reader can check what was counted where.
 
 RSS counts a shared page in every process that maps it, so a sum over processes over-counts shared
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 EXAMPLES = 4  # command lines kept per kind
 
 
@@ -34,6 +36,7 @@ class Proc:
     namespace: str  # mount namespace, e.g. mnt:[4026531841]
     command: str  # command line, NULs as spaces ("" for a kernel thread or a zombie)
     rss: int  # bytes
+    cpu: float = 0.0  # seconds of CPU used so far (user + system)
 
 
 def read_proc(pid: int, proc: Path = Path("/proc")) -> Proc | None:
@@ -43,6 +46,7 @@ def read_proc(pid: int, proc: Path = Path("/proc")) -> Proc | None:
         stat = (base / "stat").read_text()
         fields = stat.rsplit(")", 1)[1].split()
         state, ppid = fields[0], int(fields[1])
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS
         if state in ("Z", "X"):
             return None
         rss = int((base / "statm").read_text().split()[1]) * PAGE
@@ -50,7 +54,7 @@ def read_proc(pid: int, proc: Path = Path("/proc")) -> Proc | None:
         namespace = os.readlink(base / "ns" / "mnt")
     except (OSError, IndexError, ValueError):
         return None
-    return Proc(pid, ppid, namespace, command, rss)
+    return Proc(pid, ppid, namespace, command, rss, cpu)
 
 
 def process_table(proc: Path = Path("/proc")) -> dict[int, Proc]:
@@ -87,11 +91,18 @@ class KindPeak:
     peak_single_command: str = ""
     most_processes: int = 0  # processes of this kind at one sample, at most
     examples: list[str] = field(default_factory=list)
+    cpu_from: dict[int, float] = field(default_factory=dict)  # pid -> its CPU seconds when first seen (0: born since)
+    cpu_last: dict[int, float] = field(default_factory=dict)  # pid -> its CPU seconds when last seen
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU the kind's processes used while sampled (up to each one's last sample)."""
+        return sum(self.cpu_last[pid] - self.cpu_from[pid] for pid in self.cpu_last)
 
     def to_json(self) -> dict[str, Any]:
         return {"peak_sum_bytes": self.peak_sum, "peak_single_bytes": self.peak_single,
                 "peak_single_command": self.peak_single_command[:200], "most_processes": self.most_processes,
-                "examples": self.examples}
+                "cpu_seconds": round(self.cpu_seconds, 2), "examples": self.examples}
 
 
 @dataclass
@@ -101,11 +112,14 @@ class SubjectPeak:
 
     def to_json(self) -> dict[str, Any]:
         return {"peak_total_bytes": self.peak_total,
+                "cpu_seconds": round(sum(peak.cpu_seconds for peak in self.kinds.values()), 2),
                 "kinds": {kind: peak.to_json() for kind, peak in sorted(self.kinds.items())}}
 
 
-def add_sample(peaks: dict[str, SubjectPeak], table: dict[int, Proc], grouping: Grouping) -> None:
-    """Fold one sample (``table`` grouped by ``grouping``) into ``peaks``."""
+def add_sample(peaks: dict[str, SubjectPeak], table: dict[int, Proc], grouping: Grouping,
+               running_before: frozenset[int] | set[int] = frozenset()) -> None:
+    """Fold one sample (``table`` grouped by ``grouping``) into ``peaks``. A process of ``running_before`` (the
+    first sample's) counts the CPU it uses from its first sample on; any other, all of its CPU."""
     totals: dict[str, int] = {}
     by_kind: dict[tuple[str, str], list[Proc]] = {}
     for pid, (subject, kind) in grouping.items():
@@ -123,6 +137,8 @@ def add_sample(peaks: dict[str, SubjectPeak], table: dict[int, Proc], grouping: 
         if largest.rss > kind_peak.peak_single:
             kind_peak.peak_single, kind_peak.peak_single_command = largest.rss, largest.command
         for process in processes:
+            kind_peak.cpu_from.setdefault(process.pid, process.cpu if process.pid in running_before else 0.0)
+            kind_peak.cpu_last[process.pid] = process.cpu
             short = process.command[:160]
             if len(kind_peak.examples) < EXAMPLES and short not in kind_peak.examples:
                 kind_peak.examples.append(short)
@@ -139,6 +155,7 @@ class Sampler:
         self.max_seconds = max_seconds
         self.peaks: dict[str, SubjectPeak] = {}
         self.samples = 0
+        self._first: frozenset[int] | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
@@ -156,7 +173,9 @@ class Sampler:
 
     def sample(self) -> None:
         table = process_table()
-        add_sample(self.peaks, table, self.group(table))
+        if self._first is None:
+            self._first = frozenset(table)
+        add_sample(self.peaks, table, self.group(table), self._first)
         self.samples += 1
 
     def start(self) -> Sampler:
