@@ -53,7 +53,8 @@ DEPLOY_TIMEOUT = 900.0  # seconds for one `nextdeploy deploy`
 ROOTS = {"fleet": "/srv/bench-fleet", "single": "/srv/bench-single"}  # distinct: the hosts share a PID namespace
 def about(batch: int) -> str:
     rollout = ("canary 1, batch 1 (the defaults): the 3 hosts switch one after the other" if batch == 1 else
-               f"canary 1, then batch {batch}: web1 alone, then the others {batch} at a time")
+               f"canary 1, then batch {batch}: web1 alone, then the others {batch} at a time (each host with its "
+               "own root: the test hosts share a PID namespace)")
     return ABOUT + f" Rollout: {rollout}."
 
 
@@ -90,10 +91,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def write_config(fleet: Fleet, base: Path, app: Path, root: str, instances: int, batch: int) -> Path:
-    """The same config for both targets but for their hosts (and roots); defaults but for the health check."""
-    return fleet.write_config(base / "nextdeploy.toml", app, root=root, server={"instances": instances},
+    """The same config for both targets but for their hosts (and roots); defaults but for the health check.
+
+    With a batch of more than one host, each host gets its own root: the test hosts share one PID namespace,
+    and a host's nextdeploy stops the leftover preflight servers of its root found by their environment,
+    whichever host's, so two hosts activating at once under the same root path stop each other's."""
+    path = fleet.write_config(base / "nextdeploy.toml", app, root=root, server={"instances": instances},
                               health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 30},
                               rollout={"canary": 1, "batch": batch})
+    if batch > 1:
+        text = path.read_text()
+        for host in fleet.hosts.hosts:
+            line = f'hostname = "{host.address}"\n'
+            assert text.count(line) == 1, text
+            text = text.replace(line, f'{line}root = "{root}-{host.name}"\n')
+        path.write_text(text)
+    return path
 
 
 def grouping_for(target: Target, deploy_pid: int) -> Callable[[dict[int, Proc]], Grouping]:
