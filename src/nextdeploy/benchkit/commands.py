@@ -53,8 +53,10 @@ class CommandRecord:
 
 
 def run_command(argv: Sequence[str], env: dict[str, str], timeout: float, on_line: LineHook | None = None,
-                cwd: Path | None = None, echo: Callable[[str], None] | None = None) -> CommandRecord:
-    """Run ``argv`` to completion (killed after ``timeout`` s), stamping each stderr line on arrival."""
+                cwd: Path | None = None, echo: Callable[[str], None] | None = None,
+                on_start: Callable[[int], None] | None = None) -> CommandRecord:
+    """Run ``argv`` to completion (killed after ``timeout`` s), stamping each stderr line on arrival;
+    ``on_start`` gets the command's pid as soon as it runs (the fleet bench samples its process tree)."""
     record = CommandRecord(list(argv), time.monotonic(), 0.0, -1)
     # Own session: a timed-out command is killed with everything it spawned (except PM2's daemon,
     # which detaches itself and is stopped with `pm2 kill` by the bench's clean-up).
@@ -83,6 +85,8 @@ def run_command(argv: Sequence[str], env: dict[str, str], timeout: float, on_lin
     for reader in readers:
         reader.start()
     try:
+        if on_start is not None:
+            on_start(process.pid)
         record.exit_code = process.wait(timeout)
     except subprocess.TimeoutExpired:
         record.timed_out = True
