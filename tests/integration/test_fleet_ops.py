@@ -153,11 +153,23 @@ def test_fleet_rollback_under_load_through_nginx_fails_no_request(ops: Ops) -> N
     assert "web1" in lines[canary] and "web2" not in lines[canary], lines
 
 
+def host_configs(fleet: Fleet) -> dict[str, tuple[int, bytes]]:
+    """Each host's ``<root>/nextdeploy.toml``: its inode (a config sent again is a new file) and its text."""
+    found = {}
+    for host in fleet.hosts.hosts:
+        path = host.path("/srv/app/nextdeploy.toml")
+        found[host.name] = (path.stat().st_ino, path.read_bytes())
+    return found
+
+
 def test_two_controllers_at_once_one_is_refused_naming_the_holder_and_a_killed_holder_frees_the_lock(
         ops: Ops) -> None:
-    """v1 everywhere, left so."""
+    """v1 everywhere, left so. The refused controllers (a config of their own) change nothing on the hosts,
+    not even the config the holder's hosts run with; with --lock-timeout they wait that long first."""
     fleet = ops.fleet
     assert fleet.config is not None
+    other = fleet.config.with_name("other-controller.toml")
+    other.write_text(fleet.config.read_text() + "\n# the second controller's own copy\n")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(fleet.config)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     control_dir = None
@@ -166,17 +178,26 @@ def test_two_controllers_at_once_one_is_refused_naming_the_holder_and_a_killed_h
         said = holder.stdout.readline().split()
         assert said and said[0] == "held", holder.stderr.read() if holder.stderr else ""
         control_dir = said[1]
+        configs = host_configs(fleet)
         started = time.monotonic()
-        refused = fleet.nextdeploy("rollback", "--to", ops.v2)
+        refused = fleet.nextdeploy("rollback", "--to", ops.v2, "-c", str(other))
         took = time.monotonic() - started
         print(f"refused in {took:.1f} s: {refused.output}")
         assert refused.code == ExitCode.LOCKED, refused.output
         assert "the fleet is locked on web1 by `nextdeploy deploy` by " in refused.stderr
         assert f"(pid {holder.pid}), since 20" in refused.stderr, refused.stderr
         assert ops.live() == ops.everywhere(ops.v1)
-        refused_stop = fleet.nextdeploy("stop")
-        assert refused_stop.code == ExitCode.LOCKED and ops.fleet.nextdeploy("status", "--json").json()["hosts"][0][
-            "workers"], refused_stop.output
+        refused_deploy = fleet.nextdeploy("deploy", "-c", str(other))  # set-up check, then the lock: no build
+        assert refused_deploy.code == ExitCode.LOCKED, refused_deploy.output
+        assert host_configs(fleet) == configs
+        started = time.monotonic()
+        refused_stop = fleet.nextdeploy("stop", "--lock-timeout", "3", "-c", str(other))
+        waited = time.monotonic() - started
+        assert refused_stop.code == ExitCode.LOCKED, refused_stop.output
+        assert waited >= 3 and "waiting for it (at most 3 s in all" in refused_stop.output, refused_stop.output
+        assert "(waited 3 s)" in refused_stop.stderr.splitlines()[-1], refused_stop.stderr
+        assert host_configs(fleet) == configs
+        assert ops.fleet.nextdeploy("status", "--json").json()["hosts"][0]["workers"]
     finally:
         holder.send_signal(signal.SIGKILL)  # the controller dies outright: its ssh sessions' stdin closes
         holder.wait(30)

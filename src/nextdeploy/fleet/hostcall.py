@@ -34,10 +34,14 @@ def host_config_path(root: str) -> str:
     return f"{root.rstrip('/')}/{CONFIG_NAME}"
 
 
+def host_binary(root: str) -> str:
+    """The host's own nextdeploy, the very version of this one (``fleet.setup`` installs it)."""
+    return f"{tools_prefix(root.rstrip('/'), nextdeploy.__version__)}/bin/nextdeploy"
+
+
 def host_argv(root: str, as_host: str, subcommand: Sequence[str]) -> list[str]:
     """``nextdeploy host <subcommand>`` as the host's own nextdeploy runs it, with the fleet's config."""
-    binary = f"{tools_prefix(root.rstrip('/'), nextdeploy.__version__)}/bin/nextdeploy"
-    return [binary, "host", *subcommand, "-c", host_config_path(root), "--as", as_host]
+    return [host_binary(root), "host", *subcommand, "-c", host_config_path(root), "--as", as_host]
 
 
 def send_config(transport: SshTransport, host: str, root: str, text: bytes) -> None:
