@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,12 +27,13 @@ from conftest import have_node_tools
 from nextdeploy.core.config import load_config
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.core.ui import Reporter
+from nextdeploy.demo.exampleapp import set_version
 from nextdeploy.fleet.hostcall import send_config
 from nextdeploy.fleet.prepare import prepare_key
 from nextdeploy.fleet.session import fleet_session
 from nextdeploy.fleet.ship import ship
 from support.fleet import Fleet, load_through, no_failures, running_fleet
-from support.site import Site
+from support.site import Site, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +58,7 @@ class Ops:
     fleet: Fleet
     v1: str
     v2: str
+    app: Path  # the app's source (v2), which the config deploys: a fleet `deploy` builds it on the controller
 
     def live(self) -> dict[str, str | None]:
         return self.fleet.live_releases()
@@ -82,6 +85,11 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
         config = fleet.write_config(base / "nextdeploy.toml", site.app_dir, health=HEALTH,
                                     server={"instances": 1})
         fleet.nextdeploy("setup", timeout=900).expect_ok()
+        # The controller's own builds (the fleet deploys below) start from the Site's Next.js build cache: a
+        # cold `next build` would cost CI minutes.
+        work = fleet.base / "build" / "work"
+        shutil.copytree(site.root / "cache" / "next", work / "cache" / "next", symlinks=True)
+        shutil.copyfile(site.root / ".nextdeploy-root", work / ".nextdeploy-root")
         with fleet_session(load_config(config), Reporter()) as session:
             for release in (v1, v2):
                 ship(session.transport, session.roots, site.root / "releases" / release)
@@ -89,7 +97,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
             session.each(lambda host: send_config(session.transport, host, session.roots[host], config.read_bytes()))
             for release in (v1, v2):
                 session.call_each(["activate", release])
-        yield Ops(fleet, v1, v2)
+        yield Ops(fleet, v1, v2, site.app_dir)
 
 
 def stop_masters(fleet: Fleet, control_dir: str | None = None) -> None:
@@ -281,6 +289,57 @@ def test_an_unreachable_host_is_shown_by_status_and_stops_a_rollback_before_anyt
     finally:
         web3.start_sshd()
     assert ops.live() == ops.everywhere(ops.v2)
+
+
+def start_controller(ops: Ops, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """The real CLI on the controller, in a process group of its own (as a terminal's foreground job), its
+    output into a file (a pipe nobody reads would block it)."""
+    assert ops.fleet.config is not None
+    output = ops.fleet.base / f"{name}.log"
+    with output.open("wb") as sink:
+        controller = subprocess.Popen([sys.executable, "-m", "nextdeploy", *args, "-c", str(ops.fleet.config)],
+                                      stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=tool_env(),
+                                      start_new_session=True)
+    return controller, output
+
+
+def wait_for_the_canary(ops: Ops, controller: subprocess.Popen[bytes], output: Path, before: set[str]) -> str:
+    """The release web1 switched to (not one of ``before``), once it serves it."""
+    deadline = time.monotonic() + 600  # a build on the controller comes first
+    while (live := ops.fleet.live_release("web1")) in before:
+        assert controller.poll() is None, f"the deploy ended before web1 switched:\n{output.read_text()}"
+        assert time.monotonic() < deadline, "web1 never switched"
+        time.sleep(0.2)
+    assert live is not None
+    return live
+
+
+def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_under_load(ops: Ops) -> None:
+    """v2 everywhere -> `deploy` of v3 interrupted once web1 serves it (SIGINT to the controller's process
+    group: a Ctrl-C at its terminal) -> v2 everywhere, healthy, exit 130, 0 failed requests through nginx."""
+    fleet = ops.fleet
+    set_version(ops.app, "v3")
+    with load_through(fleet) as results:
+        controller, output = start_controller(ops, "ctrl-c", "deploy")
+        try:
+            new = wait_for_the_canary(ops, controller, output, {ops.v2})
+            os.killpg(controller.pid, signal.SIGINT)
+            interrupted = time.monotonic()
+            code = controller.wait(300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(controller.pid, signal.SIGKILL)
+    said = output.read_text()
+    print(f"{said}\nexit {code} {time.monotonic() - interrupted:.1f} s after the SIGINT")
+    assert code == ExitCode.INTERRUPTED, said
+    last = said.strip().splitlines()[-1]
+    assert last.startswith(f"error: interrupted by SIGINT during the rollout of {new}; put web1"), last
+    assert last.endswith(f"back to {ops.v2}; every host serves what it served before"), last
+    no_failures(results)
+    assert ops.live() == ops.everywhere(ops.v2)
+    status = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert all(host["healthy"] for host in status["hosts"]), status
+    assert not any("host lock" in command for commands in host_nextdeploys(fleet).values() for command in commands)
 
 
 def test_logs_of_every_host_then_stop_leaves_nothing_of_nextdeploy_running(ops: Ops) -> None:

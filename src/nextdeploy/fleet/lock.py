@@ -129,7 +129,10 @@ def lock_host(session: FleetSession, host: str, holder: str) -> HeldHostLock:
     argv = ssh_argv(transport.settings, transport.control_dir, transport.destination(host),
                     lock_argv(session.roots[host], host, holder))
     with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+        # In a session of its own: a Ctrl-C at the terminal must not end the session (and so the lock) while
+        # the interrupted controller still puts hosts back. When the controller dies, its stdin closes anyway.
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                                   start_new_session=True)
         assert process.stdout is not None
         timer = threading.Timer(ANSWER_SECONDS, process.kill)  # no answer in time: no lock, an error below
         timer.start()
