@@ -11,12 +11,14 @@ each starting from the state the previous one left (written in its docstring).""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +122,23 @@ def host_nextdeploys(fleet: Fleet) -> dict[str, list[str]]:
     """The nextdeploy processes running on each host."""
     return {name: [command for command in fleet.leftovers(name).values() if "nextdeploy host" in command]
             for name in fleet.hosts.names}
+
+
+def kill_controller(fleet: Fleet, controller: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the controller's process group, and what it leaves running of ours (its ssh masters, and its
+    ssh sessions, which run in sessions of their own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(controller.pid, signal.SIGKILL)
+    controller.wait(30)
+    stop_masters(fleet)
+
+
+def settled(ops: Ops) -> dict[str, str | None]:
+    """Every host's live release once the hosts' own nextdeploy finished what its killed controller left."""
+    wait_hosts_quiet(ops.fleet)
+    after_kill = ops.live()
+    print(f"after the kill: {after_kill}")
+    return after_kill
 
 
 def wait_hosts_quiet(fleet: Fleet) -> None:
@@ -254,13 +273,8 @@ def test_a_controller_killed_mid_rollout_leaves_every_host_healthy_and_the_next_
             assert time.monotonic() < deadline, "web1 never switched"
             time.sleep(0.2)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(controller.pid, signal.SIGKILL)
-        controller.wait(30)
-        stop_masters(fleet)
-    wait_hosts_quiet(fleet)
-    after_kill = ops.live()
-    print(f"after the kill: {after_kill}")
+        kill_controller(fleet, controller)
+    after_kill = settled(ops)
     status = fleet.nextdeploy("status", "--json").expect_ok().json()
     assert all(host["healthy"] for host in status["hosts"]), status
     run = fleet.nextdeploy("rollback", "--to", ops.v2)
@@ -331,6 +345,7 @@ def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_
                 os.killpg(controller.pid, signal.SIGKILL)
     said = output.read_text()
     print(f"{said}\nexit {code} {time.monotonic() - interrupted:.1f} s after the SIGINT")
+    print({mode: (result.total, result.failed) for mode, result in results.items()})
     assert code == ExitCode.INTERRUPTED, said
     last = said.strip().splitlines()[-1]
     assert last.startswith(f"error: interrupted by SIGINT during the rollout of {new}; put web1"), last
@@ -340,6 +355,36 @@ def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_
     status = fleet.nextdeploy("status", "--json").expect_ok().json()
     assert all(host["healthy"] for host in status["hosts"]), status
     assert not any("host lock" in command for commands in host_nextdeploys(fleet).values() for command in commands)
+
+
+def test_a_deploy_killed_after_the_canary_then_deploy_converges_every_host_and_deploys(ops: Ops) -> None:
+    """v2 everywhere -> `deploy` (v3 again) SIGKILLed once web1 serves it -> `deploy` of v4: the fleet is
+    said mixed, converged, then v4 on every host, healthy."""
+    fleet = ops.fleet
+    controller, output = start_controller(ops, "killed", "deploy")
+    try:
+        killed_release = wait_for_the_canary(ops, controller, output, {ops.v2})
+    finally:
+        kill_controller(fleet, controller)
+    after_kill = settled(ops)
+    assert after_kill["web1"] == killed_release and after_kill["web3"] == ops.v2, after_kill
+    status = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert status["verdict"] == "mixed" and all(host["healthy"] for host in status["hosts"]), status
+    set_version(ops.app, "v4")
+    run = fleet.nextdeploy("deploy", "--json", timeout=900)
+    print(run.stderr[-6000:])
+    run.expect_ok()
+    assert "the fleet is on mixed releases: web1 " + killed_release in run.stderr
+    assert f"converging web2, web3 to {killed_release}" in run.stderr or \
+        f"converging web3 to {killed_release}" in run.stderr, run.stderr
+    deployed = run.json()
+    assert deployed["previous"] == killed_release
+    assert ops.live() == ops.everywhere(deployed["release"])
+    for host in fleet.hosts.hosts:
+        with urllib.request.urlopen(f"http://{host.address}:{fleet.port}/api/health", timeout=5) as response:
+            assert json.loads(response.read())["version"] == "v4", host.name
+    status = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert status["verdict"] == "uniform" and all(host["healthy"] for host in status["hosts"]), status
 
 
 def test_logs_of_every_host_then_stop_leaves_nothing_of_nextdeploy_running(ops: Ops) -> None:
