@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -147,12 +147,31 @@ def interrupting(signum: int, at: str, *, hold: threading.Event | None = None) -
     return ran, step
 
 
+class LetThrough(Exception):
+    """A stop signal the rollout let through to the test's own handler."""
+
+
+def let_through(signum: int, frame: object) -> None:
+    raise LetThrough(signal.Signals(signum).name)
+
+
+@pytest.fixture(autouse=True)
+def caught_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM that the rollout does not defer fail the test (not the whole pytest run)."""
+    saved = {signum: signal.signal(signum, let_through) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 def said(session: FakeSession) -> str:
     reporter: Any = session.reporter
     return str(reporter.stream.getvalue() + reporter.err_stream.getvalue())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_signal_after_the_canary_starts_no_new_wave_and_puts_the_canary_back(signum: int) -> None:
     session = FakeSession(HOSTS)
     ran, step = interrupting(signum, "web1")
@@ -168,7 +187,7 @@ def test_a_stop_signal_after_the_canary_starts_no_new_wave_and_puts_the_canary_b
     result = stopped.value.result
     assert [run["outcome"] for run in result.to_json()["hosts"]] == ["switched"] + ["not_started"] * 4
     assert result.hosts["web1"].put_back and result.decision.interrupted == name
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
+    assert signal.getsignal(signal.SIGINT) is let_through  # the handlers are back
 
 
 def test_a_step_still_running_after_the_grace_is_abandoned_as_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
