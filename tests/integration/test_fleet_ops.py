@@ -192,7 +192,8 @@ def host_configs(fleet: Fleet) -> dict[str, tuple[int, bytes]]:
 def test_two_controllers_at_once_one_is_refused_naming_the_holder_and_a_killed_holder_frees_the_lock(
         ops: Ops) -> None:
     """v1 everywhere, left so. The refused controllers (a config of their own) change nothing on the hosts,
-    not even the config the holder's hosts run with; with --lock-timeout they wait that long first."""
+    not even the config the holder's hosts run with; with --lock-timeout they wait that long first. A
+    status meanwhile (no lock) does not change that config either."""
     fleet = ops.fleet
     assert fleet.config is not None
     other = fleet.config.with_name("other-controller.toml")
@@ -223,6 +224,7 @@ def test_two_controllers_at_once_one_is_refused_naming_the_holder_and_a_killed_h
         assert refused_stop.code == ExitCode.LOCKED, refused_stop.output
         assert waited >= 3 and "waiting for it (at most 3 s in all" in refused_stop.output, refused_stop.output
         assert "(waited 3 s)" in refused_stop.stderr.splitlines()[-1], refused_stop.stderr
+        fleet.nextdeploy("status", "-c", str(other)).expect_ok()  # a reader takes no lock: its config goes aside
         assert host_configs(fleet) == configs
         assert ops.fleet.nextdeploy("status", "--json").json()["hosts"][0]["workers"]
     finally:

@@ -2,9 +2,11 @@
 is ``fleet.rollback``), run from the usual cli commands when the config lists ``[[hosts]]``; and the host
 commands they read (``host releases``, ``host logs``).
 
-Each sends the fleet's config to every host (``<root>/nextdeploy.toml``) and asks each host's own nextdeploy,
-all hosts at once. ``status``, ``releases`` and ``logs`` read only: a host that cannot be reached is shown as
-such, not fatal. ``start`` and ``stop`` change what serves: they hold the fleet lock, like a deploy.
+Each sends the fleet's config to every host and asks each host's own nextdeploy, all hosts at once.
+``status``, ``releases`` and ``logs`` read only: a host that cannot be reached is shown as such, not fatal;
+they take no lock, so they send their config as ``<root>/.nextdeploy-read.toml``, never changing the
+config a running deploy works with. ``start`` and ``stop`` change what serves: they hold the fleet lock,
+like a deploy, and send ``<root>/nextdeploy.toml`` once they hold it.
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ def ask_every_host(session: FleetSession, config_text: bytes, subcommand: Sequen
     answer: reading the fleet never stops at one host."""
 
     def ask(host: str) -> dict[str, Any]:
+        root, read = session.roots[host], hostcall.READ_CONFIG_NAME  # never the file a running deploy uses
         try:
-            hostcall.send_config(session.transport, host, session.roots[host], config_text)
-            return {"reachable": True, **session.call(host, subcommand)}
+            hostcall.send_config(session.transport, host, root, config_text, read)
+            return {"reachable": True, **hostcall.call(session.transport, host, root, subcommand, config=read)}
         except SshError as lost:
             return {"reachable": False, "error": lost.message}
         except NextdeployError as failed:
