@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,6 +132,13 @@ def kill_controller(fleet: Fleet, controller: subprocess.Popen[bytes]) -> None:
         os.killpg(controller.pid, signal.SIGKILL)
     controller.wait(30)
     stop_masters(fleet)
+
+
+def healthy(fleet: Fleet) -> dict[str, Any]:
+    """``status --json``, once it said every host is healthy."""
+    status: dict[str, Any] = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert all(host["healthy"] for host in status["hosts"]), status
+    return status
 
 
 def settled(ops: Ops) -> dict[str, str | None]:
@@ -343,8 +351,7 @@ def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_
             interrupted = time.monotonic()
             code = controller.wait(300)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(controller.pid, signal.SIGKILL)
+            kill_controller(fleet, controller)  # ended by then, unless the test failed
     said = output.read_text()
     print(f"{said}\nexit {code} {time.monotonic() - interrupted:.1f} s after the SIGINT")
     print({mode: (result.total, result.failed) for mode, result in results.items()})
@@ -353,9 +360,7 @@ def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_
     assert last.startswith(f"error: interrupted by SIGINT during the rollout of {new}; put web1"), last
     assert last.endswith(f"back to {ops.v2}; every host serves what it served before"), last
     no_failures(results)
-    assert ops.live() == ops.everywhere(ops.v2)
-    status = fleet.nextdeploy("status", "--json").expect_ok().json()
-    assert all(host["healthy"] for host in status["hosts"]), status
+    assert ops.live() == ops.everywhere(ops.v2) and healthy(fleet)["verdict"] == "uniform"
     assert not any("host lock" in command for commands in host_nextdeploys(fleet).values() for command in commands)
 
 
@@ -370,23 +375,20 @@ def test_a_deploy_killed_after_the_canary_then_deploy_converges_every_host_and_d
         kill_controller(fleet, controller)
     after_kill = settled(ops)
     assert after_kill["web1"] == killed_release and after_kill["web3"] == ops.v2, after_kill
-    status = fleet.nextdeploy("status", "--json").expect_ok().json()
-    assert status["verdict"] == "mixed" and all(host["healthy"] for host in status["hosts"]), status
+    assert healthy(fleet)["verdict"] == "mixed"
     set_version(ops.app, "v4")
     run = fleet.nextdeploy("deploy", "--json", timeout=900)
     print(run.stderr[-6000:])
     run.expect_ok()
     assert "the fleet is on mixed releases: web1 " + killed_release in run.stderr
-    assert f"converging web2, web3 to {killed_release}" in run.stderr or \
-        f"converging web3 to {killed_release}" in run.stderr, run.stderr
+    assert f"web3 to {killed_release}\n" in run.stderr, run.stderr  # converging web3 (and web2 if it was left)
     deployed = run.json()
     assert deployed["previous"] == killed_release
     assert ops.live() == ops.everywhere(deployed["release"])
     for host in fleet.hosts.hosts:
         with urllib.request.urlopen(f"http://{host.address}:{fleet.port}/api/health", timeout=5) as response:
             assert json.loads(response.read())["version"] == "v4", host.name
-    status = fleet.nextdeploy("status", "--json").expect_ok().json()
-    assert status["verdict"] == "uniform" and all(host["healthy"] for host in status["hosts"]), status
+    assert healthy(fleet)["verdict"] == "uniform"
 
 
 def test_logs_of_every_host_then_stop_leaves_nothing_of_nextdeploy_running(ops: Ops) -> None:
