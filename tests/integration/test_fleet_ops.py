@@ -11,14 +11,18 @@ each starting from the state the previous one left (written in its docstring).""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,12 +30,13 @@ from conftest import have_node_tools
 from nextdeploy.core.config import load_config
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.core.ui import Reporter
+from nextdeploy.demo.exampleapp import set_version
 from nextdeploy.fleet.hostcall import send_config
 from nextdeploy.fleet.prepare import prepare_key
 from nextdeploy.fleet.session import fleet_session
 from nextdeploy.fleet.ship import ship
 from support.fleet import Fleet, load_through, no_failures, running_fleet
-from support.site import Site
+from support.site import Site, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +61,7 @@ class Ops:
     fleet: Fleet
     v1: str
     v2: str
+    app: Path  # the app's source (v2), which the config deploys: a fleet `deploy` builds it on the controller
 
     def live(self) -> dict[str, str | None]:
         return self.fleet.live_releases()
@@ -82,6 +88,11 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
         config = fleet.write_config(base / "nextdeploy.toml", site.app_dir, health=HEALTH,
                                     server={"instances": 1})
         fleet.nextdeploy("setup", timeout=900).expect_ok()
+        # The controller's own builds (the fleet deploys below) start from the Site's Next.js build cache: a
+        # cold `next build` would cost CI minutes.
+        work = fleet.base / "build" / "work"
+        shutil.copytree(site.root / "cache" / "next", work / "cache" / "next", symlinks=True)
+        shutil.copyfile(site.root / ".nextdeploy-root", work / ".nextdeploy-root")
         with fleet_session(load_config(config), Reporter()) as session:
             for release in (v1, v2):
                 ship(session.transport, session.roots, site.root / "releases" / release)
@@ -89,7 +100,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
             session.each(lambda host: send_config(session.transport, host, session.roots[host], config.read_bytes()))
             for release in (v1, v2):
                 session.call_each(["activate", release])
-        yield Ops(fleet, v1, v2)
+        yield Ops(fleet, v1, v2, site.app_dir)
 
 
 def stop_masters(fleet: Fleet, control_dir: str | None = None) -> None:
@@ -112,6 +123,30 @@ def host_nextdeploys(fleet: Fleet) -> dict[str, list[str]]:
     """The nextdeploy processes running on each host."""
     return {name: [command for command in fleet.leftovers(name).values() if "nextdeploy host" in command]
             for name in fleet.hosts.names}
+
+
+def kill_controller(fleet: Fleet, controller: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the controller's process group, and what it leaves running of ours (its ssh masters, and its
+    ssh sessions, which run in sessions of their own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(controller.pid, signal.SIGKILL)
+    controller.wait(30)
+    stop_masters(fleet)
+
+
+def healthy(fleet: Fleet) -> dict[str, Any]:
+    """``status --json``, once it said every host is healthy."""
+    status: dict[str, Any] = fleet.nextdeploy("status", "--json").expect_ok().json()
+    assert all(host["healthy"] for host in status["hosts"]), status
+    return status
+
+
+def settled(ops: Ops) -> dict[str, str | None]:
+    """Every host's live release once the hosts' own nextdeploy finished what its killed controller left."""
+    wait_hosts_quiet(ops.fleet)
+    after_kill = ops.live()
+    print(f"after the kill: {after_kill}")
+    return after_kill
 
 
 def wait_hosts_quiet(fleet: Fleet) -> None:
@@ -153,11 +188,24 @@ def test_fleet_rollback_under_load_through_nginx_fails_no_request(ops: Ops) -> N
     assert "web1" in lines[canary] and "web2" not in lines[canary], lines
 
 
+def host_configs(fleet: Fleet) -> dict[str, tuple[int, bytes]]:
+    """Each host's ``<root>/nextdeploy.toml``: its inode (a config sent again is a new file) and its text."""
+    found = {}
+    for host in fleet.hosts.hosts:
+        path = host.path("/srv/app/nextdeploy.toml")
+        found[host.name] = (path.stat().st_ino, path.read_bytes())
+    return found
+
+
 def test_two_controllers_at_once_one_is_refused_naming_the_holder_and_a_killed_holder_frees_the_lock(
         ops: Ops) -> None:
-    """v1 everywhere, left so."""
+    """v1 everywhere, left so. The refused controllers (a config of their own) change nothing on the hosts,
+    not even the config the holder's hosts run with; with --lock-timeout they wait that long first. A
+    status meanwhile (no lock) does not change that config either."""
     fleet = ops.fleet
     assert fleet.config is not None
+    other = fleet.config.with_name("other-controller.toml")
+    other.write_text(fleet.config.read_text() + "\n# the second controller's own copy\n")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(fleet.config)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     control_dir = None
@@ -166,17 +214,27 @@ def test_two_controllers_at_once_one_is_refused_naming_the_holder_and_a_killed_h
         said = holder.stdout.readline().split()
         assert said and said[0] == "held", holder.stderr.read() if holder.stderr else ""
         control_dir = said[1]
+        configs = host_configs(fleet)
         started = time.monotonic()
-        refused = fleet.nextdeploy("rollback", "--to", ops.v2)
+        refused = fleet.nextdeploy("rollback", "--to", ops.v2, "-c", str(other))
         took = time.monotonic() - started
         print(f"refused in {took:.1f} s: {refused.output}")
         assert refused.code == ExitCode.LOCKED, refused.output
         assert "the fleet is locked on web1 by `nextdeploy deploy` by " in refused.stderr
         assert f"(pid {holder.pid}), since 20" in refused.stderr, refused.stderr
         assert ops.live() == ops.everywhere(ops.v1)
-        refused_stop = fleet.nextdeploy("stop")
-        assert refused_stop.code == ExitCode.LOCKED and ops.fleet.nextdeploy("status", "--json").json()["hosts"][0][
-            "workers"], refused_stop.output
+        refused_deploy = fleet.nextdeploy("deploy", "-c", str(other))  # set-up check, then the lock: no build
+        assert refused_deploy.code == ExitCode.LOCKED, refused_deploy.output
+        assert host_configs(fleet) == configs
+        started = time.monotonic()
+        refused_stop = fleet.nextdeploy("stop", "--lock-timeout", "3", "-c", str(other))
+        waited = time.monotonic() - started
+        assert refused_stop.code == ExitCode.LOCKED, refused_stop.output
+        assert waited >= 3 and "waiting for it (at most 3 s in all" in refused_stop.output, refused_stop.output
+        assert "(waited 3 s)" in refused_stop.stderr.splitlines()[-1], refused_stop.stderr
+        fleet.nextdeploy("status", "-c", str(other)).expect_ok()  # a reader takes no lock: its config goes aside
+        assert host_configs(fleet) == configs
+        assert ops.fleet.nextdeploy("status", "--json").json()["hosts"][0]["workers"]
     finally:
         holder.send_signal(signal.SIGKILL)  # the controller dies outright: its ssh sessions' stdin closes
         holder.wait(30)
@@ -225,13 +283,8 @@ def test_a_controller_killed_mid_rollout_leaves_every_host_healthy_and_the_next_
             assert time.monotonic() < deadline, "web1 never switched"
             time.sleep(0.2)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(controller.pid, signal.SIGKILL)
-        controller.wait(30)
-        stop_masters(fleet)
-    wait_hosts_quiet(fleet)
-    after_kill = ops.live()
-    print(f"after the kill: {after_kill}")
+        kill_controller(fleet, controller)
+    after_kill = settled(ops)
     status = fleet.nextdeploy("status", "--json").expect_ok().json()
     assert all(host["healthy"] for host in status["hosts"]), status
     run = fleet.nextdeploy("rollback", "--to", ops.v2)
@@ -260,6 +313,82 @@ def test_an_unreachable_host_is_shown_by_status_and_stops_a_rollback_before_anyt
     finally:
         web3.start_sshd()
     assert ops.live() == ops.everywhere(ops.v2)
+
+
+def start_controller(ops: Ops, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """The real CLI on the controller, in a process group of its own (as a terminal's foreground job), its
+    output into a file (a pipe nobody reads would block it)."""
+    assert ops.fleet.config is not None
+    output = ops.fleet.base / f"{name}.log"
+    with output.open("wb") as sink:
+        controller = subprocess.Popen([sys.executable, "-m", "nextdeploy", *args, "-c", str(ops.fleet.config)],
+                                      stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=tool_env(),
+                                      start_new_session=True)
+    return controller, output
+
+
+def wait_for_the_canary(ops: Ops, controller: subprocess.Popen[bytes], output: Path, before: set[str]) -> str:
+    """The release web1 switched to (not one of ``before``), once it serves it."""
+    deadline = time.monotonic() + 600  # a build on the controller comes first
+    while (live := ops.fleet.live_release("web1")) in before:
+        assert controller.poll() is None, f"the deploy ended before web1 switched:\n{output.read_text()}"
+        assert time.monotonic() < deadline, "web1 never switched"
+        time.sleep(0.2)
+    assert live is not None
+    return live
+
+
+def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_under_load(ops: Ops) -> None:
+    """v2 everywhere -> `deploy` of v3 interrupted once web1 serves it (SIGINT to the controller's process
+    group: a Ctrl-C at its terminal) -> v2 everywhere, healthy, exit 130, 0 failed requests through nginx."""
+    fleet = ops.fleet
+    set_version(ops.app, "v3")
+    with load_through(fleet) as results:
+        controller, output = start_controller(ops, "ctrl-c", "deploy")
+        try:
+            new = wait_for_the_canary(ops, controller, output, {ops.v2})
+            os.killpg(controller.pid, signal.SIGINT)
+            interrupted = time.monotonic()
+            code = controller.wait(300)
+        finally:
+            kill_controller(fleet, controller)  # ended by then, unless the test failed
+    said = output.read_text()
+    print(f"{said}\nexit {code} {time.monotonic() - interrupted:.1f} s after the SIGINT")
+    print({mode: (result.total, result.failed) for mode, result in results.items()})
+    assert code == ExitCode.INTERRUPTED, said
+    last = said.strip().splitlines()[-1]
+    assert last.startswith(f"error: interrupted by SIGINT during the rollout of {new}; put web1"), last
+    assert last.endswith(f"back to {ops.v2}; every host serves what it served before"), last
+    no_failures(results)
+    assert ops.live() == ops.everywhere(ops.v2) and healthy(fleet)["verdict"] == "uniform"
+    assert not any("host lock" in command for commands in host_nextdeploys(fleet).values() for command in commands)
+
+
+def test_a_deploy_killed_after_the_canary_then_deploy_converges_every_host_and_deploys(ops: Ops) -> None:
+    """v2 everywhere -> `deploy` (v3 again) SIGKILLed once web1 serves it -> `deploy` of v4: the fleet is
+    said mixed, converged, then v4 on every host, healthy."""
+    fleet = ops.fleet
+    controller, output = start_controller(ops, "killed", "deploy")
+    try:
+        killed_release = wait_for_the_canary(ops, controller, output, {ops.v2})
+    finally:
+        kill_controller(fleet, controller)
+    after_kill = settled(ops)
+    assert after_kill["web1"] == killed_release and after_kill["web3"] == ops.v2, after_kill
+    assert healthy(fleet)["verdict"] == "mixed"
+    set_version(ops.app, "v4")
+    run = fleet.nextdeploy("deploy", "--json", timeout=900)
+    print(run.stderr[-6000:])
+    run.expect_ok()
+    assert "the fleet is on mixed releases: web1 " + killed_release in run.stderr
+    assert f"web3 to {killed_release}\n" in run.stderr, run.stderr  # converging web3 (and web2 if it was left)
+    deployed = run.json()
+    assert deployed["previous"] == killed_release
+    assert ops.live() == ops.everywhere(deployed["release"])
+    for host in fleet.hosts.hosts:
+        with urllib.request.urlopen(f"http://{host.address}:{fleet.port}/api/health", timeout=5) as response:
+            assert json.loads(response.read())["version"] == "v4", host.name
+    assert healthy(fleet)["verdict"] == "uniform"
 
 
 def test_logs_of_every_host_then_stop_leaves_nothing_of_nextdeploy_running(ops: Ops) -> None:

@@ -43,8 +43,9 @@ def test_every_host_subcommand_has_help_and_a_config_option(capsys: pytest.Captu
     for command in sorted(getattr(cli.commands["host"], "commands", {})):
         code, out, _ = run(capsys, "host", command, "--help")
         assert code == 0 and "Usage:" in out, command
-        # facts answers before the host has a config (nextdeploy setup asks it first): it takes --root.
-        assert ("--root" if command == "facts" else "--config") in out, command
+        # facts answers before the host has a config (nextdeploy setup asks it first), and lock is taken
+        # before the controller sends its config (a refused controller changes nothing): they take --root.
+        assert ("--root" if command in ("facts", "lock") else "--config") in out, command
 
 
 def test_missing_config_is_one_line_with_a_fix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

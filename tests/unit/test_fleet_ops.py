@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from nextdeploy.core.config import Config, load_config
-from nextdeploy.core.errors import ExitCode, ReleaseNotFoundError, RollbackError
+from nextdeploy.core.errors import ExitCode, LockError, ReleaseNotFoundError, RollbackError
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.converge import converge, converge_if_mixed, live_line
+from nextdeploy.fleet.lock import waiting
 from nextdeploy.fleet.rollback import fleet_rollback_target
 from nextdeploy.fleet.session import FleetSession
 from support.idleapp import config_file
@@ -29,9 +30,10 @@ R1, R2, R3 = "20261201-000000-aaaa", "20261202-000000-bbbb", "20261203-000000-cc
 # --- the host's side of the fleet lock: real processes ----------------------------------------------------
 
 
-def lock_process(config: Path, holder: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "nextdeploy", "host", "lock", "--holder", holder,
-                             "-c", str(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+def lock_process(root: Path, holder: str) -> subprocess.Popen[str]:
+    """``host lock`` as the controller runs it: by the root alone (no config: none is sent before the lock)."""
+    return subprocess.Popen([sys.executable, "-m", "nextdeploy", "host", "lock", "--root", str(root), "--as", "web1",
+                             "--holder", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -43,33 +45,88 @@ def answer(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 def test_host_lock_holds_while_stdin_is_open_and_refuses_a_second_holder_by_name(tmp_path: Path) -> None:
-    config, _ = config_file(tmp_path)
-    (tmp_path / "root").mkdir()
-    first = lock_process(config, "`nextdeploy deploy` by alice on laptop (pid 1)")
+    root = tmp_path / "root"
+    root.mkdir()
+    first = lock_process(root, "`nextdeploy deploy` by alice on laptop (pid 1)")
     try:
         held = answer(first)
         assert held["ok"] and held["result"]["holder"].startswith("`nextdeploy deploy` by alice")
         assert held["result"]["path"] == str(tmp_path / "root" / ".fleet.lock")
-        second = lock_process(config, "`nextdeploy rollback` by bob on ci (pid 2)")
+        second = lock_process(root, "`nextdeploy rollback` by bob on ci (pid 2)")
         refused = answer(second)
         assert second.wait(timeout=30) == ExitCode.LOCKED
         assert not refused["ok"] and refused["error"]["code"] == ExitCode.LOCKED
         message = refused["error"]["message"]
-        assert "locked by `nextdeploy deploy` by alice on laptop (pid 1), since 20" in message, message
+        assert "locked on web1 by `nextdeploy deploy` by alice on laptop (pid 1), since 20" in message, message
         assert first.poll() is None  # still holding
     finally:
         assert first.stdin is not None
         first.stdin.close()  # the controller's ssh session ends: the lock goes
         assert first.wait(timeout=30) == 0
-    third = lock_process(config, "`nextdeploy deploy` by carol on ci (pid 3)")
+    third = lock_process(root, "`nextdeploy deploy` by carol on ci (pid 3)")
     assert answer(third)["ok"]
     third.send_signal(signal.SIGKILL)  # a holder killed outright: the kernel drops its flock
     third.wait(timeout=30)
-    fourth = lock_process(config, "`nextdeploy deploy` by dave on ci (pid 4)")
+    fourth = lock_process(root, "`nextdeploy deploy` by dave on ci (pid 4)")
     assert answer(fourth)["ok"]
     assert fourth.stdin is not None
     fourth.stdin.close()
     assert fourth.wait(timeout=30) == 0
+
+
+class Clock:
+    """A fake clock for ``fleet.lock.waiting``: ``sleep`` moves it on."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def refusing(times: int, holders: Sequence[str] = ("alice",)) -> tuple[list[int], Any]:
+    tries: list[int] = []
+
+    def take() -> str:
+        tries.append(1)
+        if len(tries) <= times:
+            holder = holders[min(len(tries), len(holders)) - 1]
+            raise LockError(f"the fleet is locked on web1 by {holder}", hint="wait")
+        return "held"
+
+    return tries, take
+
+
+def test_the_fleet_lock_is_refused_at_once_without_a_lock_timeout() -> None:
+    clock, said = Clock(), []
+    tries, take = refusing(1)
+    with pytest.raises(LockError) as refused:
+        waiting(take, 0, said.append, clock=clock, sleep=clock.sleep)
+    assert refused.value.message == "the fleet is locked on web1 by alice" and refused.value.exit_code == 12
+    assert len(tries) == 1 and clock.slept == [] and said == []
+
+
+def test_with_a_lock_timeout_the_fleet_lock_is_tried_again_saying_each_holder_once() -> None:
+    clock, said = Clock(), []
+    tries, take = refusing(3, holders=("alice", "alice", "bob"))
+    assert waiting(take, 30, said.append, clock=clock, sleep=clock.sleep, poll=1.0) == "held"
+    assert len(tries) == 4 and clock.slept == [1.0, 1.0, 1.0]
+    assert said == ["the fleet is locked on web1 by alice: waiting for it (at most 30 s in all, 30 s left)",
+                    "the fleet is locked on web1 by bob: waiting for it (at most 30 s in all, 28 s left)"]
+
+
+def test_a_lock_timeout_that_runs_out_is_exit_12_saying_how_long_it_waited() -> None:
+    clock, said = Clock(), []
+    tries, take = refusing(1000)
+    with pytest.raises(LockError) as refused:
+        waiting(take, 2.5, said.append, clock=clock, sleep=clock.sleep, poll=1.0)
+    assert refused.value.message == "the fleet is locked on web1 by alice (waited 2.5 s)"
+    assert clock.slept == [1.0, 1.0, 0.5] and len(tries) == 4 and len(said) == 1
 
 
 # --- fleet rollback: the target --------------------------------------------------------------------------
@@ -193,7 +250,11 @@ def test_fleet_dry_run_shows_each_hosts_commands_by_wave_and_contacts_no_host(
     assert plan["waves"] == [["web1"], ["web2", "deploy@web3:2222"]]
     steps = plan["steps"]
     binary = "/srv/hello/tools/nextdeploy-"
-    assert any(line.startswith(f"lock web1: {binary}") and "host lock --holder" in line for line in steps)
+    locks = [index for index, line in enumerate(steps) if line.startswith("lock ")]
+    assert steps[locks[0]].startswith(f"lock web1: {binary}")
+    assert "host lock --root /srv/hello --as web1 --holder" in steps[locks[0]]
+    configs = [index for index, line in enumerate(steps) if line.startswith("send the config to ")]
+    assert len(locks) == len(configs) == 3 and max(locks) < min(configs)  # nothing is sent before the lock
     activations = [line for line in steps if "host activate" in line]
     assert [line.split(":")[0] for line in activations] == ["canary", "batch 1", "batch 1"]
     assert activations[0].startswith(f"canary: web1: {binary}") and "--as web1" in activations[0]

@@ -17,6 +17,7 @@ from nextdeploy.fleet.plan import (
     after_rollout,
     batch_size,
     convergence,
+    interrupted_message,
     rollout_waves,
 )
 
@@ -118,7 +119,7 @@ def test_a_failed_rollout_leaves_no_host_on_the_new_release(raw: list[tuple[Outc
     (the unknown ones are lost and are converged by the next command)."""
     outcomes = [HostOutcome(f"web{n}", outcome, step, None, live) for n, (outcome, step, live) in enumerate(raw)]
     if not any(o.outcome in (Outcome.FAILED, Outcome.UNREACHABLE) for o in outcomes):
-        if any(o.outcome is Outcome.NOT_STARTED for o in outcomes):
+        if any(o.outcome in (Outcome.NOT_STARTED, Outcome.ABANDONED) for o in outcomes):
             return
         assert after_rollout(outcomes, "B", "A").succeeded
         return
@@ -206,3 +207,60 @@ def test_converging_makes_every_reachable_host_serve_one_ready_release(
         assert result.move == ()
     assert json.loads(json.dumps(result.to_json()))["verdict"] == str(result.verdict)
     assert HostStatus.from_json(json.loads(json.dumps(statuses[0].to_json()))) == statuses[0]
+
+
+# --- an interrupted rollout (Ctrl-C, SIGTERM of the controller) -------------------------------------------
+
+
+@given(outcomes_strategy)
+def test_an_interrupted_rollout_never_succeeds_and_puts_back_every_host_on_the_new_release(
+        raw: list[tuple[Outcome, str | None, str | None]]) -> None:
+    outcomes = [HostOutcome(f"web{n}", outcome, step, None, live) for n, (outcome, step, live) in enumerate(raw)]
+    decision = after_rollout(outcomes, "B", "A", interrupted="SIGTERM")
+    assert not decision.succeeded and decision.interrupted == "SIGTERM"
+    groups = [decision.put_back, decision.untouched, decision.unknown]
+    assert sorted(host for group in groups for host in group) == sorted(o.host for o in outcomes)
+    for outcome in outcomes:
+        serves_b = outcome.outcome is Outcome.SWITCHED or (outcome.outcome is Outcome.FAILED and outcome.live == "B")
+        assert (outcome.host in decision.put_back) == serves_b
+        assert (outcome.host in decision.unknown) == (outcome.outcome is Outcome.ABANDONED or (
+            outcome.outcome is Outcome.UNREACHABLE and outcome.step is not None))
+
+
+def test_interrupted_after_the_canary_puts_it_back_and_says_so() -> None:
+    outcomes = [HostOutcome("web1", Outcome.SWITCHED), HostOutcome("web2", Outcome.NOT_STARTED),
+                HostOutcome("web3", Outcome.NOT_STARTED)]
+    decision = after_rollout(outcomes, "B", "A", interrupted="SIGINT")
+    assert decision.put_back == ("web1",) and decision.untouched == ("web2", "web3") and decision.failure is None
+    assert decision.message() == "interrupted by SIGINT"
+    assert interrupted_message(decision) == ("interrupted by SIGINT during the rollout of B; put web1 back to A; "
+                                             "every host serves what it served before")
+    assert json.loads(json.dumps(decision.to_json()))["interrupted"] == "SIGINT"
+
+
+def test_interrupted_after_every_wave_still_puts_every_host_back() -> None:
+    """Nothing of an interrupted run stays live, even when its last wave had switched."""
+    decision = after_rollout([HostOutcome(host, Outcome.SWITCHED) for host in HOSTS[:3]], "B", None,
+                             interrupted="SIGTERM")
+    assert decision.put_back == tuple(HOSTS[:3])
+    assert interrupted_message(decision).startswith("interrupted by SIGTERM during the rollout of B; put web1, "
+                                                    "web2, web3 back to nothing (stopped)")
+
+
+def test_a_host_abandoned_at_its_step_is_unknown_and_named() -> None:
+    outcomes = [HostOutcome("web1", Outcome.SWITCHED), HostOutcome("web2", Outcome.ABANDONED, "activate"),
+                HostOutcome("web3", Outcome.NOT_STARTED)]
+    decision = after_rollout(outcomes, "B", "A", interrupted="SIGINT")
+    assert decision.put_back == ("web1",) and decision.unknown == ("web2",) and decision.untouched == ("web3",)
+    assert interrupted_message(decision) == (
+        "interrupted by SIGINT during the rollout of B; put web1 back to A; web2 still at it when abandoned (its "
+        "own nextdeploy finishes it): the next deploy or rollback converges the fleet")
+    nothing = after_rollout([HostOutcome("web1", Outcome.ABANDONED, "activate")], "B", "A", interrupted="SIGINT")
+    assert interrupted_message(nothing).split("; ")[1] == "no host had switched"
+
+
+def test_a_host_failure_during_an_interrupted_rollout_is_still_the_failure_reported() -> None:
+    outcomes = [HostOutcome("web1", Outcome.SWITCHED),
+                HostOutcome("web2", Outcome.FAILED, "preflight", "the app exited", live="A")]
+    decision = after_rollout(outcomes, "B", "A", interrupted="SIGINT")
+    assert decision.put_back == ("web1",) and decision.message() == "web2 failed at preflight: the app exited"

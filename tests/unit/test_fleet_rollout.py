@@ -4,14 +4,18 @@ tests/integration/test_fleet_deploy.py runs it against real hosts)."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from nextdeploy.core.errors import ExitCode, HostFailedError, RollbackError
+from nextdeploy.core.errors import ExitCode, HostFailedError, Interrupted, RollbackError
 from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet import rollout
 from nextdeploy.fleet.rollout import RolloutFailed, put_back_argv, roll_out
 from nextdeploy.remote.errors import HostUnreachableError
 
@@ -121,3 +125,115 @@ def test_each_switched_host_goes_back_to_what_it_served_itself() -> None:
     with pytest.raises(RolloutFailed):
         roll_out(session, "B", "A", step, previous_of={"web1": "A", "web2": "Z", "web3": "A"})
     assert sorted(session.calls) == [("web1", ("rollback", "--to", "A")), ("web2", ("rollback", "--to", "Z"))]
+
+
+# --- Ctrl-C / SIGTERM of the controller mid-rollout: real signals to this process --------------------------
+
+
+def interrupting(signum: int, at: str, *, hold: threading.Event | None = None) -> tuple[list[str], Any]:
+    """A step that sends ``signum`` to this process (the main thread handles it) while ``at`` switches, and
+    then finishes (or first waits for ``hold``): a Ctrl-C landing while a host's step is in flight."""
+    ran: list[str] = []
+
+    def step(host: str) -> dict[str, Any]:
+        ran.append(host)
+        if host == at:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.3)  # still in flight when the signal is handled
+            if hold is not None:
+                hold.wait(30)
+        return {"release": "B"}
+
+    return ran, step
+
+
+class LetThrough(Exception):
+    """A stop signal the rollout let through to the test's own handler."""
+
+
+def let_through(signum: int, frame: object) -> None:
+    raise LetThrough(signal.Signals(signum).name)
+
+
+@pytest.fixture(autouse=True)
+def caught_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM that the rollout does not defer fail the test (not the whole pytest run)."""
+    saved = {signum: signal.signal(signum, let_through) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def said(session: FakeSession) -> str:
+    reporter: Any = session.reporter
+    return str(reporter.stream.getvalue() + reporter.err_stream.getvalue())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_after_the_canary_starts_no_new_wave_and_puts_the_canary_back(signum: int) -> None:
+    session = FakeSession(HOSTS)
+    ran, step = interrupting(signum, "web1")
+    with pytest.raises(RolloutFailed) as stopped:
+        roll_out(session, "B", "A", step, batch=2)
+    name = signal.Signals(signum).name
+    assert ran == ["web1"]  # its step finished; no batch started
+    assert session.calls == [("web1", ("rollback", "--to", "A"))]
+    error = stopped.value.error
+    assert isinstance(error, Interrupted) and error.signal_name == name
+    assert error.message == (f"interrupted by {name} during the rollout of B; put web1 back to A; every host "
+                             "serves what it served before")
+    result = stopped.value.result
+    assert [run["outcome"] for run in result.to_json()["hosts"]] == ["switched"] + ["not_started"] * 4
+    assert result.hosts["web1"].put_back and result.decision.interrupted == name
+    assert signal.getsignal(signal.SIGINT) is let_through  # the handlers are back
+
+
+def test_a_step_still_running_after_the_grace_is_abandoned_as_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "IN_FLIGHT_SECONDS", 0.5)
+    session = FakeSession(HOSTS[:3])
+    hold = threading.Event()
+    _ran, step = interrupting(signal.SIGINT, "web3", hold=hold)
+    try:
+        with pytest.raises(RolloutFailed) as stopped:
+            roll_out(session, "B", "A", step, canary=1, batch=2)
+    finally:
+        hold.set()
+    decision = stopped.value.result.decision
+    assert decision.put_back == ("web1", "web2") and decision.unknown == ("web3",)
+    assert sorted(session.calls) == [("web1", ("rollback", "--to", "A")), ("web2", ("rollback", "--to", "A"))]
+    assert "web3 still at it when abandoned" in stopped.value.error.message
+    assert "SIGINT: no new wave starts; waiting for web3 to finish activate (at most 0.5 s)" in said(session)
+    assert "web3 was still at it when abandoned during activate" in said(session)
+
+
+class SignalledDuringPutBack(FakeSession):
+    """A session whose put-back gets a second Ctrl-C while it runs."""
+
+    def call(self, host: str, subcommand: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+        return super().call(host, subcommand, timeout=timeout)
+
+
+def test_a_second_ctrl_c_while_putting_back_is_said_and_the_put_back_goes_on() -> None:
+    session = SignalledDuringPutBack(HOSTS[:3])
+    _ran, step = interrupting(signal.SIGINT, "web2")
+    with pytest.raises(RolloutFailed) as stopped:
+        roll_out(session, "B", "A", step)
+    assert sorted(session.calls) == [("web1", ("rollback", "--to", "A")), ("web2", ("rollback", "--to", "A"))]
+    assert isinstance(stopped.value.error, Interrupted)
+    assert stopped.value.error.message.startswith("interrupted by SIGINT during the rollout of B; put web1, web2 "
+                                                  "back to A")
+    assert "SIGINT again: no new wave starts; still putting web1, web2 back to A" in said(session)
+
+
+def test_an_interrupted_rollout_whose_put_back_fails_is_a_rollback_error_naming_the_host() -> None:
+    session = FakeSession(HOSTS[:3], fail_put_back=["web1"])
+    _ran, step = interrupting(signal.SIGTERM, "web1")
+    with pytest.raises(RolloutFailed) as stopped:
+        roll_out(session, "B", "A", step)
+    error = stopped.value.error
+    assert isinstance(error, RollbackError) and error.exit_code is ExitCode.ROLLBACK_FAILED
+    assert error.message.startswith("interrupted by SIGTERM; and web1 could not be put back to A")

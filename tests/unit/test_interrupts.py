@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nextdeploy.activation.preflight import run_preflight
+from nextdeploy.core import interrupts
 from nextdeploy.core.config import parse_config
 from nextdeploy.core.paths import ReleaseLayout
 from support.processes import as_in_a_terminal, gone_soon
@@ -120,3 +121,38 @@ def test_an_interrupted_preflight_stops_its_server(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
     server = int(pid_file.read_text())
     assert gone_soon(server)
+
+
+def test_deferred_records_the_stop_signals_and_gives_the_handlers_back() -> None:
+    """Under ``deferred`` (a fleet rollout) a stop signal is recorded, not raised; an ignored one stays
+    ignored; the handlers before it come back after it."""
+    before = {signum: signal.getsignal(signum) for signum in interrupts.STOP_SIGNALS}
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with interrupts.deferred() as stops:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while len(stops.signals) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert stops.signals == ["SIGINT", "SIGTERM"] and stops.first == "SIGINT"
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous_hup)
+    assert {signum: signal.getsignal(signum) for signum in interrupts.STOP_SIGNALS} == before
+
+
+def test_deferred_outside_the_main_thread_defers_nothing() -> None:
+    found: list[object] = []
+
+    def work() -> None:
+        with interrupts.deferred() as stops:
+            found.append(stops.signals)
+            found.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(10)
+    assert found == [[], signal.getsignal(signal.SIGINT)]

@@ -36,7 +36,7 @@ def deploy_command(config_path: Path, json_mode: bool, lock_timeout: float, dry_
     ready) and verifies every worker.
     Any failure before the switch changes nothing live; after it, the previous release is put back.
     """
-    if not dry_run and _fleet_deploy(config_path, json_mode):
+    if not dry_run and _fleet_deploy(config_path, json_mode, lock_timeout):
         return
     if dry_run and _fleet_dry_run(config_path, json_mode):
         return
@@ -62,7 +62,7 @@ def rollback_command(config_path: Path, json_mode: bool, lock_timeout: float, ta
         from nextdeploy.fleet.rollback import run_fleet_rollback
 
         reporter = Reporter(json_mode=json_mode)
-        done = run_fleet_rollback(config, config_path.read_bytes(), reporter, target)
+        done = run_fleet_rollback(config, config_path.read_bytes(), reporter, target, lock_timeout)
         reporter.info(f"rolled back every host to {done.release} in {done.seconds:.1f} s")
         reporter.result({**done.to_json(), "steps": reporter.steps_json()})
         return
@@ -86,7 +86,7 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
     if config.hosts:
         from nextdeploy.fleet.commands import fleet_start
 
-        fleet_start(config, config_path.read_bytes(), json_mode)
+        fleet_start(config, config_path.read_bytes(), json_mode, lock_timeout)
         return
     ctx = context_for(config, json_mode)
     result = start(ctx, lock_timeout=lock_timeout)
@@ -97,7 +97,7 @@ def start_command(config_path: Path, json_mode: bool, lock_timeout: float) -> No
     ctx.reporter.result({**result.to_json(), "steps": ctx.reporter.steps_json()})
 
 
-def _fleet_deploy(config_path: Path, json_mode: bool) -> bool:
+def _fleet_deploy(config_path: Path, json_mode: bool, lock_timeout: float) -> bool:
     """With [[hosts]] in the config: the fleet deploy (``fleet.deploy``), True once done; False without hosts."""
     config = load_config(config_path)
     if not config.hosts:
@@ -105,7 +105,7 @@ def _fleet_deploy(config_path: Path, json_mode: bool) -> bool:
     from nextdeploy.fleet.deploy import fleet_deploy
 
     reporter = Reporter(json_mode=json_mode)
-    result = fleet_deploy(config, config_path.read_bytes(), reporter)
+    result = fleet_deploy(config, config_path.read_bytes(), reporter, lock_timeout)
     reporter.info(f"deployed {result.release} to {len(result.shipped)} host(s) "
                   f"(previous: {result.previous or 'none'}); build {result.build_seconds:.1f} s, "
                   f"total {result.seconds:.1f} s")

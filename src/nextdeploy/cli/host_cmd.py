@@ -125,14 +125,26 @@ def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: st
              after: Callable[[Any], None] | None = None) -> None:
     """Run ``procedure`` on this host's context (the config as host ``as_host`` applies it, for a fleet's
     config); print its one JSON object; exit with its code. ``after(result)``, if given, runs once that
-    object is out (``host lock`` holds its lock there)."""
+    object is out."""
+    made: list[Context] = []
+
+    def run() -> Any:
+        made.append(host_context(config_path, as_host))
+        return procedure(made[0])
+
+    answer_json(run, lambda: made[0].reporter.steps_json() if made else [], after)
+
+
+def answer_json(procedure: Callable[[], Any], steps: Callable[[], list[dict[str, Any]]],
+                after: Callable[[Any], None] | None = None) -> None:
+    """Run ``procedure``; print its one JSON object (its result's ``to_json()``, or its error) with
+    ``steps()``; exit with its code. ``after(result)``, if given, runs once that object is out (``host
+    lock`` holds its lock there)."""
     with _stdout_to_stderr() as out:
         debug = "--debug" in sys.argv
-        ctx: Context | None = None
         try:
-            ctx = host_context(config_path, as_host)
-            result = procedure(ctx)
-            document: dict[str, Any] = {"ok": True, "result": result.to_json(), "steps": ctx.reporter.steps_json()}
+            result = procedure()
+            document: dict[str, Any] = {"ok": True, "result": result.to_json(), "steps": steps()}
             code = 0
         except (KeyboardInterrupt, Exception) as exc:  # every failure is answered in JSON
             error = _as_error(exc)
@@ -141,8 +153,7 @@ def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: st
 
                 traceback.print_exc()
             document, code = failure_document(error)
-            if ctx is not None:
-                document["steps"] = ctx.reporter.steps_json()
+            document["steps"] = steps()
             for line in document["error"]["lines"]:
                 print(line, file=sys.stderr, flush=True)
             del document["error"]["lines"]
@@ -231,22 +242,26 @@ def facts_command(root: Path) -> None:
 
 
 @host_group.command("lock")
-@config_option
 @host_as_option
 @debug_option
+@click.option("--root", required=True, type=click.Path(path_type=Path),
+              help="The deploy root on this host (the lock is <root>/.fleet.lock; no config needed).")
 @click.option("--holder", required=True, help="Who takes the fleet lock (shown to anyone refused).")
-def host_lock_command(config_path: Path, as_host: str | None, holder: str) -> None:
-    """Take this host's fleet lock, answer, and hold it until stdin closes (the controller went away)."""
+def host_lock_command(as_host: str | None, root: Path, holder: str) -> None:
+    """Take this host's fleet lock, answer, and hold it until stdin closes (the controller went away).
+
+    Needs no config: the controller takes the lock before it sends its config, so that a controller
+    refused here has changed nothing on the host."""
     from nextdeploy.fleet.lock import hold_until_stdin_closes, take_host_lock
 
     held = []
 
-    def take(ctx: Context) -> Any:
-        lock, result = take_host_lock(ctx, as_host, holder)
+    def take() -> Any:
+        lock, result = take_host_lock(root, as_host, holder)
         held.append(lock)
         return result
 
-    run_json(config_path, take, as_host, after=lambda _result: hold_until_stdin_closes(held[0]))
+    answer_json(take, list, after=lambda _result: hold_until_stdin_closes(held[0]))
 
 
 @host_group.command("releases")

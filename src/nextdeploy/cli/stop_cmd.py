@@ -21,6 +21,6 @@ def stop_command(config_path: Path, lock_timeout: float) -> None:
     if config.hosts:
         from nextdeploy.fleet.commands import fleet_stop
 
-        fleet_stop(config, config_path.read_bytes(), json_mode=False)
+        fleet_stop(config, config_path.read_bytes(), json_mode=False, lock_timeout=lock_timeout)
         return
     stop(context_for(config), lock_timeout)

@@ -6,6 +6,11 @@ own session, a preflight server stayed up, and an activation stopped half-way le
 release serving until the next run repaired it. With these handlers both raise ``Interrupted`` (a
 KeyboardInterrupt), so every ``except BaseException``/``finally`` that handles Ctrl-C handles them too,
 and the activation puts the previous release back before the command exits.
+
+A fleet rollout cannot stop at any bytecode: hosts are switching in other threads, and those that switched
+must be put back. Under ``deferred()`` the stop signals are only recorded; the rollout looks at them between
+its steps, lets the host calls in flight finish, puts the switched hosts back, then raises ``Interrupted``
+itself (``fleet.rollout``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import os
 import signal
 import stat
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 
 from nextdeploy.core.errors import Interrupted
@@ -50,3 +59,43 @@ def _detach_from_hung_up_terminal() -> None:
                 pass  # already closed, or not a real file
     finally:
         os.close(devnull)
+
+
+@dataclass
+class Stops:
+    """The stop signals received under ``deferred()``, in order (their names: ``SIGINT``...)."""
+
+    signals: list[str] = field(default_factory=list)
+    said: int = 0  # how many of them the caller has told the user about
+
+    @property
+    def first(self) -> str | None:
+        return self.signals[0] if self.signals else None
+
+
+@contextmanager
+def deferred() -> Iterator[Stops]:
+    """Within the body, SIGINT, SIGTERM and SIGHUP are recorded in the ``Stops`` it yields instead of raised:
+    the caller looks at them when it can act on them. The previous handlers come back at the end (a signal
+    recorded is not raised again: the caller acts on ``Stops``). A signal set to be ignored stays ignored.
+    Outside the main thread, where no signal can be handled, nothing is deferred."""
+    stops = Stops()
+    if threading.current_thread() is not threading.main_thread():
+        yield stops
+        return
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            _detach_from_hung_up_terminal()
+        stops.signals.append(signal.Signals(signum).name)  # printing here could re-enter a print
+
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    ours = {signum: handler for signum, handler in saved.items()
+            if handler is not None and handler is not signal.SIG_IGN}  # None: set outside Python, left alone
+    for signum in ours:
+        signal.signal(signum, record)
+    try:
+        yield stops
+    finally:
+        for signum, handler in ours.items():
+            signal.signal(signum, handler)

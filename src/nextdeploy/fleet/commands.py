@@ -2,9 +2,11 @@
 is ``fleet.rollback``), run from the usual cli commands when the config lists ``[[hosts]]``; and the host
 commands they read (``host releases``, ``host logs``).
 
-Each sends the fleet's config to every host (``<root>/nextdeploy.toml``) and asks each host's own nextdeploy,
-all hosts at once. ``status``, ``releases`` and ``logs`` read only: a host that cannot be reached is shown as
-such, not fatal. ``start`` and ``stop`` change what serves: they hold the fleet lock, like a deploy.
+Each sends the fleet's config to every host and asks each host's own nextdeploy, all hosts at once.
+``status``, ``releases`` and ``logs`` read only: a host that cannot be reached is shown as such, not fatal;
+they take no lock, so they send their config as ``<root>/.nextdeploy-read.toml``, never changing the
+config a running deploy works with. ``start`` and ``stop`` change what serves: they hold the fleet lock,
+like a deploy, and send ``<root>/nextdeploy.toml`` once they hold it.
 """
 
 from __future__ import annotations
@@ -75,11 +77,13 @@ def host_logs(ctx: Context, lines: int) -> Answer:
 
 
 @contextmanager
-def open_fleet(config: Config, config_text: bytes, reporter: Reporter) -> Iterator[FleetSession]:
-    """A session over every host, the fleet's config sent to each first (a host that cannot take it: its
-    error, exit 19 when ssh cannot reach it)."""
-    with fleet_session(config, reporter) as session:
-        session.each(lambda host: hostcall.send_config(session.transport, host, session.roots[host], config_text))
+def locked_fleet(config: Config, config_text: bytes, reporter: Reporter, command: str,
+                 lock_timeout: float = 0.0) -> Iterator[FleetSession]:
+    """A session over every host under the fleet lock (exit 12 when another controller holds it, after
+    ``lock_timeout`` seconds), the fleet's config sent to each host once the lock is held: a controller
+    refused by the lock changes nothing on any host."""
+    with fleet_session(config, reporter) as session, fleet_lock(session, command, lock_timeout):
+        session.send_config(config_text)
         yield session
 
 
@@ -88,9 +92,10 @@ def ask_every_host(session: FleetSession, config_text: bytes, subcommand: Sequen
     answer: reading the fleet never stops at one host."""
 
     def ask(host: str) -> dict[str, Any]:
+        root, read = session.roots[host], hostcall.READ_CONFIG_NAME  # never the file a running deploy uses
         try:
-            hostcall.send_config(session.transport, host, session.roots[host], config_text)
-            return {"reachable": True, **session.call(host, subcommand)}
+            hostcall.send_config(session.transport, host, root, config_text, read)
+            return {"reachable": True, **hostcall.call(session.transport, host, root, subcommand, config=read)}
         except SshError as lost:
             return {"reachable": False, "error": lost.message}
         except NextdeployError as failed:
@@ -224,10 +229,10 @@ def fleet_logs(config: Config, config_text: bytes, host: str | None, lines: int,
 
 
 def fleet_live_command(config: Config, config_text: bytes, json_mode: bool, name: str,
-                       say: Callable[[str, dict[str, Any]], str]) -> None:
+                       say: Callable[[str, dict[str, Any]], str], lock_timeout: float = 0.0) -> None:
     """``start`` or ``stop`` on every host at once, under the fleet lock."""
     reporter = Reporter(json_mode=json_mode)
-    with (open_fleet(config, config_text, reporter) as session, fleet_lock(session, name),
+    with (locked_fleet(config, config_text, reporter, name, lock_timeout) as session,
           reporter.step(f"{name} on {', '.join(session.names)}",
                         StepName.START_LIVE if name == "start" else StepName.STOP)):
         answers = session.call_each([name])
@@ -237,14 +242,14 @@ def fleet_live_command(config: Config, config_text: bytes, json_mode: bool, name
         reporter.result({"hosts": answers})
 
 
-def fleet_start(config: Config, config_text: bytes, json_mode: bool) -> None:
+def fleet_start(config: Config, config_text: bytes, json_mode: bool, lock_timeout: float = 0.0) -> None:
     fleet_live_command(config, config_text, json_mode, "start",
                        lambda _host, answer: f"{answer.get('release')} is serving already"
-                       if answer.get("already_serving") else f"started {answer.get('release')}")
+                       if answer.get("already_serving") else f"started {answer.get('release')}", lock_timeout)
 
 
-def fleet_stop(config: Config, config_text: bytes, json_mode: bool) -> None:
-    fleet_live_command(config, config_text, json_mode, "stop", lambda _host, _answer: "stopped")
+def fleet_stop(config: Config, config_text: bytes, json_mode: bool, lock_timeout: float = 0.0) -> None:
+    fleet_live_command(config, config_text, json_mode, "stop", lambda _host, _answer: "stopped", lock_timeout)
 
 
 # --- deploy --dry-run on a fleet ------------------------------------------------------------------------
@@ -256,6 +261,7 @@ def dry_run_plan(config: Config) -> dict[str, Any]:
     """What a fleet deploy would run, host by host and wave by wave (pure: nothing is contacted). The host
     commands are the very command lines ssh would send."""
     from nextdeploy.fleet.build import WORK_DIR
+    from nextdeploy.fleet.lock import lock_argv
     from nextdeploy.fleet.plan import rollout_waves
     from nextdeploy.fleet.setup import build_dir, host_root
     from nextdeploy.remote.argv import remote_command
@@ -270,8 +276,9 @@ def dry_run_plan(config: Config) -> dict[str, Any]:
     lines = [
         f"set up and check {', '.join(names)}: nextdeploy and pm2 under each root, the platform against this "
         "machine's",
+        *(f"lock {host}: {remote_command(lock_argv(roots[host], host, '...'))} (held until the deploy ends)"
+          for host in names),
         *(f"send the config to {host}:{hostcall.host_config_path(roots[host])} (0600)" for host in names),
-        *(f"lock {host}: {on(host, 'lock', '--holder', '...')} (held until the deploy ends)" for host in names),
         *(f"read {host}: {on(host, 'releases')} (a fleet on mixed releases is converged first)"
           for host in names),
         f"build the release once on this machine in {build_dir(config) / WORK_DIR}",

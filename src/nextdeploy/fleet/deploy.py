@@ -2,8 +2,9 @@
 all or nothing.
 
     set up the hosts (``fleet.setup``: its fast path when they are)        nothing changed on failure
-    [fleet lock]  converge a fleet found on mixed versions (``fleet.converge``)
-    send the config; read every host's status (reachable? live release?)
+    [fleet lock, taken before anything is sent: a refused deploy changes nothing]
+    send the config; converge a fleet found on mixed versions (``fleet.converge``)
+    read every host's status (reachable? live release?)
     decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it
     ship to every host at once (delta), give the key, ``host prepare`` every host   nothing live changed yet
     ``roll_out``: ``host activate <id>`` canary, then batches (held cut-over on each host); any failure puts
@@ -22,7 +23,6 @@ from nextdeploy.core.steps import StepName
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import build_once, controller_context, controller_key, drop_older
 from nextdeploy.fleet.converge import converge_if_mixed
-from nextdeploy.fleet.hostcall import send_config
 from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.prepare import decide_key, give_key
 from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult, roll_out
@@ -67,7 +67,8 @@ def fleet_previous(statuses: dict[str, dict[str, Any]]) -> str | None:
     return serving.most_common(1)[0][0] if serving else None
 
 
-def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter) -> FleetDeployResult:
+def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
+                 lock_timeout: float = 0.0) -> FleetDeployResult:
     """Deploy to every ``[[hosts]]`` entry (see the module's doc). Raises the failing host's error
     (``HostFailedError``: host, step, its exit code), after every switched host was put back."""
     started = time.monotonic()
@@ -75,10 +76,11 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter) -> Flee
         with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
                            StepName.FLEET_SETUP):
             setup_fleet(config, session.transport, reporter.info)
-        with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
-            session.each(lambda host: send_config(session.transport, host, session.roots[host], config_text))
-        lock = fleet_lock(session)  # exit 12 when another deploy or rollback holds it
-        with lock:
+        # The lock first (exit 12 when another deploy or rollback holds it, after --lock-timeout): a refused
+        # controller must not overwrite the config the holder's hosts run with.
+        with fleet_lock(session, "deploy", lock_timeout):
+            with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
+                session.send_config(config_text)
             converge_if_mixed(session)  # a fleet left mixed (a controller killed) first
             return _deploy_locked(session, config, reporter, started)
 

@@ -20,29 +20,37 @@ from nextdeploy.remote.errors import last_line
 from nextdeploy.remote.ssh import RemoteResult, SshTransport
 
 CONFIG_NAME = "nextdeploy.toml"
+# The copy the read-only commands (status, releases, logs) send and read with: they take no lock, and must
+# never change the config the hosts of a running deploy work with.
+READ_CONFIG_NAME = ".nextdeploy-read.toml"
 NOT_FOUND = 127  # the shell's code for a command it cannot find
 
 # $1 the host's config path: the config comes on stdin, into a file that is 0600 from its creation.
 _WRITE_PRIVATE = r"""
 mkdir -p -- "$(dirname -- "$1")" || exit 1
-tmp="$1.tmp"
+tmp="$1.tmp.$$"
 (umask 077 && cat > "$tmp") && chmod 600 "$tmp" && mv -f -- "$tmp" "$1"
 """
 
 
-def host_config_path(root: str) -> str:
-    return f"{root.rstrip('/')}/{CONFIG_NAME}"
+def host_config_path(root: str, name: str = CONFIG_NAME) -> str:
+    return f"{root.rstrip('/')}/{name}"
 
 
-def host_argv(root: str, as_host: str, subcommand: Sequence[str]) -> list[str]:
-    """``nextdeploy host <subcommand>`` as the host's own nextdeploy runs it, with the fleet's config."""
-    binary = f"{tools_prefix(root.rstrip('/'), nextdeploy.__version__)}/bin/nextdeploy"
-    return [binary, "host", *subcommand, "-c", host_config_path(root), "--as", as_host]
+def host_binary(root: str) -> str:
+    """The host's own nextdeploy, the very version of this one (``fleet.setup`` installs it)."""
+    return f"{tools_prefix(root.rstrip('/'), nextdeploy.__version__)}/bin/nextdeploy"
 
 
-def send_config(transport: SshTransport, host: str, root: str, text: bytes) -> None:
-    """Write the fleet's config to the host (on ssh's stdin, never on a command line)."""
-    path = host_config_path(root)
+def host_argv(root: str, as_host: str, subcommand: Sequence[str], config: str = CONFIG_NAME) -> list[str]:
+    """``nextdeploy host <subcommand>`` as the host's own nextdeploy runs it, with the fleet's config (the
+    file ``config`` under the root)."""
+    return [host_binary(root), "host", *subcommand, "-c", host_config_path(root, config), "--as", as_host]
+
+
+def send_config(transport: SshTransport, host: str, root: str, text: bytes, name: str = CONFIG_NAME) -> None:
+    """Write the fleet's config to the host as ``<root>/<name>`` (on ssh's stdin, never on a command line)."""
+    path = host_config_path(root, name)
     result = transport.run(host, ["sh", "-c", _WRITE_PRIVATE, "sh", path], stdin=text, timeout=60)
     if not result.ok:
         raise HostPathError(f"cannot write {path} on {host}: {last_line(result.error_text)}",
@@ -50,9 +58,9 @@ def send_config(transport: SshTransport, host: str, root: str, text: bytes) -> N
 
 
 def call(transport: SshTransport, host: str, root: str, subcommand: Sequence[str], *,
-         timeout: float | None = None) -> dict[str, Any]:
+         timeout: float | None = None, config: str = CONFIG_NAME) -> dict[str, Any]:
     """Run ``nextdeploy host <subcommand>`` on ``host``; its ``result``, or its error raised."""
-    answer = transport.run(host, host_argv(root, host, subcommand), timeout=timeout)
+    answer = transport.run(host, host_argv(root, host, subcommand, config), timeout=timeout)
     return answer_of(host, subcommand[0], answer)
 
 

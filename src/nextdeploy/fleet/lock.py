@@ -1,15 +1,18 @@
 """The fleet lock: one deploy or rollback of a fleet at a time, even from two controllers.
 
 Each host keeps ``<root>/.fleet.lock`` (beside its own ``.lock``, which the host's ``host activate`` takes):
-``nextdeploy host lock --holder TEXT`` takes an exclusive ``flock`` on it, writes who holds it, answers one
-JSON line, and keeps the lock while its stdin stays open. The controller runs it over ssh, one session per
+``nextdeploy host lock --root ROOT --holder TEXT`` takes an exclusive ``flock`` on it, writes who holds it,
+answers one JSON line, and keeps the lock while its stdin stays open. It needs no config on the host: the
+lock is the first thing a controller takes (right after setting the host up), before it sends its config,
+so a controller refused by the lock has changed nothing on any host. The controller runs it over ssh, one session per
 host, and keeps that session's stdin open for as long as it works on the fleet. When the controller goes
 away in any way (it ends, is SIGKILLed, its laptop sleeps until the connection dies, its CI job is
 cancelled), the pipe closes, the host sees end of file (or its sshd ends the session) and the kernel drops
 the flock: no lock outlives its holder, and nobody has to guess whether a holder is still alive.
 
 Hosts are locked in config order, so of two controllers at once the one that takes the first host wins
-and the other is refused there, holding nothing, with the holder named (exit 12).
+and the other is refused there, holding nothing, with the holder named (exit 12); with ``--lock-timeout S``
+it tries again every second for up to S seconds, saying who holds it, before that.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from nextdeploy.core.errors import ExitCode, HostFailedError, LockError
 from nextdeploy.fleet import hostcall
@@ -34,12 +38,14 @@ from nextdeploy.remote.argv import ssh_argv
 from nextdeploy.remote.ssh import RemoteResult
 
 if TYPE_CHECKING:
-    from nextdeploy.core.context import Context
     from nextdeploy.fleet.session import FleetSession
+
+T = TypeVar("T")
 
 LOCK_NAME = ".fleet.lock"
 ANSWER_SECONDS = 60.0  # a host that does not answer the lock request within this is treated as failed
 RELEASE_SECONDS = 30.0
+POLL_SECONDS = 1.0  # with --lock-timeout: how often a locked fleet is tried again (one ssh session per host)
 
 
 def fleet_lock_path(root: Path) -> Path:
@@ -63,9 +69,10 @@ class HostLockResult:
         return {"path": self.path, "holder": self.holder}
 
 
-def take_host_lock(ctx: Context, host: str | None, holder: str) -> tuple[DeployLock, HostLockResult]:
-    """Take this host's fleet lock for ``holder`` at once, or raise LockError naming who holds it."""
-    lock = DeployLock(fleet_lock_path(ctx.paths.root), holder, timeout=0.0)
+def take_host_lock(root: Path, host: str | None, holder: str) -> tuple[DeployLock, HostLockResult]:
+    """Take this host's fleet lock (under ``root``) for ``holder`` at once, or raise LockError naming who
+    holds it."""
+    lock = DeployLock(fleet_lock_path(root), holder, timeout=0.0)
     try:
         lock.acquire()
     except LockError:
@@ -109,14 +116,23 @@ class HeldHostLock:
             self.process.stdout.close()
 
 
+def lock_argv(root: str, host: str, holder: str) -> list[str]:
+    """``nextdeploy host lock`` as the host runs it: by its root, with no config (none is sent before the
+    lock is held: a controller refused by the lock must change nothing on the host)."""
+    return [hostcall.host_binary(root), "host", "lock", "--root", root, "--as", host, "--holder", holder]
+
+
 def lock_host(session: FleetSession, host: str, holder: str) -> HeldHostLock:
     """Take ``host``'s fleet lock through an ssh session kept open; LockError if another holds it."""
     transport = session.transport
     transport.connect(host)
     argv = ssh_argv(transport.settings, transport.control_dir, transport.destination(host),
-                    hostcall.host_argv(session.roots[host], host, ["lock", "--holder", holder]))
+                    lock_argv(session.roots[host], host, holder))
     with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+        # In a session of its own: a Ctrl-C at the terminal must not end the session (and so the lock) while
+        # the interrupted controller still puts hosts back. When the controller dies, its stdin closes anyway.
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                                   start_new_session=True)
         assert process.stdout is not None
         timer = threading.Timer(ANSWER_SECONDS, process.kill)  # no answer in time: no lock, an error below
         timer.start()
@@ -147,14 +163,45 @@ def _read(file: IO[bytes]) -> bytes:
     return file.read()
 
 
-@contextmanager
-def fleet_lock(session: FleetSession, command: str | None = None) -> Iterator[None]:
-    """Hold every host's fleet lock, taken in config order, for the body. If a host is locked by another
-    controller (or cannot be locked), the locks taken so far are released and the error raised: LockError
-    (exit 12) naming the holder."""
-    holder = holder_text(command or (sys.argv[1] if len(sys.argv) > 1 else "deploy"))
+def lock_every_host(session: FleetSession, holder: str) -> ExitStack:
+    """Every host's fleet lock, taken in config order, in an ExitStack that releases them. If a host is
+    locked by another controller (or cannot be locked), the locks taken so far are released and the error
+    raised: LockError (exit 12) naming the holder."""
     with ExitStack() as held:
         for host in session.names:
-            lock = lock_host(session, host, holder)
-            held.callback(lock.release)
+            held.callback(lock_host(session, host, holder).release)
+        return held.pop_all()
+
+
+def waiting(take: Callable[[], T], timeout: float, say: Callable[[str], None], *,
+            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+            poll: float = POLL_SECONDS) -> T:
+    """``take()``, tried again every ``poll`` seconds while it raises LockError, for up to ``timeout``
+    seconds (``--lock-timeout``); each new holder is said once. The last LockError is raised when the time
+    is up (at once when ``timeout`` is 0)."""
+    deadline = clock() + timeout
+    said = None
+    while True:
+        try:
+            return take()
+        except LockError as refused:
+            left = deadline - clock()
+            if left <= 0:
+                if timeout > 0:
+                    refused.message = f"{refused.message} (waited {timeout:g} s)"
+                raise
+            if refused.message != said:
+                say(f"{refused.message}: waiting for it (at most {timeout:g} s in all, {left:.0f} s left)")
+                said = refused.message
+            sleep(min(poll, left))
+
+
+@contextmanager
+def fleet_lock(session: FleetSession, command: str | None = None, timeout: float = 0.0) -> Iterator[None]:
+    """Hold every host's fleet lock, taken in config order, for the body. If a host is locked by another
+    controller (or cannot be locked), the locks taken so far are released; with ``timeout`` (seconds,
+    ``--lock-timeout``) it is tried again until then, saying who holds it; then the error is raised:
+    LockError (exit 12) naming the holder."""
+    holder = holder_text(command or (sys.argv[1] if len(sys.argv) > 1 else "deploy"))
+    with waiting(lambda: lock_every_host(session, holder), timeout, session.reporter.info):
         yield

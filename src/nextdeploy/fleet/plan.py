@@ -2,9 +2,11 @@
 
 - ``rollout_waves``: in which groups the hosts switch. Config order; the first ``canary`` hosts alone,
   then batches of ``batch`` hosts (a number, or ``"N%"`` of the hosts left after the canary), at least 1.
-- ``after_rollout``: all or nothing. Given what happened on each host, which hosts must be put back to
-  the previous release (they switched), which are left untouched (they never switched, or their own
-  failure path already put them back), and which cannot be judged (lost mid-step: converged next time).
+- ``after_rollout``: all or nothing. Given what happened on each host (and whether the controller was
+  interrupted: Ctrl-C, SIGTERM), which hosts must be put back to the previous release (they switched),
+  which are left untouched (they never switched, or their own failure path already put them back), and
+  which cannot be judged (lost or abandoned mid-step: converged next time); ``interrupted_message`` says
+  what an interrupted rollout left.
 - ``convergence``: given each host's status, is the fleet on one release or mixed, and if mixed, which
   release every host should serve and which hosts to move (e.g. after a controller was killed mid-rollout:
   the release the deploy was installing if it is present and checked everywhere, else the previous one).
@@ -79,6 +81,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # the host reported a failure at a step (it says what it serves now)
     NOT_STARTED = "not_started"  # the rollout stopped before reaching it
     UNREACHABLE = "unreachable"  # the host could not be reached (before its activation, or lost during it)
+    ABANDONED = "abandoned"  # still at its step when an interrupted controller stopped waiting for it
 
 
 @dataclass(frozen=True)
@@ -100,15 +103,17 @@ class RolloutDecision:
     untouched: tuple[str, ...]  # serving ``previous`` (or never changed): left alone
     unknown: tuple[str, ...]  # lost in the middle of a step: their state is read and converged next time
     failure: HostOutcome | None  # the first host that failed (config order), None when all switched
+    interrupted: str | None = None  # the signal that stopped the controller during the rollout (SIGINT...)
 
     @property
     def succeeded(self) -> bool:
-        return self.failure is None
+        return self.failure is None and self.interrupted is None
 
     def message(self) -> str:
-        """The one line naming the failed host, its step and what it said ('' when the rollout succeeded)."""
+        """The one line naming the failed host, its step and what it said; or the interrupt ('' when the
+        rollout succeeded)."""
         if self.failure is None:
-            return ""
+            return f"interrupted by {self.interrupted}" if self.interrupted else ""
         failed = self.failure
         at = f" at {failed.step}" if failed.step else ""
         said = f": {failed.error}" if failed.error else ""
@@ -119,18 +124,22 @@ class RolloutDecision:
         return _json(self)
 
 
-def after_rollout(outcomes: Sequence[HostOutcome], target: str, previous: str | None) -> RolloutDecision:
+def after_rollout(outcomes: Sequence[HostOutcome], target: str, previous: str | None,
+                  interrupted: str | None = None) -> RolloutDecision:
     """All or nothing: every host is switched, or every host that switched is put back.
 
-    A host that switched is put back when any host did not switch. A host that failed is put back only if
-    it still serves ``target`` (its own failure path normally put the previous release back already). A
-    host lost before its activation began is untouched; one lost during it (``step`` set) is unknown: it
-    may have switched, and cannot be asked now."""
+    A host that switched is put back when any host did not switch, or when the controller was
+    ``interrupted`` during the rollout (even after the last wave: nothing of an interrupted run stays
+    live). A host that failed is put back only if it still serves ``target`` (its own failure path
+    normally put the previous release back already). A host lost before its activation began is
+    untouched; one lost during it (``step`` set), or abandoned at it by an interrupted controller, is
+    unknown: it may have switched, and cannot be asked now."""
     failure = next((outcome for outcome in outcomes
                     if outcome.outcome in (Outcome.FAILED, Outcome.UNREACHABLE)), None)
-    if failure is None and any(outcome.outcome is Outcome.NOT_STARTED for outcome in outcomes):
-        raise ValueError("a rollout with hosts not started must name the host that stopped it")
-    if failure is None:
+    stopped = any(outcome.outcome in (Outcome.NOT_STARTED, Outcome.ABANDONED) for outcome in outcomes)
+    if failure is None and interrupted is None and stopped:
+        raise ValueError("a rollout with hosts not started must name the host or the signal that stopped it")
+    if failure is None and interrupted is None:
         return RolloutDecision(target, previous, (), (), (), None)
     put_back: list[str] = []
     untouched: list[str] = []
@@ -138,11 +147,29 @@ def after_rollout(outcomes: Sequence[HostOutcome], target: str, previous: str | 
     for outcome in outcomes:
         if outcome.outcome is Outcome.SWITCHED or (outcome.outcome is Outcome.FAILED and outcome.live == target):
             put_back.append(outcome.host)
-        elif outcome.outcome is Outcome.UNREACHABLE and outcome.step is not None:
+        elif (outcome.outcome is Outcome.UNREACHABLE and outcome.step is not None) or \
+                outcome.outcome is Outcome.ABANDONED:
             unknown.append(outcome.host)
         else:
             untouched.append(outcome.host)
-    return RolloutDecision(target, previous, tuple(put_back), tuple(untouched), tuple(unknown), failure)
+    return RolloutDecision(target, previous, tuple(put_back), tuple(untouched), tuple(unknown), failure,
+                           interrupted)
+
+
+def interrupted_message(decision: RolloutDecision) -> str:
+    """The one line an interrupted rollout ends with, once ``decision.put_back`` are back: the signal, the
+    hosts put back, and what the hosts serve now."""
+    said = [f"interrupted by {decision.interrupted} during the rollout of {decision.target}"]
+    if decision.put_back:
+        said.append(f"put {', '.join(decision.put_back)} back to {decision.previous or 'nothing (stopped)'}")
+    else:
+        said.append("no host had switched")
+    if decision.unknown:
+        said.append(f"{', '.join(decision.unknown)} still at it when abandoned (its own nextdeploy finishes it): "
+                    "the next deploy or rollback converges the fleet")
+    else:
+        said.append("every host serves what it served before")
+    return "; ".join(said)
 
 
 # --- convergence ------------------------------------------------------------------------------------

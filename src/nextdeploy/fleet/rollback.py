@@ -20,7 +20,6 @@ from nextdeploy.core.config import Config
 from nextdeploy.core.errors import ReleaseNotFoundError, RollbackError
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.converge import converge, read_statuses
-from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.rollout import RolloutFailed, roll_out
 from nextdeploy.fleet.session import FleetSession
 
@@ -65,26 +64,27 @@ class FleetRollbackResult:
 
 
 def fleet_rollback(session: FleetSession, to: str | None) -> FleetRollbackResult:
+    """Every host to ``to`` (or the fleet's previous good release); the caller holds the fleet lock."""
     started = time.monotonic()
-    with fleet_lock(session, "rollback"):
-        _, moved = converge(session)
-        statuses, answers = read_statuses(session)
-        live = statuses[0].live if statuses else None
-        if to is not None and to == live and moved:  # the fleet was mixed, and converging put it on ``to``
-            return FleetRollbackResult(to, None, tuple(session.names), time.monotonic() - started)
-        target = fleet_rollback_target(answers, live, to)
-        session.reporter.info(f"rolling back every host from {live or 'none'} to {target}")
-        config = session.config
-        try:
-            roll_out(session, target, live, lambda host: session.call(host, ["rollback", "--to", target]),
-                     canary=config.rollout.canary, batch=config.rollout.batch, step_name="rollback")
-        except RolloutFailed as failed:
-            raise failed.error from None
+    _, moved = converge(session)
+    statuses, answers = read_statuses(session)
+    live = statuses[0].live if statuses else None
+    if to is not None and to == live and moved:  # the fleet was mixed, and converging put it on ``to``
+        return FleetRollbackResult(to, None, tuple(session.names), time.monotonic() - started)
+    target = fleet_rollback_target(answers, live, to)
+    session.reporter.info(f"rolling back every host from {live or 'none'} to {target}")
+    config = session.config
+    try:
+        roll_out(session, target, live, lambda host: session.call(host, ["rollback", "--to", target]),
+                 canary=config.rollout.canary, batch=config.rollout.batch, step_name="rollback")
+    except RolloutFailed as failed:
+        raise failed.error from None
     return FleetRollbackResult(target, live, tuple(session.names), time.monotonic() - started)
 
 
-def run_fleet_rollback(config: Config, config_text: bytes, reporter: Reporter, to: str | None) -> FleetRollbackResult:
-    from nextdeploy.fleet.commands import open_fleet
+def run_fleet_rollback(config: Config, config_text: bytes, reporter: Reporter, to: str | None,
+                       lock_timeout: float = 0.0) -> FleetRollbackResult:
+    from nextdeploy.fleet.commands import locked_fleet
 
-    with open_fleet(config, config_text, reporter) as session:
+    with locked_fleet(config, config_text, reporter, "rollback", lock_timeout) as session:
         return fleet_rollback(session, to)

@@ -8,21 +8,43 @@ hosts at once. The first wave with a failure ends the rollout: the hosts after i
 host's own error (``HostFailedError``: "web3 failed at activate: ...", its exit code) or ssh's.
 
 A deploy (``fleet.deploy``) and a fleet rollback use it alike: only ``step`` differs.
+
+Ctrl-C, SIGTERM or SIGHUP of the controller during the rollout (``core.interrupts.deferred``): no new wave
+starts; the host calls in flight are let finish (each host's own held cut-over), for up to
+``IN_FLIGHT_SECONDS``, after which they are abandoned (each host's nextdeploy finishes on its own; the next
+deploy or rollback converges the fleet); then every host that switched is put back as for a failure, and
+``Interrupted`` is raised (exit 130) with a line saying what was put back. Another signal meanwhile is said
+and changes nothing: the hosts are being put back (a SIGKILL stops the controller at once; the hosts stay
+healthy, and the next deploy or rollback converges them).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from nextdeploy.core.errors import HostFailedError, NextdeployError, RollbackError
+from nextdeploy.core.errors import HostFailedError, Interrupted, NextdeployError, RollbackError
+from nextdeploy.core.interrupts import Stops, deferred
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.parallel import MAX_PARALLEL
-from nextdeploy.fleet.plan import HostOutcome, Outcome, RolloutDecision, after_rollout, rollout_waves
+from nextdeploy.fleet.plan import (
+    HostOutcome,
+    Outcome,
+    RolloutDecision,
+    after_rollout,
+    interrupted_message,
+    rollout_waves,
+)
 from nextdeploy.remote.errors import SshError
+
+T = TypeVar("T")
+
+IN_FLIGHT_SECONDS = 60.0  # after an interrupt: how long the host steps in flight are waited for
+PUT_BACK_TIMEOUT = 600.0  # one host's put-back (its own held cut-over back), at most
+POLL_SECONDS = 0.2  # how often the waits look for a stop signal
 
 
 class Session(Protocol):
@@ -69,9 +91,10 @@ class RolloutResult:
 
 
 class RolloutFailed(Exception):
-    """Raised by ``roll_out`` once the hosts were put back: the host's error and the whole result."""
+    """Raised by ``roll_out`` once the hosts were put back: the host's error (or the interrupt) and the
+    whole result."""
 
-    def __init__(self, error: NextdeployError, result: RolloutResult) -> None:
+    def __init__(self, error: NextdeployError | Interrupted, result: RolloutResult) -> None:
         super().__init__(error.message)
         self.error, self.result = error, result
 
@@ -85,17 +108,27 @@ def roll_out(session: Session, target: str, previous: str | None, step: Step, *,
     that switched is put back to its own release, never to another host's).
 
     Returns the result when every host passed. Otherwise puts back every host that switched and raises
-    ``RolloutFailed`` carrying the first failing host's error (config order) and the result; when a host
-    cannot be put back, that error is a ``RollbackError`` naming it, the original failure in its details."""
+    ``RolloutFailed`` carrying the first failing host's error (config order), or ``Interrupted`` when a stop
+    signal came and no host failed, and the result; when a host cannot be put back, that error is a
+    ``RollbackError`` naming it, the original failure in its details."""
+    with deferred() as stops:
+        return _roll_out(session, target, previous, step, stops, canary=canary, batch=batch,
+                         step_name=step_name, previous_of=previous_of or {})
+
+
+def _roll_out(session: Session, target: str, previous: str | None, step: Step, stops: Stops, *, canary: int,
+              batch: int | str, step_name: str, previous_of: Mapping[str, str | None]) -> RolloutResult:
     started = time.monotonic()
     reporter = session.reporter
     waves = rollout_waves(session.names, canary, batch)
     runs: dict[str, HostRun] = {}
     errors: dict[str, NextdeployError] = {}
     for number, wave in enumerate(waves):
+        if stops.first:
+            break
         kind = "canary" if number == 0 and canary else f"batch {number + (0 if canary else 1)}"
         reporter.info(f"{kind}: {step_name} {target} on {', '.join(wave)}")
-        for host, (run, error) in zip(wave, _run_wave(wave, step, step_name), strict=True):
+        for host, (run, error) in zip(wave, _run_wave(wave, step, step_name, stops, reporter), strict=True):
             runs[host] = run
             if error is not None:
                 errors[host] = error
@@ -104,24 +137,31 @@ def roll_out(session: Session, target: str, previous: str | None, step: Step, *,
             break
     for host in session.names:
         runs.setdefault(host, HostRun(HostOutcome(host, Outcome.NOT_STARTED)))
-    decision = after_rollout([runs[host].outcome for host in session.names], target, previous)
+    decision = after_rollout([runs[host].outcome for host in session.names], target, previous, stops.first)
     result = RolloutResult(target, previous, waves, runs, decision, 0.0)
     if decision.succeeded:
         result.seconds = time.monotonic() - started
         return result
-    assert decision.failure is not None
-    failed = errors[decision.failure.host]
-    problem = put_back(session, decision, runs, previous_of or {})
+    problem = put_back(session, decision, runs, previous_of, stops)
     for host in decision.unknown:
-        reporter.warn(f"{host} was lost during {step_name}: its state is read and converged by the next deploy "
+        lost = "still at it when abandoned" if runs[host].outcome.outcome is Outcome.ABANDONED else "lost"
+        reporter.warn(f"{host} was {lost} during {step_name}: its state is read and converged by the next deploy "
                       "or rollback")
     result.seconds = time.monotonic() - started
-    raise RolloutFailed(problem if problem is not None else failed, result)
+    if problem is not None:
+        raise RolloutFailed(problem, result)
+    if decision.failure is not None:
+        raise RolloutFailed(errors[decision.failure.host], result)
+    raise RolloutFailed(Interrupted(str(stops.first), interrupted_message(decision)), result)
 
 
-def _run_wave(wave: Sequence[str], step: Step, step_name: str) -> list[tuple[HostRun, NextdeployError | None]]:
+def _run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
+              reporter: Reporter) -> list[tuple[HostRun, NextdeployError | None]]:
+    """``step`` on the wave's hosts at once; after a stop signal, the steps still running are waited for up
+    to ``IN_FLIGHT_SECONDS``, then abandoned (``Outcome.ABANDONED``)."""
+    began = time.monotonic()
+
     def one(host: str) -> tuple[HostRun, NextdeployError | None]:
-        began = time.monotonic()
         try:
             answer = step(host)
         except SshError as error:  # lost during the step: it may have switched
@@ -135,8 +175,44 @@ def _run_wave(wave: Sequence[str], step: Step, step_name: str) -> list[tuple[Hos
             return HostRun(outcome, time.monotonic() - began), error
         return HostRun(HostOutcome(host, Outcome.SWITCHED), time.monotonic() - began, answer), None
 
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(wave))), thread_name_prefix="wave") as pool:
-        return list(pool.map(one, wave))
+    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(wave))), thread_name_prefix="wave")
+    try:
+        futures = {host: pool.submit(one, host) for host in wave}
+        waited = wait_through_stops(list(futures.values()), stops, reporter, IN_FLIGHT_SECONDS,
+                                    lambda: f"waiting for {', '.join(h for h, f in futures.items() if not f.done())} "
+                                            f"to finish {step_name} (at most {IN_FLIGHT_SECONDS:g} s), then the "
+                                            "hosts that switched are put back")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # an abandoned step's thread is not waited for
+    if not waited:
+        reporter.warn(f"stopped waiting for {', '.join(h for h, f in futures.items() if not f.done())} after "
+                      f"{IN_FLIGHT_SECONDS:g} s")
+    return [futures[host].result() if futures[host].done() else
+            (HostRun(HostOutcome(host, Outcome.ABANDONED, step_name, "abandoned at the interrupt"),
+                     time.monotonic() - began), None)
+            for host in wave]
+
+
+def wait_through_stops(futures: Sequence[Future[T]], stops: Stops, reporter: Reporter, after_stop: float | None,
+                       doing: Callable[[], str]) -> bool:
+    """Wait for every one of ``futures``, saying each stop signal as it comes (with what is being waited
+    for: ``doing()``); ``after_stop``: how long to wait on after the first signal (None: to the end). True
+    when all are done, False when the time after a stop ran out."""
+    deadline = None if not stops.signals or after_stop is None else time.monotonic() + after_stop
+    while True:
+        pending = [future for future in futures if not future.done()]
+        if not pending:
+            return True
+        if len(stops.signals) > stops.said:
+            again = " again" if stops.said else ""
+            stops.said = len(stops.signals)
+            reporter.warn(f"{stops.signals[-1]}{again}: no new wave starts; {doing()} (SIGKILL stops nextdeploy "
+                          "at once: every host stays healthy, and the next deploy or rollback converges the fleet)")
+            if deadline is None and after_stop is not None:
+                deadline = time.monotonic() + after_stop
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        wait(pending, timeout=POLL_SECONDS)
 
 
 def _say(reporter: Reporter, run: HostRun, step_name: str) -> None:
@@ -153,7 +229,7 @@ def put_back_argv(previous: str | None) -> list[str]:
 
 
 def put_back(session: Session, decision: RolloutDecision, runs: dict[str, HostRun],
-             previous_of: Mapping[str, str | None] | None = None) -> NextdeployError | None:
+             previous_of: Mapping[str, str | None] | None = None, stops: Stops | None = None) -> NextdeployError | None:
     """Every host of ``decision.put_back`` back on the previous release at once (its own, in ``previous_of``,
     when given). None when all are; else a ``RollbackError`` naming the hosts that could not be put back (the
     rollout's failure in its details)."""
@@ -169,7 +245,7 @@ def put_back(session: Session, decision: RolloutDecision, runs: dict[str, HostRu
     def one(host: str) -> None:
         began = time.monotonic()
         try:
-            session.call(host, put_back_argv(before[host]))
+            session.call(host, put_back_argv(before[host]), timeout=PUT_BACK_TIMEOUT)
         except NextdeployError as error:
             lost[host] = error
             reporter.info(f"FAILED {host}: put back: {error.message}")
@@ -178,7 +254,11 @@ def put_back(session: Session, decision: RolloutDecision, runs: dict[str, HostRu
         reporter.info(f"ok {host}: put back to {before[host] or 'nothing'} ({time.monotonic() - began:.1f} s)")
 
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts)), thread_name_prefix="putback") as pool:
-        list(pool.map(one, hosts))
+        futures = [pool.submit(one, host) for host in hosts]
+        wait_through_stops(futures, stops or Stops(), reporter, None,
+                           lambda: f"still putting {', '.join(hosts)} back to {decision.previous or 'nothing'}")
+    for future in futures:
+        future.result()  # a bug in ``one`` is raised, not lost
     if not lost:
         return None
     first = next(iter(lost.values()))

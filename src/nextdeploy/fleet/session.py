@@ -37,6 +37,11 @@ class FleetSession:
         """``nextdeploy host <subcommand>`` on ``host``: its result, or its error raised (``HostFailedError``)."""
         return hostcall.call(self.transport, host, self.roots[host], subcommand, timeout=timeout)
 
+    def send_config(self, config_text: bytes) -> None:
+        """The fleet's config to every host at once (``<root>/nextdeploy.toml``, 0600). Only under the fleet
+        lock when the command changes what serves: the hosts of a running deploy work with that file."""
+        self.each(lambda host: hostcall.send_config(self.transport, host, self.roots[host], config_text))
+
     def each(self, work: Callable[[str], T], hosts: Sequence[str] | None = None) -> dict[str, T]:
         """``work(host)`` on every host (or ``hosts``) at once; raises the first host's error (config order)
         with the others' as detail lines, once every host is done."""

@@ -159,10 +159,12 @@ class SshTransport:
 
     def _execute(self, host: str, command: list[str], stdin: bytes | None, timeout: float | None,
                  what: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-        """Run ssh or rsync here; ``what`` it does names it in the error if it runs out of time."""
+        """Run ssh or rsync here; ``what`` it does names it in the error if it runs out of time. In a session
+        of its own: a Ctrl-C at the terminal (or a signal to the controller's process group) reaches the
+        controller alone, which lets the host commands in flight finish and answer (``fleet.rollout``)."""
         try:
             return subprocess.run(command, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-                                  capture_output=True, timeout=timeout, env=env)
+                                  capture_output=True, timeout=timeout, env=env, start_new_session=True)
         except subprocess.TimeoutExpired:
             raise RemoteTimeoutError(
                 host, f"{what} did not finish within {timeout:g} s",
