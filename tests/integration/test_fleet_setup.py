@@ -132,9 +132,8 @@ def test_a_missing_tool_or_a_foreign_root_fails_before_anything_changes(fleet: F
     """rsync gone from web2 (/dev/null mounted over it, in web2's namespace only), then a root on web1 that
     holds someone's files: each is named with its fix, and no host gets the new root."""
     web2 = fleet.hosts["web2"]
-    assert web2.holder is not None
     config = write_config(tmp_path / "nextdeploy.toml", fleet.hosts, root="/srv/other")
-    in_web2 = ["nsenter", f"--mount=/proc/{web2.holder.pid}/ns/mnt", "--"]
+    in_web2 = web2.inside()
     subprocess.run([*in_web2, "mount", "--bind", "/dev/null", "/usr/bin/rsync"], check=True)
     try:
         done, _ = setup(config)
