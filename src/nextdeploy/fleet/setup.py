@@ -36,6 +36,7 @@ from nextdeploy.fleet.platformcheck import check_platforms
 from nextdeploy.fleet.wheelhouse import target_of, wheelhouse
 from nextdeploy.host.rootmark import MARKER_TEXT, ROOT_MARKER, Claim, claim
 from nextdeploy.host.tools import PINNED_NPM_TOOLS
+from nextdeploy.plans.npm import GLOBALCONFIG_ARGV, globalconfig_from, npm_install_argv
 from nextdeploy.remote.argv import SshSettings
 from nextdeploy.remote.errors import SshError, last_line
 from nextdeploy.remote.ssh import RemoteResult, SshTransport
@@ -203,11 +204,11 @@ def install(transport: SshTransport, name: str, root: str, facts: dict[str, Any]
     _ok(name, done, f"installing nextdeploy {version} into {prefix} on {name}",
         f"fix what pip says on {name}, then run `nextdeploy setup` again")
     if not facts.get("pm2"):
-        # --globalconfig: with --prefix, npm would read <prefix>/etc/npmrc instead of the host's global npmrc
-        # (its registry, proxy or CA settings).
-        npm = transport.run(name, ["sh", "-c", 'exec npm install --globalconfig "$(npm config get globalconfig)" '
-                                   '--prefix "$1" --no-audit --no-fund --loglevel=error "$2"',
-                                   "sh", f"{root}/tools", PINNED_NPM_TOOLS["pm2"]], timeout=INSTALL_TIMEOUT)
+        # The host's global npmrc (its registry, proxy or CA settings), which --prefix alone would hide.
+        said_config = transport.run(name, ["npm", *GLOBALCONFIG_ARGV], timeout=LOOK_TIMEOUT)
+        globalconfig = globalconfig_from(said_config.text) if said_config.ok else None
+        npm = transport.run(name, [*npm_install_argv("npm", f"{root}/tools", PINNED_NPM_TOOLS["pm2"], globalconfig),
+                                   "--loglevel=error"], timeout=INSTALL_TIMEOUT)
         _ok(name, npm, f"installing pm2 into {root}/tools on {name}",
             f"install it yourself on {name}: npm install -g {PINNED_NPM_TOOLS['pm2']}")
     answer = transport.run(name, [f"{prefix}/bin/nextdeploy", "host", "facts", "--root", root], timeout=LOOK_TIMEOUT)
