@@ -40,18 +40,20 @@ import pytest
 from support.processes import gone_soon
 
 SSHD = "/usr/sbin/sshd"
-# A host's pid 1: reaps every child and orphan as it exits (SIGCHLD blocked and waited for, so none is missed).
+# A host's pid 1: reaps every child and orphan as it exits (SIGCHLD blocked and waited for, so none is missed);
+# SIGTERM ends it, and with it every process of the host (``Host.close``).
 REAPER = (
     "import os, signal\n"
-    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})\n"
     "print('ready', flush=True)\n"
-    "while True:\n"
+    "signo = signal.SIGCHLD\n"
+    "while signo == signal.SIGCHLD:\n"
     "    try:\n"
     "        while os.waitpid(-1, os.WNOHANG)[0]:\n"
     "            pass\n"
     "    except ChildProcessError:\n"
     "        pass\n"
-    "    signal.sigwaitinfo({signal.SIGCHLD})\n"
+    "    signo = signal.sigwaitinfo({signal.SIGCHLD, signal.SIGTERM}).si_signo\n"
 )
 # The host's own copies of these paths; /tmp last, since the per-host dirs live under the controller's /tmp.
 HOST_MOUNTS = ("/srv", "/root", "/etc/ssh", "/tmp")
@@ -257,12 +259,12 @@ class Host:
         if not self.namespace:
             return
         if self.init:
-            _signal(self.init, signal.SIGKILL)
+            _signal(self.init, signal.SIGTERM)  # it exits (SIGKILLed, unshare would complain as it passes that on)
         if self.holder is not None:
             try:
                 self.holder.wait(10)
             except subprocess.TimeoutExpired:
-                self.holder.kill()
+                _signal(self.init, signal.SIGKILL)
                 self.holder.wait()
         for _ in range(50):
             pids = self.processes()
