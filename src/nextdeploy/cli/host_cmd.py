@@ -122,10 +122,10 @@ _live_command("stop", "Take the app out of PM2 (releases and `current` kept).")
 
 
 def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: str | None = None,
-             after: Callable[[Any], None] | None = None) -> None:
+             after: Callable[[Any, IO[str]], None] | None = None) -> None:
     """Run ``procedure`` on this host's context (the config as host ``as_host`` applies it, for a fleet's
-    config); print its one JSON object; exit with its code. ``after(result)``, if given, runs once that
-    object is out (``host lock`` holds its lock there)."""
+    config); print its one JSON object; exit with its code. ``after(result, stdout)``, if given, runs once
+    that object is out (``host lock`` holds its lock there, ``host logs --follow`` streams on stdout)."""
     with _stdout_to_stderr() as out:
         debug = "--debug" in sys.argv
         ctx: Context | None = None
@@ -149,7 +149,7 @@ def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: st
         out.write(json.dumps(document, sort_keys=True, default=str) + "\n")
         out.flush()
         if after is not None and code == 0:
-            after(result)
+            after(result, out)
     sys.exit(code)
 
 
@@ -246,7 +246,7 @@ def host_lock_command(config_path: Path, as_host: str | None, holder: str) -> No
         held.append(lock)
         return result
 
-    run_json(config_path, take, as_host, after=lambda _result: hold_until_stdin_closes(held[0]))
+    run_json(config_path, take, as_host, after=lambda _result, _out: hold_until_stdin_closes(held[0]))
 
 
 @host_group.command("releases")
@@ -265,10 +265,19 @@ def host_releases_command(config_path: Path, as_host: str | None) -> None:
 @host_as_option
 @debug_option
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, help="How many past lines per stream.")
-def host_logs_command(config_path: Path, as_host: str | None, lines: int) -> None:
-    """The last lines of the app's log streams."""
+@click.option("-f", "--follow", is_flag=True, help="Then stream the new lines (`out | ...`) until stdin closes.")
+def host_logs_command(config_path: Path, as_host: str | None, lines: int, follow: bool) -> None:
+    """The last lines of the app's log streams (then, with --follow, the new ones)."""
     from nextdeploy.fleet.commands import host_logs
+    from nextdeploy.fleet.logfollow import follow_until_stdin_closes
 
-    run_json(config_path, lambda ctx: host_logs(ctx, lines), as_host)
+    contexts = []
+
+    def read(ctx: Context) -> Any:
+        contexts.append(ctx)
+        return host_logs(ctx, lines)
+
+    run_json(config_path, read, as_host,
+             after=(lambda _result, out: follow_until_stdin_closes(contexts[0], out)) if follow else None)
 
 
