@@ -323,6 +323,20 @@ def test_logs_follow_prefixes_each_hosts_lines_goes_on_without_a_lost_host_and_e
     reader.join(10)
     print("".join(said[-8:]))
     assert len([line for line in said if line.startswith("web3 | lost: ")]) == 1, said
+    # Read by a program that stops reading (`logs -f | head -1`): it ends too, exit 0, without a word.
+    head = subprocess.Popen([sys.executable, "-m", "nextdeploy", "logs", "-f", "-n", "1", "--host", "web1", "-c",
+                             str(fleet.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=tool_env())
+    try:
+        assert head.stdout is not None and head.stdout.readline().startswith(b"web1 | ==> ")
+        head.stdout.close()
+        make_the_app_log(fleet, "web1", markers["web1"])  # a line to write, to nobody
+        assert head.wait(60) == 0
+        assert head.stderr is not None and head.stderr.read() == b""
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.wait()
     for name in fleet.hosts.names:
         assert not [command for command in fleet.leftovers(name).values() if "host logs" in command], name
     assert not [command for command in our_processes(fleet) if "host logs" in command]

@@ -9,6 +9,8 @@ such, not fatal. ``start`` and ``stop`` change what serves: they hold the fleet 
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -217,8 +219,12 @@ def fleet_logs(config: Config, config_text: bytes, host: str | None, lines: int,
 
             def say(said: list[str]) -> None:
                 with printing:
-                    for line in said:
-                        click.echo(line)
+                    try:
+                        for line in said:
+                            click.echo(line)
+                    except BrokenPipeError:  # nobody reads: what is still buffered goes nowhere, not to exit 120
+                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                        raise
 
             follow_fleet_logs(session, config_text, lines, say)
             return

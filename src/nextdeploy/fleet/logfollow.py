@@ -153,18 +153,28 @@ def follow_fleet_logs(session: FleetSession, config_text: bytes, lines: int, say
         except NextdeployError as failed:
             return failed.message
 
+    output_closed = threading.Event()  # nobody reads us any more (`logs -f | head`): the end, as Ctrl-C is
+
+    def say_or_end(said: list[str]) -> None:
+        try:
+            say(said)
+        except (OSError, ValueError):
+            output_closed.set()
+
     problems = session.each(send)
     for host, problem in problems.items():
         if problem is not None:
-            say([f"{host} | {problem}"])
+            say_or_end([f"{host} | {problem}"])
     followers: list[HostFollower] = []
     try:
         for host in session.names:
             if problems[host] is None:
-                followers.append(HostFollower(session, host, lines, say))
-        while any(follower.thread.is_alive() for follower in followers):
+                followers.append(HostFollower(session, host, lines, say_or_end))
+        while any(follower.thread.is_alive() for follower in followers) and not output_closed.is_set():
             for follower in followers:
                 follower.thread.join(0.2)
+        if output_closed.is_set():
+            return
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, Interrupted):  # SIGTERM or SIGHUP: stopped, not ended by the user
             raise
