@@ -126,3 +126,35 @@ def test_the_harness_counts_traffic_and_failures_through_nginx_and_finds_leftove
             time.sleep(0.05)
         assert {host.name: fleet.leftovers(host.name) for host in hosts} == {host.name: {} for host in hosts}
     assert [pids_in_namespace(namespace) for namespace in namespaces] == [[], [], []]
+
+
+def test_a_process_on_one_host_is_not_seen_from_another(tmp_path: Path) -> None:
+    """Each host has its own PID namespace, as separate servers have: what runs on web1 is not in web2's
+    /proc (a recovery on web2 that looks for its own preflight or build processes under /srv/app must not find
+    web1's), the harness still names it by its pid here, and a server killed on a host is reaped there."""
+    with running_fleet(tmp_path, count=2) as fleet:
+        web1, web2 = fleet.hosts["web1"], fleet.hosts["web2"]
+        fleet.hosts.ssh("web1", "setsid sleep 3600.5 </dev/null >/dev/null 2>&1 &")
+        deadline = time.monotonic() + 10
+        while not (mine := [pid for pid, command in fleet.leftovers("web1").items() if command == "sleep 3600.5"]):
+            assert time.monotonic() < deadline, fleet.leftovers("web1")
+            time.sleep(0.05)
+        seen = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done"
+        assert "sleep 3600.5" in fleet.hosts.ssh("web1", seen).stdout
+        assert "sleep 3600.5" not in fleet.hosts.ssh("web2", seen).stdout
+        assert mine[0] in web1.processes() and mine[0] not in web2.processes()
+        assert fleet.leftovers("web2") == {}
+        # Killed on the host, its process is reaped there (no zombie waits for this machine's init).
+        fleet.hosts.ssh("web1", "pkill -KILL -f '^sleep 3600[.]5$'")
+        assert gone_for_good(mine[0], 10), Path(f"/proc/{mine[0]}/status").read_text()
+    assert pids_in_namespace(web1.namespace) == [] and pids_in_namespace(web2.namespace) == []
+
+
+def gone_for_good(pid: int, timeout: float) -> bool:
+    """Whether ``pid`` disappears from /proc, reaped (not merely a zombie) within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

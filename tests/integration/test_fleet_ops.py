@@ -11,15 +11,18 @@ each starting from the state the previous one left (written in its docstring).""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from nextdeploy.fleet.prepare import prepare_key
 from nextdeploy.fleet.session import fleet_session
 from nextdeploy.fleet.ship import ship
 from support.fleet import Fleet, load_through, no_failures, running_fleet
+from support.processes import as_in_a_terminal
 from support.site import Site, tool_env
 
 pytestmark = pytest.mark.integration
@@ -315,6 +319,96 @@ def test_an_unreachable_host_is_shown_by_status_and_stops_a_rollback_before_anyt
     assert ops.live() == ops.everywhere(ops.v2)
 
 
+def make_the_app_log(fleet: Fleet, name: str, marker: str) -> None:
+    """A Server Action request with an id no release has, straight to one host's app: Next logs a warning
+    naming the id."""
+    host = fleet.hosts[name]
+    request = urllib.request.Request(f"http://{host.address}:{fleet.port}/action", data=b"[]", method="POST",
+                                     headers={"Next-Action": marker, "Content-Type": "text/plain;charset=UTF-8"})
+    with contextlib.suppress(urllib.error.URLError):
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_logs_follow_prefixes_each_hosts_lines_goes_on_without_a_lost_host_and_ends_on_ctrl_c(ops: Ops) -> None:
+    """v2 everywhere, left so. `logs --follow` on the fleet: the app's new lines on web1 and web2 come
+    prefixed with their host; web3's side killed, web3 is said lost and web1 still streams; Ctrl-C ends it
+    with exit 0, nothing of it left on any host nor here."""
+    fleet = ops.fleet
+    assert fleet.config is not None
+    follow = subprocess.Popen([sys.executable, "-m", "nextdeploy", "logs", "--follow", "-n", "0", "-c",
+                               str(fleet.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL, env=tool_env(), preexec_fn=as_in_a_terminal)
+    said: list[str] = []
+    assert follow.stdout is not None
+    reader = threading.Thread(target=lambda: said.extend(iter(follow.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_for(what: str, found: Callable[[], bool], poke: Callable[[], None] = lambda: None) -> None:
+        deadline = time.monotonic() + 60
+        while not found():
+            assert follow.poll() is None, f"logs --follow ended: {follow.stderr.read() if follow.stderr else ''}"
+            assert time.monotonic() < deadline, f"never saw {what}: {said}"
+            poke()
+            time.sleep(0.5)
+
+    markers = {name: hashlib.sha1(f"follow {name} {time.time()}".encode()).hexdigest() + "00"
+               for name in fleet.hosts.names}
+    try:
+        for name in ("web1", "web2"):
+            wait_for(f"{name}'s line", lambda name=name: any(markers[name] in line for line in said),
+                     lambda name=name: make_the_app_log(fleet, name, markers[name]))
+        for name in ("web1", "web2"):
+            mine = [line for line in said if markers[name] in line]
+            assert all(line.startswith(f"{name} | ") for line in mine), mine
+        fleet.hosts.ssh("web3", "pkill -f '[n]extdeploy host logs'")
+        wait_for("web3 lost", lambda: any(line.startswith("web3 | lost: ") for line in said))
+        again = markers["web1"][:-2] + "11"
+        wait_for("web1 after web3 was lost", lambda: any(again in line for line in said),
+                 lambda: make_the_app_log(fleet, "web1", again))
+        assert all(line.startswith("web1 | ") for line in said if again in line)
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(30) == 0, follow.stderr.read() if follow.stderr else ""
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    reader.join(10)
+    print("".join(said[-8:]))
+    assert len([line for line in said if line.startswith("web3 | lost: ")]) == 1, said
+    # Read by a program that stops reading (`logs -f | head -1`): it ends too, exit 0, without a word.
+    head = subprocess.Popen([sys.executable, "-m", "nextdeploy", "logs", "-f", "-n", "1", "--host", "web1", "-c",
+                             str(fleet.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=tool_env())
+    try:
+        assert head.stdout is not None and head.stdout.readline().startswith(b"web1 | ==> ")
+        head.stdout.close()
+        make_the_app_log(fleet, "web1", markers["web1"])  # a line to write, to nobody
+        assert head.wait(60) == 0
+        assert head.stderr is not None and head.stderr.read() == b""
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.wait()
+    for name in fleet.hosts.names:
+        assert not [command for command in fleet.leftovers(name).values() if "host logs" in command], name
+    assert not [command for command in our_processes(fleet) if "host logs" in command]
+
+
+def our_processes(fleet: Fleet) -> list[str]:
+    """The command lines of this machine's processes that reach the test hosts (ssh with their config)."""
+    marker = str(fleet.hosts.ssh_config)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in command:
+                found.append(command)
+    return found
+
+
 def start_controller(ops: Ops, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
     """The real CLI on the controller, in a process group of its own (as a terminal's foreground job), its
     output into a file (a pipe nobody reads would block it)."""
@@ -392,7 +486,7 @@ def test_a_deploy_killed_after_the_canary_then_deploy_converges_every_host_and_d
 
 
 def test_logs_of_every_host_then_stop_leaves_nothing_of_nextdeploy_running(ops: Ops) -> None:
-    """v2 everywhere; stopped at the end."""
+    """One release everywhere (v4, the killed deploy's successor); stopped at the end."""
     fleet = ops.fleet
     logs = fleet.nextdeploy("logs", "-n", "5").expect_ok().stdout
     for name in fleet.hosts.names:

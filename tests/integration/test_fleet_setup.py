@@ -16,6 +16,7 @@ import pytest
 
 import nextdeploy
 from nextdeploy.core.errors import ExitCode
+from nextdeploy.fleet.wheelhouse import code_digest
 from support.hosts import Hosts, missing_host_tools, running_hosts
 
 pytestmark = pytest.mark.integration
@@ -113,6 +114,26 @@ def test_an_older_version_on_a_host_is_replaced(fleet: Fleet) -> None:
     assert {name: installed_mtime(fleet.hosts, name) for name in ("web1", "web3")} == untouched
 
 
+def test_the_same_version_with_other_code_on_a_host_is_replaced(fleet: Fleet) -> None:
+    """web2 as another build of this very version left it (a dev build, a wheel re-released under the same
+    version): its install mark names other code, and its code differs. Setup installs this code there."""
+    web2 = fleet.hosts["web2"]
+    package = next(web2.path(PREFIX).glob("lib/python*/site-packages/nextdeploy"))
+    with (package / "__init__.py").open("a") as init:
+        init.write("# another build of the same version\n")
+    web2.path(f"{PREFIX}/.installed").write_text("0" * 64)
+    untouched = {name: installed_mtime(fleet.hosts, name) for name in ("web1", "web3")}
+    done, took = setup(fleet.config)
+    print(f"setup replacing one host's other build: {took:.1f} s")
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["web2"].startswith(f"nextdeploy {VERSION} installed in"), lines
+    assert "already set up" in lines["web1"] and "already set up" in lines["web3"]
+    assert web2.path(f"{PREFIX}/.installed").read_text() == code_digest()
+    assert "another build" not in (package / "__init__.py").read_text()
+    assert {name: installed_mtime(fleet.hosts, name) for name in ("web1", "web3")} == untouched
+
+
 def test_an_unreachable_host_fails_the_setup_before_anything_changes(fleet: Fleet, tmp_path: Path) -> None:
     config = write_config(tmp_path / "nextdeploy.toml", fleet.hosts, root="/srv/other")
     fleet.hosts["web3"].stop_sshd()
@@ -132,9 +153,8 @@ def test_a_missing_tool_or_a_foreign_root_fails_before_anything_changes(fleet: F
     """rsync gone from web2 (/dev/null mounted over it, in web2's namespace only), then a root on web1 that
     holds someone's files: each is named with its fix, and no host gets the new root."""
     web2 = fleet.hosts["web2"]
-    assert web2.holder is not None
     config = write_config(tmp_path / "nextdeploy.toml", fleet.hosts, root="/srv/other")
-    in_web2 = ["nsenter", f"--mount=/proc/{web2.holder.pid}/ns/mnt", "--"]
+    in_web2 = web2.inside()
     subprocess.run([*in_web2, "mount", "--bind", "/dev/null", "/usr/bin/rsync"], check=True)
     try:
         done, _ = setup(config)

@@ -4,12 +4,10 @@ appears beside a running one served by it (cross-host version skew). Two real bu
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import stat
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +24,6 @@ from nextdeploy.remote.argv import SshSettings
 from nextdeploy.remote.errors import HostUnreachableError
 from nextdeploy.remote.ssh import SshTransport
 from support.hosts import Host, Hosts, free_port, hosts_or_skip, nginx_in_front, wait_listening
-from support.processes import gone_soon
 from support.site import Site
 
 pytestmark = pytest.mark.integration
@@ -229,6 +226,9 @@ def test_a_file_in_the_way_on_a_host_is_a_one_line_error_naming_it(built: Built,
 # Runs a release's launcher on a host, off PM2 (no hold), detached from the ssh session: prints its pid.
 _START = ('cd "$1" && PORT="$2" HOSTNAME="$3" NODE_ENV=production NEXTDEPLOY_HOLD=0 NEXT_TELEMETRY_DISABLED=1 '
           'setsid node .nextdeploy/launcher.cjs </dev/null >"$4" 2>&1 & echo $!')
+# Stops a process on a host by its pid there (each host has its own pids): signal $1, then wait up to 15 s.
+_STOP = ('kill -"$1" "$2" 2>/dev/null; '
+         'for i in $(seq 300); do kill -0 "$2" 2>/dev/null || exit 0; sleep 0.05; done; exit 1')
 _CHUNK = re.compile(r"""["'](/_next/static/[^"'?\s\\]+?\.(?:js|css))(\?[^"'\s\\]*)?\\?["']""")
 
 
@@ -239,13 +239,13 @@ def test_a_page_from_a_switched_host_gets_its_chunks_through_nginx_from_hosts_no
     is 200 with v2's bytes: web2 and web3, still on v1, serve them from v2's shipped dir."""
     root = "/srv/skew"
     port = free_port(hosts.hosts[0].address)
-    started: list[int] = []
+    started: list[tuple[str, int]] = []  # host, the server's pid there
 
     def start(host: Host, release_id: str) -> None:
         said = transport.run(host.name, ["sh", "-c", _START, "sh", f"{root}/releases/{release_id}", str(port),
                                          host.address, f"{root}/{release_id}.log"])
         assert said.ok, said.error_text
-        started.append(int(said.text.split()[-1]))
+        started.append((host.name, int(said.text.split()[-1])))
         wait_listening(host.address, port, timeout=60)
 
     with SshTransport(SshSettings(config_file=hosts.ssh_config)) as transport:
@@ -258,8 +258,8 @@ def test_a_page_from_a_switched_host_gets_its_chunks_through_nginx_from_hosts_no
             with nginx_in_front(tmp_path / "nginx", front, upstreams) as nginx:
                 ship(transport, {name: root for name in hosts.names}, built.release(built.b))
                 # web1 switches to v2 (its v1 server stops first: the same port).
-                os.kill(started[0], signal.SIGTERM)
-                assert gone_soon(started[0], 15)
+                stopped = transport.run("web1", ["sh", "-c", _STOP, "sh", "TERM", str(started[0][1])])
+                assert stopped.ok, stopped.error_text
                 start(hosts["web1"], built.b)
                 page = fetch(f"http://{hosts['web1'].address}:{port}/")
                 assert page[1]["x-nextdeploy-release"] == built.b
@@ -280,10 +280,8 @@ def test_a_page_from_a_switched_host_gets_its_chunks_through_nginx_from_hosts_no
                 print(f"{len(only_b)} chunks of v2's page, each through nginx 3 times: all 200 "
                       f"(answered by v1 and v2 hosts)")
         finally:
-            for pid in started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                gone_soon(pid, 5)
+            for name, pid in started:
+                transport.run(name, ["sh", "-c", _STOP, "sh", "KILL", str(pid)])
 
 
 def fetch(url: str) -> tuple[bytes, dict[str, str]]:

@@ -234,7 +234,8 @@ def test_nginx_in_front_and_nothing_left_behind(tmp_path: Path) -> None:
             assert sorted(answers) == ["web1"] * 3 + ["web2"] * 3  # round robin over both hosts
             assert all(line.startswith("200 ") for line in nginx.access_log())
         for host in hosts.hosts:
-            assert len(host.processes()) == 3  # the namespace's holder, the sshd, the server
+            # The host itself (the holder, its pid 1, sshd and the nsenter that started it), then the server.
+            assert len(host.processes()) == 5 and len(set(host.processes()) - host.own_pids()) == 1
             assert len(mounts_of(host.dir)) == 4  # /srv, /root, /etc/ssh, /tmp
     for host, namespace in zip(hosts.hosts, namespaces, strict=True):
         assert pids_in_namespace(namespace) == []

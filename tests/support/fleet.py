@@ -104,11 +104,11 @@ class Fleet:
         return {name: self.live_release(name, root) for name in self.hosts.names}
 
     def leftovers(self, name: str) -> dict[int, str]:
-        """What runs in host ``name``'s namespace besides the host itself (its holder, its sshd and the sshd
-        processes of open ssh connections): pid -> command line. A zombie (dead, waiting for init to reap
-        it, which this machine's init may never do) runs nothing and is not counted."""
+        """What runs in host ``name``'s namespace besides the host itself (its holder and pid 1, its sshd and
+        the sshd processes of open ssh connections): pid -> command line. A zombie (dead, waiting for its
+        parent to reap it) runs nothing and is not counted."""
         host = self.hosts[name]
-        own = {host.holder.pid if host.holder else -1, host.sshd.pid if host.sshd else -1}
+        own = host.own_pids()
         found = {}
         for pid in host.processes():
             command = command_line(pid)

@@ -15,7 +15,15 @@ from nextdeploy.cli.main import format_error, main
 from nextdeploy.core.config import parse_config
 from nextdeploy.core.errors import ExitCode, HostPathError, NextdeployError, ToolMissingError
 from nextdeploy.fleet.setup import build_dir, check_ready, check_root, host_root, in_parallel, ssh_settings
-from nextdeploy.fleet.wheelhouse import Target, pinned_dependencies, pip_platforms, rebuild_wheel, target_of
+from nextdeploy.fleet.wheelhouse import (
+    Target,
+    code_digest,
+    digest_of,
+    pinned_dependencies,
+    pip_platforms,
+    rebuild_wheel,
+    target_of,
+)
 from nextdeploy.remote.errors import HostUnreachableError
 
 
@@ -90,6 +98,28 @@ def test_dependencies_are_pinned_to_what_runs_here() -> None:
     for name in ("click", "pydantic", "pydantic-core", "rich", "aiohttp", "node-semver"):
         assert pins[name] == metadata.version(name)
     assert "pytest" not in pins and "mypy" not in pins  # extras stay out
+
+
+def test_the_code_digest_changes_with_any_shipped_file_or_pin_and_not_with_bytecode(tmp_path: Path) -> None:
+    package = tmp_path / "nextdeploy"
+    (package / "cli").mkdir(parents=True)
+    (package / "__init__.py").write_text('__version__ = "1.0.0"\n')
+    (package / "cli" / "main.py").write_text("print('a')\n")
+    pins = {"click": "8.1.7"}
+    first = digest_of(package, pins)
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    (package / "cli" / "main.cpython-311.pyc").write_bytes(b"\1")
+    assert digest_of(package, pins) == first  # bytecode is not shipped
+    (package / "cli" / "main.py").write_text("print('b')\n")  # the same version, other code
+    assert digest_of(package, pins) != first
+    (package / "cli" / "main.py").write_text("print('a')\n")
+    assert digest_of(package, pins) == first
+    (package / "cli" / "main.py").rename(package / "cli" / "other.py")
+    assert digest_of(package, pins) != first
+    (package / "cli" / "other.py").rename(package / "cli" / "main.py")
+    assert digest_of(package, {"click": "8.1.8"}) != first
+    assert len(code_digest()) == 64 and code_digest() == code_digest()
 
 
 def test_a_wheel_rebuilt_from_an_installed_distribution_installs(tmp_path: Path) -> None:

@@ -14,7 +14,13 @@ from nextdeploy.core.context import Context
 from nextdeploy.core.errors import DiskFullError, ProjectError, ToolMissingError
 from nextdeploy.core.ui import Reporter
 from nextdeploy.host.executor import LocalExecutor, RunResult
-from nextdeploy.host.tools import find_package_manager, manager_binary, manager_prefix, package_version
+from nextdeploy.host.tools import (
+    find_package_manager,
+    manager_binary,
+    manager_prefix,
+    npm_globalconfig,
+    package_version,
+)
 from nextdeploy.plans.build import package_manager_install_ops, staging_dir
 from nextdeploy.plans.deps import reuse_blocker
 from nextdeploy.plans.ops import Op, Run
@@ -266,8 +272,10 @@ def test_the_dry_run_shows_the_install_the_deploy_runs(tmp_path: Path, monkeypat
     prefix = root / "tools" / "yarn-3.8.7"
     setup = [op.render() for op in steps["install yarn 3.8.7 with npm (package.json pins yarn@3.8.7; nothing on this "
                                          "host fits)"]]
-    assert any(line.endswith(f"install --prefix {prefix}.partial --no-audit --no-fund @yarnpkg/cli-dist@3.8.7")
-               for line in setup)
+    globalconfig = npm_globalconfig("/usr/bin/npm")  # the machine's global npmrc, not one under the prefix
+    assert globalconfig and not globalconfig.startswith(str(prefix))
+    assert any(line.endswith(f"install --prefix {prefix}.partial --globalconfig {globalconfig} --no-audit "
+                             "--no-fund @yarnpkg/cli-dist@3.8.7") for line in setup), setup
     install, build = next(ops for title, ops in steps.items() if title.startswith("install and build"))
     bin_dir = prefix / "node_modules" / ".bin"
     assert install.render() == (

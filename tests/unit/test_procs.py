@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from nextdeploy.host.executor import LocalExecutor
 from nextdeploy.host.procs import (
     parent_pid,
@@ -100,3 +102,39 @@ def test_processes_marked_finds_a_process_and_its_children_by_their_env(tmp_path
         other.kill()
         marked.wait()
         other.wait()
+
+
+def test_leftovers_of_a_root_are_not_a_containers_own_root_at_the_same_path(tmp_path: Path) -> None:
+    """Processes that look like this root's leftovers (the preflight marker naming its path, a cwd in its
+    builds/): one here, one in a mount namespace that shares the root (systemd's PrivateTmp gives a service
+    one), and one in a container of its own on the same PID namespace, where the same path is its own deploy
+    root. Only the first two are this root's."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (mount namespaces)")
+    from nextdeploy.activation.preflight import PREFLIGHT_MARKER
+    from nextdeploy.activation.recovery import leftover_processes
+    from nextdeploy.core.paths import DeployPaths
+
+    root, theirs, elsewhere = tmp_path / "srv" / "app", tmp_path / "their-app", tmp_path / "elsewhere"
+    for directory in (root / "builds" / "r1", theirs / "builds" / "r1", elsewhere):
+        directory.mkdir(parents=True)
+    marked = {**os.environ, PREFLIGHT_MARKER: str(root)}
+    in_ns = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c"]
+    started = [
+        subprocess.Popen(["sh", "-c", "echo ready; exec sleep 60"], env=marked, cwd="/", stdout=subprocess.PIPE),
+        subprocess.Popen([*in_ns, f"mount -t tmpfs none {elsewhere} && cd {root}/builds/r1 && echo ready && "
+                                  "exec sleep 60"], stdout=subprocess.PIPE),
+        subprocess.Popen([*in_ns, f"mount --bind {theirs} {root} && cd {root}/builds/r1 && echo ready && "
+                                  "exec sleep 60"], env=marked, stdout=subprocess.PIPE),
+    ]
+    try:
+        for process in started:
+            assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        here, sharing, container = (process.pid for process in started)
+        assert os.readlink(f"/proc/{container}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        assert leftover_processes(DeployPaths(root)) == sorted([here, sharing])
+        assert leftover_processes(DeployPaths(theirs)) == []  # the container's: not reachable at its path
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()

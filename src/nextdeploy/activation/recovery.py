@@ -34,7 +34,7 @@ from nextdeploy.core.paths import UNFINISHED_MARKER, DeployPaths
 from nextdeploy.core.releaselog import Status, pending_switch
 from nextdeploy.core.steps import StepName
 from nextdeploy.host.files import remove_path
-from nextdeploy.host.procs import processes_marked, processes_under
+from nextdeploy.host.procs import processes_marked, processes_under, sees_the_same
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans.ops import Remove, StopProcesses
 from nextdeploy.pm2.client import Pm2, Worker
@@ -186,8 +186,11 @@ def stop_leftovers(ctx: Context) -> None:
 def leftover_processes(paths: DeployPaths) -> list[int]:
     """What a deploy of this root started and left running when it was killed: its preflight server (by the
     marker in its env, wherever it works now) and install or build processes working in ``builds/``.
-    Only leftovers when no deploy holds the build lock: else they are that deploy's."""
-    return sorted(set(processes_marked(PREFLIGHT_MARKER, str(paths.root))) | set(processes_under(paths.builds_dir)))
+    Only leftovers when no deploy holds the build lock: else they are that deploy's. A process that sees
+    another directory at the root's path (a container of its own on a shared PID namespace, with its own
+    deploy root there) is not this root's, whatever its env or cwd say."""
+    found = set(processes_marked(PREFLIGHT_MARKER, str(paths.root))) | set(processes_under(paths.builds_dir))
+    return sorted(pid for pid in found if sees_the_same(pid, paths.root))
 
 
 __all__ = ["leftover_processes", "recover", "stop_leftovers"]

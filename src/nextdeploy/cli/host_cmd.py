@@ -122,10 +122,10 @@ _live_command("stop", "Take the app out of PM2 (releases and `current` kept).")
 
 
 def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: str | None = None,
-             after: Callable[[Any], None] | None = None) -> None:
+             after: Callable[[Any, IO[str]], None] | None = None) -> None:
     """Run ``procedure`` on this host's context (the config as host ``as_host`` applies it, for a fleet's
-    config); print its one JSON object; exit with its code. ``after(result)``, if given, runs once that
-    object is out."""
+    config); print its one JSON object; exit with its code. ``after(result, stdout)``, if given, runs once
+    that object is out."""
     made: list[Context] = []
 
     def run() -> Any:
@@ -136,10 +136,10 @@ def run_json(config_path: Path, procedure: Callable[[Context], Any], as_host: st
 
 
 def answer_json(procedure: Callable[[], Any], steps: Callable[[], list[dict[str, Any]]],
-                after: Callable[[Any], None] | None = None) -> None:
+                after: Callable[[Any, IO[str]], None] | None = None) -> None:
     """Run ``procedure``; print its one JSON object (its result's ``to_json()``, or its error) with
-    ``steps()``; exit with its code. ``after(result)``, if given, runs once that object is out (``host
-    lock`` holds its lock there)."""
+    ``steps()``; exit with its code. ``after(result, stdout)``, if given, runs once that object is out
+    (``host lock`` holds its lock there, ``host logs --follow`` streams on stdout)."""
     with _stdout_to_stderr() as out:
         debug = "--debug" in sys.argv
         try:
@@ -160,7 +160,7 @@ def answer_json(procedure: Callable[[], Any], steps: Callable[[], list[dict[str,
         out.write(json.dumps(document, sort_keys=True, default=str) + "\n")
         out.flush()
         if after is not None and code == 0:
-            after(result)
+            after(result, out)
     sys.exit(code)
 
 
@@ -261,7 +261,7 @@ def host_lock_command(as_host: str | None, root: Path, holder: str) -> None:
         held.append(lock)
         return result
 
-    answer_json(take, list, after=lambda _result: hold_until_stdin_closes(held[0]))
+    answer_json(take, list, after=lambda _result, _out: hold_until_stdin_closes(held[0]))
 
 
 @host_group.command("releases")
@@ -280,10 +280,19 @@ def host_releases_command(config_path: Path, as_host: str | None) -> None:
 @host_as_option
 @debug_option
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, help="How many past lines per stream.")
-def host_logs_command(config_path: Path, as_host: str | None, lines: int) -> None:
-    """The last lines of the app's log streams."""
+@click.option("-f", "--follow", is_flag=True, help="Then stream the new lines (`out | ...`) until stdin closes.")
+def host_logs_command(config_path: Path, as_host: str | None, lines: int, follow: bool) -> None:
+    """The last lines of the app's log streams (then, with --follow, the new ones)."""
     from nextdeploy.fleet.commands import host_logs
+    from nextdeploy.fleet.logfollow import follow_until_stdin_closes
 
-    run_json(config_path, lambda ctx: host_logs(ctx, lines), as_host)
+    contexts = []
+
+    def read(ctx: Context) -> Any:
+        contexts.append(ctx)
+        return host_logs(ctx, lines)
+
+    run_json(config_path, read, as_host,
+             after=(lambda _result, out: follow_until_stdin_closes(contexts[0], out)) if follow else None)
 
 

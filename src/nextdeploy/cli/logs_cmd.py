@@ -33,7 +33,6 @@ def logs_command(config_path: Path, lines: int, follow: bool, host: str | None) 
         raise ConfigError(f"--host {host}: {config_path} lists no [[hosts]]",
                           hint="leave --host out: the logs are this machine's")
     ctx = context_for(config)
-    name = ctx.config.app.name
     streams = log_streams(ctx)
     for path, last in tails(ctx, lines):
         click.echo(f"==> {path} (last {len(last)} lines, with its rotated files) <==")
@@ -46,13 +45,19 @@ def logs_command(config_path: Path, lines: int, follow: bool, host: str | None) 
                    + "; `nextdeploy start` serves the live release again")
         return
     if follow:
-        labels = {path: path.name.removeprefix(f"pm2-{name}.").removesuffix(".log") for path in streams}
+        labels = stream_labels(ctx)
         applogs.follow(streams, lambda path, line: click.echo(f"{labels[path]} | {line}"))
 
 
 def log_streams(ctx: Context) -> list[Path]:
     name = ctx.config.app.name
     return [ctx.paths.pm2_out_log(name), ctx.paths.pm2_error_log(name), ctx.paths.pm2_raw_log(name)]
+
+
+def stream_labels(ctx: Context) -> dict[Path, str]:
+    """How a followed line names its stream: ``out``, ``error``, ``raw``."""
+    name = ctx.config.app.name
+    return {path: path.name.removeprefix(f"pm2-{name}.").removesuffix(".log") for path in log_streams(ctx)}
 
 
 def tails(ctx: Context, lines: int) -> list[tuple[Path, list[str]]]:

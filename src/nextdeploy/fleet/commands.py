@@ -11,6 +11,9 @@ like a deploy, and send ``<root>/nextdeploy.toml`` once they hold it.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -205,9 +208,10 @@ def fleet_releases(config: Config, config_text: bytes, json_mode: bool) -> None:
 
 
 def fleet_logs(config: Config, config_text: bytes, host: str | None, lines: int, follow: bool) -> None:
-    if follow:
-        raise ConfigError("--follow is not supported with [[hosts]] yet",
-                          hint="leave --follow out, or run `nextdeploy logs -f` on the host itself")
+    """Every host's (or ``host``'s) last lines, each prefixed with the host; then, with ``follow``, their new
+    lines until Ctrl-C (``fleet.logfollow``)."""
+    from nextdeploy.fleet.logfollow import answer_lines, follow_fleet_logs
+
     if host is not None and host not in [entry.ssh for entry in config.hosts]:
         raise ConfigError(f"--host {host} is not one of the [[hosts]] ({', '.join(h.ssh for h in config.hosts)})",
                           hint="give the ssh value of one of them")
@@ -215,17 +219,24 @@ def fleet_logs(config: Config, config_text: bytes, host: str | None, lines: int,
     with fleet_session(config, reporter) as session:
         if host is not None:
             session.roots = {host: session.roots[host]}
+        if follow:
+            printing = threading.Lock()
+
+            def say(said: list[str]) -> None:
+                with printing:
+                    try:
+                        for line in said:
+                            click.echo(line)
+                    except BrokenPipeError:  # nobody reads: what is still buffered goes nowhere, not to exit 120
+                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                        raise
+
+            follow_fleet_logs(session, config_text, lines, say)
+            return
         answers = ask_every_host(session, config_text, ["logs", "-n", str(lines)])
     for name, answer in answers.items():
-        if "error" in answer:
-            click.echo(f"{name} | {'unreachable: ' if not answer['reachable'] else ''}{answer['error']}")
-            continue
-        for stream in answer.get("streams") or []:
-            click.echo(f"{name} | ==> {stream['path']} (last {len(stream['lines'])} lines) <==")
-            for line in stream["lines"]:
-                click.echo(f"{name} | {line}")
-        if answer.get("not_running"):
-            click.echo(f"{name} | {answer['not_running']}: nothing writes these logs now")
+        for line in answer_lines(name, answer):
+            click.echo(line)
 
 
 def fleet_live_command(config: Config, config_text: bytes, json_mode: bool, name: str,

@@ -2,7 +2,7 @@
 
 Two phases, each on every host in parallel:
 
-1. **Look** (changes nothing anywhere): connect, and ask the installed nextdeploy of this version for the
+1. **Look** (changes nothing anywhere): connect, and ask the installed nextdeploy of this version and code for the
    host's facts (``<root>/tools/nextdeploy-<version>/bin/nextdeploy host facts``): a host already set up
    answers in that one command and is done. Any other host is asked with ``fleet.facts`` sent to its
    ``python3``: Python >= 3.11 with venv, node, rsync (and npm while pm2 is missing) must be there, and
@@ -10,9 +10,9 @@ Two phases, each on every host in parallel:
    builder's (``fleet.platformcheck``). A host that fails any of this fails the set-up before anything
    changed on any host.
 2. **Install** on the hosts that need it: the root and its mark, the wheelhouse (``fleet.wheelhouse``)
-   by rsync, a venv at ``<root>/tools/nextdeploy-<version>/`` (``.installed`` written last; another
-   version's venv then removed), pm2 with npm under ``<root>/tools`` as a local deploy installs it, then
-   the installed nextdeploy's own facts.
+   by rsync, a venv at ``<root>/tools/nextdeploy-<version>/`` (``.installed`` written last, holding the
+   digest of the code installed: ``wheelhouse.code_digest``; another version's venv then removed), pm2
+   with npm under ``<root>/tools`` as a local deploy installs it, then the installed nextdeploy's own facts.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from nextdeploy.core.fleetconfig import HostConfig
 from nextdeploy.fleet import facts as facts_module
 from nextdeploy.fleet.facts import PREFIX, collect
 from nextdeploy.fleet.platformcheck import check_platforms
-from nextdeploy.fleet.wheelhouse import target_of, wheelhouse
+from nextdeploy.fleet.wheelhouse import code_digest, target_of, wheelhouse
 from nextdeploy.host.rootmark import MARKER_TEXT, ROOT_MARKER, Claim, claim
 from nextdeploy.host.tools import PINNED_NPM_TOOLS
+from nextdeploy.plans.npm import GLOBALCONFIG_ARGV, globalconfig_from, npm_install_argv
 from nextdeploy.remote.argv import SshSettings
 from nextdeploy.remote.errors import SshError, last_line
 from nextdeploy.remote.ssh import RemoteResult, SshTransport
@@ -119,13 +120,14 @@ def in_parallel(names: Sequence[str], work: Callable[[str], T]) -> dict[str, T]:
 
 
 def look(transport: SshTransport, name: str, root: str) -> tuple[dict[str, Any], bool]:
-    """The host's facts, and whether this version is installed there (read only). The fast path is one
-    command: the installed nextdeploy of this version answers."""
+    """The host's facts, and whether this nextdeploy is installed there (read only): this version, and this
+    code (``.installed`` holds the ``code_digest`` it was installed from). The fast path is one command: the
+    installed nextdeploy of this version and code answers."""
     version = nextdeploy.__version__
     prefix = tools_prefix(root, version)
-    script = ('test -f "$1/.installed" && test -x "$1/bin/nextdeploy" && exec "$1/bin/nextdeploy" host facts '
-              f'--root "$2"; exit {NOT_INSTALLED}')
-    answer = transport.run(name, ["sh", "-c", script, "sh", prefix, root], timeout=LOOK_TIMEOUT)
+    script = ('[ "$(cat "$1/.installed" 2>/dev/null)" = "$3" ] && test -x "$1/bin/nextdeploy" && '
+              f'exec "$1/bin/nextdeploy" host facts --root "$2"; exit {NOT_INSTALLED}')
+    answer = transport.run(name, ["sh", "-c", script, "sh", prefix, root, code_digest()], timeout=LOOK_TIMEOUT)
     if answer.ok:
         said = _json(name, answer)
         if said.get("nextdeploy") == version and said.get("pm2"):
@@ -193,21 +195,22 @@ def install(transport: SshTransport, name: str, root: str, facts: dict[str, Any]
     _ok(name, made, f"creating {root} on {name}", f"make {root}'s parent writable for the ssh user of {name}")
     transport.rsync(name, house, wheels, delete=True, timeout=INSTALL_TIMEOUT)
     # PIP_CONFIG_FILE=/dev/null: the host's pip settings (an index, constraints) have no say; the wheelhouse
-    # is the whole world. The old versions' venvs go once this one is complete.
+    # is the whole world. The mark, written last, says which code this is; the old versions' venvs go once
+    # this one is complete.
     script = ('set -e; rm -rf "$1"; "$4" -m venv "$1"; '
               'PIP_CONFIG_FILE=/dev/null "$1/bin/python" -m pip install --quiet --no-index --disable-pip-version-check '
-              '--find-links "$2" "nextdeploy==$3"; touch "$1/.installed"; '
+              '--find-links "$2" "nextdeploy==$3"; printf %s "$5" > "$1/.installed"; '
               'for old in "${1%/*}"/nextdeploy-*; do [ "$old" = "$1" ] || rm -rf "$old"; done')
-    done = transport.run(name, ["sh", "-c", script, "sh", prefix, wheels, version, facts["python"]["path"]],
-                         timeout=INSTALL_TIMEOUT)
+    done = transport.run(name, ["sh", "-c", script, "sh", prefix, wheels, version, facts["python"]["path"],
+                                code_digest()], timeout=INSTALL_TIMEOUT)
     _ok(name, done, f"installing nextdeploy {version} into {prefix} on {name}",
         f"fix what pip says on {name}, then run `nextdeploy setup` again")
     if not facts.get("pm2"):
-        # --globalconfig: with --prefix, npm would read <prefix>/etc/npmrc instead of the host's global npmrc
-        # (its registry, proxy or CA settings).
-        npm = transport.run(name, ["sh", "-c", 'exec npm install --globalconfig "$(npm config get globalconfig)" '
-                                   '--prefix "$1" --no-audit --no-fund --loglevel=error "$2"',
-                                   "sh", f"{root}/tools", PINNED_NPM_TOOLS["pm2"]], timeout=INSTALL_TIMEOUT)
+        # The host's global npmrc (its registry, proxy or CA settings), which --prefix alone would hide.
+        said_config = transport.run(name, ["npm", *GLOBALCONFIG_ARGV], timeout=LOOK_TIMEOUT)
+        globalconfig = globalconfig_from(said_config.text) if said_config.ok else None
+        npm = transport.run(name, [*npm_install_argv("npm", f"{root}/tools", PINNED_NPM_TOOLS["pm2"], globalconfig),
+                                   "--loglevel=error"], timeout=INSTALL_TIMEOUT)
         _ok(name, npm, f"installing pm2 into {root}/tools on {name}",
             f"install it yourself on {name}: npm install -g {PINNED_NPM_TOOLS['pm2']}")
     answer = transport.run(name, [f"{prefix}/bin/nextdeploy", "host", "facts", "--root", root], timeout=LOOK_TIMEOUT)

@@ -11,6 +11,7 @@ the controller runs. Wheelhouses are cached per platform in the controller's bui
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import importlib.metadata as metadata
 import json
@@ -116,6 +117,25 @@ def download_argv(target: Target, pins: Mapping[str, str], direct: list[str], de
     for tag in pip_platforms(target):
         argv += ["--platform", tag]
     return argv + [f"{name}=={pins[name]}" for name in direct if name in pins]
+
+
+@functools.cache
+def code_digest() -> str:
+    """Which code this nextdeploy is, beyond its version (``digest_of`` its package and its dependencies'
+    pins). ``fleet.setup`` records it in a host's install mark: a host with the same version but other code
+    (a dev build, a wheel re-released under the same version, other dependencies) is installed again."""
+    return digest_of(Path(nextdeploy.__file__).resolve().parent, pinned_dependencies())
+
+
+def digest_of(package: Path, pins: Mapping[str, str]) -> str:
+    """A sha256 of a package's files (path and bytes; bytecode left out: what its wheel ships) and of pins."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.relative_to(package).parts and path.suffix != ".pyc":
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    digest.update(json.dumps(dict(pins), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def checkout_dir() -> Path | None:

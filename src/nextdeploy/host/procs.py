@@ -274,6 +274,24 @@ def processes_marked(name: str, value: str) -> list[int]:
     return found
 
 
+def sees_the_same(pid: int, directory: Path) -> bool:
+    """Whether process ``pid`` sees the very ``directory`` we do at its path: in our mount namespace, or in
+    another that shares it (systemd's PrivateTmp, say: another /tmp, the same /srv); not in a container of
+    its own where the same path is another directory (same device and inode, or not ours)."""
+    try:
+        ours = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return True  # no mount namespaces to tell apart
+    try:
+        if os.readlink(f"/proc/{pid}/ns/mnt") == ours:
+            return True
+        theirs = os.stat(f"/proc/{pid}/root{directory}")  # the path as the process's own root resolves it
+        mine = os.stat(directory)
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino)
+
+
 def command_line(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from nextdeploy.core.errors import ToolMissingError
+from nextdeploy.plans.npm import GLOBALCONFIG_ARGV, globalconfig_from, npm_install_argv
 from nextdeploy.plans.packagemanager import YARN_BERRY_PACKAGE, ManagerChoice
 
 PINNED_NPM_TOOLS = {"pm2": "pm2@7", "pnpm": "pnpm@10", "yarn": "yarn@1"}
@@ -59,13 +60,12 @@ def require_tool(name: str, tools_dir: Path | None = None, explicit: str | None 
 
 
 def install_npm_tool(name: str, tools_dir: Path) -> str:
-    """``npm install --prefix <tools_dir> <pkg>`` and return the installed binary."""
+    """``npm install --prefix <tools_dir> <pkg>`` (``plans.npm``: with the machine's global npmrc) and return
+    the installed binary."""
     npm = require_tool("npm")
     tools_dir.mkdir(parents=True, exist_ok=True)
-    completed = subprocess.run(
-        [npm, "install", "--prefix", str(tools_dir), "--no-audit", "--no-fund", PINNED_NPM_TOOLS[name]],
-        capture_output=True, text=True, check=False,
-    )
+    argv = npm_install_argv(npm, str(tools_dir), PINNED_NPM_TOOLS[name], npm_globalconfig(npm))
+    completed = subprocess.run(argv, capture_output=True, text=True, check=False)
     binary = tools_bin(tools_dir) / name
     if completed.returncode != 0 or not binary.is_file():
         last = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -74,6 +74,16 @@ def install_npm_tool(name: str, tools_dir: Path) -> str:
             hint=f"install it yourself: npm install -g {PINNED_NPM_TOOLS[name]}",
         )
     return str(binary)
+
+
+def npm_globalconfig(npm: str) -> str | None:
+    """The global npmrc ``npm`` reads when not given ``--prefix`` (None when npm cannot say)."""
+    try:
+        completed = subprocess.run([npm, *GLOBALCONFIG_ARGV], capture_output=True, text=True, check=False,
+                                   timeout=60, cwd="/")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return globalconfig_from(completed.stdout) if completed.returncode == 0 else None
 
 
 def node_version(node: str) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nextdeploy.core.config import AppConfig
+from nextdeploy.plans.npm import npm_install_argv
 from nextdeploy.plans.ops import CopyTree, MakeDirs, Op, Remove, Rename, Run
 from nextdeploy.plans.packagemanager import ManagerChoice
 
@@ -87,14 +88,16 @@ def staging_dir(prefix: Path) -> Path:
     return prefix.with_name(prefix.name + ".partial")
 
 
-def package_manager_install_ops(npm: str, choice: ManagerChoice, prefix: Path, timeout: float | None) -> list[Op]:
-    """Install the package manager the app wants with npm into its own ``prefix``, through a staging dir
-    renamed into place: an interrupted install never leaves half a tool where the next deploy looks."""
+def package_manager_install_ops(npm: str, choice: ManagerChoice, prefix: Path, timeout: float | None,
+                                globalconfig: str | None = None) -> list[Op]:
+    """Install the package manager the app wants with npm into its own ``prefix`` (``globalconfig``: the
+    machine's global npmrc, ``plans.npm``), through a staging dir renamed into place: an interrupted install
+    never leaves half a tool where the next deploy looks."""
     staging = staging_dir(prefix)
     return [
         Remove(staging),
         MakeDirs(staging),
-        Run((npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund", choice.npm_spec), timeout=timeout),
+        Run(npm_install_argv(npm, str(staging), choice.npm_spec, globalconfig), timeout=timeout),
         Remove(prefix),
         Rename(staging, prefix),
     ]

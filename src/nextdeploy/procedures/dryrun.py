@@ -14,11 +14,12 @@ from nextdeploy.core.paths import ReleaseLayout, SourceLayout
 from nextdeploy.core.releaselog import ReleaseRecord, Status
 from nextdeploy.core.steps import StepName
 from nextdeploy.host import rootmark
-from nextdeploy.host.tools import PINNED_NPM_TOOLS, find_tool, tools_bin
+from nextdeploy.host.tools import PINNED_NPM_TOOLS, find_tool, npm_globalconfig, tools_bin
 from nextdeploy.plans import build as build_plan
 from nextdeploy.plans import hooks as hooks_plan
 from nextdeploy.plans import pm2 as pm2_plan
 from nextdeploy.plans import release as release_plan
+from nextdeploy.plans.npm import npm_install_argv
 from nextdeploy.plans.ops import DeleteWorkers, MakeDirs, Op, Run, SpawnWorkers, WriteFile
 from nextdeploy.plans.packagemanager import choose_manager
 from nextdeploy.plans.runtime import runtime_env
@@ -165,8 +166,9 @@ def _tool_path(ctx: Context, name: str, explicit: str | None = None) -> tuple[st
     found = find_tool(name, ctx.paths.tools_dir, explicit)
     if found or explicit or name not in ("pm2", "pnpm"):
         return found or explicit or name, []
-    install = Run(("npm", "install", "--prefix", str(ctx.paths.tools_dir), "--no-audit", "--no-fund",
-                   PINNED_NPM_TOOLS[name]))
+    npm = find_tool("npm")
+    install = Run(npm_install_argv(npm or "npm", str(ctx.paths.tools_dir), PINNED_NPM_TOOLS[name],
+                                   npm_globalconfig(npm) if npm else None))
     return str(tools_bin(ctx.paths.tools_dir) / name), [install]
 
 

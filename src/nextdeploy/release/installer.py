@@ -15,6 +15,7 @@ from nextdeploy.host.tools import (
     find_tool,
     manager_binary,
     manager_prefix,
+    npm_globalconfig,
     package_version,
     require_tool,
     tools_bin,
@@ -78,7 +79,8 @@ def plan_package_manager(ctx: Context, source_root: Path) -> Installer:
     prefix = manager_prefix(tools_dir, choice)
     return Installer(choice, str(manager_binary(tools_dir, choice)), choice.exact, install_rel,
                      (str(tools_bin(prefix)),),
-                     build_plan.package_manager_install_ops(npm_binary, choice, prefix, config.app.build_timeout))
+                     build_plan.package_manager_install_ops(npm_binary, choice, prefix, config.app.build_timeout,
+                                                            npm_globalconfig(npm_binary)))
 
 
 def ensure_package_manager(ctx: Context, installer: Installer) -> Installer:
