@@ -119,7 +119,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(site: Site) -> None:
     assert f"PM2_HOME={site.pm2_home} {tools}/pm2 start " in result.stdout, result.stdout
     assert f"{tools}/pnpm install --frozen-lockfile" in result.stdout, result.stdout
     assert "rsync -a --exclude=node_modules" in result.stdout and "cp -a --exclude" not in result.stdout
-    assert "npm install --prefix" not in result.stdout  # pnpm and pm2 are found: nothing to install first
+    assert " install --no-audit --no-fund" not in result.stdout  # pnpm and pm2 are found: nothing to install first
     assert not site.root.exists()
 
 

@@ -59,7 +59,11 @@ def test_package_manager_is_installed_into_its_prefix_through_a_staging_dir() ->
     assert lines == [
         "rm -rf /srv/h/tools/yarn-3.8.7.partial",
         "mkdir -p /srv/h/tools/yarn-3.8.7.partial",
-        "/usr/bin/npm install --prefix /srv/h/tools/yarn-3.8.7.partial --no-audit --no-fund @yarnpkg/cli-dist@3.8.7",
+        # A local install in the staging dir, not --prefix (npm would then read <prefix>/etc/npmrc instead of
+        # the machine's global npmrc, and lose its registry, proxy or CA settings).
+        "write /srv/h/tools/yarn-3.8.7.partial/package.json (mode 644, 18 bytes)",
+        "(cd /srv/h/tools/yarn-3.8.7.partial && /usr/bin/npm install --no-audit --no-fund --no-package-lock "
+        "@yarnpkg/cli-dist@3.8.7)",
         "rm -rf /srv/h/tools/yarn-3.8.7",
         "mv -T /srv/h/tools/yarn-3.8.7.partial /srv/h/tools/yarn-3.8.7",
     ]

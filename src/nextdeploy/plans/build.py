@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nextdeploy.core.config import AppConfig
-from nextdeploy.plans.ops import CopyTree, MakeDirs, Op, Remove, Rename, Run
+from nextdeploy.plans.ops import CopyTree, MakeDirs, Op, Remove, Rename, Run, WriteFile
 from nextdeploy.plans.packagemanager import ManagerChoice
 
 # Never copied from a directory source: dependencies are installed fresh, build output rebuilt.
@@ -89,12 +89,18 @@ def staging_dir(prefix: Path) -> Path:
 
 def package_manager_install_ops(npm: str, choice: ManagerChoice, prefix: Path, timeout: float | None) -> list[Op]:
     """Install the package manager the app wants with npm into its own ``prefix``, through a staging dir
-    renamed into place: an interrupted install never leaves half a tool where the next deploy looks."""
+    renamed into place: an interrupted install never leaves half a tool where the next deploy looks.
+
+    A local install in the staging dir (its own package.json), not ``--prefix``: with ``--prefix`` npm reads
+    ``<prefix>/etc/npmrc`` as its global config instead of the machine's, and loses the registry, proxy or
+    CA settings kept there (Debian's /usr/etc/npmrc names the system's CA file)."""
     staging = staging_dir(prefix)
     return [
         Remove(staging),
         MakeDirs(staging),
-        Run((npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund", choice.npm_spec), timeout=timeout),
+        WriteFile(staging / "package.json", '{"private": true}\n'),
+        Run((npm, "install", "--no-audit", "--no-fund", "--no-package-lock", choice.npm_spec), cwd=staging,
+            timeout=timeout),
         Remove(prefix),
         Rename(staging, prefix),
     ]
