@@ -233,11 +233,6 @@ def setup_fleet(config: Config, transport: SshTransport, say: Callable[[str], No
         raise ConfigError("the config lists no [[hosts]]: there is nothing to set up",
                             hint='add [[hosts]] entries (ssh = "web1"), or deploy on this machine with '
                                  "`nextdeploy deploy`")
-    if config.build.host is not None:  # until it is built: never build here while the check compared that host
-        raise ConfigError(f"[build] host = {config.build.host!r} is not supported yet: nextdeploy builds on the "
-                          "machine it runs on",
-                          hint="remove [build] host and run nextdeploy on a machine (or CI runner) of the hosts' "
-                               "platform")
     roots = {host.ssh: host_root(config, host) for host in config.hosts}
     names = list(roots)
     looked = in_parallel(names, lambda name: look(transport, name, roots[name]))
