@@ -38,10 +38,17 @@ class BuildFleet:
         print(run.stderr[-6000:])
         return run
 
-    def events(self, name: str, release: str) -> list[str]:
-        """The events of ``release`` in host ``name``'s release log."""
+    def log(self, name: str, release: str) -> list[dict[str, Any]]:
+        """The entries of ``release`` in host ``name``'s release log."""
         lines = self.fleet.hosts[name].path(f"{ROOT}/releases.jsonl").read_text().splitlines()
-        return [entry["event"] for entry in map(json.loads, lines) if entry["release"] == release]
+        return [entry for entry in map(json.loads, lines) if entry["release"] == release]
+
+    def events(self, name: str, release: str) -> list[str]:
+        return [entry["event"] for entry in self.log(name, release)]
+
+    def revision(self, name: str, release: str) -> str | None:
+        """The revision host ``name`` logged ``release`` built with."""
+        return next(entry.get("revision") for entry in self.log(name, release) if entry["event"] == "built")
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +59,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildFleet]:
         pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
     base = tmp_path_factory.mktemp("fleet-buildhost")
     app = copy_example(base / "app", "v1")
+    git(app, "init", "--quiet")
+    git(app, "add", "-A")
+    git(app, "commit", "--quiet", "-m", "v1")
     with running_fleet(base, count=2) as fleet:
         fleet.write_config(base / "nextdeploy.toml", app, root=ROOT, server={"instances": 1},
                            health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 20},
                            build={"dir": str(base / "build"), "host": "web1"})
         yield BuildFleet(fleet, app, {})
+
+
+def git(cwd: Path, *args: str) -> str:
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    return subprocess.run(["git", *identity, *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
 def only_error_line(run: Run) -> str:
@@ -91,6 +106,7 @@ def test_a_release_built_on_web1_is_pulled_and_shipped_to_web2_then_a_code_chang
     built.releases["v1"] = v1
 
     set_version(built.app, "v2")
+    git(built.app, "commit", "--quiet", "-am", "v2")
     second = built.deploy()
     assert second.code == 0, second.stderr[-3000:]
     result = second.json()
@@ -100,6 +116,11 @@ def test_a_release_built_on_web1_is_pulled_and_shipped_to_web2_then_a_code_chang
     assert {name: fleet.live_release(name, ROOT) for name in fleet.hosts.names} == {"web1": v2, "web2": v2}
     assert built.fleet.versions() == {"web1": "v2", "web2": "v2"}
     assert f"deployed {v2} to 2 host(s) (previous: {v1}); build on web1 " in second.stderr
+    # The revision of the controller's work tree (the copy on web1 has no .git), in every host's record.
+    head = git(built.app, "rev-parse", "HEAD").strip()
+    assert result["build"]["revision"] == head
+    for name in fleet.hosts.names:
+        assert built.revision(name, v2) == head, name
     # Built on web1: its build log and its release log's `building`; web2 only logged it when prepared; the
     # controller built nothing and keeps the pulled copy it shipped from.
     assert fleet.hosts["web1"].path(f"{ROOT}/logs/build-{v2}.log").is_file()

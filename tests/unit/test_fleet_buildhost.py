@@ -61,6 +61,9 @@ def test_the_build_host_is_not_shipped_to_and_builds_with_the_key_on_stdin() -> 
     argv = build_command("/srv/hello/", "web1")
     assert argv[0].startswith("/srv/hello/tools/nextdeploy-") and argv[0].endswith("/bin/nextdeploy")
     assert argv[1:] == ["host", "build", "--key-from-stdin", "-c", "/srv/hello/nextdeploy.toml", "--as", "web1"]
+    # A directory source's revision is read here (its copy there has no .git) and given to the build.
+    assert build_command("/srv/hello", "web1", "abc123-dirty")[1:5] == ["host", "build", "--key-from-stdin",
+                                                                        "--revision"]
 
 
 def test_the_key_comes_on_stdin_and_none_is_refused() -> None:
@@ -75,8 +78,8 @@ def test_a_deploys_result_names_the_build_host_and_lists_it_unshipped() -> None:
                          RsyncStats(300, 0, 3, 800), 9.5)
     result = FleetDeployResult("r", "q", 12.0, 9.5, {"web2": shipped}, None, hosts=["web1", "web2"],
                                built_on=remote).to_json()
-    assert result["build"] == {"host": "web1", "release": "r", "source_bytes_sent": 5000, "pulled_bytes": 800,
-                               "seconds": 9.5}
+    assert result["build"] == {"host": "web1", "release": "r", "revision": None, "source_bytes_sent": 5000,
+                               "pulled_bytes": 800, "seconds": 9.5}
     assert [(host["host"], host["ship"] and host["ship"]["bytes_sent"]) for host in result["hosts"]] == \
         [("web1", None), ("web2", 1000)]
     assert result["ship_bytes"] == 1000

@@ -108,11 +108,12 @@ def host_prepare_command(config_path: Path, as_host: str | None, release_id: str
 @debug_option
 @click.option("--key-from-stdin", is_flag=True, required=True,
               help="Read the fleet's Server Actions key from stdin (never from a command line).")
-def host_build_command(config_path: Path, as_host: str | None, key_from_stdin: bool) -> None:
+@click.option("--revision", metavar="REV", default=None, help="The directory source's revision (git HEAD there).")
+def host_build_command(config_path: Path, as_host: str | None, key_from_stdin: bool, revision: str | None) -> None:
     """Build a release here for the fleet ([build] host), from <root>/source or the git source."""
     from nextdeploy.fleet.buildhost import build_here, read_key
 
-    run_json(config_path, lambda ctx: build_here(ctx, read_key(), as_host or "this host"), as_host)
+    run_json(config_path, lambda ctx: build_here(ctx, read_key(), as_host or "this host", revision), as_host)
 
 
 def _live_command(name: str, summary: str) -> None:

@@ -35,6 +35,7 @@ from nextdeploy.core.errors import ConfigError
 from nextdeploy.core.ids import is_release_id, new_release_id
 from nextdeploy.core.manifest import layout_of
 from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet.build import clear_leftovers
 from nextdeploy.fleet.hostcall import answer_of, host_argv
 from nextdeploy.fleet.ship import LINK_DESTS, next_dir, normalise_mtimes
 from nextdeploy.host.lock import DeployLock
@@ -78,9 +79,10 @@ def source_rsync_options() -> list[str]:
     return ["--delete", "--delete-excluded", *(f"--exclude={name}" for name in IGNORED_IN_SOURCE)]
 
 
-def build_command(root: str, host: str) -> list[str]:
-    """The command line of the build on the build host (the key comes on its stdin)."""
-    return host_argv(root, host, ["build", "--key-from-stdin"])
+def build_command(root: str, host: str, revision: str | None = None) -> list[str]:
+    """The command line of the build on the build host (the key comes on its stdin); ``revision``: the
+    directory source's, read here (its copy there has no .git)."""
+    return host_argv(root, host, ["build", "--key-from-stdin", *(["--revision", revision] if revision else [])])
 
 
 def other_hosts(roots: dict[str, str], build_host: str) -> dict[str, str]:
@@ -135,9 +137,10 @@ def read_key(stream: Any = None) -> str:
     return key
 
 
-def build_here(ctx: Context, key: str, built_on: str) -> HostBuildResult:
-    """Build a release in this host's root, from ``<root>/source`` (a directory source) or the git source,
-    with the fleet's Server Actions ``key``; one build at a time (the root's build lock)."""
+def build_here(ctx: Context, key: str, built_on: str, revision: str | None = None) -> HostBuildResult:
+    """Build a release in this host's root, from ``<root>/source`` (a directory source, whose ``revision`` the
+    controller read) or the git source, with the fleet's Server Actions ``key``; one build at a time (the
+    root's build lock), after clearing what an interrupted one left."""
     started = time.monotonic()
     config = ctx.config
     if not config.app.is_git:
@@ -145,9 +148,10 @@ def build_here(ctx: Context, key: str, built_on: str) -> HostBuildResult:
         ctx = Context(config.model_copy(update={"app": app}), ctx.executor, ctx.reporter)
     builder.prepare_root(ctx)
     with DeployLock(ctx.paths.build_lock_file, "nextdeploy host build (fleet build host)", 0.0):
+        clear_leftovers(ctx)
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id} (built on {built_on} in {ctx.paths.root})")
-        built = builder.build_release(ctx, release_id, {SERVER_ACTIONS_ENV: key})
+        built = builder.build_release(ctx, release_id, {SERVER_ACTIONS_ENV: key}, revision)
     if built.cleanup is not None:
         built.cleanup.join()
     release_dir = ctx.paths.release_dir(release_id)
@@ -169,9 +173,10 @@ class RemoteBuild:
     source_sent: RsyncStats | None
     pulled: RsyncStats | None
     seconds: float
+    revision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "release": self.release,
+        return {"host": self.host, "release": self.release, "revision": self.revision,
                 "source_bytes_sent": self.source_sent.bytes_sent if self.source_sent else None,
                 "pulled_bytes": self.pulled.bytes_received if self.pulled else None,
                 "seconds": round(self.seconds, 3)}
@@ -186,18 +191,21 @@ def build_on_host(transport: SshTransport, config: Config, roots: dict[str, str]
     assert host is not None
     started = time.monotonic()
     root = roots[host]
-    sent = None
+    sent = revision = None
     if sends_source(config):
+        revision = builder.working_tree_revision(controller, Path(config.source))
         sent = transport.rsync(host, Path(config.source), source_dir(root), checksum=False,
                                timeout=SOURCE_TIMEOUT, options=source_rsync_options())
         reporter.info(f"  source sent to {host}:{source_dir(root)}: {sent.bytes_sent / 1e3:.0f} kB")
-    answer = transport.run(host, build_command(root, host), stdin=(key + "\n").encode(), timeout=BUILD_TIMEOUT)
-    release = str(answer_of(host, "build", answer)["release"])
+    answer = transport.run(host, build_command(root, host, revision), stdin=(key + "\n").encode(),
+                           timeout=BUILD_TIMEOUT)
+    said = answer_of(host, "build", answer)
+    release = str(said["release"])
     pulled = release_dir = None
     if other_hosts(roots, host):
         release_dir, pulled = pull_release(transport, host, f"{root.rstrip('/')}/releases/{release}", controller)
         reporter.info(f"  pulled {release} from {host}: {pulled.bytes_received / 1e6:.1f} MB received")
-    return RemoteBuild(host, release, release_dir, sent, pulled, time.monotonic() - started)
+    return RemoteBuild(host, release, release_dir, sent, pulled, time.monotonic() - started, said.get("revision"))
 
 
 def pull_release(transport: SshTransport, host: str, remote_dir: str, controller: Context) -> tuple[Path, RsyncStats]:
