@@ -141,3 +141,22 @@ def test_a_local_git_source_with_a_build_host_is_refused_before_any_host_is_cont
         main(["deploy", "-c", str(tmp_path / "nextdeploy.toml")])
     assert exited.value.code == ExitCode.CONFIG
     assert "a git repository on this machine that the build host cannot fetch" in capsys.readouterr().err
+
+
+def test_host_build_without_a_key_on_stdin_answers_a_config_error_and_builds_nothing(tmp_path: Path) -> None:
+    """The real `nextdeploy host build` as the controller runs it, but with nothing on stdin: one JSON
+    answer (exit 3), and no root made."""
+    import sys
+
+    config = tmp_path / "nextdeploy.toml"
+    root = tmp_path / "root"
+    config.write_text(f'[app]\nname = "x"\nsource = "app"\n\n[server]\nroot = "{root}"\n\n[[hosts]]\nssh = "web1"\n\n'
+                      '[build]\nhost = "web1"\n')
+    done = subprocess.run([sys.executable, "-m", "nextdeploy", "host", "build", "--key-from-stdin", "-c", str(config),
+                           "--as", "web1"], input="", capture_output=True, text=True, timeout=60)
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is False and answer["error"]["code"] == ExitCode.CONFIG
+    assert answer["error"]["message"] == "no Server Actions key came on stdin (--key-from-stdin)"
+    assert done.stderr.splitlines()[-1].startswith("error: no Server Actions key came on stdin")
+    assert not root.exists()

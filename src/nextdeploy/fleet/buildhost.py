@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from nextdeploy.core.config import Config
 from nextdeploy.core.context import Context
@@ -128,7 +128,7 @@ class HostBuildResult:
                 "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3)}
 
 
-def read_key(stream: Any = None) -> str:
+def read_key(stream: IO[str] | None = None) -> str:
     """The Server Actions key the controller sends on stdin (``--key-from-stdin``)."""
     key = (stream or sys.stdin).read().strip()
     if not key:
