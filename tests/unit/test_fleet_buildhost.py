@@ -160,3 +160,19 @@ def test_host_build_without_a_key_on_stdin_answers_a_config_error_and_builds_not
     assert answer["error"]["message"] == "no Server Actions key came on stdin (--key-from-stdin)"
     assert done.stderr.splitlines()[-1].startswith("error: no Server Actions key came on stdin")
     assert not root.exists()
+
+
+def test_a_missing_source_directory_is_a_project_error_before_any_host_is_contacted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from nextdeploy.cli.main import main
+
+    config = tmp_path / "nextdeploy.toml"
+    config.write_text('[app]\nname = "x"\nsource = "gone"\n\n[server]\nroot = "/srv/x"\n\n[[hosts]]\nssh = "web1"\n\n'
+                      '[build]\nhost = "web1"\n')
+    ran: list[Any] = []
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: ran.append(args))
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "-c", str(config)])
+    assert exited.value.code == ExitCode.PROJECT and ran == []
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: source directory {tmp_path / 'gone'} does not exist (fix: fix [app] source in nextdeploy.toml)")

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from nextdeploy.core.config import Config
 from nextdeploy.core.context import Context
-from nextdeploy.core.errors import ConfigError
+from nextdeploy.core.errors import ConfigError, ProjectError
 from nextdeploy.core.ids import is_release_id, new_release_id
 from nextdeploy.core.manifest import layout_of
 from nextdeploy.core.ui import Reporter
@@ -67,6 +67,14 @@ def sends_source(config: Config) -> bool:
                           hint="give [app] source as a git URL the build host can reach, or a directory (without "
                                "[app] ref: the controller sends its files)")
     return False
+
+
+def check_source(config: Config) -> None:
+    """Before any host is contacted: the build host can get the source (``sends_source``), and a directory
+    source is there to send (``ProjectError``, as the builder says it, not an rsync failure)."""
+    if sends_source(config) and not Path(config.source).is_dir():
+        raise ProjectError(f"source directory {config.source} does not exist",
+                           hint="fix [app] source in nextdeploy.toml")
 
 
 def source_dir(root: str) -> str:

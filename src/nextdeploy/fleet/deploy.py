@@ -26,7 +26,7 @@ from nextdeploy.core.context import Context
 from nextdeploy.core.steps import StepName
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import build_once, controller_context, controller_key, drop_older
-from nextdeploy.fleet.buildhost import RemoteBuild, build_on_host, other_hosts, sends_source
+from nextdeploy.fleet.buildhost import RemoteBuild, build_on_host, check_source, other_hosts
 from nextdeploy.fleet.converge import converge_if_mixed
 from nextdeploy.fleet.hostcall import send_config
 from nextdeploy.fleet.lock import fleet_lock
@@ -82,7 +82,7 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter) -> Flee
     (``HostFailedError``: host, step, its exit code), after every switched host was put back."""
     started = time.monotonic()
     if config.build.host is not None:
-        sends_source(config)  # a source the build host cannot get is refused before any host is contacted
+        check_source(config)  # a source the build host cannot get is refused before any host is contacted
     with fleet_session(config, reporter) as session:
         with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
                            StepName.FLEET_SETUP):
