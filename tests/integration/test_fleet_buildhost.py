@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -116,6 +117,7 @@ def test_a_release_built_on_web1_is_pulled_and_shipped_to_web2_then_a_code_chang
     assert {name: fleet.live_release(name, ROOT) for name in fleet.hosts.names} == {"web1": v2, "web2": v2}
     assert built.fleet.versions() == {"web1": "v2", "web2": "v2"}
     assert f"deployed {v2} to 2 host(s) (previous: {v1}); build on web1 " in second.stderr
+    assert re.search(r"^  web1: build the app \(next build\) \([0-9.]+ s\)$", second.stderr, re.M), second.stderr
     # The revision of the controller's work tree (the copy on web1 has no .git), in every host's record.
     head = git(built.app, "rev-parse", "HEAD").strip()
     assert result["build"]["revision"] == head

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -130,10 +130,11 @@ class HostBuildResult:
     files: int
     bytes: int
     seconds: float
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the build's steps there, with their times
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "built_on": self.built_on, "revision": self.revision,
-                "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3)}
+                "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3), "steps": self.steps}
 
 
 def read_key(stream: IO[str] | None = None) -> str:
@@ -165,7 +166,7 @@ def build_here(ctx: Context, key: str, built_on: str, revision: str | None = Non
     release_dir = ctx.paths.release_dir(release_id)
     normalise_mtimes(release_dir, keep=next_dir(built.layout.app_rel))
     return HostBuildResult(release_id, built_on, built.manifest.get("revision"), int(built.manifest["files"]),
-                           int(built.manifest["bytes"]), time.monotonic() - started)
+                           int(built.manifest["bytes"]), time.monotonic() - started, ctx.reporter.steps_json())
 
 
 # --- on the controller ------------------------------------------------------------------------------------
@@ -209,6 +210,8 @@ def build_on_host(transport: SshTransport, config: Config, roots: dict[str, str]
                            timeout=BUILD_TIMEOUT)
     said = answer_of(host, "build", answer)
     release = str(said["release"])
+    for step in said.get("steps") or []:
+        reporter.info(f"  {host}: {step.get('title')} ({float(step.get('seconds') or 0):.1f} s)")
     pulled = release_dir = None
     if other_hosts(roots, host):
         release_dir, pulled = pull_release(transport, host, f"{root.rstrip('/')}/releases/{release}", controller)
