@@ -1,6 +1,7 @@
 """Issue 23, item 3: ``[build] host = "web1"``: the release built on web1 (one of the fleet's two real sshd
-hosts), pulled by the controller and shipped on to web2; no build on the controller. One fleet for the module;
-each test goes on from what the one before left."""
+hosts), pulled by the controller and shipped on to web2; no build on the controller. Then a build box: web3,
+a test host that is not one of the [[hosts]]. One fleet for the module; each test goes on from what the one
+before left."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from support.site import Run
 pytestmark = pytest.mark.integration
 
 ROOT = "/srv/fleet-buildhost"  # its own root: the test hosts share one PID namespace (see test_fleet_deploy)
+HOSTS = ["web1", "web2"]  # the [[hosts]]; web3 is the build box of the last test
 
 
 @dataclass
@@ -63,10 +65,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildFleet]:
     git(app, "init", "--quiet")
     git(app, "add", "-A")
     git(app, "commit", "--quiet", "-m", "v1")
-    with running_fleet(base, count=2) as fleet:
-        fleet.write_config(base / "nextdeploy.toml", app, root=ROOT, server={"instances": 1},
-                           health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 20},
-                           build={"dir": str(base / "build"), "host": "web1"})
+    with running_fleet(base, count=3) as fleet:
+        config = fleet.write_config(base / "nextdeploy.toml", app, root=ROOT, server={"instances": 1},
+                                    health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 20},
+                                    build={"dir": str(base / "build"), "host": "web1"})
+        web3 = fleet.hosts["web3"]
+        config.write_text(config.read_text().replace(f'[[hosts]]\nssh = "web3"\nhostname = "{web3.address}"\n', ""))
         yield BuildFleet(fleet, app, {})
 
 
@@ -103,7 +107,7 @@ def test_a_release_built_on_web1_is_pulled_and_shipped_to_web2_then_a_code_chang
     # The first pull has nothing to compare with: the whole release comes (what the figure counts).
     release_bytes = first.json()["hosts"][1]["ship"]["release_bytes"]
     assert build["pulled_bytes"] > 0.5 * release_bytes, (build, release_bytes)
-    assert built.fleet.versions() == {"web1": "v1", "web2": "v1"}
+    assert built.fleet.versions(HOSTS) == {"web1": "v1", "web2": "v1"}
     built.releases["v1"] = v1
 
     set_version(built.app, "v2")
@@ -114,14 +118,14 @@ def test_a_release_built_on_web1_is_pulled_and_shipped_to_web2_then_a_code_chang
     v2 = result["release"]
     built.releases["v2"] = v2
     assert v2 != v1 and result["previous"] == v1
-    assert {name: fleet.live_release(name, ROOT) for name in fleet.hosts.names} == {"web1": v2, "web2": v2}
-    assert built.fleet.versions() == {"web1": "v2", "web2": "v2"}
+    assert {name: fleet.live_release(name, ROOT) for name in HOSTS} == {"web1": v2, "web2": v2}
+    assert built.fleet.versions(HOSTS) == {"web1": "v2", "web2": "v2"}
     assert f"deployed {v2} to 2 host(s) (previous: {v1}); build on web1 " in second.stderr
     assert re.search(r"^  web1: build the app \(next build\) \([0-9.]+ s\)$", second.stderr, re.M), second.stderr
     # The revision of the controller's work tree (the copy on web1 has no .git), in every host's record.
     head = git(built.app, "rev-parse", "HEAD").strip()
     assert result["build"]["revision"] == head
-    for name in fleet.hosts.names:
+    for name in HOSTS:
         assert built.revision(name, v2) == head, name
     # Built on web1: its build log and its release log's `building`; web2 only logged it when prepared; the
     # controller built nothing and keeps the pulled copy it shipped from.
@@ -150,7 +154,7 @@ def test_a_build_failing_on_the_build_host_is_one_line_naming_it_and_nothing_liv
         built: BuildFleet) -> None:
     fleet = built.fleet
     v2 = built.releases["v2"]
-    before = built.fleet.release_dirs(ROOT)
+    before = built.fleet.release_dirs(ROOT, HOSTS)
     (built.app / "app" / "page.jsx").write_text("export default function Page() { return <main>; }\n")
     try:
         run = built.deploy()
@@ -160,14 +164,14 @@ def test_a_build_failing_on_the_build_host_is_one_line_naming_it_and_nothing_liv
     line = only_error_line(run)
     assert line.startswith(f"error: web1 failed at build: the build failed (full log: {ROOT}/logs/build-"), line
     assert "(fix: fix the build error shown above" in line
-    assert {name: fleet.live_release(name, ROOT) for name in fleet.hosts.names} == {"web1": v2, "web2": v2}
-    assert built.fleet.versions() == {"web1": "v2", "web2": "v2"}
-    assert built.fleet.release_dirs(ROOT) == before
+    assert {name: fleet.live_release(name, ROOT) for name in HOSTS} == {"web1": v2, "web2": v2}
+    assert built.fleet.versions(HOSTS) == {"web1": "v2", "web2": "v2"}
+    assert built.fleet.release_dirs(ROOT, HOSTS) == before
 
 
 def test_the_build_host_unreachable_is_named_before_anything_changes(built: BuildFleet) -> None:
     fleet = built.fleet
-    before = built.fleet.release_dirs(ROOT)
+    before = built.fleet.release_dirs(ROOT, HOSTS)
     set_version(built.app, "v3")
     fleet.hosts["web1"].stop_sshd()
     try:
@@ -176,14 +180,14 @@ def test_the_build_host_unreachable_is_named_before_anything_changes(built: Buil
         fleet.hosts["web1"].start_sshd()
     assert run.code == ExitCode.SSH, run.stderr[-3000:]
     assert only_error_line(run).startswith("error: cannot reach web1 over SSH")
-    assert built.fleet.release_dirs(ROOT) == before
+    assert built.fleet.release_dirs(ROOT, HOSTS) == before
 
 
 @pytest.fixture
 def node_18_on_every_host(built: BuildFleet, tmp_path: Path) -> Iterator[None]:
     """Every host's `node` answers v18 (a bind mount in the host's own mount namespace only)."""
     hosts = built.fleet.hosts
-    for name in hosts.names:
+    for name in HOSTS:
         fake = hosts[name].path("/srv/fake-node")
         fake.write_text("#!/bin/sh\necho v18.20.0\n")
         fake.chmod(0o755)
@@ -192,10 +196,10 @@ def node_18_on_every_host(built: BuildFleet, tmp_path: Path) -> Iterator[None]:
         # The mount stays in the host's namespace (private propagation), never this machine's.
         here = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
         assert not here.startswith("v18."), here
-        assert hosts.ssh(hosts.names[0], "node --version").stdout.startswith("v18.")
+        assert hosts.ssh(HOSTS[0], "node --version").stdout.startswith("v18.")
         yield
     finally:
-        for name in hosts.names:
+        for name in HOSTS:
             hosts.ssh(name, "umount \"$(command -v node)\"", check=False)
 
 
@@ -218,3 +222,31 @@ def test_hosts_of_another_platform_than_this_machine_are_refused_with_build_host
     assert 'Node major: ' in line and line.endswith('[build] host = "web1" in nextdeploy.toml)'), line
     assert os.path.lexists(fleet.hosts["web1"].path(f"{ROOT}/current"))
     print(shlex.quote(line))
+
+
+def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) -> None:
+    """[build] host = "web3", not one of the [[hosts]]: set up there, built there in [build] root, pulled and
+    shipped to web1 and web2; web3 serves nothing and holds no live release."""
+    fleet = built.fleet
+    config = fleet.config
+    assert config is not None
+    box = fleet.base / "box.toml"
+    box.write_text(config.read_text().replace('host = "web1"\n', 'host = "web3"\nroot = "/srv/build-box"\n'))
+    fleet.config = box
+    set_version(built.app, "v6")
+    try:
+        run = built.deploy()
+    finally:
+        fleet.config = config
+    assert run.code == 0, run.stderr[-3000:]
+    result = run.json()
+    release = result["release"]
+    assert result["build"]["host"] == "web3" and [host["host"] for host in result["hosts"]] == HOSTS
+    assert {name: fleet.live_release(name, ROOT) for name in HOSTS} == {"web1": release, "web2": release}
+    assert built.fleet.versions(HOSTS) == {"web1": "v6", "web2": "v6"}
+    web3 = fleet.hosts["web3"]
+    assert web3.path(f"/srv/build-box/logs/build-{release}.log").is_file()
+    assert (web3.path("/srv/build-box/releases") / release).is_dir()
+    assert not os.path.lexists(web3.path("/srv/build-box/current")) and not web3.path(ROOT).exists()
+    assert all(host["ship"]["bytes_sent"] < 0.10 * host["ship"]["release_bytes"] for host in result["hosts"])
+    no_build_here(fleet)

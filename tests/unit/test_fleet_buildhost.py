@@ -176,3 +176,37 @@ def test_a_missing_source_directory_is_a_project_error_before_any_host_is_contac
     assert exited.value.code == ExitCode.PROJECT and ran == []
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: source directory {tmp_path / 'gone'} does not exist (fix: fix [app] source in nextdeploy.toml)")
+
+
+def test_a_build_box_is_set_up_and_sent_the_config_beside_the_hosts_and_builds_in_its_own_root(
+        tmp_path: Path) -> None:
+    from nextdeploy.fleet.setup import build_box, machine_roots
+
+    data = {"app": {"name": "hello", "source": "app"}, "server": {"root": "/srv/hello"},
+            "hosts": [{"ssh": "web1"}, {"ssh": "web2", "root": "/srv/other"}],
+            "build": {"host": "deploy@box:2222", "root": "/srv/build"}}
+    config = parse_config(data, tmp_path)
+    assert build_box(config) == ("deploy@box:2222", "/srv/build")
+    assert machine_roots(config) == {"web1": "/srv/hello", "web2": "/srv/other", "deploy@box:2222": "/srv/build"}
+    assert config.for_host("deploy@box:2222").root == Path("/srv/build")
+    assert other_hosts(machine_roots(config), "deploy@box:2222") == {"web1": "/srv/hello", "web2": "/srv/other"}
+    # Without [build] root: [server] root there; a member of [[hosts]] is no build box.
+    data["build"] = {"host": "box"}
+    assert machine_roots(parse_config(data, tmp_path))["box"] == "/srv/hello"
+    data["build"] = {"host": "web2"}
+    assert build_box(parse_config(data, tmp_path)) is None
+    assert list(machine_roots(parse_config(data, tmp_path))) == ["web1", "web2"]
+
+
+def test_a_dry_run_with_a_build_box_sets_it_up_builds_there_and_ships_to_every_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, plan, _ = dry_run(tmp_path, monkeypatch, capsys, ("web2", "web3"))  # [build] host = "web1": a box
+    assert code in (0, None)
+    steps = plan["steps"]
+    assert steps[0].startswith("set up and check web2, web3, web1: ") and steps[0].endswith("against web1's")
+    assert "send the config to web1:/srv/hello/nextdeploy.toml (0600)" in steps
+    assert any(line.startswith("build the release once on web1 in /srv/hello: ") for line in steps)
+    assert [line.split(":")[0] for line in steps if line.startswith("ship to ")] == ["ship to web2", "ship to web3"]
+    assert any(line.startswith("pull it to ") for line in steps)
+    assert not any("--as web1" in line for line in steps if "host prepare" in line or "host activate" in line)
+    assert plan["hosts"] == ["web2", "web3"]

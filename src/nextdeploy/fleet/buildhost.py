@@ -1,9 +1,10 @@
-"""``[build] host``: building a fleet's release on one of its hosts instead of the controller, then shipping
-it from there through the controller.
+"""``[build] host``: building a fleet's release on one of its hosts, or on a build box, instead of the
+controller, then shipping it from there through the controller.
 
 For a fleet whose controller cannot build for the hosts (a laptop of another platform) or whose hosts
-cannot all build (1 GB servers but one): the build host is one of the ``[[hosts]]`` (same ``ssh``), set up
-like the others, and builds in its own root, where a local deploy would, with today's builder:
+cannot all build (1 GB servers but one): the build host is one of the ``[[hosts]]`` (same ``ssh``), or a
+build box (any other ssh destination: ``fleet.setup.build_box``, its root ``[build] root``), set up like a
+host, and builds in its root, where a local deploy would, with today's builder:
 
 1. the source goes to ``<its root>/source`` (a dir nextdeploy owns there): a directory source by rsync over
    the session's connection, as a delta, without what the builder never copies (``node_modules``,
@@ -13,8 +14,8 @@ like the others, and builds in its own root, where a local deploy would, with to
    content-derived there (``fleet.ship.normalise_mtimes``), as every shipped copy's are;
 3. hosts cannot be assumed to reach each other, so the controller relays: it pulls the release into
    ``<build dir>/work/releases/<id>`` (rsync, hard links to its previous copy: a delta) and ships it to the
-   other hosts as it ships its own builds. The build host has it already: nothing is shipped to it. A fleet
-   of the build host alone pulls nothing.
+   other hosts as it ships its own builds. A member build host has it already: nothing is shipped to it; a
+   fleet of the build host alone pulls nothing. A build box serves nothing: every host gets it.
 
 The build host's release log has the release's ``building`` and ``built`` events, and its build log
 (``<root>/logs/build-<id>.log``); the other hosts log it ``built`` when it is prepared there, as for a

@@ -258,7 +258,7 @@ def dry_run_plan(config: Config) -> dict[str, Any]:
     from nextdeploy.fleet.build import WORK_DIR
     from nextdeploy.fleet.buildhost import dry_run_lines
     from nextdeploy.fleet.plan import rollout_waves
-    from nextdeploy.fleet.setup import build_dir, host_root
+    from nextdeploy.fleet.setup import build_dir, host_root, machine_roots
     from nextdeploy.remote.argv import remote_command
 
     roots = {host.ssh: host_root(config, host) for host in config.hosts}
@@ -269,14 +269,15 @@ def dry_run_plan(config: Config) -> dict[str, Any]:
 
     waves = rollout_waves(names, config.rollout.canary, config.rollout.batch)
     build_host = config.build.host
+    machines = machine_roots(config)  # the hosts and a build box
     if build_host is None:
         build = [f"build the release once on this machine in {build_dir(config) / WORK_DIR}"]
     else:
-        build = dry_run_lines(config, roots, build_dir(config) / WORK_DIR / "releases", NEW_ID)
+        build = dry_run_lines(config, machines, build_dir(config) / WORK_DIR / "releases", NEW_ID)
     lines = [
-        f"set up and check {', '.join(names)}: nextdeploy and pm2 under each root, the platform against "
+        f"set up and check {', '.join(machines)}: nextdeploy and pm2 under each root, the platform against "
         f"{'this machine' if build_host is None else build_host}'s",
-        *(f"send the config to {host}:{hostcall.host_config_path(roots[host])} (0600)" for host in names),
+        *(f"send the config to {host}:{hostcall.host_config_path(machines[host])} (0600)" for host in machines),
         *(f"lock {host}: {on(host, 'lock', '--holder', '...')} (held until the deploy ends)" for host in names),
         *(f"read {host}: {on(host, 'releases')} (a fleet on mixed releases is converged first)"
           for host in names),

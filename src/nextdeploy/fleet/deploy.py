@@ -33,7 +33,7 @@ from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.prepare import decide_key, give_key
 from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult, roll_out
 from nextdeploy.fleet.session import FleetSession, fleet_session
-from nextdeploy.fleet.setup import setup_fleet
+from nextdeploy.fleet.setup import machine_roots, setup_fleet
 from nextdeploy.fleet.ship import ShipResult, ship
 
 ACTIVATE_TIMEOUT = 900.0  # seconds for one host's `host activate` (the held cut-over, verify, retention)
@@ -87,8 +87,9 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter) -> Flee
         with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
                            StepName.FLEET_SETUP):
             setup_fleet(config, session.transport, reporter.info)
+        machines = machine_roots(config)  # the hosts and a build box
         with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
-            session.each(lambda host: send_config(session.transport, host, session.roots[host], config_text))
+            session.each(lambda host: send_config(session.transport, host, machines[host], config_text), list(machines))
         lock = fleet_lock(session)  # exit 12 when another deploy or rollback holds it
         with lock:
             converge_if_mixed(session)  # a fleet left mixed (a controller killed) first
@@ -104,7 +105,7 @@ def _build(session: FleetSession, config: Config, key: str, ctx: Context,
         return built.release.id, built.release_dir, built.release.cleanup, None
     with reporter.step(f"build the release on {config.build.host} (the [build] host), pull it here for the others",
                        StepName.FLEET_BUILD):
-        remote = build_on_host(session.transport, config, session.roots, key, ctx, reporter)
+        remote = build_on_host(session.transport, config, machine_roots(config), key, ctx, reporter)
     return remote.release, remote.release_dir, None, remote
 
 
