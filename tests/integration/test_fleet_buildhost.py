@@ -226,7 +226,7 @@ def test_hosts_of_another_platform_than_this_machine_are_refused_with_build_host
 
 def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) -> None:
     """[build] host = "web3", not one of the [[hosts]]: set up there, built there in [build] root, pulled and
-    shipped to web1 and web2; web3 serves nothing and holds no live release."""
+    shipped to web1 and web2, twice; web3 serves nothing, holds no live release, keeps one release."""
     fleet = built.fleet
     config = fleet.config
     assert config is not None
@@ -235,6 +235,9 @@ def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) 
     fleet.config = box
     set_version(built.app, "v6")
     try:
+        first = built.deploy()
+        assert first.code == 0, first.stderr[-3000:]
+        set_version(built.app, "v7")
         run = built.deploy()
     finally:
         fleet.config = config
@@ -243,10 +246,11 @@ def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) 
     release = result["release"]
     assert result["build"]["host"] == "web3" and [host["host"] for host in result["hosts"]] == HOSTS
     assert {name: fleet.live_release(name, ROOT) for name in HOSTS} == {"web1": release, "web2": release}
-    assert built.fleet.versions(HOSTS) == {"web1": "v6", "web2": "v6"}
+    assert built.fleet.versions(HOSTS) == {"web1": "v7", "web2": "v7"}
     web3 = fleet.hosts["web3"]
     assert web3.path(f"/srv/build-box/logs/build-{release}.log").is_file()
-    assert (web3.path("/srv/build-box/releases") / release).is_dir()
+    # No retention ever runs on a box (nothing goes live there): it keeps only its newest build.
+    assert [path.name for path in web3.path("/srv/build-box/releases").iterdir()] == [release]
     assert not os.path.lexists(web3.path("/srv/build-box/current")) and not web3.path(ROOT).exists()
     assert all(host["ship"]["bytes_sent"] < 0.10 * host["ship"]["release_bytes"] for host in result["hosts"])
     no_build_here(fleet)

@@ -210,3 +210,23 @@ def test_a_dry_run_with_a_build_box_sets_it_up_builds_there_and_ships_to_every_h
     assert any(line.startswith("pull it to ") for line in steps)
     assert not any("--as web1" in line for line in steps if "host prepare" in line or "host activate" in line)
     assert plan["hosts"] == ["web2", "web3"]
+
+
+def test_a_build_box_keeps_only_its_newest_release_and_a_host_with_a_live_release_keeps_all(tmp_path: Path) -> None:
+    from nextdeploy.core.context import Context
+    from nextdeploy.core.ui import Reporter
+    from nextdeploy.fleet.buildhost import drop_on_box
+    from nextdeploy.host.executor import LocalExecutor
+
+    root = tmp_path / "root"
+    config = parse_config({"app": {"name": "x", "source": "app"}, "server": {"root": str(root)}}, tmp_path)
+    ctx = Context(config, LocalExecutor(), Reporter(force_plain=True, stream=io.StringIO()))
+    ids = ["20261201-000000-000-aaaa", "20261202-000000-000-bbbb", "20261203-000000-000-cccc"]
+    for release in ids:
+        (root / "releases" / release).mkdir(parents=True)
+    (root / "current").symlink_to(root / "releases" / ids[0])  # a root with a live release: a host
+    assert drop_on_box(ctx, ids[2]) == [] and sorted(p.name for p in (root / "releases").iterdir()) == ids
+    (root / "current").unlink()
+    assert drop_on_box(ctx, ids[2]) == [ids[1], ids[0]]
+    assert [p.name for p in (root / "releases").iterdir()] == [ids[2]]
+    assert [event["reason"] for event in ctx.log.events()] == ["pulled; a build box keeps only its newest build"] * 2

@@ -24,6 +24,7 @@ controller build; the deploy's result names the build host.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from nextdeploy.core.errors import ConfigError, ProjectError
 from nextdeploy.core.ids import is_release_id, new_release_id
 from nextdeploy.core.manifest import layout_of
 from nextdeploy.core.ui import Reporter
-from nextdeploy.fleet.build import clear_leftovers
+from nextdeploy.fleet.build import clear_leftovers, drop_older
 from nextdeploy.fleet.hostcall import answer_of, host_argv
 from nextdeploy.fleet.ship import LINK_DESTS, next_dir, normalise_mtimes
 from nextdeploy.host.lock import DeployLock
@@ -88,10 +89,12 @@ def source_rsync_options() -> list[str]:
     return ["--delete", "--delete-excluded", *(f"--exclude={name}" for name in IGNORED_IN_SOURCE)]
 
 
-def build_command(root: str, host: str, revision: str | None = None) -> list[str]:
+def build_command(root: str, host: str, revision: str | None = None, box: bool = False) -> list[str]:
     """The command line of the build on the build host (the key comes on its stdin); ``revision``: the
-    directory source's, read here (its copy there has no .git)."""
-    return host_argv(root, host, ["build", "--key-from-stdin", *(["--revision", revision] if revision else [])])
+    directory source's, read here (its copy there has no .git); ``box``: a build box, which keeps only its
+    newest release."""
+    return host_argv(root, host, ["build", "--key-from-stdin", *(["--revision", revision] if revision else []),
+                                  *(["--build-box"] if box else [])])
 
 
 def other_hosts(roots: dict[str, str], build_host: str) -> dict[str, str]:
@@ -147,7 +150,8 @@ def read_key(stream: IO[str] | None = None) -> str:
     return key
 
 
-def build_here(ctx: Context, key: str, built_on: str, revision: str | None = None) -> HostBuildResult:
+def build_here(ctx: Context, key: str, built_on: str, revision: str | None = None,
+               box: bool = False) -> HostBuildResult:
     """Build a release in this host's root, from ``<root>/source`` (a directory source, whose ``revision`` the
     controller read) or the git source, with the fleet's Server Actions ``key``; one build at a time (the
     root's build lock), after clearing what an interrupted one left."""
@@ -162,12 +166,23 @@ def build_here(ctx: Context, key: str, built_on: str, revision: str | None = Non
         release_id = new_release_id()
         ctx.reporter.info(f"release {release_id} (built on {built_on} in {ctx.paths.root})")
         built = builder.build_release(ctx, release_id, {SERVER_ACTIONS_ENV: key}, revision)
+        if box:
+            drop_on_box(ctx, release_id)
     if built.cleanup is not None:
         built.cleanup.join()
     release_dir = ctx.paths.release_dir(release_id)
     normalise_mtimes(release_dir, keep=next_dir(built.layout.app_rel))
     return HostBuildResult(release_id, built_on, built.manifest.get("revision"), int(built.manifest["files"]),
                            int(built.manifest["bytes"]), time.monotonic() - started, ctx.reporter.steps_json())
+
+
+def drop_on_box(ctx: Context, keep: str) -> list[str]:
+    """A build box serves nothing and activates nothing, so no retention ever runs there: it keeps only the
+    release just built (``keep``; the controller pulls it). Never in a root with a live release (``current``):
+    that is a host, whose releases its own retention keeps."""
+    if os.path.lexists(ctx.paths.current_link):
+        return []
+    return drop_older(ctx, keep, reason="pulled; a build box keeps only its newest build")
 
 
 # --- on the controller ------------------------------------------------------------------------------------
@@ -207,7 +222,8 @@ def build_on_host(transport: SshTransport, config: Config, roots: dict[str, str]
         sent = transport.rsync(host, Path(config.source), source_dir(root), checksum=False,
                                timeout=SOURCE_TIMEOUT, options=source_rsync_options())
         reporter.info(f"  source sent to {host}:{source_dir(root)}: {sent.bytes_sent / 1e3:.0f} kB")
-    answer = transport.run(host, build_command(root, host, revision), stdin=(key + "\n").encode(),
+    box = host not in [entry.ssh for entry in config.hosts]
+    answer = transport.run(host, build_command(root, host, revision, box), stdin=(key + "\n").encode(),
                            timeout=BUILD_TIMEOUT)
     said = answer_of(host, "build", answer)
     release = str(said["release"])
