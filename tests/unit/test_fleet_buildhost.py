@@ -115,6 +115,7 @@ def test_a_dry_run_shows_the_build_on_the_build_host_and_ships_to_the_others_onl
         "node_modules, .next, .git, .turbo, .vercel)" in steps
     [build] = [line for line in steps if line.startswith("build the release once")]
     assert build.startswith("build the release once on web1 in /srv/hello: /srv/hello/tools/nextdeploy-")
+    assert "--build-box" not in build  # a member of [[hosts]]
     assert "host build --key-from-stdin -c /srv/hello/nextdeploy.toml --as web1" in build
     assert f"pull it to {tmp_path / 'build' / 'work' / 'releases'}/<new id> on this machine" in " ".join(steps)
     shipped = [line.split(":")[0] for line in steps if line.startswith("ship to ")]
@@ -205,7 +206,8 @@ def test_a_dry_run_with_a_build_box_sets_it_up_builds_there_and_ships_to_every_h
     steps = plan["steps"]
     assert steps[0].startswith("set up and check web2, web3, web1: ") and steps[0].endswith("against web1's")
     assert "send the config to web1:/srv/hello/nextdeploy.toml (0600)" in steps
-    assert any(line.startswith("build the release once on web1 in /srv/hello: ") for line in steps)
+    [build] = [line for line in steps if line.startswith("build the release once on web1 in /srv/hello: ")]
+    assert "host build --key-from-stdin --build-box -c /srv/hello/nextdeploy.toml --as web1" in build
     assert [line.split(":")[0] for line in steps if line.startswith("ship to ")] == ["ship to web2", "ship to web3"]
     assert any(line.startswith("pull it to ") for line in steps)
     assert not any("--as web1" in line for line in steps if "host prepare" in line or "host activate" in line)

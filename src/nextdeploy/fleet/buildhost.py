@@ -97,6 +97,11 @@ def build_command(root: str, host: str, revision: str | None = None, box: bool =
                                   *(["--build-box"] if box else [])])
 
 
+def is_box(config: Config) -> bool:
+    """Whether the ``[build] host`` is a build box (not one of the ``[[hosts]]``)."""
+    return config.build.host is not None and config.build.host not in [entry.ssh for entry in config.hosts]
+
+
 def other_hosts(roots: dict[str, str], build_host: str) -> dict[str, str]:
     """The hosts the release is shipped to: all but the build host, which built it in place."""
     return {host: root for host, root in roots.items() if host != build_host}
@@ -115,7 +120,8 @@ def dry_run_lines(config: Config, roots: dict[str, str], pulled_to: Path, new_id
                      f"{', '.join(IGNORED_IN_SOURCE)})")
     else:
         lines.append(f"{host} fetches the git source {config.source} itself")
-    lines.append(f"build the release once on {host} in {root}: {remote_command(build_command(root, host))} "
+    box = is_box(config)
+    lines.append(f"build the release once on {host} in {root}: {remote_command(build_command(root, host, box=box))} "
                  "(the Server Actions key on its stdin)")
     if other_hosts(roots, host):
         lines.append(f"pull it to {pulled_to}/{new_id} on this machine (rsync, a delta against the previous one), "
@@ -222,7 +228,7 @@ def build_on_host(transport: SshTransport, config: Config, roots: dict[str, str]
         sent = transport.rsync(host, Path(config.source), source_dir(root), checksum=False,
                                timeout=SOURCE_TIMEOUT, options=source_rsync_options())
         reporter.info(f"  source sent to {host}:{source_dir(root)}: {sent.bytes_sent / 1e3:.0f} kB")
-    box = host not in [entry.ssh for entry in config.hosts]
+    box = is_box(config)
     answer = transport.run(host, build_command(root, host, revision, box), stdin=(key + "\n").encode(),
                            timeout=BUILD_TIMEOUT)
     said = answer_of(host, "build", answer)
