@@ -4,11 +4,9 @@ the module; each test deploys on top of what the one before left (v1, v2, then r
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +52,10 @@ class Deployed:
         return run
 
     def versions(self) -> dict[str, str]:
-        """What each host's app answers on its own address (not through nginx)."""
-        found = {}
-        for host in self.fleet.hosts.hosts:
-            url = f"http://{host.address}:{self.fleet.port}/api/health"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                found[host.name] = json.loads(response.read())["version"]
-        return found
+        return self.fleet.versions()
 
     def release_dirs(self) -> dict[str, list[str]]:
-        return {host.name: sorted(path.name for path in host.path(f"{ROOT}/releases").iterdir())
-                for host in self.fleet.hosts.hosts}
+        return self.fleet.release_dirs(ROOT)
 
 
 @pytest.fixture(scope="module")

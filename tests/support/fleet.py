@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import shlex
 import socket
@@ -102,6 +103,22 @@ class Fleet:
 
     def live_releases(self, root: str = "/srv/app") -> dict[str, str | None]:
         return {name: self.live_release(name, root) for name in self.hosts.names}
+
+    def versions(self, names: list[str] | None = None) -> dict[str, str]:
+        """What each host's app (or those of ``names``) answers on its own address (not through nginx): the
+        example app's version."""
+        found = {}
+        for host in self.hosts.hosts:
+            if names is not None and host.name not in names:
+                continue
+            with urllib.request.urlopen(f"http://{host.address}:{self.port}/api/health", timeout=5) as response:
+                found[host.name] = json.loads(response.read())["version"]
+        return found
+
+    def release_dirs(self, root: str = "/srv/app", names: list[str] | None = None) -> dict[str, list[str]]:
+        """The names under each host's (or those of ``names``) ``<root>/releases``."""
+        return {host.name: sorted(path.name for path in host.path(f"{root}/releases").iterdir())
+                for host in self.hosts.hosts if names is None or host.name in names}
 
     def leftovers(self, name: str) -> dict[int, str]:
         """What runs in host ``name``'s namespace besides the host itself (its holder and pid 1, its sshd and

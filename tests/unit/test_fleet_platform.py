@@ -48,7 +48,8 @@ def test_a_mismatch_is_refused_naming_the_host_and_the_fix(host: dict[str, Any],
     assert error.exit_code == ExitCode.PLATFORM == 20
     [line] = format_error(error)
     assert says in line and "would not run on web2" in line, line
-    assert "(fix: build on a machine or CI runner of web2's platform" in line
+    assert line.endswith("(fix: build on a machine or CI runner of web2's platform, or on a host of the fleet: "
+                         '[build] host = "web2" in nextdeploy.toml)')
 
 
 def test_every_host_that_differs_is_listed_and_the_build_host_is_the_reference() -> None:
@@ -56,6 +57,9 @@ def test_every_host_that_differs_is_listed_and_the_build_host_is_the_reference()
     with pytest.raises(PlatformError) as raised:
         check_platforms("web1", hosts["web1"], hosts)
     assert "built on web1" in raised.value.message and "would not run on web2 (and web3)" in raised.value.message
+    # The build host is one of them: the hosts differ among themselves, and no build place fits them all.
+    assert raised.value.hint is not None and raised.value.hint.startswith("one release runs on one platform: give "
+                                                                          "every host the same OS, CPU, libc")
     assert raised.value.details == ["web2: CPU: aarch64 where built, x86_64 on the host",
                                     "web3: CPU: aarch64 where built, x86_64 on the host; "
                                     "Node major: 20 where built, 18 on the host"]

@@ -160,21 +160,6 @@ def test_setup_without_hosts_is_a_config_error(tmp_path: Path, capsys: pytest.Ca
                                        "`nextdeploy deploy`)\n")
 
 
-def test_a_build_host_is_refused_until_supported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # The platform check would compare the hosts with web1 while the release is built here: refused, before
-    # any host is contacted (web1 does not even resolve).
-    config = tmp_path / "nextdeploy.toml"
-    config.write_text('[app]\nname = "x"\nsource = "app"\n\n[server]\nroot = "/srv/x"\n\n[[hosts]]\nssh = "web1"\n\n'
-                      '[build]\nhost = "web1"\n')
-    for command in ("setup", "deploy"):
-        with pytest.raises(SystemExit) as exited:
-            main([command, "-c", str(config)])
-        assert exited.value.code == ExitCode.CONFIG
-        assert capsys.readouterr().err.splitlines()[-1] == (
-            "error: [build] host = 'web1' is not supported yet: nextdeploy builds on the machine it runs on (fix: "
-            "remove [build] host and run nextdeploy on a machine (or CI runner) of the hosts' platform)")
-
-
 def test_ssh_settings_and_build_dir_resolve_on_the_controller(tmp_path: Path) -> None:
     data = {"app": {"name": "hello", "source": "app"}, "server": {"root": "/srv/hello"}, "hosts": [{"ssh": "web1"}]}
     config = parse_config(data, tmp_path)

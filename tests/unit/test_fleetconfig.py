@@ -65,8 +65,13 @@ def test_batch_sizes(tmp_path: Path, batch: int | str, hosts: int, size: int) ->
     ({"rollout": {"batch": "0%"}}, "rollout.batch: must be a number of hosts, without quotes, or a percentage"),
     ({"rollout": {"batch": "101%"}}, "rollout.batch: must be a number of hosts, without quotes, or a percentage"),
     ({"rollout": {"batch": 1.5}}, "rollout.batch"),
-    ({"build": {"host": "web9"}, "hosts": [{"ssh": "web1"}]}, "build: host 'web9' is not one of the [[hosts]]"),
-    ({"build": {"host": "web1"}}, "build: host 'web1' is not one of the [[hosts]] (their ssh: none)"),
+    ({"build": {"host": "web 9"}, "hosts": [{"ssh": "web1"}]}, "build.host: is not an ssh destination"),
+    ({"build": {"root": "/srv/b"}, "hosts": [{"ssh": "web1"}]}, "build: root '/srv/b' is set for no [build] host"),
+    ({"build": {"host": "web1", "root": "/srv/b"}, "hosts": [{"ssh": "web1"}]},
+     "build: root '/srv/b' is set for 'web1', one of the [[hosts]], which builds in its own root"),
+    ({"build": {"host": "box", "root": "srv/b"}, "hosts": [{"ssh": "web1"}]}, "build.root: must be an absolute path"),
+    ({"build": {"host": "box"}, "hosts": [{"ssh": "web1"}], "server": {"root": "rel"}},
+     "build: host 'box' (a build box: not one of the [[hosts]]) has no root and [server] root 'rel' is relative"),
     ({"build": {"dir": ""}}, "build.dir: is empty"),
 ])
 def test_bad_fleet_keys_are_one_line_each_with_their_path(tmp_path: Path, extra: dict[str, Any], says: str) -> None:

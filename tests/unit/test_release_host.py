@@ -16,7 +16,7 @@ from nextdeploy.core.ui import Reporter
 from nextdeploy.host import rootmark
 from nextdeploy.host.executor import LocalExecutor, RunResult
 from nextdeploy.plans.ops import Op, Remove, Run
-from nextdeploy.release.builder import _discard, _working_tree_revision
+from nextdeploy.release.builder import _discard, working_tree_revision
 
 
 class Recording(LocalExecutor):
@@ -42,17 +42,17 @@ def test_the_revision_of_a_directory_source_is_read_through_the_executor(tmp_pat
                           tmp_path)
     executor = Recording()
     ctx = Context(config, executor, Reporter(force_plain=True))
-    assert _working_tree_revision(ctx, source) is None and executor.ops == []  # not a git work tree
+    assert working_tree_revision(ctx, source) is None and executor.ops == []  # not a git work tree
     _git(source, "init", "-q")
     (source / "page.js").write_text("v1")
     _git(source, "add", ".")
     _git(source, "commit", "-qm", "v1")
     head = _git(source, "rev-parse", "HEAD").strip()
-    assert _working_tree_revision(ctx, source) == head
+    assert working_tree_revision(ctx, source) == head
     assert [op.argv[3:] for op in executor.ops if isinstance(op, Run)] == [("rev-parse", "HEAD"),
                                                                           ("status", "--porcelain")]
     (source / "page.js").write_text("v2")
-    assert _working_tree_revision(ctx, source) == head + "-dirty"
+    assert working_tree_revision(ctx, source) == head + "-dirty"
 
 
 def test_prepare_root_creates_the_folders_logs_private_and_marks_the_root(tmp_path: Path) -> None:

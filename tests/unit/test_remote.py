@@ -105,7 +105,7 @@ sent 1,453 bytes  received 152 bytes  3,210.00 bytes/sec
 
 def test_rsync_stats() -> None:
     stats = parse_rsync_stats(RSYNC_STATS)
-    assert (stats.bytes_sent, stats.literal_bytes, stats.files_transferred) == (1453, 18, 1)
+    assert (stats.bytes_sent, stats.literal_bytes, stats.files_transferred, stats.bytes_received) == (1453, 18, 1, 152)
     with pytest.raises(ValueError, match="Total bytes sent"):
         parse_rsync_stats("sent 1 bytes")
 

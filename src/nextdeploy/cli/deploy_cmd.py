@@ -106,8 +106,9 @@ def _fleet_deploy(config_path: Path, json_mode: bool, lock_timeout: float) -> bo
 
     reporter = Reporter(json_mode=json_mode)
     result = fleet_deploy(config, config_path.read_bytes(), reporter, lock_timeout)
-    reporter.info(f"deployed {result.release} to {len(result.shipped)} host(s) "
-                  f"(previous: {result.previous or 'none'}); build {result.build_seconds:.1f} s, "
+    where = f" on {result.built_on.host}" if result.built_on else ""
+    reporter.info(f"deployed {result.release} to {len(result.hosts or result.shipped)} host(s) "
+                  f"(previous: {result.previous or 'none'}); build{where} {result.build_seconds:.1f} s, "
                   f"total {result.seconds:.1f} s")
     reporter.result({**result.to_json(), "steps": reporter.steps_json()})
     return True

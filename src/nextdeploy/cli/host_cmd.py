@@ -102,6 +102,22 @@ def host_prepare_command(config_path: Path, as_host: str | None, release_id: str
     run_json(config_path, lambda ctx: prepare_shipped(ctx, release_id), as_host)
 
 
+@host_group.command("build")
+@config_option
+@host_as_option
+@debug_option
+@click.option("--key-from-stdin", is_flag=True, required=True,
+              help="Read the fleet's Server Actions key from stdin (never from a command line).")
+@click.option("--revision", metavar="REV", default=None, help="The directory source's revision (git HEAD there).")
+@click.option("--build-box", "box", is_flag=True, help="This is a build box: keep only the newest release.")
+def host_build_command(config_path: Path, as_host: str | None, key_from_stdin: bool, revision: str | None,
+                       box: bool) -> None:
+    """Build a release here for the fleet ([build] host), from <root>/source or the git source."""
+    from nextdeploy.fleet.buildhost import build_here, read_key
+
+    run_json(config_path, lambda ctx: build_here(ctx, read_key(), as_host or "this host", revision, box), as_host)
+
+
 def _live_command(name: str, summary: str) -> None:
     """``host start`` and ``host stop``: the procedure of that name, with the live lock's timeout."""
 

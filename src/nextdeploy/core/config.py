@@ -305,12 +305,16 @@ class Config(_Section):
     @field_validator("build")
     @classmethod
     def _fleet_build(cls, value: BuildConfig, info: ValidationInfo) -> BuildConfig:
-        return check_build_host(value, info.data.get("hosts", []))
+        server = info.data.get("server")
+        return check_build_host(value, info.data.get("hosts", []), server.root if server is not None else "/")
 
     def for_host(self, name: str) -> Config:
         """The config as host ``name`` (its ``[[hosts]]`` ``ssh``) applies it: that entry's hostname and root
-        over ``[server]``'s, no fleet sections (on a host, nextdeploy deploys on that host)."""
+        over ``[server]``'s, no fleet sections (on a host, nextdeploy deploys on that host). A ``[build] host``
+        that is not one of them (a build box) gets ``[build] root``."""
         host = next((host for host in self.hosts if host.ssh == name), None)
+        if host is None and name == self.build.host:  # a build box: its own root
+            host = HostConfig.model_validate({"ssh": name, "root": self.build.root})
         if host is None:
             listed = ", ".join(host.ssh for host in self.hosts) or "none"
             raise ConfigError(f"no [[hosts]] entry has ssh = {name!r} (listed: {listed})",

@@ -40,6 +40,13 @@ def destination_problem(text: str) -> str | None:
 _FleetSection = Section  # as every section of nextdeploy.toml
 
 
+def _valid_destination(value: str) -> str:
+    problem = destination_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _absolute_root(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("must be an absolute path on the host, e.g. /srv/hello")
@@ -61,10 +68,7 @@ class HostConfig(_FleetSection):
     @field_validator("ssh")
     @classmethod
     def _destination(cls, value: str) -> str:
-        problem = destination_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+        return _valid_destination(value)
 
     @field_validator("hostname")
     @classmethod
@@ -133,10 +137,11 @@ class RolloutConfig(_FleetSection):
 
 
 class BuildConfig(_FleetSection):
-    """``[build]``: where the release is built (the controller, or one of the hosts) and cached."""
+    """``[build]``: where the release is built (the controller, one of the hosts, or a build box) and cached."""
 
     dir: str | None = None  # the controller's builds, caches and git mirror (default ~/.cache/nextdeploy/<app>)
-    host: str | None = None  # build on this host (its [[hosts]] ssh) and ship from there
+    host: str | None = None  # build there (one of the [[hosts]] by its ssh, or another ssh destination: a build box)
+    root: str | None = None  # a build box's root (default [server] root); a [[hosts]] member builds in its own
 
     @field_validator("dir", "host")
     @classmethod
@@ -144,6 +149,16 @@ class BuildConfig(_FleetSection):
         if value is not None and not value.strip():
             raise ValueError("is empty; remove the key for the default")
         return value
+
+    @field_validator("host")
+    @classmethod
+    def _destination(cls, value: str | None) -> str | None:
+        return None if value is None else _valid_destination(value)
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_root(value)
 
 
 def check_hosts(hosts: list[HostConfig], server_root: str) -> list[HostConfig]:
@@ -160,10 +175,16 @@ def check_hosts(hosts: list[HostConfig], server_root: str) -> list[HostConfig]:
     return hosts
 
 
-def check_build_host(build: BuildConfig, hosts: list[HostConfig]) -> BuildConfig:
-    """``[build] host`` names one of the ``[[hosts]]`` (by its ssh destination)."""
-    if build.host is not None and build.host not in [host.ssh for host in hosts]:
-        known = ", ".join(host.ssh for host in hosts) or "none"
-        raise ValueError(f"host {build.host!r} is not one of the [[hosts]] (their ssh: {known}); "
-                         "name one of them, or remove the key to build on this machine")
+def check_build_host(build: BuildConfig, hosts: list[HostConfig], server_root: str = "/") -> BuildConfig:
+    """``[build] root`` is a build box's: with no ``[build] host``, or one of the ``[[hosts]]`` (which builds in
+    its own root), it would mean nothing. A build box without it uses ``[server] root``: absolute, then."""
+    box = build.host is not None and build.host not in [host.ssh for host in hosts]
+    if box and build.root is None and not server_root.startswith("/"):
+        raise ValueError(f"host {build.host!r} (a build box: not one of the [[hosts]]) has no root and [server] root "
+                         f"{server_root!r} is relative; set [build] root = \"/srv/<app>\" (absolute, on the build box)")
+    if build.root is not None and (build.host is None or build.host in [host.ssh for host in hosts]):
+        where = ("no [build] host" if build.host is None
+                 else f"{build.host!r}, one of the [[hosts]], which builds in its own root")
+        raise ValueError(f"root {build.root!r} is set for {where}; "
+                         "remove [build] root (it is the root of a build box that is not one of the [[hosts]])")
     return build

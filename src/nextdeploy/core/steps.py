@@ -50,6 +50,7 @@ class StepName(StrEnum):
     FLEET_SETUP = "fleet-setup"  # nextdeploy and pm2 on every host (a check when they are there)
     FLEET_CONFIG = "fleet-config"  # the fleet's config sent to every host
     FLEET_STATUS = "fleet-status"  # every host's live release read
+    FLEET_BUILD = "fleet-build"  # the source sent to the [build] host, the release built there and pulled
     FLEET_SHIP = "fleet-ship"  # the release shipped to every host
     FLEET_PREPARE = "fleet-prepare"  # the key given and the release prepared on every host
 

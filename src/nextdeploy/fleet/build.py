@@ -62,7 +62,8 @@ def build_once(ctx: Context, key: str) -> ControllerBuild:
     return ControllerBuild(built, ctx.paths.release_dir(release_id))
 
 
-def drop_older(ctx: Context, keep: str) -> list[str]:
+def drop_older(ctx: Context, keep: str,
+               reason: str = "shipped; the controller keeps only its newest build") -> list[str]:
     """Remove the controller's older releases (the hosts hold their own): only ``keep`` and the newest
     ``KEEP_ON_CONTROLLER - 1`` others stay."""
     releases = sorted((path.name for path in ctx.paths.releases_dir.iterdir()
@@ -70,7 +71,7 @@ def drop_older(ctx: Context, keep: str) -> list[str]:
     dropped = releases[KEEP_ON_CONTROLLER - 1:]
     for name in dropped:
         ctx.executor.apply(Remove(ctx.paths.release_dir(name)))
-        ctx.log.append("removed", name, reason="shipped; the controller keeps only its newest build")
+        ctx.log.append("removed", name, reason=reason)
     return dropped
 
 

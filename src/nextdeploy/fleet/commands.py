@@ -272,9 +272,10 @@ def dry_run_plan(config: Config) -> dict[str, Any]:
     """What a fleet deploy would run, host by host and wave by wave (pure: nothing is contacted). The host
     commands are the very command lines ssh would send."""
     from nextdeploy.fleet.build import WORK_DIR
+    from nextdeploy.fleet.buildhost import dry_run_lines
     from nextdeploy.fleet.lock import lock_argv
     from nextdeploy.fleet.plan import rollout_waves
-    from nextdeploy.fleet.setup import build_dir, host_root
+    from nextdeploy.fleet.setup import build_dir, host_root, machine_roots
     from nextdeploy.remote.argv import remote_command
 
     roots = {host.ssh: host_root(config, host) for host in config.hosts}
@@ -284,17 +285,23 @@ def dry_run_plan(config: Config) -> dict[str, Any]:
         return remote_command(hostcall.host_argv(roots[host], host, list(subcommand)))
 
     waves = rollout_waves(names, config.rollout.canary, config.rollout.batch)
+    build_host = config.build.host
+    machines = machine_roots(config)  # the hosts and a build box
+    if build_host is None:
+        build = [f"build the release once on this machine in {build_dir(config) / WORK_DIR}"]
+    else:
+        build = dry_run_lines(config, machines, build_dir(config) / WORK_DIR / "releases", NEW_ID)
     lines = [
-        f"set up and check {', '.join(names)}: nextdeploy and pm2 under each root, the platform against this "
-        "machine's",
+        f"set up and check {', '.join(machines)}: nextdeploy and pm2 under each root, the platform against "
+        f"{'this machine' if build_host is None else build_host}'s",
         *(f"lock {host}: {remote_command(lock_argv(roots[host], host, '...'))} (held until the deploy ends)"
           for host in names),
-        *(f"send the config to {host}:{hostcall.host_config_path(roots[host])} (0600)" for host in names),
+        *(f"send the config to {host}:{hostcall.host_config_path(machines[host])} (0600)" for host in machines),
         *(f"read {host}: {on(host, 'releases')} (a fleet on mixed releases is converged first)"
           for host in names),
-        f"build the release once on this machine in {build_dir(config) / WORK_DIR}",
+        *build,
         *(f"ship to {host}:{roots[host]}/releases/{NEW_ID} (rsync, a delta against its live release)"
-          for host in names),
+          for host in names if host != build_host),
         *(f"prepare on {host}: {on(host, 'prepare', NEW_ID)} (and the fleet's Server Actions key)"
           for host in names),
     ]

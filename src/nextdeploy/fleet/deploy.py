@@ -3,31 +3,37 @@ all or nothing.
 
     set up the hosts (``fleet.setup``: its fast path when they are)        nothing changed on failure
     [fleet lock, taken before anything is sent: a refused deploy changes nothing]
-    send the config; converge a fleet found on mixed versions (``fleet.converge``)
+    send the config (to a build box too); converge a fleet found on mixed versions (``fleet.converge``)
     read every host's status (reachable? live release?)
-    decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it
-    ship to every host at once (delta), give the key, ``host prepare`` every host   nothing live changed yet
+    decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it, or on the
+    [build] host (``fleet.buildhost``: the source sent there, built, pulled here for the other hosts)
+    ship to every host at once (delta; not to the build host), give the key, ``host prepare`` every host
+                                                                            nothing live changed yet
     ``roll_out``: ``host activate <id>`` canary, then batches (held cut-over on each host); any failure puts
     every switched host back (``fleet.rollout``) and exits with the failing host's error
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nextdeploy.core.config import Config
+from nextdeploy.core.context import Context
 from nextdeploy.core.steps import StepName
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import build_once, controller_context, controller_key, drop_older
+from nextdeploy.fleet.buildhost import RemoteBuild, build_on_host, check_source, other_hosts
 from nextdeploy.fleet.converge import converge_if_mixed
 from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.prepare import decide_key, give_key
 from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult, roll_out
 from nextdeploy.fleet.session import FleetSession, fleet_session
-from nextdeploy.fleet.setup import setup_fleet
+from nextdeploy.fleet.setup import machine_roots, setup_fleet
 from nextdeploy.fleet.ship import ShipResult, ship
 
 ACTIVATE_TIMEOUT = 900.0  # seconds for one host's `host activate` (the held cut-over, verify, retention)
@@ -44,6 +50,8 @@ class FleetDeployResult:
     rollout: RolloutResult | None
     failed: str | None = None  # the message of the failure, when the deploy failed
     steps: list[dict[str, Any]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # every host, in config order (the build host is not shipped to)
+    built_on: RemoteBuild | None = None  # the [build] host's build; None: built on this machine
 
     def to_json(self) -> dict[str, Any]:
         hosts = {run["host"]: run for run in (self.rollout.to_json()["hosts"] if self.rollout else [])}
@@ -53,8 +61,10 @@ class FleetDeployResult:
             "seconds": round(self.seconds, 3),
             "build_seconds": round(self.build_seconds, 3),
             "failed": self.failed,
-            "hosts": [{**hosts.get(name, {"host": name}), "ship": shipped.to_json()}
-                      for name, shipped in self.shipped.items()],
+            "build": self.built_on.to_json() if self.built_on else {"host": None},
+            "hosts": [{**hosts.get(name, {"host": name}),
+                       "ship": self.shipped[name].to_json() if name in self.shipped else None}
+                      for name in self.hosts or self.shipped],
             "ship_bytes": sum(shipped.bytes_sent for shipped in self.shipped.values()),
             "waves": [list(wave) for wave in self.rollout.waves] if self.rollout else [],
         }
@@ -72,17 +82,33 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
     """Deploy to every ``[[hosts]]`` entry (see the module's doc). Raises the failing host's error
     (``HostFailedError``: host, step, its exit code), after every switched host was put back."""
     started = time.monotonic()
+    if config.build.host is not None:
+        check_source(config)  # a source the build host cannot get is refused before any host is contacted
     with fleet_session(config, reporter) as session:
         with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
                            StepName.FLEET_SETUP):
             setup_fleet(config, session.transport, reporter.info)
+        machines = machine_roots(config)  # the hosts and a build box
         # The lock first (exit 12 when another deploy or rollback holds it, after --lock-timeout): a refused
         # controller must not overwrite the config the holder's hosts run with.
         with fleet_lock(session, "deploy", lock_timeout):
             with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
-                session.send_config(config_text)
+                session.send_config(config_text, machines)
             converge_if_mixed(session)  # a fleet left mixed (a controller killed) first
             return _deploy_locked(session, config, reporter, started)
+
+
+def _build(session: FleetSession, config: Config, key: str, ctx: Context,
+           reporter: Reporter) -> tuple[str, Path | None, threading.Thread | None, RemoteBuild | None]:
+    """The release: its id, the controller's copy to ship (None: nothing to ship), the removal of its build
+    dir still running, and the [build] host's build (None: built here)."""
+    if config.build.host is None:
+        built = build_once(ctx, key)
+        return built.release.id, built.release_dir, built.release.cleanup, None
+    with reporter.step(f"build the release on {config.build.host} (the [build] host), pull it here for the others",
+                       StepName.FLEET_BUILD):
+        remote = build_on_host(session.transport, config, machine_roots(config), key, ctx, reporter)
+    return remote.release, remote.release_dir, None, remote
 
 
 def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, started: float) -> FleetDeployResult:
@@ -94,24 +120,28 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
                              controller_key(config))
     ctx = controller_context(config, reporter)
     build_started = time.monotonic()
-    built = build_once(ctx, key)
+    release, release_dir, cleanup, built_on = _build(session, config, key, ctx, reporter)
     build_seconds = time.monotonic() - build_started
-    release = built.release.id
+    targets = session.roots if built_on is None else other_hosts(session.roots, built_on.host)
+    shipped: dict[str, ShipResult] = {}
     try:
-        with reporter.step(f"ship {release} to {len(session.names)} host(s) (delta against each live release)",
-                           StepName.FLEET_SHIP):
-            shipped = ship(session.transport, session.roots, built.release_dir, on_done=lambda result: reporter.info(
-                f"  {result.host}: {result.bytes_sent / 1e6:.1f} MB sent of {result.release_bytes / 1e6:.1f} MB "
-                f"({result.sent_fraction:.1%}) in {result.seconds:.1f} s"))
+        if targets and release_dir is not None:
+            with reporter.step(f"ship {release} to {len(targets)} host(s) (delta against each live release)",
+                               StepName.FLEET_SHIP):
+                shipped = ship(session.transport, targets, release_dir, on_done=lambda result: reporter.info(
+                    f"  {result.host}: {result.bytes_sent / 1e6:.1f} MB sent of {result.release_bytes / 1e6:.1f} MB "
+                    f"({result.sent_fraction:.1%}) in {result.seconds:.1f} s"))
     finally:
-        if built.release.cleanup is not None:
-            built.release.cleanup.join()
+        if cleanup is not None:
+            cleanup.join()
     with reporter.step(f"prepare {release} on every host (Server Actions key, shared links, checks)",
                        StepName.FLEET_PREPARE):
         give_key(session.transport, session.roots, key, choice)
         session.call_each(["prepare", release], timeout=PREPARE_TIMEOUT)
-    drop_older(ctx, release)
-    result = FleetDeployResult(release, previous, 0.0, build_seconds, shipped, None)
+    if release_dir is not None:
+        drop_older(ctx, release)
+    result = FleetDeployResult(release, previous, 0.0, build_seconds, shipped, None, hosts=session.names,
+                               built_on=built_on)
     try:
         result.rollout = roll_out(
             session, release, previous,

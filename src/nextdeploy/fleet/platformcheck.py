@@ -64,6 +64,16 @@ def check_platforms(builder: str, builder_facts: Mapping[str, Any], hosts: Mappi
     raise PlatformError(
         f"a release built on {builder} ({built.describe()}) would not run on {first}{others} "
         f"({platform_of(hosts[first]).describe()}): {'; '.join(wrong[first])}",
-        hint=f"build on a machine or CI runner of {first}'s platform",
+        hint=platform_hint(builder, first, list(hosts)),
         details=[f"{name}: {'; '.join(found)}" for name, found in wrong.items()] if len(wrong) > 1 else None,
     )
+
+
+def platform_hint(builder: str, first: str, hosts: list[str]) -> str:
+    """The fix of a platform mismatch: build where the hosts' platform is (a CI runner, or one of the hosts:
+    ``[build] host``); when a ``[build] host`` already builds, the hosts differ among themselves."""
+    if builder not in hosts:
+        return (f"build on a machine or CI runner of {first}'s platform, or on a host of the fleet: "
+                f'[build] host = "{first}" in nextdeploy.toml')
+    return ("one release runs on one platform: give every host the same OS, CPU, libc and Node major, or set "
+            "[build] host to a host of the platform all the others share")

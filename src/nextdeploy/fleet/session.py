@@ -7,7 +7,7 @@ decide comes from ``fleet.plan`` (pure), what runs on a host is the host's own n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,10 +37,12 @@ class FleetSession:
         """``nextdeploy host <subcommand>`` on ``host``: its result, or its error raised (``HostFailedError``)."""
         return hostcall.call(self.transport, host, self.roots[host], subcommand, timeout=timeout)
 
-    def send_config(self, config_text: bytes) -> None:
-        """The fleet's config to every host at once (``<root>/nextdeploy.toml``, 0600). Only under the fleet
-        lock when the command changes what serves: the hosts of a running deploy work with that file."""
-        self.each(lambda host: hostcall.send_config(self.transport, host, self.roots[host], config_text))
+    def send_config(self, config_text: bytes, roots: Mapping[str, str] | None = None) -> None:
+        """The fleet's config to every host at once (``<root>/nextdeploy.toml``, 0600), or to every machine of
+        ``roots`` (the hosts and a build box). Only under the fleet lock when the command changes what serves:
+        the hosts of a running deploy work with that file."""
+        targets = dict(self.roots if roots is None else roots)
+        self.each(lambda host: hostcall.send_config(self.transport, host, targets[host], config_text), list(targets))
 
     def each(self, work: Callable[[str], T], hosts: Sequence[str] | None = None) -> dict[str, T]:
         """``work(host)`` on every host (or ``hosts``) at once; raises the first host's error (config order)

@@ -84,6 +84,24 @@ def host_root(config: Config, host: HostConfig) -> str:
     return host.root or config.server.root
 
 
+def build_box(config: Config) -> tuple[str, str] | None:
+    """A ``[build] host`` that is not one of the ``[[hosts]]`` (a build box) and its root (``[build] root``, else
+    ``[server] root``); None without one."""
+    host = config.build.host
+    if host is None or host in [entry.ssh for entry in config.hosts]:
+        return None
+    return host, config.build.root or config.server.root
+
+
+def machine_roots(config: Config) -> dict[str, str]:
+    """Every machine a fleet deploy sets up and sends its config to: the hosts, then a build box; each root."""
+    roots = {host.ssh: host_root(config, host) for host in config.hosts}
+    box = build_box(config)
+    if box is not None:
+        roots[box[0]] = box[1]
+    return roots
+
+
 def tools_prefix(root: str, version: str) -> str:
     return f"{root}/tools/{PREFIX}{version}"
 
@@ -236,12 +254,7 @@ def setup_fleet(config: Config, transport: SshTransport, say: Callable[[str], No
         raise ConfigError("the config lists no [[hosts]]: there is nothing to set up",
                             hint='add [[hosts]] entries (ssh = "web1"), or deploy on this machine with '
                                  "`nextdeploy deploy`")
-    if config.build.host is not None:  # until it is built: never build here while the check compared that host
-        raise ConfigError(f"[build] host = {config.build.host!r} is not supported yet: nextdeploy builds on the "
-                          "machine it runs on",
-                          hint="remove [build] host and run nextdeploy on a machine (or CI runner) of the hosts' "
-                               "platform")
-    roots = {host.ssh: host_root(config, host) for host in config.hosts}
+    roots = machine_roots(config)  # a build box is set up as a host is (pm2 too, unused there)
     names = list(roots)
     looked = in_parallel(names, lambda name: look(transport, name, roots[name]))
     for name, (facts, ready) in looked.items():

@@ -55,10 +55,12 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
         return []
 
 
-def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None = None) -> BuiltRelease:
+def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None = None,
+                  revision: str | None = None) -> BuiltRelease:
     """Build the configured source into ``releases/<release_id>``; raises on any failure.
 
-    ``secrets`` are env vars for the build (the Server Actions key) that never reach a log."""
+    ``secrets`` are env vars for the build (the Server Actions key) that never reach a log. ``revision``:
+    a directory source's revision when the directory cannot tell (a copy of a work tree without its .git)."""
     paths = ctx.paths
     ctx.log.append("building", release_id)
     build_dir = paths.build_dir(release_id)
@@ -68,7 +70,8 @@ def build_release(ctx: Context, release_id: str, secrets: dict[str, str] | None 
         if local_source is not None and local_source.is_dir():
             # Before the export: a package manager that is missing or cannot be installed costs no copy.
             installer = ensure_package_manager(ctx, plan_package_manager(ctx, local_source))
-        source, revision = _export_source(ctx, release_id)
+        source, found = _export_source(ctx, release_id)
+        revision = found or revision
         if installer is None:
             installer = ensure_package_manager(ctx, plan_package_manager(ctx, source.source_root))
         info = _inspect_build(ctx, source)
@@ -149,11 +152,11 @@ def _export_source(ctx: Context, release_id: str) -> tuple[SourceLayout, str | N
                 raise ProjectError(f"source directory {source_dir} does not exist",
                                    hint="fix [app] source in nextdeploy.toml")
             ctx.executor.apply_all(build_plan.export_directory_ops(source_dir, build_src))
-            revision = _working_tree_revision(ctx, source_dir)
+            revision = working_tree_revision(ctx, source_dir)
     return SourceLayout(build_src, config.app.path), revision
 
 
-def _working_tree_revision(ctx: Context, source_dir: Path) -> str | None:
+def working_tree_revision(ctx: Context, source_dir: Path) -> str | None:
     """HEAD of a directory source that is a git work tree, with ``-dirty`` for local changes."""
     git = find_tool("git")
     if not git or not (source_dir / ".git").exists():

@@ -116,11 +116,21 @@ def rsync_argv(settings: SshSettings, control_dir: Path, destination: Destinatio
     return argv
 
 
+def rsync_pull_argv(settings: SshSettings, control_dir: Path, destination: Destination, source: str, target: Path,
+                    *, options: Sequence[str] = ()) -> list[str]:
+    """Copy the dir ``source`` on ``destination`` into the tree ``target`` here (the other way round from
+    ``rsync_argv``), by checksum, with stats; ``options`` as there (``--link-dest`` dirs here)."""
+    return ["rsync", "--archive", "--stats", "--checksum", *options,
+            "-e", shlex.join(ssh_base_argv(settings, control_dir, destination)),
+            destination.rsync_target(source.rstrip("/") + "/"), f"{target}/"]
+
+
 @dataclass(frozen=True)
 class RsyncStats:
     bytes_sent: int  # everything rsync wrote to the connection: file list, checksums, deltas
     literal_bytes: int  # file contents sent as is (not found on the host)
     files_transferred: int
+    bytes_received: int = 0  # everything rsync read from the connection (a pull: the files' contents)
 
 
 def parse_rsync_stats(output: str) -> RsyncStats:
@@ -133,4 +143,4 @@ def parse_rsync_stats(output: str) -> RsyncStats:
         return int(re.sub(r"[,.]", "", match[1]))
 
     return RsyncStats(figure("Total bytes sent"), figure("Literal data"),
-                      figure("Number of regular files transferred"))
+                      figure("Number of regular files transferred"), figure("Total bytes received"))

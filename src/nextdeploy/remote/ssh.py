@@ -29,6 +29,7 @@ from nextdeploy.remote.argv import (
     parse_rsync_stats,
     remote_command,
     rsync_argv,
+    rsync_pull_argv,
     ssh_argv,
 )
 from nextdeploy.remote.errors import (
@@ -142,18 +143,31 @@ class SshTransport:
                            hint=f"check the permissions of its parent dirs on {host}")
         command = rsync_argv(self.settings, self.control_dir, self.destination(host), source, target,
                              link_dest=link_dest, checksum=checksum, delete=delete, options=options)
+        return self._rsync(host, command, f"copying {source} to {host}:{target}", f"the disk of {host}",
+                           f"free space on {host}", timeout)
+
+    def pull(self, host: str, source: str, target: Path, *, timeout: float | None = None,
+             options: Sequence[str] = ()) -> RsyncStats:
+        """Copy the dir ``source`` on ``host`` into the tree ``target`` here (created if missing), by
+        checksum; ``options`` such as ``--link-dest`` dirs here. Returns rsync's figures."""
+        self.connect(host, timeout)
+        target.mkdir(parents=True, exist_ok=True)
+        command = rsync_pull_argv(self.settings, self.control_dir, self.destination(host), source, target,
+                                  options=options)
+        return self._rsync(host, command, f"copying {host}:{source} to {target}", "the disk here",
+                           f"free space on the disk of {target}", timeout)
+
+    def _rsync(self, host: str, command: list[str], what: str, disk: str, free: str,
+               timeout: float | None) -> RsyncStats:
         # The C locale: figures with plain separators. Not for ssh: with SendEnv LC_* (Debian's default)
         # it would reach the remote commands.
-        done = self._execute(host, command, None, timeout, f"copying {source} to {host}:{target}",
-                             env={**os.environ, "LC_ALL": "C"})
+        done = self._execute(host, command, None, timeout, what, env={**os.environ, "LC_ALL": "C"})
         if done.returncode != 0:
             self._raise_if_disconnected(host, done.stderr)  # the connection failed, not rsync
             said = done.stderr.decode(errors="replace")
             if "No space left on device" in said or "Disk quota exceeded" in said:
-                raise DiskFullError(f"the disk of {host} is full (copying to {target})",
-                                    hint=f"free space on {host}, then run the command again")
-            raise SshError(host, f"copying {source} to {host}:{target} failed (rsync exit {done.returncode}): "
-                                 f"{last_line(said)}",
+                raise DiskFullError(f"{disk} is full ({what})", hint=f"{free}, then run the command again")
+            raise SshError(host, f"{what} failed (rsync exit {done.returncode}): {last_line(said)}",
                            hint=f"fix what rsync says; `rsync --version` must work on {host} too")
         return parse_rsync_stats(done.stdout.decode(errors="replace"))
 
