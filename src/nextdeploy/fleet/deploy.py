@@ -110,7 +110,7 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
                        StepName.FLEET_PREPARE):
         give_key(session.transport, session.roots, key, choice)
         session.call_each(["prepare", release], timeout=PREPARE_TIMEOUT)
-    drop_older(ctx, release)
+    _, sweeping = drop_older(ctx, release)  # renamed into the trash, deleted beside the rollout
     result = FleetDeployResult(release, previous, 0.0, build_seconds, shipped, None)
     try:
         result.rollout = roll_out(
@@ -123,6 +123,9 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
         result.seconds = time.monotonic() - started
         reporter.result({**result.to_json(), "steps": reporter.steps_json()})
         raise failed.error from None
+    finally:
+        if sweeping is not None:
+            sweeping.join()
     result.seconds = time.monotonic() - started
     return result
 
