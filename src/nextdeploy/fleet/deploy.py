@@ -2,9 +2,10 @@
 all or nothing.
 
     set up the hosts (``fleet.setup``: its fast path when they are)        nothing changed on failure
-    [fleet lock, taken before anything is sent: a refused deploy changes nothing]
-    send the config; converge a fleet found on mixed versions (``fleet.converge``)
-    read every host's status (reachable? live release?)
+    [fleet lock, taken before anything is sent: a refused deploy changes nothing; the first host's, then
+    the others' at once]
+    send the config; read every host's live releases and its key file at once (reachable? live release?)
+    converge a fleet found on mixed versions (``fleet.converge``)
     decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it
     ship to every host at once (delta), give the key, ``host prepare`` every host   nothing live changed yet
     ``roll_out``: ``host activate <id>`` canary, then batches (held cut-over on each host); any failure puts
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +24,10 @@ from nextdeploy.core.config import Config
 from nextdeploy.core.steps import StepName
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import build_once, controller_context, controller_key, drop_older
-from nextdeploy.fleet.converge import converge_if_mixed
+from nextdeploy.fleet.converge import converge_if_mixed, read_statuses
 from nextdeploy.fleet.lock import fleet_lock
-from nextdeploy.fleet.prepare import decide_key, give_key
+from nextdeploy.fleet.plan import HostStatus
+from nextdeploy.fleet.prepare import HostKey, decide_key, give_key, read_host_keys
 from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult, roll_out
 from nextdeploy.fleet.session import FleetSession, fleet_session
 from nextdeploy.fleet.setup import setup_fleet
@@ -81,17 +84,26 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
         with fleet_lock(session, "deploy", lock_timeout):
             with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
                 session.send_config(config_text)
-            converge_if_mixed(session)  # a fleet left mixed (a controller killed) first
             return _deploy_locked(session, config, reporter, started)
 
 
+def read_fleet_state(session: FleetSession) -> tuple[list[HostStatus], list[HostKey]]:
+    """Every host's live and usable releases (``host releases``) and its Server Actions key file, read at
+    once: two reads per host side by side, changing nothing."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keys") as pool:
+        keys = pool.submit(read_host_keys, session.transport, session.roots)
+        statuses, _ = read_statuses(session)
+        return statuses, keys.result()
+
+
 def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, started: float) -> FleetDeployResult:
-    with reporter.step("read every host's status", StepName.FLEET_STATUS):
-        statuses = session.call_each(["status"])
-    previous = fleet_previous(statuses)
-    reporter.info("live: " + ", ".join(f"{host} {statuses[host].get('current') or 'none'}" for host in session.names))
+    with reporter.step("read every host's releases and Server Actions key", StepName.FLEET_STATUS):
+        read, found = read_fleet_state(session)
+    live = {status.host: status.live for status in converge_if_mixed(session, read)}  # a mixed fleet first
+    previous = fleet_previous({host: {"current": release} for host, release in live.items()})
+    reporter.info("live: " + ", ".join(f"{host} {live[host] or 'none'}" for host in session.names))
     key, choice = decide_key(session.transport, session.roots, config.security.server_actions_key,
-                             controller_key(config))
+                             controller_key(config), found)
     ctx = controller_context(config, reporter)
     build_started = time.monotonic()
     built = build_once(ctx, key)
@@ -117,7 +129,7 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
             session, release, previous,
             lambda host: session.call(host, ["activate", release], timeout=ACTIVATE_TIMEOUT),
             canary=config.rollout.canary, batch=config.rollout.batch,
-            previous_of={host: statuses[host].get("current") for host in session.names})
+            previous_of=live)
     except RolloutFailed as failed:
         result.rollout, result.failed = failed.result, failed.error.message
         result.seconds = time.monotonic() - started
