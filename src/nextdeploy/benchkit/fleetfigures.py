@@ -37,7 +37,7 @@ def step_seconds(steps: Iterable[dict[str, Any]]) -> dict[str, float]:
 def gaps(lines: Sequence[tuple[float, str]], minimum: float = 0.05) -> dict[str, float]:
     """The time between a step's end and the next step's (or the rollout's first wave's) start, from
     time-stamped stderr lines (seconds since the command started, line): ``{"after <step>": seconds}``, where
-    the untimed work goes (the fleet lock and the mixed-fleet check after ``fleet-config``, the key's
+    the untimed work goes (the fleet lock after ``fleet-setup``, a mixed fleet's convergence and the key's
     decision after ``fleet-status``, ...). Gaps under ``minimum`` are left out."""
     found: dict[str, float] = {}
     ended: tuple[float, str] | None = None
@@ -319,10 +319,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"One run: {meta['about']}", "",
         "## Targets (issue 23)", "", *targets_table(results["summary"]), "", builds_note(deploys), "",
         "## Every measured deploy (a code-only change, under load)", "",
-        "Seconds. *setup*: the hosts checked, the config sent, their status read; *build*: export, install, "
-        "assembly and `next build` (in brackets); *rollout*: the waves one after the other; *other*: the rest, "
-        "in the gaps between steps: the fleet lock and the mixed-fleet check (after fleet-config), the key "
-        "(after fleet-status), removing the controller's previous build (after fleet-prepare); *outside*: "
+        "Seconds. *setup*: the hosts checked, the config sent, their releases and key files read; *build*: "
+        "export, install, assembly and `next build` (in brackets); *rollout*: the waves one after the other; "
+        "*other*: the rest, in the gaps between steps: the fleet lock (after fleet-setup), a mixed fleet's "
+        "convergence and the key (after fleet-status), moving the controller's previous build to its trash "
+        "(after fleet-prepare); *outside*: "
         "Python's start-up and the ssh connections' close. Controller "
         "peak: RSS of the deploy's whole process tree (its `next build` children and ssh connections included) "
         "summed at one sample, sampled every 0.1 s. CPU: user + system seconds used during the deploy by the "

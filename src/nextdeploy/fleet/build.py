@@ -6,6 +6,7 @@ the newest one."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.setup import build_dir
 from nextdeploy.host.executor import LocalExecutor
 from nextdeploy.host.lock import DeployLock
-from nextdeploy.plans.ops import Remove
+from nextdeploy.plans.ops import MakeDirs, Remove, Rename
+from nextdeploy.procedures.retention import sweep_trash
 from nextdeploy.release import builder
 from nextdeploy.release.assemble import BuiltRelease
 from nextdeploy.release.secrets import SERVER_ACTIONS_ENV, stored_server_actions_key
@@ -62,17 +64,20 @@ def build_once(ctx: Context, key: str) -> ControllerBuild:
     return ControllerBuild(built, ctx.paths.release_dir(release_id))
 
 
-def drop_older(ctx: Context, keep: str,
-               reason: str = "shipped; the controller keeps only its newest build") -> list[str]:
-    """Remove the controller's older releases (the hosts hold their own): only ``keep`` and the newest
-    ``KEEP_ON_CONTROLLER - 1`` others stay."""
+def drop_older(ctx: Context, keep: str, reason: str = "shipped; the controller keeps only its newest build"
+               ) -> tuple[list[str], threading.Thread | None]:
+    """Move the controller's older releases (the hosts hold their own) into ``<build dir>/work/trash``: only
+    ``keep`` and the newest ``KEEP_ON_CONTROLLER - 1`` others stay. Renames only: the trash (with what an
+    earlier run left there) is deleted in the background, beside the rollout, as a local deploy's trash
+    is; the thread doing it is returned (None when the trash is empty)."""
     releases = sorted((path.name for path in ctx.paths.releases_dir.iterdir()
                        if path.is_dir() and is_release_id(path.name) and path.name != keep), reverse=True)
     dropped = releases[KEEP_ON_CONTROLLER - 1:]
     for name in dropped:
-        ctx.executor.apply(Remove(ctx.paths.release_dir(name)))
+        ctx.executor.apply_all([MakeDirs(ctx.paths.trash_dir), Rename(ctx.paths.release_dir(name),
+                                                                      ctx.paths.trash_dir / name)])
         ctx.log.append("removed", name, reason=reason)
-    return dropped
+    return dropped, sweep_trash(ctx)
 
 
 def clear_leftovers(ctx: Context) -> list[str]:

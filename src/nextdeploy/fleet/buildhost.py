@@ -188,7 +188,10 @@ def drop_on_box(ctx: Context, keep: str) -> list[str]:
     that is a host, whose releases its own retention keeps."""
     if os.path.lexists(ctx.paths.current_link):
         return []
-    return drop_older(ctx, keep, reason="pulled; a build box keeps only its newest build")
+    dropped, sweeping = drop_older(ctx, keep, reason="pulled; a build box keeps only its newest build")
+    if sweeping is not None:
+        sweeping.join()  # this command ends once it answers: its trash is emptied first
+    return dropped
 
 
 # --- on the controller ------------------------------------------------------------------------------------

@@ -38,15 +38,16 @@ def read_statuses(session: FleetSession) -> tuple[list[HostStatus], dict[str, di
     return [status_of(host, answers[host]) for host in session.names], answers
 
 
-def converge_if_mixed(session: FleetSession) -> list[HostStatus]:
+def converge_if_mixed(session: FleetSession, read: list[HostStatus] | None = None) -> list[HostStatus]:
     """If the hosts serve different releases, say so and activate one release on every host. Hosts serving
-    nothing yet (new in the fleet) are left to the deploy. Returns every host's status after."""
-    return converge(session)[0]
+    nothing yet (new in the fleet) are left to the deploy. ``read``: every host's status, when the caller
+    has just read it (``read_statuses``). Returns every host's status after."""
+    return converge(session, read)[0]
 
 
-def converge(session: FleetSession) -> tuple[list[HostStatus], tuple[str, ...]]:
+def converge(session: FleetSession, read: list[HostStatus] | None = None) -> tuple[list[HostStatus], tuple[str, ...]]:
     """``converge_if_mixed``, and the hosts it moved."""
-    statuses, _ = read_statuses(session)
+    statuses = read if read is not None else read_statuses(session)[0]
     serving = [status for status in statuses if status.live]
     plan = convergence(serving)
     if plan.converged or not serving:

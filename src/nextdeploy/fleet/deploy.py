@@ -2,9 +2,10 @@
 all or nothing.
 
     set up the hosts (``fleet.setup``: its fast path when they are)        nothing changed on failure
-    [fleet lock, taken before anything is sent: a refused deploy changes nothing]
-    send the config (to a build box too); converge a fleet found on mixed versions (``fleet.converge``)
-    read every host's status (reachable? live release?)
+    [fleet lock, taken before anything is sent: a refused deploy changes nothing; the first host's, then
+    the others' at once]
+    send the config (to a build box too); read every host's live releases and its key file at once
+    converge a fleet found on mixed versions (``fleet.converge``)
     decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it, or on the
     [build] host (``fleet.buildhost``: the source sent there, built, pulled here for the other hosts)
     ship to every host at once (delta; not to the build host), give the key, ``host prepare`` every host
@@ -18,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,10 @@ from nextdeploy.core.steps import StepName
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import build_once, controller_context, controller_key, drop_older
 from nextdeploy.fleet.buildhost import RemoteBuild, build_on_host, check_source, other_hosts
-from nextdeploy.fleet.converge import converge_if_mixed
+from nextdeploy.fleet.converge import converge_if_mixed, read_statuses
 from nextdeploy.fleet.lock import fleet_lock
-from nextdeploy.fleet.prepare import decide_key, give_key
+from nextdeploy.fleet.plan import HostStatus
+from nextdeploy.fleet.prepare import HostKey, decide_key, give_key, read_host_keys
 from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult, roll_out
 from nextdeploy.fleet.session import FleetSession, fleet_session
 from nextdeploy.fleet.setup import machine_roots, setup_fleet
@@ -94,7 +97,6 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
         with fleet_lock(session, "deploy", lock_timeout):
             with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
                 session.send_config(config_text, machines)
-            converge_if_mixed(session)  # a fleet left mixed (a controller killed) first
             return _deploy_locked(session, config, reporter, started)
 
 
@@ -111,13 +113,23 @@ def _build(session: FleetSession, config: Config, key: str, ctx: Context,
     return remote.release, remote.release_dir, None, remote
 
 
+def read_fleet_state(session: FleetSession) -> tuple[list[HostStatus], list[HostKey]]:
+    """Every host's live and usable releases (``host releases``) and its Server Actions key file, read at
+    once: two reads per host side by side, changing nothing."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keys") as pool:
+        keys = pool.submit(read_host_keys, session.transport, session.roots)
+        statuses, _ = read_statuses(session)
+        return statuses, keys.result()
+
+
 def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, started: float) -> FleetDeployResult:
-    with reporter.step("read every host's status", StepName.FLEET_STATUS):
-        statuses = session.call_each(["status"])
-    previous = fleet_previous(statuses)
-    reporter.info("live: " + ", ".join(f"{host} {statuses[host].get('current') or 'none'}" for host in session.names))
+    with reporter.step("read every host's releases and Server Actions key", StepName.FLEET_STATUS):
+        read, found = read_fleet_state(session)
+    live = {status.host: status.live for status in converge_if_mixed(session, read)}  # a mixed fleet first
+    previous = fleet_previous({host: {"current": release} for host, release in live.items()})
+    reporter.info("live: " + ", ".join(f"{host} {live[host] or 'none'}" for host in session.names))
     key, choice = decide_key(session.transport, session.roots, config.security.server_actions_key,
-                             controller_key(config))
+                             controller_key(config), found)
     ctx = controller_context(config, reporter)
     build_started = time.monotonic()
     release, release_dir, cleanup, built_on = _build(session, config, key, ctx, reporter)
@@ -138,8 +150,7 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
                        StepName.FLEET_PREPARE):
         give_key(session.transport, session.roots, key, choice)
         session.call_each(["prepare", release], timeout=PREPARE_TIMEOUT)
-    if release_dir is not None:
-        drop_older(ctx, release)
+    sweeping = drop_older(ctx, release)[1] if release_dir is not None else None  # deleted beside the rollout
     result = FleetDeployResult(release, previous, 0.0, build_seconds, shipped, None, hosts=session.names,
                                built_on=built_on)
     try:
@@ -147,12 +158,15 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
             session, release, previous,
             lambda host: session.call(host, ["activate", release], timeout=ACTIVATE_TIMEOUT),
             canary=config.rollout.canary, batch=config.rollout.batch,
-            previous_of={host: statuses[host].get("current") for host in session.names})
+            previous_of=live)
     except RolloutFailed as failed:
         result.rollout, result.failed = failed.result, failed.error.message
         result.seconds = time.monotonic() - started
         reporter.result({**result.to_json(), "steps": reporter.steps_json()})
         raise failed.error from None
+    finally:
+        if sweeping is not None:
+            sweeping.join()
     result.seconds = time.monotonic() - started
     return result
 

@@ -10,8 +10,9 @@ away in any way (it ends, is SIGKILLed, its laptop sleeps until the connection d
 cancelled), the pipe closes, the host sees end of file (or its sshd ends the session) and the kernel drops
 the flock: no lock outlives its holder, and nobody has to guess whether a holder is still alive.
 
-Hosts are locked in config order, so of two controllers at once the one that takes the first host wins
-and the other is refused there, holding nothing, with the holder named (exit 12); with ``--lock-timeout S``
+The first host (config order) is locked alone, so of two controllers at once the one that takes it wins
+and the other is refused there, holding nothing, with the holder named (exit 12); the winner then locks
+the other hosts all at once; with ``--lock-timeout S``
 it tries again every second for up to S seconds, saying who holds it, before that.
 """
 
@@ -33,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from nextdeploy.core.errors import ExitCode, HostFailedError, LockError
 from nextdeploy.fleet import hostcall
+from nextdeploy.fleet.parallel import on_every_host
 from nextdeploy.host.lock import DeployLock
 from nextdeploy.remote.argv import ssh_argv
 from nextdeploy.remote.ssh import RemoteResult
@@ -163,14 +165,41 @@ def _read(file: IO[bytes]) -> bytes:
     return file.read()
 
 
-def lock_every_host(session: FleetSession, holder: str) -> ExitStack:
-    """Every host's fleet lock, taken in config order, in an ExitStack that releases them. If a host is
-    locked by another controller (or cannot be locked), the locks taken so far are released and the error
-    raised: LockError (exit 12) naming the holder."""
+def lock_every_host(session: FleetSession, holder: str,
+                    take: Callable[[str], HeldHostLock] | None = None) -> ExitStack:
+    """Every host's fleet lock, in an ExitStack that releases them (the last host's first). The first host's
+    (config order) is taken alone: of controllers that start at once only the one that holds it goes on,
+    so the others' are then taken all at once (``take(host)``, default ``lock_host``). If a host is locked
+    by another controller (or cannot be locked), every lock taken is released and the first error (config
+    order) raised: LockError (exit 12) naming the holder."""
+    take = take or (lambda host: lock_host(session, host, holder))
+    first, *others = session.names
     with ExitStack() as held:
-        for host in session.names:
-            held.callback(lock_host(session, host, holder).release)
+        held.callback(take(first).release)
+        taken: dict[str, HeldHostLock] = {}
+
+        def one(host: str) -> None:
+            taken[host] = take(host)
+
+        try:
+            outcomes = on_every_host(others, lambda host: _outcome(one, host))
+        finally:
+            for host in others:  # released in reverse order: the first host's lock goes last
+                if host in taken:
+                    held.callback(taken[host].release)
+        for error in outcomes:
+            if error is not None:
+                raise error
         return held.pop_all()
+
+
+def _outcome(work: Callable[[str], None], host: str) -> BaseException | None:
+    """``work(host)``; what it raised (returned, not raised: every host's lock is accounted for first)."""
+    try:
+        work(host)
+    except BaseException as error:  # handed to the caller, which raises it
+        return error
+    return None
 
 
 def waiting(take: Callable[[], T], timeout: float, say: Callable[[str], None], *,
@@ -198,10 +227,10 @@ def waiting(take: Callable[[], T], timeout: float, say: Callable[[str], None], *
 
 @contextmanager
 def fleet_lock(session: FleetSession, command: str | None = None, timeout: float = 0.0) -> Iterator[None]:
-    """Hold every host's fleet lock, taken in config order, for the body. If a host is locked by another
-    controller (or cannot be locked), the locks taken so far are released; with ``timeout`` (seconds,
-    ``--lock-timeout``) it is tried again until then, saying who holds it; then the error is raised:
-    LockError (exit 12) naming the holder."""
+    """Hold every host's fleet lock (``lock_every_host``: the first host's, then the others' at once) for
+    the body. If a host is locked by another controller (or cannot be locked), the locks taken so far are
+    released; with ``timeout`` (seconds, ``--lock-timeout``) it is tried again until then, saying who holds
+    it; then the error is raised: LockError (exit 12) naming the holder."""
     holder = holder_text(command or (sys.argv[1] if len(sys.argv) > 1 else "deploy"))
     with waiting(lambda: lock_every_host(session, holder), timeout, session.reporter.info):
         yield

@@ -158,10 +158,11 @@ def prepare_key(transport: SshTransport, roots: Mapping[str, str], configured: s
 
 
 def decide_key(transport: SshTransport, roots: Mapping[str, str], configured: str | None = None,
-               controller: str | None = None) -> tuple[str, KeyChoice]:
+               controller: str | None = None, found: Sequence[HostKey] | None = None) -> tuple[str, KeyChoice]:
     """Which key the fleet uses (the key itself, fetched from a host when one of theirs is reused), changing
-    nothing on any host: a deploy decides it before its build and gives it once the release is shipped."""
-    key, choice = choose_key(read_host_keys(transport, roots), configured, controller)
+    nothing on any host: a deploy decides it before its build and gives it once the release is shipped.
+    ``found``: every host's key file, when the caller has just read it (``read_host_keys``)."""
+    key, choice = choose_key(read_host_keys(transport, roots) if found is None else found, configured, controller)
     if choice.from_host is not None:
         key = fetch_host_key(transport, choice.from_host, roots[choice.from_host])
         if key_digest(key) != choice.digest:
