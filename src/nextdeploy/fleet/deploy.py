@@ -7,8 +7,9 @@ all or nothing.
     read every host's status (reachable? live release?)
     decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it
     ship to every host at once (delta), give the key, ``host prepare`` every host   nothing live changed yet
-    ``roll_out``: ``host activate <id>`` canary, then batches (held cut-over on each host); any failure puts
-    every switched host back (``fleet.rollout``) and exits with the failing host's error
+    ``roll_out_gated``: ``host activate <id> --gate`` on every host at once, each proven up to its cut-over
+    (nothing switched; a failure aborts all), then ``go`` to the canary, then batches; any failure puts
+    every switched host back (``fleet.gated``, ``fleet.rollout``) and exits with the failing host's error
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from nextdeploy.activation.gate import GATE_TIMEOUT
 from nextdeploy.core.config import Config
 from nextdeploy.core.steps import StepName
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import build_once, controller_context, controller_key, drop_older
 from nextdeploy.fleet.converge import converge_if_mixed
+from nextdeploy.fleet.gated import roll_out_gated
 from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.prepare import decide_key, give_key
-from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult, roll_out
+from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult
 from nextdeploy.fleet.session import FleetSession, fleet_session
 from nextdeploy.fleet.setup import setup_fleet
 from nextdeploy.fleet.ship import ShipResult, ship
 
-ACTIVATE_TIMEOUT = 900.0  # seconds for one host's `host activate` (the held cut-over, verify, retention)
+ACTIVATE_TIMEOUT = 900.0  # seconds for one host's `host activate` (the held cut-over, verify, retention), not
+# counting its wait at the gate (at most GATE_TIMEOUT)
 PREPARE_TIMEOUT = 300.0
 
 
@@ -113,9 +117,9 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
     drop_older(ctx, release)
     result = FleetDeployResult(release, previous, 0.0, build_seconds, shipped, None)
     try:
-        result.rollout = roll_out(
+        result.rollout = roll_out_gated(
             session, release, previous,
-            lambda host: session.call(host, ["activate", release], timeout=ACTIVATE_TIMEOUT),
+            lambda host: session.start_gated(host, release, timeout=ACTIVATE_TIMEOUT + GATE_TIMEOUT),
             canary=config.rollout.canary, batch=config.rollout.batch,
             previous_of={host: statuses[host].get("current") for host in session.names})
     except RolloutFailed as failed:
