@@ -61,6 +61,7 @@ class FleetDeployResult:
                       for name, shipped in self.shipped.items()],
             "ship_bytes": sum(shipped.bytes_sent for shipped in self.shipped.values()),
             "waves": [list(wave) for wave in self.rollout.waves] if self.rollout else [],
+            "prove_seconds": self.rollout.to_json()["prove_seconds"] if self.rollout else None,
         }
 
 

@@ -74,6 +74,7 @@ def roll_out_gated(session: Session, target: str, previous: str | None, start: S
         reporter.info(f"prove {target} on {', '.join(session.names)} at once (nothing switches until every "
                       "host is ready)")
         runs, errors = gates.prove(session.names, stops)
+        proving = time.monotonic() - started
         for number, wave in enumerate(waves):
             if errors or stops.first:
                 break
@@ -85,7 +86,9 @@ def roll_out_gated(session: Session, target: str, previous: str | None, start: S
                     errors[host] = error
                 say_run(reporter, run, STEP)
         gates.abort_waiting(runs, errors)
-        return finish(session, target, previous, waves, runs, errors, stops, started, STEP, previous_of or {})
+        result = finish(session, target, previous, waves, runs, errors, stops, started, STEP, previous_of or {})
+        result.prove_seconds = proving
+        return result
 
 
 class _Gates:

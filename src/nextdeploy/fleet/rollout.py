@@ -83,11 +83,13 @@ class RolloutResult:
     hosts: dict[str, HostRun]  # config order
     decision: RolloutDecision
     seconds: float
+    prove_seconds: float | None = None  # a gated rollout's phase 1 (``fleet.gated``): every host proven
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "previous": self.previous, "waves": [list(wave) for wave in self.waves],
                 "hosts": [run.to_json() for run in self.hosts.values()], "decision": self.decision.to_json(),
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "prove_seconds": None if self.prove_seconds is None else round(self.prove_seconds, 3)}
 
 
 class RolloutFailed(Exception):
