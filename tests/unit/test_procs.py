@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from nextdeploy.host.executor import LocalExecutor
 from nextdeploy.host.procs import (
     parent_pid,
@@ -100,3 +102,24 @@ def test_processes_marked_finds_a_process_and_its_children_by_their_env(tmp_path
         other.kill()
         marked.wait()
         other.wait()
+
+
+def test_processes_marked_leaves_out_a_process_of_another_mount_namespace(tmp_path: Path) -> None:
+    """The same root path in another mount namespace (a container; a fleet's test hosts, which share one PID
+    namespace) is another dir: its preflight server is not ours to stop."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare --mount (root)")
+    marker = {"NEXTDEPLOY_PREFLIGHT_FOR": str(tmp_path / "a root")}
+    elsewhere = subprocess.Popen([unshare, "--mount", "sleep", "30"], env={**os.environ, **marker})
+    here = subprocess.Popen(["sleep", "30"], env={**os.environ, **marker})
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.readlink(f"/proc/{elsewhere.pid}/ns/mnt") == \
+                os.readlink("/proc/self/ns/mnt"):  # unshare execs sleep once the namespace is made
+            time.sleep(0.02)
+        assert processes_marked("NEXTDEPLOY_PREFLIGHT_FOR", str(tmp_path / "a root")) == [here.pid]
+    finally:
+        for process in (elsewhere, here):
+            process.kill()
+            process.wait()

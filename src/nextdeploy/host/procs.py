@@ -264,14 +264,25 @@ def processes_marked(name: str, value: str) -> list[int]:
     children inherit it), wherever they work now. Other users' processes cannot be read: never theirs."""
     marker = f"\0{name}={value}\0".encode()
     found = []
+    ours = _mount_namespace("self")
     for pid in other_pids():
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if marker in b"\0" + environ + b"\0" and running(pid):
+        # A path names a dir within one mount namespace: a process of another (a container, a fleet's test
+        # host) marked with the same path was started for another dir.
+        if marker in b"\0" + environ + b"\0" and running(pid) and _mount_namespace(str(pid)) in (ours, None):
             found.append(pid)
     return found
+
+
+def _mount_namespace(pid: str) -> str | None:
+    """The mount namespace of ``pid`` ("self": this process), None when it cannot be read."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
 
 
 def command_line(pid: int) -> str | None:
