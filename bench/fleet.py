@@ -52,9 +52,11 @@ LOAD_PATH = "/api/health"
 DEPLOY_TIMEOUT = 900.0  # seconds for one `nextdeploy deploy`
 ROOTS = {"fleet": "/srv/bench-fleet", "single": "/srv/bench-single"}  # distinct: the hosts share a PID namespace
 def about(batch: int) -> str:
-    rollout = ("canary 1, batch 1 (the defaults): the 3 hosts switch one after the other" if batch == 1 else
-               f"canary 1, then batch {batch}: web1 alone, then the others {batch} at a time (each host with its "
-               "own root: the test hosts share a PID namespace)")
+    rollout = ("canary 1, batch 1 (the defaults): every host proven at once, then the 3 switch one after the "
+               "other" if batch == 1 else
+               f"canary 1, then batch {batch}: every host proven at once, then web1 switches alone, then the "
+               f"others {batch} at a time")
+    rollout += " (each host with its own root: the test hosts share a PID namespace)"
     return ABOUT + f" Rollout: {rollout}."
 
 
@@ -93,19 +95,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def write_config(fleet: Fleet, base: Path, app: Path, root: str, instances: int, batch: int) -> Path:
     """The same config for both targets but for their hosts (and roots); defaults but for the health check.
 
-    With a batch of more than one host, each host gets its own root: the test hosts share one PID namespace,
-    and a host's nextdeploy stops the leftover preflight servers of its root found by their environment,
-    whichever host's, so two hosts activating at once under the same root path stop each other's."""
+    Each host gets its own root: the test hosts share one PID namespace, and a host's nextdeploy stops the
+    leftover preflight servers of its root found by their environment, whichever host's, so two hosts
+    activating at once under the same root path stop each other's (every host is proven at once, phase 1)."""
     path = fleet.write_config(base / "nextdeploy.toml", app, root=root, server={"instances": instances},
                               health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 30},
                               rollout={"canary": 1, "batch": batch})
-    if batch > 1:
-        text = path.read_text()
-        for host in fleet.hosts.hosts:
-            line = f'hostname = "{host.address}"\n'
-            assert text.count(line) == 1, text
-            text = text.replace(line, f'{line}root = "{root}-{host.name}"\n')
-        path.write_text(text)
+    text = path.read_text()
+    for host in fleet.hosts.hosts:
+        line = f'hostname = "{host.address}"\n'
+        assert text.count(line) == 1, text
+        text = text.replace(line, f'{line}root = "{root}-{host.name}"\n')
+    path.write_text(text)
     return path
 
 

@@ -4,6 +4,7 @@ the module; each test deploys on top of what the one before left (v1, v2, then r
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import time
@@ -26,14 +27,18 @@ pytestmark = pytest.mark.integration
 # Not the harness's default (/srv/app, which test_fleet_ops uses): the test hosts share one PID namespace, and
 # a host's nextdeploy stops the leftover preflight servers of its root found by their env, whichever host's.
 ROOT = "/srv/fleet-deploy"
-# The example app's health route, failing on a host whose root holds shared/health-fails (test (c)).
+# The example app's health route, failing on a host whose root holds shared/health-fails (test (c)); or once
+# the release is approved (it took traffic: after its gate's `go`) on a host whose root holds
+# shared/fails-once-live (test (d)).
 FAILS_WHERE_MARKED = """import { existsSync } from "node:fs";
 import { APP_VERSION } from "../../version";
 
 export const dynamic = "force-dynamic";
 
 export async function GET() {
-  const broken = existsSync("/srv/fleet-deploy/shared/health-fails");
+  const root = "/srv/fleet-deploy";
+  const broken = existsSync(`${root}/shared/health-fails`) ||
+    (existsSync(`${root}/shared/fails-once-live`) && existsSync(`${root}/current/.nextdeploy/approved`));
   return Response.json({ status: broken ? "broken" : "ok", version: APP_VERSION }, { status: broken ? 500 : 200 });
 }
 """
@@ -134,27 +139,59 @@ def test_a_release_that_crashes_at_boot_is_rejected_at_the_canary(deployed: Depl
     no_failures(results)
     assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
     assert deployed.versions() == {name: "v2" for name in fleet.hosts.names}
+    # Every host tried it at once (phase 1); the others failed too, or were aborted by web1's failure.
     outcomes = {host["host"]: host["outcome"] for host in run.json()["hosts"]}
-    assert outcomes == {"web1": "failed", "web2": "not_started", "web3": "not_started"}
+    assert outcomes["web1"] == "failed" and {outcomes["web2"], outcomes["web3"]} <= {"failed", "aborted"}, outcomes
 
 
-def test_a_release_failing_on_the_last_host_is_put_back_everywhere(deployed: Deployed) -> None:
+def log_events(fleet: Fleet, host: str, release: str) -> list[str]:
+    """The events of ``release`` in ``host``'s release log."""
+    lines = fleet.hosts[host].path(f"{ROOT}/releases.jsonl").read_text().splitlines()
+    return [entry["event"] for entry in map(json.loads, lines) if entry["release"] == release]
+
+
+def deploy_failing_on_web3(deployed: Deployed, version: str, marker_name: str, code: ExitCode) -> Run:
+    """Deploy ``version`` with the health route of FAILS_WHERE_MARKED and ``shared/<marker_name>`` on web3,
+    under load: it exits ``code`` naming web3, no request fails, and every host serves v2 after it."""
     fleet = deployed.fleet
     v2 = deployed.releases["v2"]
-    set_version(deployed.app, "v4")
+    set_version(deployed.app, version)
     (deployed.app / "app" / "api" / "health" / "route.js").write_text(FAILS_WHERE_MARKED)
-    marker = fleet.hosts["web3"].path(f"{ROOT}/shared/health-fails")
+    marker = fleet.hosts["web3"].path(f"{ROOT}/shared/{marker_name}")
     marker.write_text("")
     try:
         with load_through(fleet) as results:
             run = deployed.deploy()
     finally:
         marker.unlink()
-    assert run.code not in (0, ExitCode.UNEXPECTED), run.stderr[-3000:]
+    assert run.code == code, run.stderr[-3000:]
     assert only_error_line(run).startswith("error: web3 failed at activate: ")
     no_failures(results)
     assert fleet.live_releases(ROOT) == {name: v2 for name in fleet.hosts.names}
     assert deployed.versions() == {name: "v2" for name in fleet.hosts.names}
+    return run
+
+
+def test_a_release_failing_on_the_last_host_switches_no_host(deployed: Deployed) -> None:
+    """web3's window fails while web1 and web2 wait, proven, at their gates: they are told abort, and no
+    host ever switched (the new guarantee: proven everywhere before anywhere switches)."""
+    fleet = deployed.fleet
+    run = deploy_failing_on_web3(deployed, "v4", "health-fails", ExitCode.PREFLIGHT_FAILED)
+    hosts = {host["host"]: host for host in run.json()["hosts"]}
+    assert {name: host["outcome"] for name, host in hosts.items()} == {
+        "web1": "aborted", "web2": "aborted", "web3": "failed"}
+    assert not any(host["put_back"] for host in hosts.values())
+    v4 = run.json()["release"]
+    for name in ("web1", "web2"):  # proven, never switched to, and not failed there (it may go live later)
+        events = log_events(fleet, name, v4)
+        assert "activated" not in events and events[-1] == "refused", (name, events)
+    assert log_events(fleet, "web3", v4)[-1] == "failed"
+
+
+def test_a_release_failing_on_the_last_host_after_its_switch_is_put_back_everywhere(deployed: Deployed) -> None:
+    """web3's release fails only once it takes traffic (its verify, after its `go`): web1 and web2 switched
+    before it are put back, and every host serves what it served before."""
+    run = deploy_failing_on_web3(deployed, "v4b", "fails-once-live", ExitCode.ROLLED_BACK)
     hosts = {host["host"]: host for host in run.json()["hosts"]}
     assert {name: host["outcome"] for name, host in hosts.items()} == {
         "web1": "switched", "web2": "switched", "web3": "failed"}

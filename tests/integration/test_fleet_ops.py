@@ -421,14 +421,47 @@ def start_controller(ops: Ops, name: str, *args: str) -> tuple[subprocess.Popen[
     return controller, output
 
 
+# The example app's health route, slow on web2 once its release is approved (it took traffic, after its
+# gate's `go`) while shared/slow-once-live is there: web2's switch (its verify probes that route) then lasts
+# seconds, so a signal sent once web1 switched lands while web2 switches and before web3 is told `go`
+# (a switch is otherwise well under a second: every host was proven before).
+SLOW_ONCE_LIVE = """import { existsSync } from "node:fs";
+import { APP_VERSION } from "../../version";
+
+export const dynamic = "force-dynamic";
+
+export async function GET() {
+  if (existsSync("/srv/app/shared/slow-once-live") && existsSync("/srv/app/current/.nextdeploy/approved")) {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+  }
+  return Response.json({ status: "ok", version: APP_VERSION });
+}
+"""
+
+
+@contextlib.contextmanager
+def slow_switch_on_web2(ops: Ops) -> Iterator[None]:
+    """The app's health route is SLOW_ONCE_LIVE (until the next set_version), its marker on web2 meanwhile."""
+    (ops.app / "app" / "api" / "health" / "route.js").write_text(SLOW_ONCE_LIVE)
+    marker = ops.fleet.hosts["web2"].path("/srv/app/shared/slow-once-live")
+    marker.write_text("")
+    try:
+        yield
+    finally:
+        marker.unlink()
+
+
 def wait_for_the_canary(ops: Ops, controller: subprocess.Popen[bytes], output: Path, before: set[str]) -> str:
-    """The release web1 switched to (not one of ``before``), once it serves it."""
+    """The release web1 switched to (not one of ``before``), once it serves it: its `current` moves when its
+    held workers start (phase 1: every host proven first), so the controller's word that web1 switched is
+    waited for; web2 is switching then (phase 2, slowed: ``slow_switch_on_web2``), web3 waits at its gate."""
     deadline = time.monotonic() + 600  # a build on the controller comes first
-    while (live := ops.fleet.live_release("web1")) in before:
+    while "\nok web1: activate" not in output.read_text():
         assert controller.poll() is None, f"the deploy ended before web1 switched:\n{output.read_text()}"
         assert time.monotonic() < deadline, "web1 never switched"
-        time.sleep(0.2)
-    assert live is not None
+        time.sleep(0.02)
+    live = ops.fleet.live_release("web1")
+    assert live is not None and live not in before
     return live
 
 
@@ -437,7 +470,7 @@ def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_
     group: a Ctrl-C at its terminal) -> v2 everywhere, healthy, exit 130, 0 failed requests through nginx."""
     fleet = ops.fleet
     set_version(ops.app, "v3")
-    with load_through(fleet) as results:
+    with load_through(fleet) as results, slow_switch_on_web2(ops):
         controller, output = start_controller(ops, "ctrl-c", "deploy")
         try:
             new = wait_for_the_canary(ops, controller, output, {ops.v2})
@@ -462,11 +495,12 @@ def test_a_deploy_killed_after_the_canary_then_deploy_converges_every_host_and_d
     """v2 everywhere -> `deploy` (v3 again) SIGKILLed once web1 serves it -> `deploy` of v4: the fleet is
     said mixed, converged, then v4 on every host, healthy."""
     fleet = ops.fleet
-    controller, output = start_controller(ops, "killed", "deploy")
-    try:
-        killed_release = wait_for_the_canary(ops, controller, output, {ops.v2})
-    finally:
-        kill_controller(fleet, controller)
+    with slow_switch_on_web2(ops):
+        controller, output = start_controller(ops, "killed", "deploy")
+        try:
+            killed_release = wait_for_the_canary(ops, controller, output, {ops.v2})
+        finally:
+            kill_controller(fleet, controller)
     after_kill = settled(ops)
     assert after_kill["web1"] == killed_release and after_kill["web3"] == ops.v2, after_kill
     assert healthy(fleet)["verdict"] == "mixed"

@@ -255,8 +255,13 @@ def test_fleet_dry_run_shows_each_hosts_commands_by_wave_and_contacts_no_host(
     assert "host lock --root /srv/hello --as web1 --holder" in steps[locks[0]]
     configs = [index for index, line in enumerate(steps) if line.startswith("send the config to ")]
     assert len(locks) == len(configs) == 3 and max(locks) < min(configs)  # nothing is sent before the lock
-    activations = [line for line in steps if "host activate" in line]
-    assert [line.split(":")[0] for line in activations] == ["canary", "batch 1", "batch 1"]
-    assert activations[0].startswith(f"canary: web1: {binary}") and "--as web1" in activations[0]
+    activations = [line for line in steps if "host activate" in line]  # every host proven before any switches
+    assert [line.split(":")[0] for line in activations] == ["prove on web1", "prove on web2", "prove on deploy@web3"]
+    assert activations[0].startswith(f"prove on web1: {binary}") and "--as web1" in activations[0]
     assert "--as deploy@web3:2222" in activations[2] and "-c /srv/hello/nextdeploy.toml" in activations[2]
+    assert all(" --gate" in line for line in activations)
+    switches = [line for line in steps if line.startswith(("canary", "batch"))]
+    assert [line.split(": ")[:2] for line in switches] == [["canary", "web1"], ["batch 1", "web2"],
+                                                           ["batch 1", "deploy@web3:2222"]]
+    assert steps.index(activations[-1]) < steps.index(switches[0])
     assert not (tmp_path / "root").exists()

@@ -102,6 +102,16 @@ def test_a_host_lost_mid_step_is_unknown_one_lost_before_is_untouched() -> None:
     assert json.loads(json.dumps(decision.to_json()))["failure"]["outcome"] == "unreachable"
 
 
+def test_hosts_proven_or_aborted_at_their_gate_never_switched_and_are_left_alone() -> None:
+    outcomes = [HostOutcome("web1", Outcome.ABORTED, "activate"), HostOutcome("web2", Outcome.PROVEN),
+                HostOutcome("web3", Outcome.FAILED, "preflight", "the app exited", "A")]
+    decision = after_rollout(outcomes, "B", "A")
+    assert decision.put_back == () and decision.unknown == () and decision.untouched == ("web1", "web2", "web3")
+    assert decision.message() == "web3 failed at preflight: the app exited"
+    with pytest.raises(ValueError):  # aborted without a failure or a signal: a bug of the caller
+        after_rollout([HostOutcome("web1", Outcome.SWITCHED), HostOutcome("web2", Outcome.ABORTED)], "B", "A")
+
+
 def test_hosts_not_started_without_a_failure_is_a_bug_of_the_caller() -> None:
     with pytest.raises(ValueError):
         after_rollout([HostOutcome("web1", Outcome.SWITCHED), HostOutcome("web2", Outcome.NOT_STARTED)], "B", "A")
@@ -119,7 +129,8 @@ def test_a_failed_rollout_leaves_no_host_on_the_new_release(raw: list[tuple[Outc
     (the unknown ones are lost and are converged by the next command)."""
     outcomes = [HostOutcome(f"web{n}", outcome, step, None, live) for n, (outcome, step, live) in enumerate(raw)]
     if not any(o.outcome in (Outcome.FAILED, Outcome.UNREACHABLE) for o in outcomes):
-        if any(o.outcome in (Outcome.NOT_STARTED, Outcome.ABANDONED) for o in outcomes):
+        if any(o.outcome in (Outcome.NOT_STARTED, Outcome.ABANDONED, Outcome.PROVEN, Outcome.ABORTED)
+               for o in outcomes):
             return
         assert after_rollout(outcomes, "B", "A").succeeded
         return

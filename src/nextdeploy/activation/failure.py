@@ -18,6 +18,7 @@ from nextdeploy.activation.window import STILL_SERVING
 from nextdeploy.core.context import Context
 from nextdeploy.core.errors import (
     ActivationError,
+    GateAborted,
     Interrupted,
     NextdeployError,
     PreflightError,
@@ -68,8 +69,14 @@ def before_traffic(ctx: Context, exc: NextdeployError | KeyboardInterrupt, relea
         message = f"interrupted by {signal_name}"
     else:
         signal_name, message = None, exc.message
-    with failed_once_put_back(ctx, release_id, f"preflight: {message}", event="refused" if rollback else "failed"):
+    aborted = isinstance(exc, GateAborted)  # proven, then not switched to: it did not fail
+    event = "refused" if rollback or aborted else "failed"
+    with failed_once_put_back(ctx, release_id, f"{'gate' if aborted else 'preflight'}: {message}", event=event):
         reject()
+    if aborted:
+        assert isinstance(exc, GateAborted)
+        exc.message = f"{exc.message}; its held workers were deleted, {previous} served throughout"
+        raise exc
     if signal_name:
         raise Interrupted(signal_name, f"{message} while release {release_id} was held off the public port; "
                                        f"its workers were deleted, {previous} served throughout") from None

@@ -112,6 +112,8 @@ def activate_held(ctx: Context, pm2: Pm2, release_id: str, previous: str | None,
             step = f"check {release_id} before traffic moves: its workers under PM2, held off the public port"
         with ctx.reporter.step(step, StepName.HELD):
             new_workers = _hold(ctx, pm2, release_id, previous, old_ids, layout, logs, reapprove=rollback)
+        if ctx.gate is not None and not rollback:  # a fleet's controller holds the cut-over (``gate``)
+            ctx.gate(release_id)
     except (NextdeployError, KeyboardInterrupt) as exc:
         def reject() -> None:
             _reject(ctx, pm2, release_id, previous, set(old_ids), old_pids)

@@ -3,10 +3,10 @@ peaks; the fleet's against the single host's (the targets of issue 23); and the 
 
 A deploy's time is split from its JSON: ``setup`` (the hosts checked, the config sent, every host's status
 read), ``build`` (``build_seconds``: export, install, ``next build``, assembly; ``next_build`` is the
-``build`` step alone), ``ship``, ``prepare``, ``rollout`` (the waves one after the other: each wave as long
-as its slowest host's ``host activate``), and ``other``: the rest of the command's own ``seconds`` (the
-fleet lock, the mixed-fleet check, the key's decision, dropping the controller's older release). ``outside``
-is the wall time around it: Python's start-up, closing the ssh connections.
+``build`` step alone), ``ship``, ``prepare``, ``rollout`` (every host proven at once, then the waves one
+after the other: each wave as long as its slowest host's switch), and ``other``: the rest of the command's
+own ``seconds`` (the fleet lock, the mixed-fleet check, the key's decision, dropping the controller's older
+release). ``outside`` is the wall time around it: Python's start-up, closing the ssh connections.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SHIP_FRACTION_TARGET = 0.10  # a code-only change sends under 10% of the release
 SETUP_STEPS = ("fleet-setup", "fleet-config", "fleet-status")
 # A progress line of ``--json`` on stderr: a step starts (``... [name] title``) or ends (``ok  [name] ...``).
 STEP_LINE = re.compile(r"^(?P<mark>\.\.\.|ok|FAILED) +\[(?P<name>[a-z][a-z-]*)\] ")
-WAVE_LINE = re.compile(r"^(canary|batch \d+): ")
+WAVE_LINE = re.compile(r"^(prove .* at once|canary: |batch \d+: )")
 
 
 def step_seconds(steps: Iterable[dict[str, Any]]) -> dict[str, float]:
@@ -55,9 +55,12 @@ def gaps(lines: Sequence[tuple[float, str]], minimum: float = 0.05) -> dict[str,
 
 
 def rollout_seconds(result: dict[str, Any]) -> float:
-    """The waves one after the other, each as long as its slowest host's activation."""
+    """Every host proven at once (a gated rollout's phase 1: ``prove_seconds``), then the waves one after the
+    other, each as long as its slowest host's activation (its switch, after its proof)."""
     seconds = {host["host"]: float(host.get("seconds") or 0.0) for host in result.get("hosts", [])}
-    return sum(max((seconds.get(host, 0.0) for host in wave), default=0.0) for wave in result.get("waves", []))
+    proving = float(result.get("prove_seconds") or 0.0)
+    waves = result.get("waves", [])
+    return proving + sum(max((seconds.get(host, 0.0) for host in wave), default=0.0) for wave in waves)
 
 
 def phases(result: dict[str, Any], wall: float) -> dict[str, float]:

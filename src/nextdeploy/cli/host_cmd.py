@@ -62,12 +62,21 @@ def host_status_command(config_path: Path, as_host: str | None) -> None:
 @host_as_option
 @lock_timeout_option
 @debug_option
+@click.option("--gate", is_flag=True, help="Once the release is proven, say `nextdeploy: gate ID ready` on stderr "
+              "and wait for `go` on stdin before traffic moves (anything else rejects it: exit 21).")
 @click.argument("release_id")
-def host_activate_command(config_path: Path, as_host: str | None, lock_timeout: float, release_id: str) -> None:
+def host_activate_command(config_path: Path, as_host: str | None, lock_timeout: float, gate: bool,
+                          release_id: str) -> None:
     """Put a release already under releases/ live (checked, verified, saved)."""
+    from nextdeploy.activation.gate import stdin_gate
     from nextdeploy.procedures.boundary import activate_release
 
-    run_json(config_path, lambda ctx: activate_release(ctx, release_id, lock_timeout=lock_timeout), as_host)
+    def activate(ctx: Context) -> Any:
+        if gate:
+            ctx.gate = stdin_gate()
+        return activate_release(ctx, release_id, lock_timeout=lock_timeout)
+
+    run_json(config_path, activate, as_host)
 
 
 @host_group.command("rollback")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nextdeploy.core.config import Config
@@ -16,6 +17,9 @@ class Context:
     config: Config
     executor: Executor
     reporter: Reporter
+    # ``host activate --gate``: called with the release id once it is proven, before any traffic moves to it;
+    # returns to go on, raises GateAborted to reject it (``activation.gate``). None: no gate.
+    gate: Callable[[str], None] | None = None
 
     @property
     def paths(self) -> DeployPaths:

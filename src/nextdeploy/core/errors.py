@@ -56,6 +56,7 @@ class ExitCode(IntEnum):
     HOOK_FAILED = 18
     SSH = 19
     PLATFORM = 20
+    ABORTED = 21  # a fleet's controller said `abort` (or went away) at the gate: nothing switched
     INTERRUPTED = 130
 
 
@@ -148,6 +149,14 @@ class HookError(NextdeployError):
     """The ``before_activate`` hook failed or timed out: the release was rejected, nothing live changed."""
 
     exit_code = ExitCode.HOOK_FAILED
+
+
+class GateAborted(NextdeployError):
+    """``host activate --gate``: the controller said ``abort`` (or went away, or never answered) while the
+    release waited, proven, at the gate. Its held workers were deleted, the live release served throughout;
+    the release did not fail (logged ``refused``, not the sticky ``failed``)."""
+
+    exit_code = ExitCode.ABORTED
 
 
 class PlatformError(NextdeployError):

@@ -304,11 +304,13 @@ def dry_run_plan(config: Config) -> dict[str, Any]:
           for host in names if host != build_host),
         *(f"prepare on {host}: {on(host, 'prepare', NEW_ID)} (and the fleet's Server Actions key)"
           for host in names),
+        *(f"prove on {host}: {on(host, 'activate', NEW_ID, '--gate')} (all at once; each waits at its gate, "
+          "nothing switched; a failure anywhere: `abort` to every host)" for host in names),
     ]
     canary = config.rollout.canary
     for number, wave in enumerate(waves):
         kind = "canary" if number == 0 and canary else f"batch {number + (0 if canary else 1)}"
-        lines += [f"{kind}: {host}: {on(host, 'activate', NEW_ID)}" for host in wave]
+        lines += [f"{kind}: {host}: `go` to its gate (it cuts over and verifies)" for host in wave]
     lines.append("on a failure, on every host that switched: "
                  f"{remote_command(['nextdeploy', 'host', 'rollback', '--to', '<its previous release>'])}")
     return {"hosts": names, "waves": [list(wave) for wave in waves], "steps": lines}

@@ -10,8 +10,9 @@ all or nothing.
     [build] host (``fleet.buildhost``: the source sent there, built, pulled here for the other hosts)
     ship to every host at once (delta; not to the build host), give the key, ``host prepare`` every host
                                                                             nothing live changed yet
-    ``roll_out``: ``host activate <id>`` canary, then batches (held cut-over on each host); any failure puts
-    every switched host back (``fleet.rollout``) and exits with the failing host's error
+    ``roll_out_gated``: ``host activate <id> --gate`` on every host at once, each proven up to its cut-over
+    (nothing switched; a failure aborts all), then ``go`` to the canary, then batches; any failure puts
+    every switched host back (``fleet.gated``, ``fleet.rollout``) and exits with the failing host's error
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nextdeploy.activation.gate import GATE_TIMEOUT
 from nextdeploy.core.config import Config
 from nextdeploy.core.context import Context
 from nextdeploy.core.steps import StepName
@@ -31,15 +33,17 @@ from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import build_once, controller_context, controller_key, drop_older
 from nextdeploy.fleet.buildhost import RemoteBuild, build_on_host, check_source, other_hosts
 from nextdeploy.fleet.converge import converge_if_mixed, read_statuses
+from nextdeploy.fleet.gated import roll_out_gated
 from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.plan import HostStatus
 from nextdeploy.fleet.prepare import HostKey, decide_key, give_key, read_host_keys
-from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult, roll_out
+from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult
 from nextdeploy.fleet.session import FleetSession, fleet_session
 from nextdeploy.fleet.setup import machine_roots, setup_fleet
 from nextdeploy.fleet.ship import ShipResult, ship
 
-ACTIVATE_TIMEOUT = 900.0  # seconds for one host's `host activate` (the held cut-over, verify, retention)
+ACTIVATE_TIMEOUT = 900.0  # seconds for one host's `host activate` (the held cut-over, verify, retention), not
+# counting its wait at the gate (at most GATE_TIMEOUT)
 PREPARE_TIMEOUT = 300.0
 
 
@@ -70,6 +74,7 @@ class FleetDeployResult:
                       for name in self.hosts or self.shipped],
             "ship_bytes": sum(shipped.bytes_sent for shipped in self.shipped.values()),
             "waves": [list(wave) for wave in self.rollout.waves] if self.rollout else [],
+            "prove_seconds": self.rollout.to_json()["prove_seconds"] if self.rollout else None,
         }
 
 
@@ -154,9 +159,9 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
     result = FleetDeployResult(release, previous, 0.0, build_seconds, shipped, None, hosts=session.names,
                                built_on=built_on)
     try:
-        result.rollout = roll_out(
+        result.rollout = roll_out_gated(
             session, release, previous,
-            lambda host: session.call(host, ["activate", release], timeout=ACTIVATE_TIMEOUT),
+            lambda host: session.start_gated(host, release, timeout=ACTIVATE_TIMEOUT + GATE_TIMEOUT),
             canary=config.rollout.canary, batch=config.rollout.batch,
             previous_of=live)
     except RolloutFailed as failed:

@@ -10,13 +10,15 @@ here as a ``HostFailedError`` naming the host and the step, with the host's exit
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import nextdeploy
+from nextdeploy.activation.gate import ready_line
 from nextdeploy.core.errors import HostFailedError, HostPathError, ToolMissingError
 from nextdeploy.fleet.setup import tools_prefix
-from nextdeploy.remote.errors import last_line
+from nextdeploy.remote.errors import RemoteTimeoutError, last_line
 from nextdeploy.remote.ssh import RemoteResult, SshTransport
 
 CONFIG_NAME = "nextdeploy.toml"
@@ -92,3 +94,91 @@ def _document(stdout: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return document if isinstance(document, dict) else None
+
+
+class GatedCall:
+    """``nextdeploy host activate <id> --gate`` running on a host (``activation.gate``): started at once;
+    ``proven()`` waits for its ready line (the release passed its window there, nothing switched), then
+    ``go()`` lets it cut over, ``abort()`` rejects it; ``answer()`` is its JSON answer, as ``call``'s.
+    A call that does not end within ``timeout`` s is killed (``RemoteTimeoutError``)."""
+
+    def __init__(self, transport: SshTransport, host: str, root: str, release: str, *,
+                 timeout: float | None = None, config: str = CONFIG_NAME) -> None:
+        self.transport, self.host, self.release = transport, host, release
+        self.argv = host_argv(root, host, ["activate", release, "--gate"], config)
+        self.timeout = timeout
+        self._ready = threading.Event()
+        self._said = False
+        self._killed = False
+        self._lock = threading.Lock()
+        self._stderr = bytearray()
+        self._stdout: list[bytes] = []
+        self.process = transport.start(host, self.argv)
+        self._readers = [threading.Thread(target=self._read_stderr, daemon=True, name=f"gate-err-{host}"),
+                         threading.Thread(target=self._read_stdout, daemon=True, name=f"gate-out-{host}")]
+        for reader in self._readers:
+            reader.start()
+        self._timer = threading.Timer(timeout, self._kill) if timeout is not None else None
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        ready = ready_line(self.release)
+        for line in self.process.stderr:
+            self._stderr += line
+            if line.decode(errors="replace").strip() == ready:
+                self._ready.set()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        self._stdout.append(self.process.stdout.read())
+
+    def _kill(self) -> None:
+        self._killed = True
+        self.process.kill()
+
+    def proven(self) -> bool:
+        """Wait until the release waits at the host's gate (True) or the command ended without reaching it
+        (False: ``answer()`` says how: live already, or failed)."""
+        while not self._ready.wait(0.1):
+            if not self._readers[0].is_alive():  # stderr closed: the command ended
+                return self._ready.is_set()
+        return True
+
+    def go(self) -> None:
+        self._say("go")
+
+    def abort(self) -> None:
+        self._say("abort")
+
+    def _say(self, word: str) -> None:
+        """One word to the gate, once; then its stdin closes (a second word is not read)."""
+        with self._lock:
+            if self._said:
+                return
+            self._said = True
+            stdin = self.process.stdin
+            assert stdin is not None
+            try:
+                stdin.write(f"{word}\n".encode())
+                stdin.flush()
+                stdin.close()
+            except OSError:  # it ended already (BrokenPipeError): its answer says how
+                pass
+
+    def answer(self) -> dict[str, Any]:
+        """Wait for the command's end: its ``result``, or its error raised (``HostFailedError``, ``SshError``)."""
+        code = self.process.wait()
+        for reader in self._readers:
+            reader.join()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._say("abort")  # closes stdin
+        if self._killed:
+            raise RemoteTimeoutError(
+                self.host, f"`host activate {self.release}` on {self.host} did not finish within {self.timeout:g} s",
+                hint=f"check what keeps {self.host} busy (or the network to it), then run the command again")
+        done = self.transport.result_of(self.host, self.argv, code, b"".join(self._stdout), bytes(self._stderr))
+        return answer_of(self.host, "activate", done)

@@ -82,6 +82,8 @@ class Outcome(StrEnum):
     NOT_STARTED = "not_started"  # the rollout stopped before reaching it
     UNREACHABLE = "unreachable"  # the host could not be reached (before its activation, or lost during it)
     ABANDONED = "abandoned"  # still at its step when an interrupted controller stopped waiting for it
+    PROVEN = "proven"  # passed its checks, waits at the gate (``host activate --gate``): nothing switched
+    ABORTED = "aborted"  # proven (or on its way), then told to abort at the gate: nothing switched
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,12 @@ def after_rollout(outcomes: Sequence[HostOutcome], target: str, previous: str | 
     live). A host that failed is put back only if it still serves ``target`` (its own failure path
     normally put the previous release back already). A host lost before its activation began is
     untouched; one lost during it (``step`` set), or abandoned at it by an interrupted controller, is
-    unknown: it may have switched, and cannot be asked now."""
+    unknown: it may have switched, and cannot be asked now. A host proven at the gate, or aborted there,
+    never switched: untouched (a gate left waiting rejects the release when the controller goes away)."""
     failure = next((outcome for outcome in outcomes
                     if outcome.outcome in (Outcome.FAILED, Outcome.UNREACHABLE)), None)
-    stopped = any(outcome.outcome in (Outcome.NOT_STARTED, Outcome.ABANDONED) for outcome in outcomes)
+    stopped = any(outcome.outcome in (Outcome.NOT_STARTED, Outcome.ABANDONED, Outcome.PROVEN, Outcome.ABORTED)
+                  for outcome in outcomes)
     if failure is None and interrupted is None and stopped:
         raise ValueError("a rollout with hosts not started must name the host or the signal that stopped it")
     if failure is None and interrupted is None:

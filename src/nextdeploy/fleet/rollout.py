@@ -83,11 +83,13 @@ class RolloutResult:
     hosts: dict[str, HostRun]  # config order
     decision: RolloutDecision
     seconds: float
+    prove_seconds: float | None = None  # a gated rollout's phase 1 (``fleet.gated``): every host proven
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "previous": self.previous, "waves": [list(wave) for wave in self.waves],
                 "hosts": [run.to_json() for run in self.hosts.values()], "decision": self.decision.to_json(),
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "prove_seconds": None if self.prove_seconds is None else round(self.prove_seconds, 3)}
 
 
 class RolloutFailed(Exception):
@@ -128,13 +130,23 @@ def _roll_out(session: Session, target: str, previous: str | None, step: Step, s
             break
         kind = "canary" if number == 0 and canary else f"batch {number + (0 if canary else 1)}"
         reporter.info(f"{kind}: {step_name} {target} on {', '.join(wave)}")
-        for host, (run, error) in zip(wave, _run_wave(wave, step, step_name, stops, reporter), strict=True):
+        for host, (run, error) in zip(wave, run_wave(wave, step, step_name, stops, reporter), strict=True):
             runs[host] = run
             if error is not None:
                 errors[host] = error
-            _say(reporter, run, step_name)
+            say_run(reporter, run, step_name)
         if errors:
             break
+    return finish(session, target, previous, waves, runs, errors, stops, started, step_name, previous_of)
+
+
+def finish(session: Session, target: str, previous: str | None, waves: tuple[tuple[str, ...], ...],
+           runs: dict[str, HostRun], errors: Mapping[str, NextdeployError], stops: Stops, started: float,
+           step_name: str, previous_of: Mapping[str, str | None]) -> RolloutResult:
+    """The end of a rollout: ``plan.after_rollout`` decides on what each host did (``runs``; a host missing
+    was not started), every host that switched is put back, and the failure (``errors``: each failed host's
+    own) or the interrupt is raised in ``RolloutFailed``; the result is returned when every host switched."""
+    reporter = session.reporter
     for host in session.names:
         runs.setdefault(host, HostRun(HostOutcome(host, Outcome.NOT_STARTED)))
     decision = after_rollout([runs[host].outcome for host in session.names], target, previous, stops.first)
@@ -155,25 +167,14 @@ def _roll_out(session: Session, target: str, previous: str | None, step: Step, s
     raise RolloutFailed(Interrupted(str(stops.first), interrupted_message(decision)), result)
 
 
-def _run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
+def run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
               reporter: Reporter) -> list[tuple[HostRun, NextdeployError | None]]:
     """``step`` on the wave's hosts at once; after a stop signal, the steps still running are waited for up
     to ``IN_FLIGHT_SECONDS``, then abandoned (``Outcome.ABANDONED``)."""
     began = time.monotonic()
 
     def one(host: str) -> tuple[HostRun, NextdeployError | None]:
-        try:
-            answer = step(host)
-        except SshError as error:  # lost during the step: it may have switched
-            outcome = HostOutcome(host, Outcome.UNREACHABLE, step_name, error.message)
-            return HostRun(outcome, time.monotonic() - began), error
-        except HostFailedError as error:  # its own failure path put its previous release back
-            said = error.message.removeprefix(f"{host} failed at {error.step}: ")
-            return HostRun(HostOutcome(host, Outcome.FAILED, error.step, said), time.monotonic() - began), error
-        except NextdeployError as error:
-            outcome = HostOutcome(host, Outcome.FAILED, step_name, error.message)
-            return HostRun(outcome, time.monotonic() - began), error
-        return HostRun(HostOutcome(host, Outcome.SWITCHED), time.monotonic() - began, answer), None
+        return attempt(host, step, step_name, began)
 
     pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(wave))), thread_name_prefix="wave")
     try:
@@ -191,6 +192,25 @@ def _run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
             (HostRun(HostOutcome(host, Outcome.ABANDONED, step_name, "abandoned at the interrupt"),
                      time.monotonic() - began), None)
             for host in wave]
+
+
+def attempt(host: str, step: Step, step_name: str, began: float,
+            lost_step: str | None = "") -> tuple[HostRun, NextdeployError | None]:
+    """``step(host)``, and what it did: SWITCHED with its answer, or FAILED / UNREACHABLE with its error.
+    ``lost_step``: the step a host lost meanwhile is said to be at ("": ``step_name``; None: none, it cannot
+    have switched)."""
+    try:
+        answer = step(host)
+    except SshError as error:  # lost during the step: it may have switched
+        at = step_name if lost_step == "" else lost_step
+        return HostRun(HostOutcome(host, Outcome.UNREACHABLE, at, error.message), time.monotonic() - began), error
+    except HostFailedError as error:  # its own failure path put its previous release back
+        said = error.message.removeprefix(f"{host} failed at {error.step}: ")
+        return HostRun(HostOutcome(host, Outcome.FAILED, error.step, said), time.monotonic() - began), error
+    except NextdeployError as error:
+        outcome = HostOutcome(host, Outcome.FAILED, step_name, error.message)
+        return HostRun(outcome, time.monotonic() - began), error
+    return HostRun(HostOutcome(host, Outcome.SWITCHED), time.monotonic() - began, answer), None
 
 
 def wait_through_stops(futures: Sequence[Future[T]], stops: Stops, reporter: Reporter, after_stop: float | None,
@@ -215,7 +235,7 @@ def wait_through_stops(futures: Sequence[Future[T]], stops: Stops, reporter: Rep
         wait(pending, timeout=POLL_SECONDS)
 
 
-def _say(reporter: Reporter, run: HostRun, step_name: str) -> None:
+def say_run(reporter: Reporter, run: HostRun, step_name: str) -> None:
     host, outcome = run.outcome.host, run.outcome.outcome
     if outcome is Outcome.SWITCHED:
         reporter.info(f"ok {host}: {step_name} ({run.seconds:.1f} s)")

@@ -37,6 +37,10 @@ class FleetSession:
         """``nextdeploy host <subcommand>`` on ``host``: its result, or its error raised (``HostFailedError``)."""
         return hostcall.call(self.transport, host, self.roots[host], subcommand, timeout=timeout)
 
+    def start_gated(self, host: str, release: str, *, timeout: float | None = None) -> hostcall.GatedCall:
+        """``nextdeploy host activate <release> --gate`` on ``host``, started (``fleet.gated`` talks with it)."""
+        return hostcall.GatedCall(self.transport, host, self.roots[host], release, timeout=timeout)
+
     def send_config(self, config_text: bytes, roots: Mapping[str, str] | None = None) -> None:
         """The fleet's config to every host at once (``<root>/nextdeploy.toml``, 0600), or to every machine of
         ``roots`` (the hosts and a build box). Only under the fleet lock when the command changes what serves:

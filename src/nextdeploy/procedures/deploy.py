@@ -28,6 +28,7 @@ from nextdeploy.activation.activate import (
     current_release,
     settle,
 )
+from nextdeploy.activation.gate import pass_gate
 from nextdeploy.activation.held import (
     activate_held,
     approve,
@@ -230,6 +231,7 @@ def put_live(ctx: Context, pm2: Pm2, release_id: str, layout: ReleaseLayout, pre
             preflight(ctx, release_id, layout, secrets)
     if held_ids is not None:
         return activate_held(ctx, pm2, release_id, previous, held_ids)
+    pass_gate(ctx, release_id)  # a fleet's controller holds the switch (``activation.gate``)
     return activate(ctx, pm2, release_id, previous)
 
 

@@ -118,11 +118,24 @@ class SshTransport:
     def _run(self, host: str, argv: Sequence[str], stdin: bytes | None, timeout: float | None) -> RemoteResult:
         command = ssh_argv(self.settings, self.control_dir, self.destination(host), argv)
         done = self._execute(host, command, stdin, timeout, f"`{remote_command(argv)}` on {host}")
+        return self.result_of(host, argv, done.returncode, done.stdout, done.stderr)
+
+    def result_of(self, host: str, argv: Sequence[str], exit_code: int, stdout: bytes, stderr: bytes) -> RemoteResult:
+        """What ``argv`` did on ``host`` once its ssh exited ``exit_code``; raises ``SshError`` when ssh failed."""
         # 255 is ssh's own failure, unless the connection is up: then the remote command exited 255 (and
         # what it printed, "Connection refused" from a curl maybe, is its own business).
-        if done.returncode == SSH_FAILED:
-            self._raise_if_disconnected(host, done.stderr)
-        return RemoteResult(host, tuple(argv), done.returncode, done.stdout, done.stderr)
+        if exit_code == SSH_FAILED:
+            self._raise_if_disconnected(host, stderr)
+        return RemoteResult(host, tuple(argv), exit_code, stdout, stderr)
+
+    def start(self, host: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` on ``host`` and return at once: its stdin, stdout and stderr are pipes, to talk with
+        it while it runs (``fleet.hostcall.GatedCall``); ``result_of`` judges its end. In a session of its own,
+        as every ssh here (see ``_execute``). Raises ``SshError`` if the shared connection cannot be opened."""
+        self.connect(host)
+        command = ssh_argv(self.settings, self.control_dir, self.destination(host), argv)
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
 
     def connected(self, host: str) -> bool:
         """Whether a shared connection to ``host`` is up (``ssh -O check``)."""
