@@ -21,7 +21,7 @@ from conftest import have_node_tools
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.demo.exampleapp import copy_example, set_version
 from support.fleet import Fleet, running_fleet
-from support.hosts import missing_host_tools
+from support.hosts import skip_without_host_tools
 from support.site import Run
 
 pytestmark = pytest.mark.integration
@@ -58,8 +58,7 @@ class BuildFleet:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildFleet]:
     if not have_node_tools():
         pytest.skip("needs node, and pnpm + pm2 under .tools/ (run scripts/test)")
-    if missing := missing_host_tools():
-        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
+    skip_without_host_tools()
     base = tmp_path_factory.mktemp("fleet-buildhost")
     app = copy_example(base / "app", "v1")
     git(app, "init", "--quiet")

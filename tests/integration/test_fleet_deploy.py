@@ -19,7 +19,7 @@ from nextdeploy.core.errors import ExitCode
 from nextdeploy.demo.exampleapp import copy_example, set_version
 from nextdeploy.fleet.hostcall import host_argv
 from support.fleet import Fleet, PageThenChunks, load_through, no_failures, running_fleet
-from support.hosts import missing_host_tools
+from support.hosts import skip_without_host_tools
 from support.site import Run
 
 pytestmark = pytest.mark.integration
@@ -67,8 +67,7 @@ class Deployed:
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     if not have_node_tools():
         pytest.skip("needs node, and pnpm + pm2 under .tools/ (run scripts/test)")
-    if missing := missing_host_tools():
-        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
+    skip_without_host_tools()
     base = tmp_path_factory.mktemp("fleet-deploy")
     app = copy_example(base / "app", "v1")
     with running_fleet(base) as fleet:

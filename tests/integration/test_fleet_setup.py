@@ -17,7 +17,7 @@ import pytest
 import nextdeploy
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.fleet.wheelhouse import code_digest
-from support.hosts import Hosts, missing_host_tools, running_hosts
+from support.hosts import Hosts, running_hosts, skip_without_host_tools
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +55,7 @@ def setup(config: Path) -> tuple[subprocess.CompletedProcess[str], float]:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if missing := missing_host_tools():
-        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
+    skip_without_host_tools()
     base = tmp_path_factory.mktemp("fleet-setup")
     with running_hosts(base / "hosts", count=3) as hosts:
         config = write_config(base / "nextdeploy.toml", hosts)

@@ -27,12 +27,13 @@ from nextdeploy.remote.ssh import SshTransport
 from support.hosts import (
     Hosts,
     free_port,
+    hosts_or_skip,
     keygen,
-    missing_host_tools,
     mounts_of,
     nginx_in_front,
     pids_in_namespace,
     running_hosts,
+    skip_without_host_tools,
     wait_listening,
 )
 
@@ -41,9 +42,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
-    if missing := missing_host_tools():
-        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
-    with running_hosts(tmp_path_factory.mktemp("hosts"), count=3) as started:
+    with hosts_or_skip(tmp_path_factory.mktemp("hosts"), count=3) as started:
         yield started
 
 
@@ -216,8 +215,7 @@ def test_rsync_twice_ships_only_the_delta(hosts: Hosts, transport: SshTransport,
 def test_nginx_in_front_and_nothing_left_behind(tmp_path: Path) -> None:
     """Servers started on the hosts over SSH answer through nginx; closing the hosts stops them all and
     leaves no process in a host's namespace and no mount."""
-    if missing := missing_host_tools():
-        pytest.skip(f"test hosts need {', '.join(missing)}")
+    skip_without_host_tools()
     with running_hosts(tmp_path / "hosts", count=2) as hosts:
         namespaces = [host.namespace for host in hosts.hosts]
         port = free_port(hosts.hosts[0].address)  # the same port on every host, as an app's would be

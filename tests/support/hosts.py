@@ -383,11 +383,16 @@ def running_hosts(base: Path, count: int = 3) -> Iterator[Hosts]:
         hosts.close()
 
 
+def skip_without_host_tools() -> None:
+    """Skip the test (saying what is missing) on a machine that cannot run test hosts."""
+    if missing := missing_host_tools():
+        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
+
+
 @contextmanager
 def hosts_or_skip(base: Path, count: int = 3) -> Iterator[Hosts]:
     """``running_hosts``, or the test skipped (saying what is missing) on a machine that cannot run them."""
-    if missing := missing_host_tools():
-        pytest.skip(f"test hosts need {', '.join(missing)} (scripts/test installs them)")
+    skip_without_host_tools()
     with running_hosts(base, count) as started:
         yield started
 
