@@ -10,6 +10,7 @@ here as a ``HostFailedError`` naming the host and the step, with the host's exit
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -176,7 +177,9 @@ class GatedCall:
         if self._timer is not None:
             self._timer.cancel()
         self._say("abort")  # closes stdin
-        if self._killed:
+        # Killed by its timer, not ended on its own (a timer that runs out after the end, before this
+        # answer is read, kills nothing: the command's own code stands).
+        if self._killed and code == -signal.SIGKILL:
             raise RemoteTimeoutError(
                 self.host, f"`host activate {self.release}` on {self.host} did not finish within {self.timeout:g} s",
                 hint=f"check what keeps {self.host} busy (or the network to it), then run the command again")
