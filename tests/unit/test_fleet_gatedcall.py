@@ -139,6 +139,14 @@ def test_what_the_host_said_on_stderr_is_the_message_of_an_answer_without_json(
     assert crashed.proven() is False
     with pytest.raises(HostFailedError, match="answered no JSON: booting the release's workers held"):
         crashed.answer()
+    # killed after its ready line, saying nothing more: the ready line is the protocol's, not the reason
+    died = _start(transports, "dies")
+    assert died.proven()
+    died.go()
+    with pytest.raises(HostFailedError) as error:
+        died.answer()
+    assert "ready" not in error.value.message
+    assert error.value.message.endswith("nextdeploy answered no JSON: booting the release's workers held")
 
 
 def test_a_host_without_its_nextdeploy_is_told_to_run_setup(transports: list[FakeTransport]) -> None:
@@ -170,3 +178,14 @@ def test_a_command_that_ended_in_time_is_not_a_timeout_however_late_its_answer_i
     call.process.wait()
     time.sleep(0.8)  # its timer ran out after its end, before answer()
     assert call.answer() == {"release": "r", "live_already": True}
+
+
+def test_a_word_to_a_command_that_ended_closes_its_stdin_quietly(transports: list[FakeTransport]) -> None:
+    call = _start(transports, "rejected")
+    assert call.proven() is False
+    call.process.wait()
+    call.go()  # a broken pipe: its answer says how it ended
+    stdin = call.process.stdin
+    assert stdin is not None and stdin.closed  # not left with "go" in its buffer, to fail again when collected
+    with pytest.raises(HostFailedError):
+        call.answer()

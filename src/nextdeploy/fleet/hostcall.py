@@ -9,6 +9,7 @@ here as a ``HostFailedError`` naming the host and the step, with the host's exit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -128,9 +129,10 @@ class GatedCall:
         assert self.process.stderr is not None
         ready = ready_line(self.release)
         for line in self.process.stderr:
-            self._stderr += line
             if line.decode(errors="replace").strip() == ready:
                 self._ready.set()
+            else:  # what it says, for its error (the ready line is the gate's, not a reason)
+                self._stderr += line
 
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -165,9 +167,11 @@ class GatedCall:
             try:
                 stdin.write(f"{word}\n".encode())
                 stdin.flush()
-                stdin.close()
             except OSError:  # it ended already (BrokenPipeError): its answer says how
                 pass
+            finally:  # closed even so: a word left in its buffer would fail again when it is collected
+                with contextlib.suppress(OSError):
+                    stdin.close()
 
     def answer(self) -> dict[str, Any]:
         """Wait for the command's end: its ``result``, or its error raised (``HostFailedError``, ``SshError``)."""
