@@ -158,14 +158,14 @@ def test_a_host_without_its_nextdeploy_is_told_to_run_setup(transports: list[Fak
 
 def test_a_command_that_never_answers_is_killed_at_its_timeout(transports: list[FakeTransport]) -> None:
     began = time.monotonic()
-    waiting = _start(transports, "hang", timeout=1.0)  # proven, then deaf to its word
+    waiting = _start(transports, "hang", timeout=2.0)  # proven, then deaf to its word
     assert waiting.proven()
     waiting.go()
-    with pytest.raises(RemoteTimeoutError, match=f"`host activate {RELEASE}` on web1 did not finish within 1 s"):
+    with pytest.raises(RemoteTimeoutError, match=f"`host activate {RELEASE}` on web1 did not finish within 2 s"):
         waiting.answer()
-    assert 1.0 <= time.monotonic() - began < 10
+    assert 2.0 <= time.monotonic() - began < 12
     assert waiting.process.returncode is not None and waiting.process.returncode < 0  # killed
-    silent = _start(transports, "silent", timeout=1.0)  # never reaches its gate
+    silent = _start(transports, "silent", timeout=0.5)  # never reaches its gate
     assert silent.proven() is False  # once killed
     with pytest.raises(RemoteTimeoutError):
         silent.answer()
@@ -173,10 +173,11 @@ def test_a_command_that_never_answers_is_killed_at_its_timeout(transports: list[
 
 def test_a_command_that_ended_in_time_is_not_a_timeout_however_late_its_answer_is_read(
         transports: list[FakeTransport]) -> None:
-    call = _start(transports, "live", timeout=0.3)
+    began = time.monotonic()
+    call = _start(transports, "live", timeout=1.0)
     assert call.proven() is False
     call.process.wait()
-    time.sleep(0.8)  # its timer ran out after its end, before answer()
+    time.sleep(max(0.0, began + 1.5 - time.monotonic()))  # its timer ran out after its end, before answer()
     assert call.answer() == {"release": "r", "live_already": True}
 
 
