@@ -50,13 +50,15 @@ from support.site import tool_env  # noqa: E402
 # and the bench would measure CPU starvation; bench/README.md says more).
 LOAD_PATH = "/api/health"
 DEPLOY_TIMEOUT = 900.0  # seconds for one `nextdeploy deploy`
-ROOTS = {"fleet": "/srv/bench-fleet", "single": "/srv/bench-single"}  # distinct: the hosts share a PID namespace
+# The same root on every host of both targets: each test host has its own /srv and its own PID namespace.
+ROOT = "/srv/bench"
+
+
 def about(batch: int) -> str:
     rollout = ("canary 1, batch 1 (the defaults): every host proven at once, then the 3 switch one after the "
                "other" if batch == 1 else
                f"canary 1, then batch {batch}: every host proven at once, then web1 switches alone, then the "
                f"others {batch} at a time")
-    rollout += " (each host with its own root: the test hosts share a PID namespace)"
     return ABOUT + f" Rollout: {rollout}."
 
 
@@ -92,22 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def write_config(fleet: Fleet, base: Path, app: Path, root: str, instances: int, batch: int) -> Path:
-    """The same config for both targets but for their hosts (and roots); defaults but for the health check.
-
-    Each host gets its own root: the test hosts share one PID namespace, and a host's nextdeploy stops the
-    leftover preflight servers of its root found by their environment, whichever host's, so two hosts
-    activating at once under the same root path stop each other's (every host is proven at once, phase 1)."""
-    path = fleet.write_config(base / "nextdeploy.toml", app, root=root, server={"instances": instances},
+def write_config(fleet: Fleet, base: Path, app: Path, instances: int, batch: int) -> Path:
+    """The same config for both targets but for their hosts; defaults but for the health check."""
+    return fleet.write_config(base / "nextdeploy.toml", app, root=ROOT, server={"instances": instances},
                               health={"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 30},
                               rollout={"canary": 1, "batch": batch})
-    text = path.read_text()
-    for host in fleet.hosts.hosts:
-        line = f'hostname = "{host.address}"\n'
-        assert text.count(line) == 1, text
-        text = text.replace(line, f'{line}root = "{root}-{host.name}"\n')
-    path.write_text(text)
-    return path
 
 
 def grouping_for(target: Target, deploy_pid: int) -> Callable[[dict[int, Proc]], Grouping]:
@@ -167,7 +158,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             base = work / name
             fleet = stack.enter_context(running_fleet(base, count))
             app = copy_example(base / "app", "v1")
-            config = write_config(fleet, base, app, ROOTS[name], args.instances, args.batch)
+            config = write_config(fleet, base, app, args.instances, args.batch)
             targets.append(Target(name, fleet, app, config))
         for target in targets:
             print(f"{target.name}: v1 (sets the hosts up; not measured)", flush=True)

@@ -13,7 +13,7 @@ import pytest
 
 from nextdeploy.core.config import load_config
 from support.fleet import PageThenChunks, failures, load_through, no_failures, running_fleet
-from support.hosts import pids_in_namespace, wait_listening
+from support.nshost import pids_in_namespace, wait_listening
 
 pytestmark = pytest.mark.integration
 

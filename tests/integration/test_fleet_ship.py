@@ -23,7 +23,8 @@ from nextdeploy.fleet.ship import ShipResult, ship
 from nextdeploy.remote.argv import SshSettings
 from nextdeploy.remote.errors import HostUnreachableError
 from nextdeploy.remote.ssh import SshTransport
-from support.hosts import Host, Hosts, free_port, hosts_or_skip, nginx_in_front, wait_listening
+from support.hosts import Hosts, hosts_or_skip, nginx_in_front
+from support.nshost import Host, free_port, wait_listening
 from support.site import Site
 
 pytestmark = pytest.mark.integration

@@ -24,18 +24,8 @@ from nextdeploy.remote.errors import (
     SshError,
 )
 from nextdeploy.remote.ssh import SshTransport
-from support.hosts import (
-    Hosts,
-    free_port,
-    hosts_or_skip,
-    keygen,
-    mounts_of,
-    nginx_in_front,
-    pids_in_namespace,
-    running_hosts,
-    skip_without_host_tools,
-    wait_listening,
-)
+from support.hosts import Hosts, hosts_or_skip, nginx_in_front, running_hosts, skip_without_host_tools
+from support.nshost import free_port, keygen, mounts_of, pids_in_namespace, wait_listening
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.demo.loadgen import RELEASE_HEADER, BackgroundLoad, LoadResult
-from support.hosts import Host, Hosts, Nginx, free_port, hosts_or_skip, nginx_in_front
+from support.hosts import Hosts, Nginx, hosts_or_skip, nginx_in_front
+from support.nshost import Host, free_port
 from support.processes import zombie
 from support.site import Run, _toml, config_text, run_nextdeploy
 

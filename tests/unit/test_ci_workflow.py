@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from support.fleet import FLEET_COMMANDS
-from support.hosts import keygen
+from support.nshost import keygen
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "docs/examples/deploy.yml"

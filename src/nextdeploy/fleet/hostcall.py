@@ -9,7 +9,9 @@ here as a ``HostFailedError`` naming the host and the step, with the host's exit
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -127,9 +129,10 @@ class GatedCall:
         assert self.process.stderr is not None
         ready = ready_line(self.release)
         for line in self.process.stderr:
-            self._stderr += line
             if line.decode(errors="replace").strip() == ready:
                 self._ready.set()
+            else:  # what it says, for its error (the ready line is the gate's, not a reason)
+                self._stderr += line
 
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -164,9 +167,11 @@ class GatedCall:
             try:
                 stdin.write(f"{word}\n".encode())
                 stdin.flush()
-                stdin.close()
             except OSError:  # it ended already (BrokenPipeError): its answer says how
                 pass
+            finally:  # closed even so: a word left in its buffer would fail again when it is collected
+                with contextlib.suppress(OSError):
+                    stdin.close()
 
     def answer(self) -> dict[str, Any]:
         """Wait for the command's end: its ``result``, or its error raised (``HostFailedError``, ``SshError``)."""
@@ -176,7 +181,9 @@ class GatedCall:
         if self._timer is not None:
             self._timer.cancel()
         self._say("abort")  # closes stdin
-        if self._killed:
+        # Killed by its timer, not ended on its own (a timer that runs out after the end, before this
+        # answer is read, kills nothing: the command's own code stands).
+        if self._killed and code == -signal.SIGKILL:
             raise RemoteTimeoutError(
                 self.host, f"`host activate {self.release}` on {self.host} did not finish within {self.timeout:g} s",
                 hint=f"check what keeps {self.host} busy (or the network to it), then run the command again")
