@@ -124,13 +124,14 @@ class Fleet:
     def leftovers(self, name: str) -> dict[int, str]:
         """What runs in host ``name``'s namespace besides the host itself (its holder and pid 1, its sshd and
         the sshd processes of open ssh connections): pid -> command line. A zombie (dead, waiting for its
-        parent to reap it) runs nothing and is not counted."""
+        parent to reap it) runs nothing and is not counted, nor is a process in the middle of its exit (its
+        memory already released: an empty command line, as of an ssh session's shell just ended)."""
         host = self.hosts[name]
         own = host.own_pids()
         found = {}
         for pid in host.processes():
             command = command_line(pid)
-            if pid not in own and command is not None and not command.startswith("sshd:") and not zombie(pid):
+            if pid not in own and command and not command.startswith("sshd:") and not zombie(pid):
                 found[pid] = command
         return found
 
