@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -25,7 +25,6 @@ from nextdeploy.cli.options import (
     lock_timeout_option,
     make_context,
 )
-from nextdeploy.core.context import Context
 from nextdeploy.core.errors import (
     ConfigError,
     DiskFullError,
@@ -36,6 +35,9 @@ from nextdeploy.core.errors import (
     stopped_by,
 )
 from nextdeploy.host.disk import is_disk_full
+
+if TYPE_CHECKING:  # the config's models are imported only by the commands that read a config (not facts, lock)
+    from nextdeploy.core.context import Context
 
 
 @click.group("host", hidden=True)

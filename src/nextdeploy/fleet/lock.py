@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from nextdeploy.core.errors import ExitCode, HostFailedError, LockError
-from nextdeploy.fleet import hostcall
 from nextdeploy.fleet.parallel import on_every_host
 from nextdeploy.host.lock import DeployLock
-from nextdeploy.remote.argv import ssh_argv
-from nextdeploy.remote.ssh import RemoteResult
 
 if TYPE_CHECKING:
     from nextdeploy.fleet.session import FleetSession
+
+# The controller's side imports hostcall and the ssh transport where it uses them: `nextdeploy host lock`
+# runs the host's side alone, and loads neither them nor (through them) the config's models.
 
 T = TypeVar("T")
 
@@ -121,11 +121,17 @@ class HeldHostLock:
 def lock_argv(root: str, host: str, holder: str) -> list[str]:
     """``nextdeploy host lock`` as the host runs it: by its root, with no config (none is sent before the
     lock is held: a controller refused by the lock must change nothing on the host)."""
+    from nextdeploy.fleet import hostcall
+
     return [hostcall.host_binary(root), "host", "lock", "--root", root, "--as", host, "--holder", holder]
 
 
 def lock_host(session: FleetSession, host: str, holder: str) -> HeldHostLock:
     """Take ``host``'s fleet lock through an ssh session kept open; LockError if another holds it."""
+    from nextdeploy.fleet import hostcall
+    from nextdeploy.remote.argv import ssh_argv
+    from nextdeploy.remote.ssh import RemoteResult
+
     transport = session.transport
     transport.connect(host)
     argv = ssh_argv(transport.settings, transport.control_dir, transport.destination(host),
