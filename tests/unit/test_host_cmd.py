@@ -206,3 +206,23 @@ def test_the_host_commands_without_a_config_load_no_config_models(tmp_path: Path
     assert _loaded(tmp_path, "host", "lock", "--root", str(root), "--holder", "a test") == ["nextdeploy.cli.host_cmd"]
     assert {"pydantic", "nextdeploy.core.config"} <= set(_loaded(tmp_path, "host", "releases", "-c", str(config)))
     assert _loaded(tmp_path, "--version") == []  # no command runs: no command module loads
+
+
+def test_host_lock_answers_the_hosts_facts_with_the_lock_when_asked(tmp_path: Path) -> None:
+    """A deploy's set-up check rides on its lock: `host lock --facts` answers what `host facts` does."""
+    root = tmp_path / "root"
+    root.mkdir()
+    argv = [sys.executable, "-m", "nextdeploy", "host", "lock", "--root", str(root), "--holder", "a test"]
+    for facts in (False, True):
+        completed = subprocess.run([*argv, *(["--facts"] if facts else [])], capture_output=True, text=True,
+                                   timeout=60, check=False, stdin=subprocess.DEVNULL)
+        assert completed.returncode == 0, completed.stderr
+        result = json.loads(completed.stdout)["result"]
+        assert result["holder"] == "a test" and result["path"] == str(root / ".fleet.lock")
+        if facts:
+            assert result["facts"]["root"]["path"] == str(root) and result["facts"]["python"]["version"]
+            assert set(result["facts"]) == set(json.loads(subprocess.run(
+                [sys.executable, "-m", "nextdeploy", "host", "facts", "--root", str(root)], capture_output=True,
+                text=True, timeout=60, check=True).stdout))
+        else:
+            assert "facts" not in result

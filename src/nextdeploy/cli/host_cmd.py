@@ -274,11 +274,17 @@ def facts_command(root: Path) -> None:
 @click.option("--root", required=True, type=click.Path(path_type=Path),
               help="The deploy root on this host (the lock is <root>/.fleet.lock; no config needed).")
 @click.option("--holder", required=True, help="Who takes the fleet lock (shown to anyone refused).")
-def host_lock_command(as_host: str | None, root: Path, holder: str) -> None:
+@click.option("--facts", "with_facts", is_flag=True,
+              help="Answer this host's facts too (as `host facts` does), once the lock is held.")
+def host_lock_command(as_host: str | None, root: Path, holder: str, with_facts: bool) -> None:
     """Take this host's fleet lock, answer, and hold it until stdin closes (the controller went away).
 
     Needs no config: the controller takes the lock before it sends its config, so that a controller
-    refused here has changed nothing on the host."""
+    refused here has changed nothing on the host. A deploy asks --facts: the set-up check of a host
+    whose nextdeploy is this one, in the same call."""
+    from dataclasses import replace
+
+    from nextdeploy.fleet.facts import collect
     from nextdeploy.fleet.lock import hold_until_stdin_closes, take_host_lock
 
     held = []
@@ -286,7 +292,7 @@ def host_lock_command(as_host: str | None, root: Path, holder: str) -> None:
     def take() -> Any:
         lock, result = take_host_lock(root, as_host, holder)
         held.append(lock)
-        return result
+        return replace(result, facts=collect(root)) if with_facts else result
 
     answer_json(take, list, after=lambda _result, _out: hold_until_stdin_closes(held[0]))
 
