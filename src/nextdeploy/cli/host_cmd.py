@@ -303,7 +303,7 @@ def host_lock_command(as_host: str | None, root: Path, holder: str, with_facts: 
 @debug_option
 def host_releases_command(config_path: Path, as_host: str | None) -> None:
     """The live release, the release log's releases, and the releases complete here that could go live."""
-    from nextdeploy.fleet.commands import host_releases
+    from nextdeploy.fleet.hostreads import host_releases
 
     run_json(config_path, host_releases, as_host)
 
@@ -316,7 +316,7 @@ def host_releases_command(config_path: Path, as_host: str | None) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Then stream the new lines (`out | ...`) until stdin closes.")
 def host_logs_command(config_path: Path, as_host: str | None, lines: int, follow: bool) -> None:
     """The last lines of the app's log streams (then, with --follow, the new ones)."""
-    from nextdeploy.fleet.commands import host_logs
+    from nextdeploy.fleet.hostreads import host_logs
     from nextdeploy.fleet.logfollow import follow_until_stdin_closes
 
     contexts = []
