@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from nextdeploy.demo.exampleapp import copy_example, set_version
 from nextdeploy.fleet.hostcall import host_argv
 from support.fleet import Fleet, PageThenChunks, load_through, no_failures, running_fleet
 from support.hosts import skip_without_host_tools
-from support.site import Run
+from support.site import Run, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +52,22 @@ class Deployed:
     releases: dict[str, str]  # version -> release id, as the tests deploy them
     root_existed: bool  # ROOT on the controller (this machine) before the module: a deploy must not make it
 
-    def deploy(self, *args: str) -> Run:
-        run = self.fleet.nextdeploy("deploy", "--json", *args, timeout=900)
+    def deploy(self, *args: str, env: dict[str, str] | None = None) -> Run:
+        run = self.fleet.nextdeploy("deploy", "--json", *args, timeout=900, env=env)
         print(run.stderr[-6000:])
         return run
+
+    def ssh_logged(self, log: Path) -> dict[str, str]:
+        """The environment of a deploy whose every ssh command (its arguments, one line each) goes to ``log``:
+        the controller's ``ssh`` on PATH, in front of the real one."""
+        real = shutil.which("ssh")
+        assert real is not None
+        wrapper = log.parent / "ssh-logged" / "ssh"
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(log))}\n'
+                           f'exec {shlex.quote(real)} "$@"\n')
+        wrapper.chmod(0o755)
+        return {"PATH": f"{wrapper.parent}{os.pathsep}{tool_env()['PATH']}"}
 
     def versions(self) -> dict[str, str]:
         return self.fleet.versions()
@@ -96,8 +109,9 @@ def test_a_code_change_reaches_every_host_under_load_with_no_failed_request(depl
     deployed.releases["v1"] = v1
 
     set_version(deployed.app, "v2")
+    commands = fleet.base / "ssh-commands.log"
     with load_through(fleet) as results, PageThenChunks(fleet.url) as client:
-        second = deployed.deploy()
+        second = deployed.deploy(env=deployed.ssh_logged(commands))
     visits = client.result()
     assert second.code == 0, second.stderr[-3000:]
     result = second.json()
@@ -116,6 +130,10 @@ def test_a_code_change_reaches_every_host_under_load_with_no_failed_request(depl
     for host in fleet.hosts.hosts:
         link = host.path(f"{ROOT}/releases/{v2}/.next/cache/images")
         assert os.readlink(link) == f"{ROOT}/shared/cache/images", host.name
+    # On a fleet set up, each host's lock answers its facts too: the set-up check costs no call of its own.
+    said = commands.read_text().splitlines()
+    assert not [line for line in said if "host facts" in line], said
+    assert len([line for line in said if "host lock" in line and "--facts" in line]) == 3, said
     # Canary first, then one host at a time; each host's outcome and its ship figures in the JSON result.
     assert result["waves"] == [["web1"], ["web2"], ["web3"]]
     for host in result["hosts"]:

@@ -7,14 +7,27 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from nextdeploy import __version__ as VERSION
 from nextdeploy.cli.main import format_error, main
 from nextdeploy.core.config import parse_config
 from nextdeploy.core.errors import ExitCode, HostPathError, NextdeployError, ToolMissingError
-from nextdeploy.fleet.setup import build_dir, check_ready, check_root, host_root, in_parallel, ssh_settings
+from nextdeploy.fleet.facts import collect
+from nextdeploy.fleet.setup import (
+    NOT_INSTALLED,
+    build_dir,
+    check_ready,
+    check_root,
+    host_root,
+    in_parallel,
+    installed_argv,
+    setup_fleet,
+    ssh_settings,
+    tools_prefix,
+)
 from nextdeploy.fleet.wheelhouse import (
     Target,
     code_digest,
@@ -25,6 +38,7 @@ from nextdeploy.fleet.wheelhouse import (
     target_of,
 )
 from nextdeploy.remote.errors import HostUnreachableError
+from nextdeploy.remote.ssh import SshTransport
 
 
 def host(**changes: Any) -> dict[str, Any]:
@@ -169,3 +183,45 @@ def test_ssh_settings_and_build_dir_resolve_on_the_controller(tmp_path: Path) ->
     assert ssh_settings(config).config_file == tmp_path / "ssh/config"
     assert ssh_settings(config).options == ("-o", "ProxyJump=b") and build_dir(config) == tmp_path / "cache"
     assert host_root(config, config.hosts[0]) == "/srv/hello"
+
+
+def test_the_installed_nextdeploy_runs_only_when_it_is_this_version_and_code(tmp_path: Path) -> None:
+    """``installed_argv``'s guard (run by sh on a host; here, by this machine's sh): the host's nextdeploy
+    of this version runs with the arguments given only when its install mark names this code."""
+    root = str(tmp_path)
+    prefix = Path(tools_prefix(root, VERSION))
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "nextdeploy").write_text('#!/bin/sh\nprintf "ran:%s|" "$@"\n')
+    (prefix / "bin" / "nextdeploy").chmod(0o755)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(installed_argv(root, "host", "lock", "--holder", "a b'c"), capture_output=True,
+                              text=True, timeout=30, check=False)
+
+    assert (run().returncode, run().stdout) == (NOT_INSTALLED, "")  # no mark: not installed (completely)
+    (prefix / ".installed").write_text("0" * 64)
+    assert (run().returncode, run().stdout) == (NOT_INSTALLED, "")  # another build of this version
+    (prefix / ".installed").write_text(code_digest())
+    assert (run().returncode, run().stdout) == (0, "ran:host|ran:lock|ran:--holder|ran:a b'c|")
+
+
+def test_hosts_known_to_be_set_up_are_not_asked_again(tmp_path: Path) -> None:
+    """A deploy's fleet lock answered the hosts' facts: setting up the fleet is then a check of those facts
+    (the platform, one line per host), with no command on any host."""
+    data = {"app": {"name": "hello", "source": "app"}, "server": {"root": "/srv/hello"},
+            "hosts": [{"ssh": "web1"}, {"ssh": "web2"}], "build": {"dir": "cache"}}
+    config = parse_config(data, tmp_path)
+    here = collect(tmp_path / "root")
+
+    class NoCommands:
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"a command on a host: {args}")
+
+    said: list[str] = []
+    known = {name: {**here, "nextdeploy": VERSION, "pm2": "/usr/bin/pm2"} for name in ("web1", "web2")}
+    done = setup_fleet(config, cast(SshTransport, NoCommands()), said.append, known=known)
+    assert [(setup.name, setup.installed) for setup in done] == [("web1", False), ("web2", False)]
+    assert [line.split(":")[0] for line in said] == ["web1", "web2"] and all("already set up" in line for line in said)
+    other = {**known, "web2": {**known["web2"], "arch": "riscv64"}}  # another platform: refused as before
+    with pytest.raises(NextdeployError, match="web2"):
+        setup_fleet(config, cast(SshTransport, NoCommands()), said.append, known=other)

@@ -42,7 +42,13 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str,
 def test_host_is_hidden_from_help_but_its_subcommands_exist() -> None:
     listed = cli.get_help(cli.make_context("nextdeploy", [], resilient_parsing=True)).split("Commands:")[1]
     assert "stop" in listed and "host" not in listed.split()
-    group = cli.commands["host"]
+    ctx = cli.make_context("nextdeploy", [], resilient_parsing=True)
+    for name in cli.list_commands(ctx):  # each visible command on its line, with the start of its help
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+        summary = command.get_short_help_str(limit=20).rstrip(".")[:15]
+        assert command.hidden or any(line.split()[:1] == [name] and summary in line for line in listed.splitlines())
+    group = cli.get_command(cli.make_context("nextdeploy", [], resilient_parsing=True), "host")
     assert getattr(group, "hidden", False)
     assert {"status", "activate", "rollback", "start", "stop"} <= set(getattr(group, "commands", {}))
 
@@ -158,3 +164,66 @@ def test_stdout_carries_the_json_object_alone_whatever_a_tool_prints(tmp_path: P
     assert json.loads(completed.stdout) == {"ok": True, "result": {"release": "r1", "stopped_workers": 2,
                                                                    "seconds": 0.5}, "steps": []}
     assert "a tool talking on stdout" in completed.stderr and "and a print" in completed.stderr
+
+
+# The console script's `run` in a fresh interpreter; as it ends, it says on stderr which of the modules that
+# matter here it loaded (pydantic, the config's models, the command modules of cli/).
+LOADED = """
+import os, sys
+from nextdeploy.cli import main as cli_main
+
+real_exit = os._exit
+
+def report(code):
+    watched = ("nextdeploy.core.config", "nextdeploy.core.context", "nextdeploy.fleet.hostcall")
+    loaded = sorted(name for name in sys.modules if name == "pydantic" or name in watched
+                    or name.startswith("nextdeploy.cli.") and name.endswith("_cmd"))
+    print("LOADED " + " ".join(loaded), file=sys.stderr, flush=True)
+    real_exit(code)
+
+os._exit = report  # run() ends the process with os._exit
+sys.argv = ["nextdeploy", *sys.argv[1:]]
+cli_main.run()
+"""
+
+
+def _loaded(tmp_path: Path, *args: str) -> list[str]:
+    completed = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True, timeout=60,
+                               check=False, stdin=subprocess.DEVNULL)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip()
+    return completed.stderr.rsplit("LOADED", 1)[1].split()
+
+
+def test_the_host_commands_without_a_config_load_no_config_models(tmp_path: Path) -> None:
+    """`host facts` and `host lock` run over ssh before the host has a config, several times per host and
+    deploy: each loads only its own command module (not pydantic, not the config's models), so it costs its
+    host little CPU. A command that reads the config (host releases) does load them: the probe sees them."""
+    config, _ = _config_file(tmp_path)
+    root = tmp_path / "root"
+    root.mkdir()
+    assert _loaded(tmp_path, "host", "facts", "--root", str(root)) == ["nextdeploy.cli.host_cmd"]
+    assert _loaded(tmp_path, "host", "lock", "--root", str(root), "--holder", "a test") == ["nextdeploy.cli.host_cmd"]
+    read = _loaded(tmp_path, "host", "releases", "-c", str(config))  # the config's models, not the controller's
+    assert {"pydantic", "nextdeploy.core.config"} <= set(read) and "nextdeploy.fleet.hostcall" not in read
+    assert _loaded(tmp_path, "--version") == []  # no command runs: no command module loads
+
+
+def test_host_lock_answers_the_hosts_facts_with_the_lock_when_asked(tmp_path: Path) -> None:
+    """A deploy's set-up check rides on its lock: `host lock --facts` answers what `host facts` does."""
+    root = tmp_path / "root"
+    root.mkdir()
+    argv = [sys.executable, "-m", "nextdeploy", "host", "lock", "--root", str(root), "--holder", "a test"]
+    for facts in (False, True):
+        completed = subprocess.run([*argv, *(["--facts"] if facts else [])], capture_output=True, text=True,
+                                   timeout=60, check=False, stdin=subprocess.DEVNULL)
+        assert completed.returncode == 0, completed.stderr
+        result = json.loads(completed.stdout)["result"]
+        assert result["holder"] == "a test" and result["path"] == str(root / ".fleet.lock")
+        if facts:
+            assert result["facts"]["root"]["path"] == str(root) and result["facts"]["python"]["version"]
+            assert set(result["facts"]) == set(json.loads(subprocess.run(
+                [sys.executable, "-m", "nextdeploy", "host", "facts", "--root", str(root)], capture_output=True,
+                text=True, timeout=60, check=True).stdout))
+        else:
+            assert "facts" not in result

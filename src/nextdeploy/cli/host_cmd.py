@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -25,7 +25,6 @@ from nextdeploy.cli.options import (
     lock_timeout_option,
     make_context,
 )
-from nextdeploy.core.context import Context
 from nextdeploy.core.errors import (
     ConfigError,
     DiskFullError,
@@ -36,6 +35,9 @@ from nextdeploy.core.errors import (
     stopped_by,
 )
 from nextdeploy.host.disk import is_disk_full
+
+if TYPE_CHECKING:  # the config's models are imported only by the commands that read a config (not facts, lock)
+    from nextdeploy.core.context import Context
 
 
 @click.group("host", hidden=True)
@@ -272,11 +274,17 @@ def facts_command(root: Path) -> None:
 @click.option("--root", required=True, type=click.Path(path_type=Path),
               help="The deploy root on this host (the lock is <root>/.fleet.lock; no config needed).")
 @click.option("--holder", required=True, help="Who takes the fleet lock (shown to anyone refused).")
-def host_lock_command(as_host: str | None, root: Path, holder: str) -> None:
+@click.option("--facts", "with_facts", is_flag=True,
+              help="Answer this host's facts too (as `host facts` does), once the lock is held.")
+def host_lock_command(as_host: str | None, root: Path, holder: str, with_facts: bool) -> None:
     """Take this host's fleet lock, answer, and hold it until stdin closes (the controller went away).
 
     Needs no config: the controller takes the lock before it sends its config, so that a controller
-    refused here has changed nothing on the host."""
+    refused here has changed nothing on the host. A deploy asks --facts: the set-up check of a host
+    whose nextdeploy is this one, in the same call."""
+    from dataclasses import replace
+
+    from nextdeploy.fleet.facts import collect
     from nextdeploy.fleet.lock import hold_until_stdin_closes, take_host_lock
 
     held = []
@@ -284,7 +292,7 @@ def host_lock_command(as_host: str | None, root: Path, holder: str) -> None:
     def take() -> Any:
         lock, result = take_host_lock(root, as_host, holder)
         held.append(lock)
-        return result
+        return replace(result, facts=collect(root)) if with_facts else result
 
     answer_json(take, list, after=lambda _result, _out: hold_until_stdin_closes(held[0]))
 
@@ -295,7 +303,7 @@ def host_lock_command(as_host: str | None, root: Path, holder: str) -> None:
 @debug_option
 def host_releases_command(config_path: Path, as_host: str | None) -> None:
     """The live release, the release log's releases, and the releases complete here that could go live."""
-    from nextdeploy.fleet.commands import host_releases
+    from nextdeploy.fleet.hostreads import host_releases
 
     run_json(config_path, host_releases, as_host)
 
@@ -308,7 +316,7 @@ def host_releases_command(config_path: Path, as_host: str | None) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Then stream the new lines (`out | ...`) until stdin closes.")
 def host_logs_command(config_path: Path, as_host: str | None, lines: int, follow: bool) -> None:
     """The last lines of the app's log streams (then, with --follow, the new ones)."""
-    from nextdeploy.fleet.commands import host_logs
+    from nextdeploy.fleet.hostreads import host_logs
     from nextdeploy.fleet.logfollow import follow_until_stdin_closes
 
     contexts = []

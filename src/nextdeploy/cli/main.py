@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 import traceback
@@ -11,21 +12,43 @@ from typing import NoReturn
 import click
 
 from nextdeploy import __version__
-from nextdeploy.cli.demo_cmd import demo_command
-from nextdeploy.cli.deploy_cmd import deploy_command, rollback_command, start_command
-from nextdeploy.cli.host_cmd import host_group
-from nextdeploy.cli.init_cmd import init_command
-from nextdeploy.cli.logs_cmd import logs_command
-from nextdeploy.cli.releases_cmd import releases_command
-from nextdeploy.cli.setup_cmd import setup_command
-from nextdeploy.cli.status_cmd import status_command
-from nextdeploy.cli.stop_cmd import stop_command
 from nextdeploy.core import interrupts
 from nextdeploy.core.errors import DiskFullError, ExitCode, Interrupted, NextdeployError, stopped_by
 from nextdeploy.host.disk import is_disk_full
 
+# Each command's module, imported only when that command runs (or --help lists it): a `nextdeploy host ...`
+# call, run over ssh several times per host and deploy, then loads what it needs and nothing more.
+COMMANDS = {
+    "init": "nextdeploy.cli.init_cmd:init_command",
+    "deploy": "nextdeploy.cli.deploy_cmd:deploy_command",
+    "rollback": "nextdeploy.cli.deploy_cmd:rollback_command",
+    "releases": "nextdeploy.cli.releases_cmd:releases_command",
+    "status": "nextdeploy.cli.status_cmd:status_command",
+    "start": "nextdeploy.cli.deploy_cmd:start_command",
+    "stop": "nextdeploy.cli.stop_cmd:stop_command",
+    "logs": "nextdeploy.cli.logs_cmd:logs_command",
+    "demo": "nextdeploy.cli.demo_cmd:demo_command",
+    "host": "nextdeploy.cli.host_cmd:host_group",
+    "setup": "nextdeploy.cli.setup_cmd:setup_command",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """click's lazily loading group: a command's module is imported when the command is looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, name = COMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command) and command.name == cmd_name, (module, name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="nextdeploy")
 @click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks of errors.")
 def cli() -> None:
@@ -33,11 +56,6 @@ def cli() -> None:
 
     Set up with `nextdeploy init APP_DIR`, then `nextdeploy deploy`.
     """
-
-
-for command in (init_command, deploy_command, rollback_command, releases_command, status_command,
-                start_command, stop_command, logs_command, demo_command, host_group, setup_command):
-    cli.add_command(command)
 
 
 def format_error(error: NextdeployError) -> list[str]:

@@ -1,18 +1,22 @@
-"""Options shared by every command, and building a Context from them."""
+"""Options shared by every command, and building a Context from them.
+
+Light to import: a `nextdeploy host ...` command that reads no config (facts, lock) loads neither pydantic nor
+the config models; ``make_context`` imports them when a command reads its config."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from nextdeploy.core.config import DEFAULT_CONFIG_NAME, Config, load_config
-from nextdeploy.core.context import Context
-from nextdeploy.core.ui import Reporter
-from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
+from nextdeploy.core.paths import DEFAULT_CONFIG_NAME
+
+if TYPE_CHECKING:
+    from nextdeploy.core.config import Config
+    from nextdeploy.core.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +63,8 @@ def host_as_option(function: F) -> F:
 
 def make_context(config_path: Path, json_mode: bool = False, dry_run: bool = False,
                  as_host: str | None = None) -> Context:
+    from nextdeploy.core.config import load_config
+
     config = load_config(config_path)
     if as_host is not None:
         config = config.for_host(as_host)
@@ -66,6 +72,10 @@ def make_context(config_path: Path, json_mode: bool = False, dry_run: bool = Fal
 
 
 def context_for(config: Config, json_mode: bool = False, dry_run: bool = False) -> Context:
+    from nextdeploy.core.context import Context
+    from nextdeploy.core.ui import Reporter
+    from nextdeploy.host.executor import DryRunExecutor, LocalExecutor
+
     reporter = Reporter(json_mode=json_mode)
     executor = DryRunExecutor(reporter.info) if dry_run else LocalExecutor(echo=reporter.info)
     return Context(config, executor, reporter)

@@ -36,8 +36,7 @@ from nextdeploy.core.configrules import (
 )
 from nextdeploy.core.errors import ConfigError
 from nextdeploy.core.fleetconfig import BuildConfig, HostConfig, RolloutConfig, SshConfig, check_build_host, check_hosts
-
-DEFAULT_CONFIG_NAME = "nextdeploy.toml"
+from nextdeploy.core.paths import DEFAULT_CONFIG_NAME as DEFAULT_CONFIG_NAME  # re-exported (cli.init_cmd)
 
 # A config larger than this is not a config (e.g. -c /dev/zero): refused before it is read whole.
 MAX_CONFIG_BYTES = 1 << 20

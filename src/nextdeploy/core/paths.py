@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+DEFAULT_CONFIG_NAME = "nextdeploy.toml"  # the config a command reads without -c (here: imported without pydantic)
 UNFINISHED_MARKER = ".nextdeploy-unfinished"
 META_DIR = ".nextdeploy"
 

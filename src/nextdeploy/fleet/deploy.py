@@ -1,9 +1,10 @@
 """``nextdeploy deploy`` with ``[[hosts]]``: build once here, ship, prepare every host, then canary and batches,
 all or nothing.
 
-    set up the hosts (``fleet.setup``: its fast path when they are)        nothing changed on failure
     [fleet lock, taken before anything is sent: a refused deploy changes nothing; the first host's, then
-    the others' at once]
+    the others' at once; each host's nextdeploy of this version and code answers its facts with it]
+    set up the hosts (``fleet.setup``): on a fleet set up, a check of those facts   nothing changed on failure
+    (a host not set up, or on another version or code: no lock kept; set up, then the lock taken)
     send the config (to a build box too); read every host's live releases and its key file at once
     converge a fleet found on mixed versions (``fleet.converge``)
     decide the Server Actions key (the hosts'), build ONCE on this machine in [build] dir with it, or on the
@@ -21,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from nextdeploy.fleet.build import build_once, controller_context, controller_ke
 from nextdeploy.fleet.buildhost import RemoteBuild, build_on_host, check_source, other_hosts
 from nextdeploy.fleet.converge import converge_if_mixed, read_statuses
 from nextdeploy.fleet.gated import roll_out_gated
-from nextdeploy.fleet.lock import fleet_lock
+from nextdeploy.fleet.lock import NotSetUp, fleet_lock
 from nextdeploy.fleet.plan import HostStatus
 from nextdeploy.fleet.prepare import HostKey, decide_key, give_key, read_host_keys
 from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult
@@ -92,17 +94,31 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
     started = time.monotonic()
     if config.build.host is not None:
         check_source(config)  # a source the build host cannot get is refused before any host is contacted
-    with fleet_session(config, reporter) as session:
-        with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
-                           StepName.FLEET_SETUP):
-            setup_fleet(config, session.transport, reporter.info)
-        machines = machine_roots(config)  # the hosts and a build box
-        # The lock first (exit 12 when another deploy or rollback holds it, after --lock-timeout): a refused
-        # controller must not overwrite the config the holder's hosts run with.
-        with fleet_lock(session, "deploy", lock_timeout):
-            with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
-                session.send_config(config_text, machines)
-            return _deploy_locked(session, config, reporter, started)
+    with fleet_session(config, reporter) as session, ExitStack() as locked:
+        set_up_and_lock(session, config, reporter, lock_timeout, locked)
+        with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
+            session.send_config(config_text, machine_roots(config))  # the hosts and a build box
+        return _deploy_locked(session, config, reporter, started)
+
+
+def set_up_and_lock(session: FleetSession, config: Config, reporter: Reporter, lock_timeout: float,
+                    locked: ExitStack) -> None:
+    """Every host set up (``fleet.setup``), then its fleet lock held in ``locked``, before the config is sent
+    (exit 12 when another deploy or rollback holds it, after --lock-timeout: a refused controller must not
+    overwrite the config the holder's hosts run with). The lock is asked first, of each host's nextdeploy of
+    this version and code, with its facts: on a fleet set up, that one call per host is also the set-up
+    check. A host not set up so: no lock is kept, the hosts are set up (nothing changed before their checks
+    pass), then locked."""
+    facts: dict[str, dict[str, Any]] | None = {}
+    try:
+        locked.enter_context(fleet_lock(session, "deploy", lock_timeout, facts=facts))
+    except NotSetUp:
+        facts = None
+    with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
+                       StepName.FLEET_SETUP):
+        setup_fleet(config, session.transport, reporter.info, known=facts)
+    if facts is None:
+        locked.enter_context(fleet_lock(session, "deploy", lock_timeout))
 
 
 def _build(session: FleetSession, config: Config, key: str, ctx: Context,

@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from nextdeploy.core.errors import ExitCode, HostFailedError, LockError
-from nextdeploy.fleet import hostcall
 from nextdeploy.fleet.parallel import on_every_host
 from nextdeploy.host.lock import DeployLock
-from nextdeploy.remote.argv import ssh_argv
-from nextdeploy.remote.ssh import RemoteResult
 
 if TYPE_CHECKING:
     from nextdeploy.fleet.session import FleetSession
+
+# The controller's side imports hostcall and the ssh transport where it uses them: `nextdeploy host lock`
+# runs the host's side alone, and loads neither them nor (through them) the config's models.
 
 T = TypeVar("T")
 
@@ -66,9 +66,10 @@ def holder_text(command: str) -> str:
 class HostLockResult:
     path: str
     holder: str
+    facts: dict[str, Any] | None = None  # `host lock --facts`: the host's facts (``fleet.facts.collect``)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "holder": self.holder}
+        return {"path": self.path, "holder": self.holder, **({} if self.facts is None else {"facts": self.facts})}
 
 
 def take_host_lock(root: Path, host: str | None, holder: str) -> tuple[DeployLock, HostLockResult]:
@@ -99,12 +100,18 @@ def hold_until_stdin_closes(lock: DeployLock, stdin: IO[bytes] | None = None) ->
 # --- the controller's side ------------------------------------------------------------------------------
 
 
+class NotSetUp(Exception):
+    """A host asked for its lock and facts has no nextdeploy of this version and code (or no pm2): it must be
+    set up first. Caught by the deploy (``fleet.deploy``), which then sets the hosts up and locks them."""
+
+
 class HeldHostLock:
     """One host's lock, held by the ssh session ``process`` (its stdin open)."""
 
     def __init__(self, host: str, process: subprocess.Popen[bytes]) -> None:
         self.host = host
         self.process = process
+        self.facts: dict[str, Any] | None = None  # what the host answered with the lock, when asked
 
     def release(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.closed:
@@ -118,18 +125,29 @@ class HeldHostLock:
             self.process.stdout.close()
 
 
-def lock_argv(root: str, host: str, holder: str) -> list[str]:
+def lock_argv(root: str, host: str, holder: str, facts: bool = False) -> list[str]:
     """``nextdeploy host lock`` as the host runs it: by its root, with no config (none is sent before the
-    lock is held: a controller refused by the lock must change nothing on the host)."""
-    return [hostcall.host_binary(root), "host", "lock", "--root", root, "--as", host, "--holder", holder]
+    lock is held: a controller refused by the lock must change nothing on the host). With ``facts``: run only
+    by a nextdeploy of this version and code there (else exit ``setup.NOT_INSTALLED``), answering its facts."""
+    from nextdeploy.fleet import hostcall
+    from nextdeploy.fleet.setup import installed_argv
+
+    args = ["host", "lock", "--root", root, "--as", host, "--holder", holder]
+    return installed_argv(root, *args, "--facts") if facts else [hostcall.host_binary(root), *args]
 
 
-def lock_host(session: FleetSession, host: str, holder: str) -> HeldHostLock:
-    """Take ``host``'s fleet lock through an ssh session kept open; LockError if another holds it."""
+def lock_host(session: FleetSession, host: str, holder: str, facts: bool = False) -> HeldHostLock:
+    """Take ``host``'s fleet lock through an ssh session kept open; LockError if another holds it. With
+    ``facts``, the host's facts come with it (``HeldHostLock.facts``), or NotSetUp when it is not set up."""
+    from nextdeploy.fleet import hostcall
+    from nextdeploy.fleet.setup import NOT_INSTALLED, is_set_up
+    from nextdeploy.remote.argv import ssh_argv
+    from nextdeploy.remote.ssh import RemoteResult
+
     transport = session.transport
     transport.connect(host)
     argv = ssh_argv(transport.settings, transport.control_dir, transport.destination(host),
-                    lock_argv(session.roots[host], host, holder))
+                    lock_argv(session.roots[host], host, holder, facts))
     with tempfile.TemporaryFile() as errors:
         # In a session of its own: a Ctrl-C at the terminal must not end the session (and so the lock) while
         # the interrupted controller still puts hosts back. When the controller dies, its stdin closes anyway.
@@ -143,6 +161,9 @@ def lock_host(session: FleetSession, host: str, holder: str) -> HeldHostLock:
         finally:
             timer.cancel()
         held = HeldHostLock(host, process)
+        if facts and not line and process.wait() == NOT_INSTALLED:
+            held.release()
+            raise NotSetUp(host)
         try:
             answer = hostcall.answer_of(host, "lock", RemoteResult(host, tuple(argv), 0 if line else 1, line,
                                                                    _read(errors)))
@@ -157,6 +178,11 @@ def lock_host(session: FleetSession, host: str, holder: str) -> HeldHostLock:
     if answer.get("holder") != holder:  # pragma: no cover - the host answers what it was given
         held.release()
         raise LockError(f"{host} answered the fleet lock for someone else", hint="run the command again")
+    if facts:
+        held.facts = answer.get("facts")
+        if not isinstance(held.facts, dict) or not is_set_up(held.facts):  # e.g. pm2 gone since
+            held.release()
+            raise NotSetUp(host)
     return held
 
 
@@ -226,11 +252,20 @@ def waiting(take: Callable[[], T], timeout: float, say: Callable[[str], None], *
 
 
 @contextmanager
-def fleet_lock(session: FleetSession, command: str | None = None, timeout: float = 0.0) -> Iterator[None]:
+def fleet_lock(session: FleetSession, command: str | None = None, timeout: float = 0.0,
+               facts: dict[str, dict[str, Any]] | None = None) -> Iterator[None]:
     """Hold every host's fleet lock (``lock_every_host``: the first host's, then the others' at once) for
     the body. If a host is locked by another controller (or cannot be locked), the locks taken so far are
     released; with ``timeout`` (seconds, ``--lock-timeout``) it is tried again until then, saying who holds
-    it; then the error is raised: LockError (exit 12) naming the holder."""
+    it; then the error is raised: LockError (exit 12) naming the holder. With ``facts`` (a dict), each host
+    answers its facts with its lock, put there by host; a host not set up raises NotSetUp (no lock held)."""
     holder = holder_text(command or (sys.argv[1] if len(sys.argv) > 1 else "deploy"))
-    with waiting(lambda: lock_every_host(session, holder), timeout, session.reporter.info):
+
+    def take(host: str) -> HeldHostLock:
+        held = lock_host(session, host, holder, facts is not None)
+        if facts is not None and held.facts is not None:
+            facts[host] = held.facts
+        return held
+
+    with waiting(lambda: lock_every_host(session, holder, take), timeout, session.reporter.info):
         yield

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,18 +137,26 @@ def in_parallel(names: Sequence[str], work: Callable[[str], T]) -> dict[str, T]:
     return results
 
 
+def installed_argv(root: str, *args: str) -> list[str]:
+    """``nextdeploy ARGS`` on a host, run by its nextdeploy of this version and this code (``.installed`` holds
+    the ``code_digest`` it was installed from); exit NOT_INSTALLED, running nothing, when that is not there."""
+    script = ('prefix=$1 digest=$2; shift 2; [ "$(cat "$prefix/.installed" 2>/dev/null)" = "$digest" ] && '
+              f'test -x "$prefix/bin/nextdeploy" && exec "$prefix/bin/nextdeploy" "$@"; exit {NOT_INSTALLED}')
+    return ["sh", "-c", script, "sh", tools_prefix(root, nextdeploy.__version__), code_digest(), *args]
+
+
+def is_set_up(facts: dict[str, Any]) -> bool:
+    """Whether the facts a host's installed nextdeploy answered say it is set up: this version, and pm2."""
+    return facts.get("nextdeploy") == nextdeploy.__version__ and bool(facts.get("pm2"))
+
+
 def look(transport: SshTransport, name: str, root: str) -> tuple[dict[str, Any], bool]:
     """The host's facts, and whether this nextdeploy is installed there (read only): this version, and this
-    code (``.installed`` holds the ``code_digest`` it was installed from). The fast path is one command: the
-    installed nextdeploy of this version and code answers."""
-    version = nextdeploy.__version__
-    prefix = tools_prefix(root, version)
-    script = ('[ "$(cat "$1/.installed" 2>/dev/null)" = "$3" ] && test -x "$1/bin/nextdeploy" && '
-              f'exec "$1/bin/nextdeploy" host facts --root "$2"; exit {NOT_INSTALLED}')
-    answer = transport.run(name, ["sh", "-c", script, "sh", prefix, root, code_digest()], timeout=LOOK_TIMEOUT)
+    code. The fast path is one command: the installed nextdeploy of this version and code answers."""
+    answer = transport.run(name, installed_argv(root, "host", "facts", "--root", root), timeout=LOOK_TIMEOUT)
     if answer.ok:
         said = _json(name, answer)
-        if said.get("nextdeploy") == version and said.get("pm2"):
+        if is_set_up(said):
             return said, True
     probe = transport.run(name, ["sh", "-c", 'exec python3 -I - "$1"', "sh", root],
                           stdin=Path(facts_module.__file__).read_bytes(), timeout=LOOK_TIMEOUT)
@@ -247,16 +255,20 @@ def _ok(name: str, result: RemoteResult, what: str, hint: str) -> None:
         raise ToolMissingError(f"{what} failed (exit {result.exit_code}): {last_line(said)}", hint=hint)
 
 
-def setup_fleet(config: Config, transport: SshTransport, say: Callable[[str], None] = print) -> list[HostSetup]:
+def setup_fleet(config: Config, transport: SshTransport, say: Callable[[str], None] = print,
+                known: Mapping[str, dict[str, Any]] | None = None) -> list[HostSetup]:
     """Set up every host of ``config``; one line per host through ``say``. Raises before any host changed
-    when one cannot be set up (unreachable, missing tools, a foreign root, another platform)."""
+    when one cannot be set up (unreachable, missing tools, a foreign root, another platform). ``known``: the
+    facts of hosts already known to be set up (a deploy's fleet lock answered them), not asked again."""
     if not config.hosts:
         raise ConfigError("the config lists no [[hosts]]: there is nothing to set up",
                             hint='add [[hosts]] entries (ssh = "web1"), or deploy on this machine with '
                                  "`nextdeploy deploy`")
     roots = machine_roots(config)  # a build box is set up as a host is (pm2 too, unused there)
     names = list(roots)
-    looked = in_parallel(names, lambda name: look(transport, name, roots[name]))
+    known = known or {}
+    asked = in_parallel([name for name in names if name not in known], lambda name: look(transport, name, roots[name]))
+    looked = {name: (known[name], True) if name in known else asked[name] for name in names}
     for name, (facts, ready) in looked.items():
         if not ready:
             check_ready(name, facts)
