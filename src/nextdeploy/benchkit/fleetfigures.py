@@ -5,8 +5,9 @@ A deploy's time is split from its JSON: ``setup`` (the hosts checked, the config
 read), ``build`` (``build_seconds``: export, install, ``next build``, assembly; ``next_build`` is the
 ``build`` step alone), ``ship``, ``prepare``, ``rollout`` (every host proven at once, then the waves one
 after the other: each wave as long as its slowest host's switch), and ``other``: the rest of the command's
-own ``seconds`` (the fleet lock, the mixed-fleet check, the key's decision, dropping the controller's older
-release). ``outside`` is the wall time around it: Python's start-up, closing the ssh connections.
+own ``seconds`` (the fleet lock, before the first step on a fleet set up, the mixed-fleet check, the key's
+decision, dropping the controller's older release). ``outside`` is the wall time around it: Python's
+start-up, closing the ssh connections.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def step_seconds(steps: Iterable[dict[str, Any]]) -> dict[str, float]:
 def gaps(lines: Sequence[tuple[float, str]], minimum: float = 0.05) -> dict[str, float]:
     """The time between a step's end and the next step's (or the rollout's first wave's) start, from
     time-stamped stderr lines (seconds since the command started, line): ``{"after <step>": seconds}``, where
-    the untimed work goes (the fleet lock after ``fleet-setup``, a mixed fleet's convergence and the key's
-    decision after ``fleet-status``, ...). Gaps under ``minimum`` are left out."""
+    the untimed work goes (the fleet lock after ``fleet-setup`` when a host had to be set up, a mixed fleet's
+    convergence and the key's decision after ``fleet-status``, ...). Gaps under ``minimum`` are left out."""
     found: dict[str, float] = {}
     ended: tuple[float, str] | None = None
     for at, line in lines:
@@ -324,7 +325,8 @@ def markdown(results: dict[str, Any]) -> str:
         "## Every measured deploy (a code-only change, under load)", "",
         "Seconds. *setup*: the hosts checked, the config sent, their releases and key files read; *build*: "
         "export, install, assembly and `next build` (in brackets); *rollout*: the waves one after the other; "
-        "*other*: the rest, in the gaps between steps: the fleet lock (after fleet-setup), a mixed fleet's "
+        "*other*: the rest, in the gaps between steps: the fleet lock (before the first step; after fleet-setup "
+        "when a host had to be set up first), a mixed fleet's "
         "convergence and the key (after fleet-status), moving the controller's previous build to its trash "
         "(after fleet-prepare); *outside*: "
         "Python's start-up and the ssh connections' close. Controller "
