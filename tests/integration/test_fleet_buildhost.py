@@ -5,11 +5,15 @@ before left."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +22,12 @@ from typing import Any
 import pytest
 
 from conftest import have_node_tools
+from integration.test_fleet_ops import stop_masters
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.demo.exampleapp import copy_example, set_version
 from support.fleet import Fleet, running_fleet
 from support.hosts import skip_without_host_tools
-from support.site import Run
+from support.site import Run, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -253,3 +258,47 @@ def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) 
     assert not os.path.lexists(web3.path("/srv/build-box/current")) and not web3.path(ROOT).exists()
     assert all(host["ship"]["bytes_sent"] < 0.10 * host["ship"]["release_bytes"] for host in result["hosts"])
     no_build_here(fleet)
+
+
+def next_builds(fleet: Fleet, name: str) -> dict[int, str]:
+    """The `next build` processes running on host ``name``."""
+    return {pid: command for pid, command in fleet.leftovers(name).items() if "next build" in command}
+
+
+def test_a_controller_killed_during_the_remote_build_stops_that_build_and_the_next_deploy_works(
+        built: BuildFleet) -> None:
+    """The controller is SIGKILLed while web1 runs `next build` for it: web1's build stops within seconds
+    (its stdin closed: nothing builds for nobody, holding web1's build lock), and a deploy right after
+    works."""
+    fleet = built.fleet
+    assert fleet.config is not None
+    before = set(fleet.leftovers("web1"))  # web1's app and PM2
+    set_version(built.app, "v8")
+    output = fleet.base / "killed-during-build.log"
+    with output.open("wb") as sink:
+        controller = subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(fleet.config)],
+                                      stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=tool_env(),
+                                      start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not next_builds(fleet, "web1"):
+            assert controller.poll() is None, f"the deploy ended before web1 built:\n{output.read_text()}"
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.2)
+        os.killpg(controller.pid, signal.SIGKILL)  # its ssh sessions, in sessions of their own, live on
+        controller.wait(30)
+        killed = time.monotonic()
+        left = {pid: command for pid, command in fleet.leftovers("web1").items() if pid not in before}
+        while left and time.monotonic() < killed + 10:
+            time.sleep(0.2)
+            left = {pid: command for pid, command in fleet.leftovers("web1").items() if pid not in before}
+        print(f"web1's build gone {time.monotonic() - killed:.1f} s after its controller was killed")
+        assert left == {}, left
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(controller.pid, signal.SIGKILL)
+        controller.wait(30)
+        stop_masters(fleet)
+    run = built.deploy()
+    assert run.code == 0, run.stderr[-3000:]
+    assert built.fleet.versions(HOSTS) == {"web1": "v8", "web2": "v8"}

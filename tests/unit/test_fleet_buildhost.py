@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from nextdeploy.fleet.buildhost import (
     read_key,
     sends_source,
     source_rsync_options,
+    stop_when_stdin_closes,
 )
 from nextdeploy.fleet.deploy import FleetDeployResult
 from nextdeploy.fleet.ship import ShipResult
@@ -67,9 +70,34 @@ def test_the_build_host_is_not_shipped_to_and_builds_with_the_key_on_stdin() -> 
 
 
 def test_the_key_comes_on_stdin_and_none_is_refused() -> None:
-    assert read_key(io.StringIO("c2VjcmV0\n")) == "c2VjcmV0"
+    assert read_key(io.BytesIO(b"c2VjcmV0\n")) == "c2VjcmV0"
     with pytest.raises(ConfigError, match="no Server Actions key came on stdin"):
-        read_key(io.StringIO("\n"))
+        read_key(io.BytesIO(b"\n"))
+
+
+def test_the_key_is_one_line_and_the_build_stops_when_stdin_closes_after_it() -> None:
+    """The controller keeps stdin open after the key while it waits: reading the key does not wait for end of
+    file, and the end of file that comes when the controller goes away stops the build (not before)."""
+    read_end, write_end = os.pipe()
+    stopped = threading.Event()
+    with os.fdopen(read_end, "rb") as stdin, os.fdopen(write_end, "wb") as controller:
+        controller.write(b"c2VjcmV0\n")
+        controller.flush()
+        assert read_key(stdin) == "c2VjcmV0"  # the pipe is still open: a read to its end would hang here
+        stop_when_stdin_closes(stdin, stopped.set)
+        assert not stopped.wait(0.3)
+        controller.close()
+        assert stopped.wait(5)
+
+
+def test_an_end_of_stdin_once_the_build_is_done_stops_nothing() -> None:
+    read_end, write_end = os.pipe()
+    stopped = threading.Event()
+    with os.fdopen(read_end, "rb") as stdin:
+        done_watching = stop_when_stdin_closes(stdin, stopped.set)
+        done_watching()
+        os.close(write_end)
+        assert not stopped.wait(0.5)
 
 
 def test_a_deploys_result_names_the_build_host_and_lists_it_unshipped() -> None:
