@@ -269,7 +269,7 @@ def test_a_controller_killed_during_the_remote_build_stops_that_build_and_the_ne
         built: BuildFleet) -> None:
     """The controller is SIGKILLed while web1 runs `next build` for it: web1's build stops within seconds
     (its stdin closed: nothing builds for nobody, holding web1's build lock), and a deploy right after
-    works."""
+    works. Meanwhile the controller showed web1's steps as they came, not once the build answered."""
     fleet = built.fleet
     assert fleet.config is not None
     before = set(fleet.leftovers("web1"))  # web1's app and PM2
@@ -285,6 +285,7 @@ def test_a_controller_killed_during_the_remote_build_stops_that_build_and_the_ne
             assert controller.poll() is None, f"the deploy ended before web1 built:\n{output.read_text()}"
             assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.2)
+        shown = output.read_text()
         os.killpg(controller.pid, signal.SIGKILL)  # its ssh sessions, in sessions of their own, live on
         controller.wait(30)
         killed = time.monotonic()
@@ -299,6 +300,9 @@ def test_a_controller_killed_during_the_remote_build_stops_that_build_and_the_ne
             os.killpg(controller.pid, signal.SIGKILL)
         controller.wait(30)
         stop_masters(fleet)
+    # Streamed: web1's steps before its build ended (its install done, its `next build` started).
+    assert re.search(r"^  web1: install dependencies .*\([0-9.]+ s\)$", shown, re.M), shown
+    assert re.search(r"^  web1: \.\.\. build the app \(next build\)$", shown, re.M), shown
     run = built.deploy()
     assert run.code == 0, run.stderr[-3000:]
     assert built.fleet.versions(HOSTS) == {"web1": "v8", "web2": "v8"}

@@ -4,9 +4,11 @@ tests/integration/test_fleet_buildhost.py."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -16,10 +18,13 @@ import pytest
 
 from nextdeploy.core.config import Config, parse_config
 from nextdeploy.core.errors import ConfigError, ExitCode
+from nextdeploy.core.steps import StepName
+from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.buildhost import (
     RemoteBuild,
     build_command,
     other_hosts,
+    progress_line,
     read_key,
     sends_source,
     source_rsync_options,
@@ -98,6 +103,22 @@ def test_an_end_of_stdin_once_the_build_is_done_stops_nothing() -> None:
         done_watching()
         os.close(write_end)
         assert not stopped.wait(0.5)
+
+
+def test_the_build_hosts_steps_are_shown_under_its_name_as_they_start_and_end() -> None:
+    err = io.StringIO()
+    host = Reporter(json_mode=True, err_stream=err)  # the build host's, as `host build` makes it
+    with host.step("build the app (next build)", StepName.BUILD):
+        host.info("release 20260101-000000-abcd (built on web1 in /srv/hello)")
+    with contextlib.suppress(RuntimeError), host.step("install dependencies (pnpm)", StepName.INSTALL):
+        raise RuntimeError
+    shown = [progress_line("web1", line) for line in err.getvalue().splitlines()]
+    assert shown[0] == "  web1: ... build the app (next build)"
+    assert shown[1] is None  # not a step
+    assert re.fullmatch(r"  web1: build the app \(next build\) \([0-9.]+ s\)", shown[2] or ""), shown
+    assert re.fullmatch(r"  web1: FAILED install dependencies \(pnpm\) \([0-9.]+ s\)", shown[4] or ""), shown
+    for other in ("error: the build failed", "ok  [not-a-step] x (1.0 s)", "... x", "ok", ""):
+        assert progress_line("web1", other) is None, other
 
 
 def test_a_deploys_result_names_the_build_host_and_lists_it_unshipped() -> None:

@@ -40,6 +40,7 @@ from nextdeploy.core.context import Context
 from nextdeploy.core.errors import ConfigError, ProjectError
 from nextdeploy.core.ids import is_release_id, new_release_id
 from nextdeploy.core.manifest import layout_of
+from nextdeploy.core.steps import untag
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import clear_leftovers, drop_older
 from nextdeploy.fleet.hostcall import StartedCall, host_argv
@@ -278,15 +279,13 @@ def build_on_host(transport: SshTransport, config: Config, roots: dict[str, str]
 def run_build(transport: SshTransport, host: str, argv: list[str], key: str, reporter: Reporter) -> dict[str, Any]:
     """``host build`` on the build host: the key as its first line on stdin, which then stays open while the
     build runs (its end of file stops the build there: a controller that goes away, killed or interrupted,
-    leaves no build running for nobody, holding that root's build lock); the host's steps shown once it
-    answered. Its JSON answer's ``result``, or its error raised."""
-    build = StartedCall(transport, host, argv, step="build", what="host build", timeout=BUILD_TIMEOUT)
+    leaves no build running for nobody, holding that root's build lock); the host's step lines shown as they
+    come (``progress_line``). Its JSON answer's ``result``, or its error raised."""
+    build = StartedCall(transport, host, argv, step="build", what="host build", timeout=BUILD_TIMEOUT,
+                        on_line=lambda line: _show(reporter, progress_line(host, line)))
     try:
         build.send(key + "\n")
-        said = build.answer()
-        for step in said.get("steps") or []:
-            reporter.info(f"  {host}: {step.get('title')} ({float(step.get('seconds') or 0):.1f} s)")
-        return said
+        return build.answer()
     finally:
         if build.process.poll() is None:  # interrupted here: the build stops there once its stdin closes
             build.close_stdin()
@@ -294,6 +293,21 @@ def run_build(transport: SshTransport, host: str, argv: list[str], key: str, rep
                 build.process.wait(timeout=STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 build.process.kill()
+
+
+def _show(reporter: Reporter, line: str | None) -> None:
+    if line is not None:
+        reporter.info(line)
+
+
+def progress_line(host: str, line: str) -> str | None:
+    """How the controller shows a line of the build host's stderr (None: not shown, it is in the build log
+    there or in the error): its steps, as this machine's, under the host's name: ``  web1: ... <title>`` when
+    one starts, ``  web1: <title> (12.3 s)`` when it ends (``  web1: FAILED <title> (...)``)."""
+    mark, _, rest = line.partition(" ")
+    shown = {"...": "... ", "ok": "", "FAILED": "FAILED "}.get(mark)
+    name, title = untag(rest.lstrip())
+    return f"  {host}: {shown}{title}" if shown is not None and name is not None else None
 
 
 def pull_release(transport: SshTransport, host: str, remote_dir: str, controller: Context) -> tuple[Path, RsyncStats]:
