@@ -25,6 +25,7 @@ from conftest import have_node_tools
 from integration.test_fleet_ops import stop_masters
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.demo.exampleapp import copy_example, set_version
+from nextdeploy.fleet.lock import take_host_lock
 from support.fleet import Fleet, running_fleet
 from support.hosts import skip_without_host_tools
 from support.site import Run, tool_env
@@ -32,7 +33,8 @@ from support.site import Run, tool_env
 pytestmark = pytest.mark.integration
 
 ROOT = "/srv/fleet-buildhost"  # its own root: the test hosts share one PID namespace (see test_fleet_deploy)
-HOSTS = ["web1", "web2"]  # the [[hosts]]; web3 is the build box of the last test
+HOSTS = ["web1", "web2"]  # the [[hosts]]; web3 is the build box of the last tests
+BOX_ROOT = "/srv/build-box"
 
 
 @dataclass
@@ -228,15 +230,20 @@ def test_hosts_of_another_platform_than_this_machine_are_refused_with_build_host
     print(shlex.quote(line))
 
 
+def box_config(fleet: Fleet) -> Path:
+    """The module's config with web3 as its build box, in /srv/build-box."""
+    assert fleet.config is not None
+    box = fleet.base / "box.toml"
+    box.write_text(fleet.config.read_text().replace('host = "web1"\n', f'host = "web3"\nroot = "{BOX_ROOT}"\n'))
+    return box
+
+
 def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) -> None:
     """[build] host = "web3", not one of the [[hosts]]: set up there, built there in [build] root, pulled and
     shipped to web1 and web2, twice; web3 serves nothing, holds no live release, keeps one release."""
     fleet = built.fleet
     config = fleet.config
-    assert config is not None
-    box = fleet.base / "box.toml"
-    box.write_text(config.read_text().replace('host = "web1"\n', 'host = "web3"\nroot = "/srv/build-box"\n'))
-    fleet.config = box
+    fleet.config = box_config(fleet)
     set_version(built.app, "v6")
     try:
         first = built.deploy()
@@ -252,10 +259,10 @@ def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) 
     assert {name: fleet.live_release(name, ROOT) for name in HOSTS} == {"web1": release, "web2": release}
     assert built.fleet.versions(HOSTS) == {"web1": "v7", "web2": "v7"}
     web3 = fleet.hosts["web3"]
-    assert web3.path(f"/srv/build-box/logs/build-{release}.log").is_file()
+    assert web3.path(f"{BOX_ROOT}/logs/build-{release}.log").is_file()
     # No retention ever runs on a box (nothing goes live there): it keeps only its newest build.
-    assert [path.name for path in web3.path("/srv/build-box/releases").iterdir()] == [release]
-    assert not os.path.lexists(web3.path("/srv/build-box/current")) and not web3.path(ROOT).exists()
+    assert [path.name for path in web3.path(f"{BOX_ROOT}/releases").iterdir()] == [release]
+    assert not os.path.lexists(web3.path(f"{BOX_ROOT}/current")) and not web3.path(ROOT).exists()
     assert all(host["ship"]["bytes_sent"] < 0.10 * host["ship"]["release_bytes"] for host in result["hosts"])
     no_build_here(fleet)
 
@@ -306,3 +313,34 @@ def test_a_controller_killed_during_the_remote_build_stops_that_build_and_the_ne
     run = built.deploy()
     assert run.code == 0, run.stderr[-3000:]
     assert built.fleet.versions(HOSTS) == {"web1": "v8", "web2": "v8"}
+
+
+def test_a_build_box_another_fleet_builds_on_is_locked_and_left_alone(built: BuildFleet) -> None:
+    """Another fleet deploys with the same build box and root (it holds the box's fleet lock, as its
+    controller's `host lock` does): this deploy is refused at the box, exit 12, naming the holder, before it
+    sends the box its config or its source (which would overwrite the other fleet's mid-build)."""
+    fleet = built.fleet
+    config = fleet.config
+    web3 = fleet.hosts["web3"]
+    fleet.config = box_config(fleet)
+    try:
+        fleet.nextdeploy("setup").expect_ok()  # done by the test before when not run alone
+        sent = [web3.path(f"{BOX_ROOT}/{name}") for name in ("nextdeploy.toml", "source")]
+        before = {path: path.stat().st_mtime_ns if path.exists() else None for path in sent}
+        other, _ = take_host_lock(web3.path(BOX_ROOT), "web3", "`nextdeploy deploy` by ci on staging (pid 1234)")
+        set_version(built.app, "v9")
+        try:
+            run = built.deploy()
+        finally:
+            other.release()
+    finally:
+        fleet.config = config
+    assert run.code == ExitCode.LOCKED, run.stderr[-3000:]
+    line = only_error_line(run)
+    assert line.startswith("error: the fleet is locked on web3 by `nextdeploy deploy` by ci on staging (pid 1234), "
+                           "since "), line
+    assert line.endswith("(fix: wait for it to finish, then run the command again)"), line
+    assert {path: path.stat().st_mtime_ns if path.exists() else None for path in sent} == before
+    for name in HOSTS:  # the hosts' fleet locks it took were released
+        lock, _ = take_host_lock(fleet.hosts[name].path(ROOT), name, "this test")
+        lock.release()

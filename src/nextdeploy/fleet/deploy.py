@@ -98,8 +98,9 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
             setup_fleet(config, session.transport, reporter.info)
         machines = machine_roots(config)  # the hosts and a build box
         # The lock first (exit 12 when another deploy or rollback holds it, after --lock-timeout): a refused
-        # controller must not overwrite the config the holder's hosts run with.
-        with fleet_lock(session, "deploy", lock_timeout):
+        # controller must not overwrite the config the holder's hosts run with. A build box's too: another
+        # fleet building there in the same root would have its config and source overwritten mid-build.
+        with fleet_lock(session, "deploy", lock_timeout, machines):
             with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
                 session.send_config(config_text, machines)
             return _deploy_locked(session, config, reporter, started)
