@@ -308,7 +308,7 @@ def test_a_controller_killed_during_the_remote_build_stops_that_build_and_the_ne
         controller.wait(30)
         stop_masters(fleet)
     # Streamed: web1's steps before its build ended (its install done, its `next build` started).
-    assert re.search(r"^  web1: install dependencies .*\([0-9.]+ s\)$", shown, re.M), shown
+    assert re.search(r"^  web1: install dependencies.*\([0-9.]+ s\)$", shown, re.M), shown
     assert re.search(r"^  web1: \.\.\. build the app \(next build\)$", shown, re.M), shown
     run = built.deploy()
     assert run.code == 0, run.stderr[-3000:]
@@ -344,3 +344,35 @@ def test_a_build_box_another_fleet_builds_on_is_locked_and_left_alone(built: Bui
     for name in HOSTS:  # the hosts' fleet locks it took were released
         lock, _ = take_host_lock(fleet.hosts[name].path(ROOT), name, "this test")
         lock.release()
+
+
+def test_a_git_url_source_is_fetched_and_built_by_the_build_host(built: BuildFleet) -> None:
+    """[app] source a git URL: web1 fetches it itself (here file:///srv/gitsrc/app.git, a bare repo in web1's
+    own /srv, which neither this machine's nor web2's /srv holds) into its mirror, builds the ref's commit,
+    and the release is shipped on to web2."""
+    fleet = built.fleet
+    config = fleet.config
+    assert config is not None
+    set_version(built.app, "v10")
+    git(built.app, "commit", "--quiet", "-am", "v10")
+    commit = git(built.app, "rev-parse", "HEAD").strip()
+    branch = git(built.app, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    set_version(built.app, "v11-uncommitted")  # the work tree here is not what is built
+    bare = fleet.hosts["web1"].path("/srv/gitsrc/app.git")
+    git(built.app, "clone", "--quiet", "--bare", str(built.app), str(bare))
+    text = config.read_text()
+    assert f'source = "{built.app}"\n' in text, text
+    fleet.config = fleet.base / "git.toml"
+    fleet.config.write_text(text.replace(f'source = "{built.app}"\n',
+                                         f'source = "file:///srv/gitsrc/app.git"\nref = "{branch}"\n'))
+    try:
+        run = built.deploy()
+    finally:
+        fleet.config = config
+    assert run.code == 0, run.stderr[-3000:]
+    result = run.json()
+    assert result["build"]["host"] == "web1" and result["build"]["source_bytes_sent"] is None
+    assert result["build"]["revision"] == commit
+    assert built.fleet.versions(HOSTS) == {"web1": "v10", "web2": "v10"}
+    assert fleet.hosts["web1"].path(f"{ROOT}/cache/git-mirror").is_dir()
+    assert built.revision("web2", result["release"]) == commit
