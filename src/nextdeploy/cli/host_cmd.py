@@ -116,7 +116,8 @@ def host_prepare_command(config_path: Path, as_host: str | None, release_id: str
 @host_as_option
 @debug_option
 @click.option("--key-from-stdin", is_flag=True, required=True,
-              help="Read the fleet's Server Actions key from stdin (never from a command line).")
+              help="Read the fleet's Server Actions key from stdin, its first line (never from a command "
+                   "line); the build stops when stdin then closes.")
 @click.option("--revision", metavar="REV", default=None, help="The directory source's revision (git HEAD there).")
 @click.option("--build-box", "box", is_flag=True, help="This is a build box: keep only the newest release.")
 def host_build_command(config_path: Path, as_host: str | None, key_from_stdin: bool, revision: str | None,
