@@ -9,10 +9,12 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -26,6 +28,7 @@ from nextdeploy.fleet.buildhost import (
     other_hosts,
     progress_line,
     read_key,
+    run_build,
     sends_source,
     source_rsync_options,
     stop_when_stdin_closes,
@@ -33,6 +36,7 @@ from nextdeploy.fleet.buildhost import (
 from nextdeploy.fleet.deploy import FleetDeployResult
 from nextdeploy.fleet.ship import ShipResult
 from nextdeploy.remote.argv import RsyncStats
+from nextdeploy.remote.ssh import RemoteResult, SshTransport
 from support.idleapp import config_file
 
 
@@ -281,3 +285,71 @@ def test_a_build_box_keeps_only_its_newest_release_and_a_host_with_a_live_releas
     assert drop_on_box(ctx, ids[2]) == [ids[1], ids[0]]
     assert [p.name for p in (root / "releases").iterdir()] == [ids[2]]
     assert [event["reason"] for event in ctx.log.events()] == ["pulled; a build box keeps only its newest build"] * 2
+
+
+# The build host's `host build` as the controller meets it, run here: the key as its first line, a step line
+# on stderr, then (``wait``) stdin read to its end before it answers, as the real one's watcher does.
+FAKE_BUILD = r"""
+import json, sys
+record = open(sys.argv[1], "w")
+record.write("key " + sys.stdin.buffer.readline().decode().strip() + "\n"); record.flush()
+print("... [build] build the app (next build)", file=sys.stderr, flush=True)
+if sys.argv[2] == "wait":
+    sys.stdin.buffer.read()
+    record.write("stdin closed\n"); record.flush()
+    print(json.dumps({"ok": False, "error": {"code": 130, "message": "interrupted by SIGTERM"}}))
+    sys.exit(130)
+print("ok  [build] build the app (next build) (0.1 s)", file=sys.stderr, flush=True)
+print(json.dumps({"ok": True, "result": {"release": "r1"}}))
+"""
+
+
+class LocalTransport:
+    """``SshTransport.start`` and ``result_of`` over a local process (the fake build above)."""
+
+    def __init__(self, record: Path, mode: str) -> None:
+        self.record, self.mode = record, mode
+
+    def start(self, host: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", FAKE_BUILD, str(self.record), self.mode],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def result_of(self, host: str, argv: list[str], code: int, stdout: bytes, stderr: bytes) -> RemoteResult:
+        return RemoteResult(host, tuple(argv), code, stdout, stderr)
+
+
+def test_the_remote_build_gets_the_key_its_steps_are_shown_as_they_come_and_it_answers(tmp_path: Path) -> None:
+    err = io.StringIO()
+    transport = cast(SshTransport, LocalTransport(tmp_path / "record", "answer"))
+    said = run_build(transport, "web1", ["nextdeploy", "host", "build"], "c2VjcmV0", Reporter(stream=err))
+    assert said == {"release": "r1"}
+    assert (tmp_path / "record").read_text() == "key c2VjcmV0\n"
+    assert err.getvalue().splitlines() == ["  web1: ... build the app (next build)",
+                                           "  web1: build the app (next build) (0.1 s)"]
+
+
+def test_a_controller_interrupted_during_the_remote_build_closes_its_stdin_so_it_stops(tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    transport = cast(SshTransport, LocalTransport(record, "wait"))
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread() is threading.main_thread()
+    seen = threading.Event()
+
+    class Interrupting(io.StringIO):
+        def write(self, text: str) -> int:
+            if "build the app" in text:
+                seen.set()
+            return super().write(text)
+
+    timer = threading.Thread(target=lambda: seen.wait(30) and signal.pthread_kill(main, signal.SIGINT))
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C at a terminal
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_build(transport, "web1", ["nextdeploy", "host", "build"], "c2VjcmV0",
+                      Reporter(stream=Interrupting()))
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, earlier)
+    # The build saw its stdin end (it stopped, and answered) before the interrupt went on.
+    assert record.read_text() == "key c2VjcmV0\nstdin closed\n"
