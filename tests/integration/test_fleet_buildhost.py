@@ -5,11 +5,15 @@ before left."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +22,19 @@ from typing import Any
 import pytest
 
 from conftest import have_node_tools
+from integration.test_fleet_ops import stop_masters
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.demo.exampleapp import copy_example, set_version
+from nextdeploy.fleet.lock import take_host_lock
 from support.fleet import Fleet, running_fleet
 from support.hosts import skip_without_host_tools
-from support.site import Run
+from support.site import Run, tool_env
 
 pytestmark = pytest.mark.integration
 
 ROOT = "/srv/fleet-buildhost"  # its own root: the test hosts share one PID namespace (see test_fleet_deploy)
-HOSTS = ["web1", "web2"]  # the [[hosts]]; web3 is the build box of the last test
+HOSTS = ["web1", "web2"]  # the [[hosts]]; web3 is the build box of the last tests
+BOX_ROOT = "/srv/build-box"
 
 
 @dataclass
@@ -223,15 +230,20 @@ def test_hosts_of_another_platform_than_this_machine_are_refused_with_build_host
     print(shlex.quote(line))
 
 
+def box_config(fleet: Fleet) -> Path:
+    """The module's config with web3 as its build box, in /srv/build-box."""
+    assert fleet.config is not None
+    box = fleet.base / "box.toml"
+    box.write_text(fleet.config.read_text().replace('host = "web1"\n', f'host = "web3"\nroot = "{BOX_ROOT}"\n'))
+    return box
+
+
 def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) -> None:
     """[build] host = "web3", not one of the [[hosts]]: set up there, built there in [build] root, pulled and
     shipped to web1 and web2, twice; web3 serves nothing, holds no live release, keeps one release."""
     fleet = built.fleet
     config = fleet.config
-    assert config is not None
-    box = fleet.base / "box.toml"
-    box.write_text(config.read_text().replace('host = "web1"\n', 'host = "web3"\nroot = "/srv/build-box"\n'))
-    fleet.config = box
+    fleet.config = box_config(fleet)
     set_version(built.app, "v6")
     try:
         first = built.deploy()
@@ -247,9 +259,120 @@ def test_a_build_box_builds_for_the_hosts_and_serves_nothing(built: BuildFleet) 
     assert {name: fleet.live_release(name, ROOT) for name in HOSTS} == {"web1": release, "web2": release}
     assert built.fleet.versions(HOSTS) == {"web1": "v7", "web2": "v7"}
     web3 = fleet.hosts["web3"]
-    assert web3.path(f"/srv/build-box/logs/build-{release}.log").is_file()
+    assert web3.path(f"{BOX_ROOT}/logs/build-{release}.log").is_file()
     # No retention ever runs on a box (nothing goes live there): it keeps only its newest build.
-    assert [path.name for path in web3.path("/srv/build-box/releases").iterdir()] == [release]
-    assert not os.path.lexists(web3.path("/srv/build-box/current")) and not web3.path(ROOT).exists()
+    assert [path.name for path in web3.path(f"{BOX_ROOT}/releases").iterdir()] == [release]
+    assert not os.path.lexists(web3.path(f"{BOX_ROOT}/current")) and not web3.path(ROOT).exists()
     assert all(host["ship"]["bytes_sent"] < 0.10 * host["ship"]["release_bytes"] for host in result["hosts"])
     no_build_here(fleet)
+
+
+def next_builds(fleet: Fleet, name: str) -> dict[int, str]:
+    """The `next build` processes running on host ``name``."""
+    return {pid: command for pid, command in fleet.leftovers(name).items() if "next build" in command}
+
+
+def test_a_controller_killed_during_the_remote_build_stops_that_build_and_the_next_deploy_works(
+        built: BuildFleet) -> None:
+    """The controller is SIGKILLed while web1 runs `next build` for it: web1's build stops within seconds
+    (its stdin closed: nothing builds for nobody, holding web1's build lock), and a deploy right after
+    works. Meanwhile the controller showed web1's steps as they came, not once the build answered."""
+    fleet = built.fleet
+    assert fleet.config is not None
+    before = set(fleet.leftovers("web1"))  # web1's app and PM2
+    set_version(built.app, "v8")
+    output = fleet.base / "killed-during-build.log"
+    with output.open("wb") as sink:
+        controller = subprocess.Popen([sys.executable, "-m", "nextdeploy", "deploy", "-c", str(fleet.config)],
+                                      stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=tool_env(),
+                                      start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not next_builds(fleet, "web1"):
+            assert controller.poll() is None, f"the deploy ended before web1 built:\n{output.read_text()}"
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.2)
+        shown = output.read_text()
+        os.killpg(controller.pid, signal.SIGKILL)  # its ssh sessions, in sessions of their own, live on
+        controller.wait(30)
+        killed = time.monotonic()
+        left = {pid: command for pid, command in fleet.leftovers("web1").items() if pid not in before}
+        while left and time.monotonic() < killed + 10:
+            time.sleep(0.2)
+            left = {pid: command for pid, command in fleet.leftovers("web1").items() if pid not in before}
+        print(f"web1's build gone {time.monotonic() - killed:.1f} s after its controller was killed")
+        assert left == {}, left
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(controller.pid, signal.SIGKILL)
+        controller.wait(30)
+        stop_masters(fleet)
+    # Streamed: web1's steps before its build ended (its install done, its `next build` started).
+    assert re.search(r"^  web1: install dependencies.*\([0-9.]+ s\)$", shown, re.M), shown
+    assert re.search(r"^  web1: \.\.\. build the app \(next build\)$", shown, re.M), shown
+    run = built.deploy()
+    assert run.code == 0, run.stderr[-3000:]
+    assert built.fleet.versions(HOSTS) == {"web1": "v8", "web2": "v8"}
+
+
+def test_a_build_box_another_fleet_builds_on_is_locked_and_left_alone(built: BuildFleet) -> None:
+    """Another fleet deploys with the same build box and root (it holds the box's fleet lock, as its
+    controller's `host lock` does): this deploy is refused at the box, exit 12, naming the holder, before it
+    sends the box its config or its source (which would overwrite the other fleet's mid-build)."""
+    fleet = built.fleet
+    config = fleet.config
+    web3 = fleet.hosts["web3"]
+    fleet.config = box_config(fleet)
+    try:
+        fleet.nextdeploy("setup").expect_ok()  # done by the test before when not run alone
+        sent = [web3.path(f"{BOX_ROOT}/{name}") for name in ("nextdeploy.toml", "source")]
+        before = {path: path.stat().st_mtime_ns if path.exists() else None for path in sent}
+        other, _ = take_host_lock(web3.path(BOX_ROOT), "web3", "`nextdeploy deploy` by ci on staging (pid 1234)")
+        set_version(built.app, "v9")
+        try:
+            run = built.deploy()
+        finally:
+            other.release()
+    finally:
+        fleet.config = config
+    assert run.code == ExitCode.LOCKED, run.stderr[-3000:]
+    line = only_error_line(run)
+    assert line.startswith("error: the fleet is locked on web3 by `nextdeploy deploy` by ci on staging (pid 1234), "
+                           "since "), line
+    assert line.endswith("(fix: wait for it to finish, then run the command again)"), line
+    assert {path: path.stat().st_mtime_ns if path.exists() else None for path in sent} == before
+    for name in HOSTS:  # the hosts' fleet locks it took were released
+        lock, _ = take_host_lock(fleet.hosts[name].path(ROOT), name, "this test")
+        lock.release()
+
+
+def test_a_git_url_source_is_fetched_and_built_by_the_build_host(built: BuildFleet) -> None:
+    """[app] source a git URL: web1 fetches it itself (here file:///srv/gitsrc/app.git, a bare repo in web1's
+    own /srv, which neither this machine's nor web2's /srv holds) into its mirror, builds the ref's commit,
+    and the release is shipped on to web2."""
+    fleet = built.fleet
+    config = fleet.config
+    assert config is not None
+    set_version(built.app, "v10")
+    git(built.app, "commit", "--quiet", "-am", "v10")
+    commit = git(built.app, "rev-parse", "HEAD").strip()
+    branch = git(built.app, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    set_version(built.app, "v11-uncommitted")  # the work tree here is not what is built
+    bare = fleet.hosts["web1"].path("/srv/gitsrc/app.git")
+    git(built.app, "clone", "--quiet", "--bare", str(built.app), str(bare))
+    text = config.read_text()
+    assert f'source = "{built.app}"\n' in text, text
+    fleet.config = fleet.base / "git.toml"
+    fleet.config.write_text(text.replace(f'source = "{built.app}"\n',
+                                         f'source = "file:///srv/gitsrc/app.git"\nref = "{branch}"\n'))
+    try:
+        run = built.deploy()
+    finally:
+        fleet.config = config
+    assert run.code == 0, run.stderr[-3000:]
+    result = run.json()
+    assert result["build"]["host"] == "web1" and result["build"]["source_bytes_sent"] is None
+    assert result["build"]["revision"] == commit
+    assert built.fleet.versions(HOSTS) == {"web1": "v10", "web2": "v10"}
+    assert fleet.hosts["web1"].path(f"{ROOT}/cache/git-mirror").is_dir()
+    assert built.revision("web2", result["release"]) == commit

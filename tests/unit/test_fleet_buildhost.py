@@ -4,27 +4,39 @@ tests/integration/test_fleet_buildhost.py."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import re
+import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from nextdeploy.core.config import Config, parse_config
 from nextdeploy.core.errors import ConfigError, ExitCode
+from nextdeploy.core.steps import StepName
+from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.buildhost import (
     RemoteBuild,
     build_command,
     other_hosts,
+    progress_line,
     read_key,
+    run_build,
     sends_source,
     source_rsync_options,
+    stop_when_stdin_closes,
 )
 from nextdeploy.fleet.deploy import FleetDeployResult
 from nextdeploy.fleet.ship import ShipResult
 from nextdeploy.remote.argv import RsyncStats
+from nextdeploy.remote.ssh import RemoteResult, SshTransport
 from support.idleapp import config_file
 
 
@@ -67,9 +79,50 @@ def test_the_build_host_is_not_shipped_to_and_builds_with_the_key_on_stdin() -> 
 
 
 def test_the_key_comes_on_stdin_and_none_is_refused() -> None:
-    assert read_key(io.StringIO("c2VjcmV0\n")) == "c2VjcmV0"
+    assert read_key(io.BytesIO(b"c2VjcmV0\n")) == "c2VjcmV0"
     with pytest.raises(ConfigError, match="no Server Actions key came on stdin"):
-        read_key(io.StringIO("\n"))
+        read_key(io.BytesIO(b"\n"))
+
+
+def test_the_key_is_one_line_and_the_build_stops_when_stdin_closes_after_it() -> None:
+    """The controller keeps stdin open after the key while it waits: reading the key does not wait for end of
+    file, and the end of file that comes when the controller goes away stops the build (not before)."""
+    read_end, write_end = os.pipe()
+    stopped = threading.Event()
+    with os.fdopen(read_end, "rb") as stdin, os.fdopen(write_end, "wb") as controller:
+        controller.write(b"c2VjcmV0\n")
+        controller.flush()
+        assert read_key(stdin) == "c2VjcmV0"  # the pipe is still open: a read to its end would hang here
+        stop_when_stdin_closes(stdin, stopped.set)
+        assert not stopped.wait(0.3)
+        controller.close()
+        assert stopped.wait(5)
+
+
+def test_an_end_of_stdin_once_the_build_is_done_stops_nothing() -> None:
+    read_end, write_end = os.pipe()
+    stopped = threading.Event()
+    with os.fdopen(read_end, "rb") as stdin:
+        done_watching = stop_when_stdin_closes(stdin, stopped.set)
+        done_watching()
+        os.close(write_end)
+        assert not stopped.wait(0.5)
+
+
+def test_the_build_hosts_steps_are_shown_under_its_name_as_they_start_and_end() -> None:
+    err = io.StringIO()
+    host = Reporter(json_mode=True, err_stream=err)  # the build host's, as `host build` makes it
+    with host.step("build the app (next build)", StepName.BUILD):
+        host.info("release 20260101-000000-abcd (built on web1 in /srv/hello)")
+    with contextlib.suppress(RuntimeError), host.step("install dependencies (pnpm)", StepName.INSTALL):
+        raise RuntimeError
+    shown = [progress_line("web1", line) for line in err.getvalue().splitlines()]
+    assert shown[0] == "  web1: ... build the app (next build)"
+    assert shown[1] is None  # not a step
+    assert re.fullmatch(r"  web1: build the app \(next build\) \([0-9.]+ s\)", shown[2] or ""), shown
+    assert re.fullmatch(r"  web1: FAILED install dependencies \(pnpm\) \([0-9.]+ s\)", shown[4] or ""), shown
+    for other in ("error: the build failed", "ok  [not-a-step] x (1.0 s)", "... x", "ok", ""):
+        assert progress_line("web1", other) is None, other
 
 
 def test_a_deploys_result_names_the_build_host_and_lists_it_unshipped() -> None:
@@ -232,3 +285,71 @@ def test_a_build_box_keeps_only_its_newest_release_and_a_host_with_a_live_releas
     assert drop_on_box(ctx, ids[2]) == [ids[1], ids[0]]
     assert [p.name for p in (root / "releases").iterdir()] == [ids[2]]
     assert [event["reason"] for event in ctx.log.events()] == ["pulled; a build box keeps only its newest build"] * 2
+
+
+# The build host's `host build` as the controller meets it, run here: the key as its first line, a step line
+# on stderr, then (``wait``) stdin read to its end before it answers, as the real one's watcher does.
+FAKE_BUILD = r"""
+import json, sys
+record = open(sys.argv[1], "w")
+record.write("key " + sys.stdin.buffer.readline().decode().strip() + "\n"); record.flush()
+print("... [build] build the app (next build)", file=sys.stderr, flush=True)
+if sys.argv[2] == "wait":
+    sys.stdin.buffer.read()
+    record.write("stdin closed\n"); record.flush()
+    print(json.dumps({"ok": False, "error": {"code": 130, "message": "interrupted by SIGTERM"}}))
+    sys.exit(130)
+print("ok  [build] build the app (next build) (0.1 s)", file=sys.stderr, flush=True)
+print(json.dumps({"ok": True, "result": {"release": "r1"}}))
+"""
+
+
+class LocalTransport:
+    """``SshTransport.start`` and ``result_of`` over a local process (the fake build above)."""
+
+    def __init__(self, record: Path, mode: str) -> None:
+        self.record, self.mode = record, mode
+
+    def start(self, host: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", FAKE_BUILD, str(self.record), self.mode],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def result_of(self, host: str, argv: list[str], code: int, stdout: bytes, stderr: bytes) -> RemoteResult:
+        return RemoteResult(host, tuple(argv), code, stdout, stderr)
+
+
+def test_the_remote_build_gets_the_key_its_steps_are_shown_as_they_come_and_it_answers(tmp_path: Path) -> None:
+    err = io.StringIO()
+    transport = cast(SshTransport, LocalTransport(tmp_path / "record", "answer"))
+    said = run_build(transport, "web1", ["nextdeploy", "host", "build"], "c2VjcmV0", Reporter(stream=err))
+    assert said == {"release": "r1"}
+    assert (tmp_path / "record").read_text() == "key c2VjcmV0\n"
+    assert err.getvalue().splitlines() == ["  web1: ... build the app (next build)",
+                                           "  web1: build the app (next build) (0.1 s)"]
+
+
+def test_a_controller_interrupted_during_the_remote_build_closes_its_stdin_so_it_stops(tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    transport = cast(SshTransport, LocalTransport(record, "wait"))
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread() is threading.main_thread()
+    seen = threading.Event()
+
+    class Interrupting(io.StringIO):
+        def write(self, text: str) -> int:
+            if "build the app" in text:
+                seen.set()
+            return super().write(text)
+
+    timer = threading.Thread(target=lambda: seen.wait(30) and signal.pthread_kill(main, signal.SIGINT))
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C at a terminal
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_build(transport, "web1", ["nextdeploy", "host", "build"], "c2VjcmV0",
+                      Reporter(stream=Interrupting()))
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, earlier)
+    # The build saw its stdin end (it stopped, and answered) before the interrupt went on.
+    assert record.read_text() == "key c2VjcmV0\nstdin closed\n"

@@ -104,3 +104,19 @@ def test_of_two_controllers_at_once_exactly_one_holds_the_fleet_and_the_other_no
     assert hosts.held_by(winners[0]) == set(HOSTS) and hosts.held_by(loser) == set()
     assert not any(who == loser and what == "took" for who, what, _ in hosts.events)  # refused at the first host
     outcome[winners[0]].close()
+
+
+def test_a_build_box_is_locked_with_the_hosts_in_its_own_root(tmp_path: Path) -> None:
+    """``machines``: the hosts and a build box (a deploy's ``machine_roots``). Another fleet building on the
+    same box (its root) refuses this one there, which then holds nothing."""
+    hosts = Hosts(tmp_path)
+    machines = {**{host: f"/srv/{host}" for host in HOSTS}, "box": "/srv/build"}
+    other = hosts.taker("bob")("box")
+    with pytest.raises(LockError) as refused:
+        lock_every_host(hosts.session(), "alice", hosts.taker("alice"), machines)
+    assert refused.value.message.startswith("the fleet is locked on box by ") and refused.value.exit_code == 12
+    assert hosts.held_by("alice") == set()
+    other.release()
+    held = lock_every_host(hosts.session(), "alice", hosts.taker("alice"), machines)
+    assert hosts.held_by("alice") == {*HOSTS, "box"}
+    held.close()

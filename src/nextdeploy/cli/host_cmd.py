@@ -118,15 +118,27 @@ def host_prepare_command(config_path: Path, as_host: str | None, release_id: str
 @host_as_option
 @debug_option
 @click.option("--key-from-stdin", is_flag=True, required=True,
-              help="Read the fleet's Server Actions key from stdin (never from a command line).")
+              help="Read the fleet's Server Actions key from stdin, its first line (never from a command "
+                   "line); the build stops when stdin then closes.")
 @click.option("--revision", metavar="REV", default=None, help="The directory source's revision (git HEAD there).")
 @click.option("--build-box", "box", is_flag=True, help="This is a build box: keep only the newest release.")
 def host_build_command(config_path: Path, as_host: str | None, key_from_stdin: bool, revision: str | None,
                        box: bool) -> None:
-    """Build a release here for the fleet ([build] host), from <root>/source or the git source."""
-    from nextdeploy.fleet.buildhost import build_here, read_key
+    """Build a release here for the fleet ([build] host), from <root>/source or the git source.
 
-    run_json(config_path, lambda ctx: build_here(ctx, read_key(), as_host or "this host", revision, box), as_host)
+    The key is the first line on stdin; the build stops when stdin closes before it is done (its controller
+    went away)."""
+    from nextdeploy.fleet.buildhost import build_here, read_key, stop_when_stdin_closes
+
+    def build(ctx: Context) -> Any:
+        key = read_key()
+        done_watching = stop_when_stdin_closes()
+        try:
+            return build_here(ctx, key, as_host or "this host", revision, box)
+        finally:
+            done_watching()
+
+    run_json(config_path, build, as_host)
 
 
 def _live_command(name: str, summary: str) -> None:

@@ -25,8 +25,12 @@ controller build; the deploy's result names the build host.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -36,9 +40,10 @@ from nextdeploy.core.context import Context
 from nextdeploy.core.errors import ConfigError, ProjectError
 from nextdeploy.core.ids import is_release_id, new_release_id
 from nextdeploy.core.manifest import layout_of
+from nextdeploy.core.steps import untag
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.build import clear_leftovers, drop_older
-from nextdeploy.fleet.hostcall import answer_of, host_argv
+from nextdeploy.fleet.hostcall import StartedCall, host_argv
 from nextdeploy.fleet.ship import LINK_DESTS, next_dir, normalise_mtimes
 from nextdeploy.host.lock import DeployLock
 from nextdeploy.plans.build import IGNORED_IN_SOURCE
@@ -53,6 +58,7 @@ PULL_PREFIX = ".pull-"  # <build dir>/work/releases/.pull-<id>: a pull not finis
 SOURCE_TIMEOUT = 900.0
 BUILD_TIMEOUT = 4 * 3600.0  # the build host's builder stops a hung step at [app] build_timeout itself
 PULL_TIMEOUT = 1800.0
+STOP_SECONDS = 30.0  # an interrupted controller waits this long for the build host's build to stop
 
 
 # --- deciding (pure) --------------------------------------------------------------------------------------
@@ -147,13 +153,43 @@ class HostBuildResult:
                 "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3), "steps": self.steps}
 
 
-def read_key(stream: IO[str] | None = None) -> str:
-    """The Server Actions key the controller sends on stdin (``--key-from-stdin``)."""
-    key = (stream or sys.stdin).read().strip()
+def read_key(stream: IO[bytes] | None = None) -> str:
+    """The Server Actions key the controller sends as the first line on stdin (``--key-from-stdin``); the
+    controller keeps stdin open while it waits for the answer (``stop_when_stdin_closes``)."""
+    key = (stream or sys.stdin.buffer).readline().decode(errors="replace").strip()
     if not key:
         raise ConfigError("no Server Actions key came on stdin (--key-from-stdin)",
                           hint="this command is run by a fleet deploy, which sends the key; run `nextdeploy deploy`")
     return key
+
+
+def stop_when_stdin_closes(stream: IO[bytes] | None = None,
+                           stop: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Watch stdin (after the key) for end of file in a thread: the controller went away (killed, its ssh
+    session dropped), so the build stops: ``stop()``, by default SIGTERM to the main thread, which ends the
+    build as Ctrl-C does (its process group killed, its build dir removed: ``host.procs``, the builder)
+    instead of holding the build lock for minutes for nobody. Returns the function that stops watching
+    (the answer is due: an end of file then changes nothing)."""
+    source = stream or sys.stdin.buffer
+    main = threading.main_thread().ident
+    watching = threading.Event()
+    watching.set()
+
+    def interrupt_main() -> None:
+        assert main is not None
+        signal.pthread_kill(main, signal.SIGTERM)  # in the main thread: a blocking wait there is interrupted
+
+    def watch() -> None:
+        try:
+            while source.read(4096):
+                pass
+        except (OSError, ValueError):  # stdin unreadable or closed here: as good as gone
+            pass
+        if watching.is_set():
+            (stop or interrupt_main)()
+
+    threading.Thread(target=watch, daemon=True, name="controller-gone").start()
+    return watching.clear
 
 
 def build_here(ctx: Context, key: str, built_on: str, revision: str | None = None,
@@ -231,18 +267,47 @@ def build_on_host(transport: SshTransport, config: Config, roots: dict[str, str]
         sent = transport.rsync(host, Path(config.source), source_dir(root), checksum=False,
                                timeout=SOURCE_TIMEOUT, options=source_rsync_options())
         reporter.info(f"  source sent to {host}:{source_dir(root)}: {sent.bytes_sent / 1e3:.0f} kB")
-    box = is_box(config)
-    answer = transport.run(host, build_command(root, host, revision, box), stdin=(key + "\n").encode(),
-                           timeout=BUILD_TIMEOUT)
-    said = answer_of(host, "build", answer)
+    said = run_build(transport, host, build_command(root, host, revision, is_box(config)), key, reporter)
     release = str(said["release"])
-    for step in said.get("steps") or []:
-        reporter.info(f"  {host}: {step.get('title')} ({float(step.get('seconds') or 0):.1f} s)")
     pulled = release_dir = None
     if other_hosts(roots, host):
         release_dir, pulled = pull_release(transport, host, f"{root.rstrip('/')}/releases/{release}", controller)
         reporter.info(f"  pulled {release} from {host}: {pulled.bytes_received / 1e6:.1f} MB received")
     return RemoteBuild(host, release, release_dir, sent, pulled, time.monotonic() - started, said.get("revision"))
+
+
+def run_build(transport: SshTransport, host: str, argv: list[str], key: str, reporter: Reporter) -> dict[str, Any]:
+    """``host build`` on the build host: the key as its first line on stdin, which then stays open while the
+    build runs (its end of file stops the build there: a controller that goes away, killed or interrupted,
+    leaves no build running for nobody, holding that root's build lock); the host's step lines shown as they
+    come (``progress_line``). Its JSON answer's ``result``, or its error raised."""
+    build = StartedCall(transport, host, argv, step="build", what="host build", timeout=BUILD_TIMEOUT,
+                        on_line=lambda line: _show(reporter, progress_line(host, line)))
+    try:
+        build.send(key + "\n")
+        return build.answer()
+    finally:
+        if build.process.poll() is None:  # interrupted here: the build stops there once its stdin closes
+            build.close_stdin()
+            try:
+                build.process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                build.process.kill()
+
+
+def _show(reporter: Reporter, line: str | None) -> None:
+    if line is not None:
+        reporter.info(line)
+
+
+def progress_line(host: str, line: str) -> str | None:
+    """How the controller shows a line of the build host's stderr (None: not shown, it is in the build log
+    there or in the error): its steps, as this machine's, under the host's name: ``  web1: ... <title>`` when
+    one starts, ``  web1: <title> (12.3 s)`` when it ends (``  web1: FAILED <title> (...)``)."""
+    mark, _, rest = line.partition(" ")
+    shown = {"...": "... ", "ok": "", "FAILED": "FAILED "}.get(mark)
+    name, title = untag(rest.lstrip())
+    return f"  {host}: {shown}{title}" if shown is not None and name is not None else None
 
 
 def pull_release(transport: SshTransport, host: str, remote_dir: str, controller: Context) -> tuple[Path, RsyncStats]:

@@ -95,30 +95,32 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
     if config.build.host is not None:
         check_source(config)  # a source the build host cannot get is refused before any host is contacted
     with fleet_session(config, reporter) as session, ExitStack() as locked:
-        set_up_and_lock(session, config, reporter, lock_timeout, locked)
+        machines = machine_roots(config)  # the hosts and a build box
+        set_up_and_lock(session, config, reporter, lock_timeout, locked, machines)
         with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
-            session.send_config(config_text, machine_roots(config))  # the hosts and a build box
+            session.send_config(config_text, machines)
         return _deploy_locked(session, config, reporter, started)
 
 
 def set_up_and_lock(session: FleetSession, config: Config, reporter: Reporter, lock_timeout: float,
-                    locked: ExitStack) -> None:
-    """Every host set up (``fleet.setup``), then its fleet lock held in ``locked``, before the config is sent
-    (exit 12 when another deploy or rollback holds it, after --lock-timeout: a refused controller must not
-    overwrite the config the holder's hosts run with). The lock is asked first, of each host's nextdeploy of
-    this version and code, with its facts: on a fleet set up, that one call per host is also the set-up
-    check. A host not set up so: no lock is kept, the hosts are set up (nothing changed before their checks
-    pass), then locked."""
+                    locked: ExitStack, machines: dict[str, str]) -> None:
+    """Every machine (the hosts and a build box) set up (``fleet.setup``), then its fleet lock held in
+    ``locked``, before the config is sent (exit 12 when another deploy or rollback holds it, after
+    --lock-timeout: a refused controller must not overwrite the config the holder's hosts run with; a build
+    box's too: another fleet building there in the same root would have its config and source overwritten
+    mid-build). The lock is asked first, of each machine's nextdeploy of this version and code, with its
+    facts: on a fleet set up, that one call per machine is also the set-up check. A machine not set up so:
+    no lock is kept, the machines are set up (nothing changed before their checks pass), then locked."""
     facts: dict[str, dict[str, Any]] | None = {}
     try:
-        locked.enter_context(fleet_lock(session, "deploy", lock_timeout, facts=facts))
+        locked.enter_context(fleet_lock(session, "deploy", lock_timeout, facts=facts, machines=machines))
     except NotSetUp:
         facts = None
     with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
                        StepName.FLEET_SETUP):
         setup_fleet(config, session.transport, reporter.info, known=facts)
     if facts is None:
-        locked.enter_context(fleet_lock(session, "deploy", lock_timeout))
+        locked.enter_context(fleet_lock(session, "deploy", lock_timeout, machines=machines))
 
 
 def _build(session: FleetSession, config: Config, key: str, ctx: Context,

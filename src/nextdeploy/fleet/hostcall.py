@@ -13,7 +13,7 @@ import contextlib
 import json
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nextdeploy
@@ -98,26 +98,24 @@ def _document(stdout: str) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-class GatedCall:
-    """``nextdeploy host activate <id> --gate`` running on a host (``activation.gate``): started at once;
-    ``proven()`` waits for its ready line (the release passed its window there, nothing switched), then
-    ``go()`` lets it cut over, ``abort()`` rejects it; ``answer()`` is its JSON answer, as ``call``'s.
-    A call that does not end within ``timeout`` s is killed (``RemoteTimeoutError``)."""
+class StartedCall:
+    """``nextdeploy host <subcommand>`` running on a host, talked with while it runs: started at once, its
+    stdin open (``send``; closed by ``close_stdin``, or once it ended), each line of its stderr handed to
+    ``on_line`` as it comes (progress; its JSON answer is on stdout alone); ``answer()`` is that answer, as
+    ``call``'s. A call that does not end within ``timeout`` s is killed (``RemoteTimeoutError``)."""
 
-    def __init__(self, transport: SshTransport, host: str, root: str, release: str, *,
-                 timeout: float | None = None, config: str = CONFIG_NAME) -> None:
-        self.transport, self.host, self.release = transport, host, release
-        self.argv = host_argv(root, host, ["activate", release, "--gate"], config)
+    def __init__(self, transport: SshTransport, host: str, argv: list[str], *, step: str, what: str,
+                 timeout: float | None = None, on_line: Callable[[str], None] | None = None) -> None:
+        self.transport, self.host, self.argv, self.step, self.what = transport, host, argv, step, what
         self.timeout = timeout
-        self._ready = threading.Event()
-        self._said = False
+        self._on_line = on_line
         self._killed = False
-        self._lock = threading.Lock()
+        self._stdin_lock = threading.Lock()
         self._stderr = bytearray()
         self._stdout: list[bytes] = []
         self.process = transport.start(host, self.argv)
-        self._readers = [threading.Thread(target=self._read_stderr, daemon=True, name=f"gate-err-{host}"),
-                         threading.Thread(target=self._read_stdout, daemon=True, name=f"gate-out-{host}")]
+        self._readers = [threading.Thread(target=self._read_stderr, daemon=True, name=f"call-err-{host}"),
+                         threading.Thread(target=self._read_stdout, daemon=True, name=f"call-out-{host}")]
         for reader in self._readers:
             reader.start()
         self._timer = threading.Timer(timeout, self._kill) if timeout is not None else None
@@ -127,51 +125,49 @@ class GatedCall:
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
-        ready = ready_line(self.release)
         for line in self.process.stderr:
-            if line.decode(errors="replace").strip() == ready:
-                self._ready.set()
-            else:  # what it says, for its error (the ready line is the gate's, not a reason)
+            text = line.decode(errors="replace").rstrip("\r\n")
+            if self._on_line is not None:
+                self._on_line(text)
+            if self._keeps(text):
                 self._stderr += line
 
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
         self._stdout.append(self.process.stdout.read())
 
+    def _keeps(self, line: str) -> bool:
+        """Whether a line of its stderr is kept for its error message (all of them, here)."""
+        return True
+
     def _kill(self) -> None:
         self._killed = True
         self.process.kill()
 
-    def proven(self) -> bool:
-        """Wait until the release waits at the host's gate (True) or the command ended without reaching it
-        (False: ``answer()`` says how: live already, or failed)."""
-        while not self._ready.wait(0.1):
-            if not self._readers[0].is_alive():  # stderr closed: the command ended
-                return self._ready.is_set()
-        return True
+    @property
+    def running(self) -> bool:
+        """Whether its stderr is still open (the command has not ended)."""
+        return self._readers[0].is_alive()
 
-    def go(self) -> None:
-        self._say("go")
-
-    def abort(self) -> None:
-        self._say("abort")
-
-    def _say(self, word: str) -> None:
-        """One word to the gate, once; then its stdin closes (a second word is not read)."""
-        with self._lock:
-            if self._said:
-                return
-            self._said = True
+    def send(self, text: str, close: bool = False) -> None:
+        """``text`` to its stdin (``close``: then end of file); nothing once stdin is closed or it ended."""
+        with self._stdin_lock:
             stdin = self.process.stdin
             assert stdin is not None
+            if stdin.closed:
+                return
             try:
-                stdin.write(f"{word}\n".encode())
+                stdin.write(text.encode())
                 stdin.flush()
             except OSError:  # it ended already (BrokenPipeError): its answer says how
-                pass
-            finally:  # closed even so: a word left in its buffer would fail again when it is collected
-                with contextlib.suppress(OSError):
-                    stdin.close()
+                close = True  # closed even so: a word left in its buffer would fail again when collected
+            finally:
+                if close:
+                    with contextlib.suppress(OSError):
+                        stdin.close()
+
+    def close_stdin(self) -> None:
+        self.send("", close=True)
 
     def answer(self) -> dict[str, Any]:
         """Wait for the command's end: its ``result``, or its error raised (``HostFailedError``, ``SshError``)."""
@@ -180,12 +176,49 @@ class GatedCall:
             reader.join()
         if self._timer is not None:
             self._timer.cancel()
-        self._say("abort")  # closes stdin
+        self.close_stdin()
         # Killed by its timer, not ended on its own (a timer that runs out after the end, before this
         # answer is read, kills nothing: the command's own code stands).
         if self._killed and code == -signal.SIGKILL:
             raise RemoteTimeoutError(
-                self.host, f"`host activate {self.release}` on {self.host} did not finish within {self.timeout:g} s",
+                self.host, f"`{self.what}` on {self.host} did not finish within {self.timeout:g} s",
                 hint=f"check what keeps {self.host} busy (or the network to it), then run the command again")
         done = self.transport.result_of(self.host, self.argv, code, b"".join(self._stdout), bytes(self._stderr))
-        return answer_of(self.host, "activate", done)
+        return answer_of(self.host, self.step, done)
+
+
+class GatedCall(StartedCall):
+    """``nextdeploy host activate <id> --gate`` running on a host (``activation.gate``): started at once;
+    ``proven()`` waits for its ready line (the release passed its window there, nothing switched), then
+    ``go()`` lets it cut over, ``abort()`` rejects it; ``answer()`` is its JSON answer, as ``call``'s.
+    A call that does not end within ``timeout`` s is killed (``RemoteTimeoutError``)."""
+
+    def __init__(self, transport: SshTransport, host: str, root: str, release: str, *,
+                 timeout: float | None = None, config: str = CONFIG_NAME) -> None:
+        self.release = release
+        self._ready = threading.Event()
+        self._ready_line = ready_line(release)
+        super().__init__(transport, host, host_argv(root, host, ["activate", release, "--gate"], config),
+                         step="activate", what=f"host activate {release}", timeout=timeout, on_line=self._see)
+
+    def _see(self, line: str) -> None:
+        if line.strip() == self._ready_line:
+            self._ready.set()
+
+    def _keeps(self, line: str) -> bool:
+        return line.strip() != self._ready_line  # the gate's word, not a reason for an error
+
+    def proven(self) -> bool:
+        """Wait until the release waits at the host's gate (True) or the command ended without reaching it
+        (False: ``answer()`` says how: live already, or failed)."""
+        while not self._ready.wait(0.1):
+            if not self.running:  # stderr closed: the command ended
+                return self._ready.is_set()
+        return True
+
+    def go(self) -> None:
+        self.send("go\n", close=True)
+
+    def abort(self) -> None:
+        """One word to the gate, once; then its stdin closes (a second word is not read)."""
+        self.send("abort\n", close=True)

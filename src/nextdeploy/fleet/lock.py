@@ -14,6 +14,11 @@ The first host (config order) is locked alone, so of two controllers at once the
 and the other is refused there, holding nothing, with the holder named (exit 12); the winner then locks
 the other hosts all at once; with ``--lock-timeout S``
 it tries again every second for up to S seconds, saying who holds it, before that.
+
+A deploy that builds on a build box (``[build] host`` not one of the hosts) locks the box too, in its
+``[build] root``, with the other hosts: the box gets the config and the source before it builds, so two
+fleets sharing a box and its root must not deploy at once (its own build lock alone would let the
+second overwrite the first's source mid-build, and then refuse it only at its build).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,9 +141,11 @@ def lock_argv(root: str, host: str, holder: str, facts: bool = False) -> list[st
     return installed_argv(root, *args, "--facts") if facts else [hostcall.host_binary(root), *args]
 
 
-def lock_host(session: FleetSession, host: str, holder: str, facts: bool = False) -> HeldHostLock:
-    """Take ``host``'s fleet lock through an ssh session kept open; LockError if another holds it. With
-    ``facts``, the host's facts come with it (``HeldHostLock.facts``), or NotSetUp when it is not set up."""
+def lock_host(session: FleetSession, host: str, holder: str, facts: bool = False,
+              root: str | None = None) -> HeldHostLock:
+    """Take ``host``'s fleet lock (under its root, or ``root``: a build box's) through an ssh session kept
+    open; LockError if another holds it. With ``facts``, the host's facts come with it
+    (``HeldHostLock.facts``), or NotSetUp when it is not set up."""
     from nextdeploy.fleet import hostcall
     from nextdeploy.fleet.setup import NOT_INSTALLED, is_set_up
     from nextdeploy.remote.argv import ssh_argv
@@ -147,7 +154,7 @@ def lock_host(session: FleetSession, host: str, holder: str, facts: bool = False
     transport = session.transport
     transport.connect(host)
     argv = ssh_argv(transport.settings, transport.control_dir, transport.destination(host),
-                    lock_argv(session.roots[host], host, holder, facts))
+                    lock_argv(root or session.roots[host], host, holder, facts))
     with tempfile.TemporaryFile() as errors:
         # In a session of its own: a Ctrl-C at the terminal must not end the session (and so the lock) while
         # the interrupted controller still puts hosts back. When the controller dies, its stdin closes anyway.
@@ -191,15 +198,16 @@ def _read(file: IO[bytes]) -> bytes:
     return file.read()
 
 
-def lock_every_host(session: FleetSession, holder: str,
-                    take: Callable[[str], HeldHostLock] | None = None) -> ExitStack:
-    """Every host's fleet lock, in an ExitStack that releases them (the last host's first). The first host's
-    (config order) is taken alone: of controllers that start at once only the one that holds it goes on,
-    so the others' are then taken all at once (``take(host)``, default ``lock_host``). If a host is locked
-    by another controller (or cannot be locked), every lock taken is released and the first error (config
-    order) raised: LockError (exit 12) naming the holder."""
-    take = take or (lambda host: lock_host(session, host, holder))
-    first, *others = session.names
+def lock_every_host(session: FleetSession, holder: str, take: Callable[[str], HeldHostLock] | None = None,
+                    machines: Mapping[str, str] | None = None) -> ExitStack:
+    """Every host's fleet lock (or every machine's of ``machines``: the hosts and a build box, each by its
+    root), in an ExitStack that releases them (the last host's first). The first host's (config order) is
+    taken alone: of controllers that start at once only the one that holds it goes on, so the others' are
+    then taken all at once (``take(host)``, default ``lock_host``). If a host is locked by another
+    controller (or cannot be locked), every lock taken is released and the first error (config order)
+    raised: LockError (exit 12) naming the holder."""
+    take = take or (lambda host: lock_host(session, host, holder, root=(machines or session.roots)[host]))
+    first, *others = session.names if machines is None else list(machines)
     with ExitStack() as held:
         held.callback(take(first).release)
         taken: dict[str, HeldHostLock] = {}
@@ -253,19 +261,21 @@ def waiting(take: Callable[[], T], timeout: float, say: Callable[[str], None], *
 
 @contextmanager
 def fleet_lock(session: FleetSession, command: str | None = None, timeout: float = 0.0,
-               facts: dict[str, dict[str, Any]] | None = None) -> Iterator[None]:
-    """Hold every host's fleet lock (``lock_every_host``: the first host's, then the others' at once) for
-    the body. If a host is locked by another controller (or cannot be locked), the locks taken so far are
-    released; with ``timeout`` (seconds, ``--lock-timeout``) it is tried again until then, saying who holds
-    it; then the error is raised: LockError (exit 12) naming the holder. With ``facts`` (a dict), each host
-    answers its facts with its lock, put there by host; a host not set up raises NotSetUp (no lock held)."""
+               facts: dict[str, dict[str, Any]] | None = None,
+               machines: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Hold every host's fleet lock (``lock_every_host``: the first host's, then the others' at once; with
+    ``machines``, a build box's too, each by its root) for the body. If a host is locked by another
+    controller (or cannot be locked), the locks taken so far are released; with ``timeout`` (seconds,
+    ``--lock-timeout``) it is tried again until then, saying who holds it; then the error is raised:
+    LockError (exit 12) naming the holder. With ``facts`` (a dict), each machine answers its facts with its
+    lock, put there by name; a machine not set up raises NotSetUp (no lock held)."""
     holder = holder_text(command or (sys.argv[1] if len(sys.argv) > 1 else "deploy"))
 
     def take(host: str) -> HeldHostLock:
-        held = lock_host(session, host, holder, facts is not None)
+        held = lock_host(session, host, holder, facts is not None, root=(machines or session.roots)[host])
         if facts is not None and held.facts is not None:
             facts[host] = held.facts
         return held
 
-    with waiting(lambda: lock_every_host(session, holder, take), timeout, session.reporter.info):
+    with waiting(lambda: lock_every_host(session, holder, take, machines), timeout, session.reporter.info):
         yield
