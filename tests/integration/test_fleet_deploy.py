@@ -24,8 +24,9 @@ from support.site import Run
 
 pytestmark = pytest.mark.integration
 
-# Not the harness's default (/srv/app, which test_fleet_ops uses): the test hosts share one PID namespace, and
-# a host's nextdeploy stops the leftover preflight servers of its root found by their env, whichever host's.
+# Not the harness's default (/srv/app, which test_fleet_commands and test_fleet_interrupts use): the test hosts
+# share one PID namespace, and a host's nextdeploy stops the leftover preflight servers of its root found by their
+# env, whichever host's.
 ROOT = "/srv/fleet-deploy"
 # The example app's health route, failing on a host whose root holds shared/health-fails (test (c)); or once
 # the release is approved (it took traffic: after its gate's `go`) on a host whose root holds
