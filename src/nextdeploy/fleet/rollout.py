@@ -167,10 +167,10 @@ def finish(session: Session, target: str, previous: str | None, waves: tuple[tup
     raise RolloutFailed(Interrupted(str(stops.first), interrupted_message(decision)), result)
 
 
-def run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
-              reporter: Reporter) -> list[tuple[HostRun, NextdeployError | None]]:
+def run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops, reporter: Reporter,
+             then: str = "then the hosts that switched are put back") -> list[tuple[HostRun, NextdeployError | None]]:
     """``step`` on the wave's hosts at once; after a stop signal, the steps still running are waited for up
-    to ``IN_FLIGHT_SECONDS``, then abandoned (``Outcome.ABANDONED``)."""
+    to ``IN_FLIGHT_SECONDS`` (said, with what comes ``then``), then abandoned (``Outcome.ABANDONED``)."""
     began = time.monotonic()
 
     def one(host: str) -> tuple[HostRun, NextdeployError | None]:
@@ -181,8 +181,7 @@ def run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
         futures = {host: pool.submit(one, host) for host in wave}
         waited = wait_through_stops(list(futures.values()), stops, reporter, IN_FLIGHT_SECONDS,
                                     lambda: f"waiting for {', '.join(h for h, f in futures.items() if not f.done())} "
-                                            f"to finish {step_name} (at most {IN_FLIGHT_SECONDS:g} s), then the "
-                                            "hosts that switched are put back")
+                                            f"to finish {step_name} (at most {IN_FLIGHT_SECONDS:g} s), {then}")
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # an abandoned step's thread is not waited for
     if not waited:
