@@ -1,27 +1,35 @@
 """Ctrl-C, SIGTERM of the fleet controller outside a rollout's waves, with real signals to this process (the main
 thread handles them) over fake sessions: a convergence lets its wave in flight finish, starts no other and says
-what is live where (``fleet.converge``). The rollout's own: tests/unit/test_fleet_rollout.py,
-test_fleet_gated.py; on real hosts: tests/integration/test_fleet_interrupts.py."""
+what is live where (``fleet.converge``); an interrupt before any host was told to switch says that nothing live
+changed and what every host still serves (``rollout.before_any_switch``, in ``fleet.deploy`` and
+``fleet.rollback``). The rollout's own: tests/unit/test_fleet_rollout.py, test_fleet_gated.py; on real hosts:
+tests/integration/test_fleet_interrupts.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from tests.unit.test_fleet_ops import R1, R2, ScriptedSession
 from tests.unit.test_fleet_rollout import caught_signals, let_through  # noqa: F401 (a fixture)
 
-from nextdeploy.core.config import load_config
+from nextdeploy.core import interrupts
+from nextdeploy.core.config import load_config, parse_config
 from nextdeploy.core.errors import ExitCode, HostFailedError, Interrupted
-from nextdeploy.fleet import rollout
+from nextdeploy.core.ui import Reporter
+from nextdeploy.fleet import commands, deploy, rollout
 from nextdeploy.fleet.converge import converge
+from nextdeploy.fleet.plan import HostStatus
+from nextdeploy.fleet.rollback import run_fleet_rollback
 from support.idleapp import config_file
 
 
@@ -123,3 +131,88 @@ def test_a_host_failing_in_an_interrupted_convergence_is_its_own_error(tmp_path:
         converge(session)  # type: ignore[arg-type]
     assert failed.value.message == "web2 failed at activate: verify: worker 1 crashed"
     assert failed.value.exit_code is ExitCode.ROLLED_BACK  # its own code, not 130
+
+
+# --- a fleet deploy or rollback stopped before any host switched --------------------------------------------
+
+
+@pytest.fixture
+def stop_signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise as in the CLI (``interrupts.install``): KeyboardInterrupt, Interrupted."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupts._raise_interrupted)
+    yield  # ``caught_signals`` puts the test's own handlers back
+
+
+def fleet_deploy_stopped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, at: str, signum: int,
+                         live: dict[str, str | None], session: Any = None) -> Interrupted:
+    """``fleet_deploy`` over a fake fleet serving ``live`` (nothing reaches a host), a stop signal sent at
+    ``at`` (set-up, build); its Interrupted."""
+    config = parse_config({"app": {"name": "hello", "source": str(tmp_path)}, "server": {"root": "/srv/hello"},
+                           "hosts": [{"ssh": host} for host in live], "build": {"dir": str(tmp_path / "cache")}},
+                          tmp_path)
+    reporter = Reporter()
+    session = session or SimpleNamespace(names=list(live), reporter=reporter, config=config, transport=None,
+                                         roots={}, send_config=lambda *args: None)
+    statuses = [HostStatus(host, True, release, (R1, R2)) for host, release in live.items()]
+
+    def reached(step: str) -> None:
+        if step == at:
+            signal_me(signum)
+
+    monkeypatch.setattr(deploy, "fleet_session", lambda *args: contextlib.nullcontext(session))
+    monkeypatch.setattr(deploy, "setup_fleet", lambda *args: reached("setup"))
+    monkeypatch.setattr(deploy, "fleet_lock", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr(deploy, "read_fleet_state", lambda _session: (statuses, []))
+    monkeypatch.setattr(deploy, "decide_key", lambda *args: ("key", None))
+    monkeypatch.setattr(deploy, "controller_context", lambda *args: None)
+    monkeypatch.setattr(deploy, "_build", lambda *args: reached("build"))
+    with pytest.raises(KeyboardInterrupt) as stopped:  # (a bare one would otherwise end the pytest run)
+        deploy.fleet_deploy(config, b"", reporter)
+    assert isinstance(stopped.value, Interrupted), repr(stopped.value)
+    return stopped.value
+
+
+@pytest.mark.usefixtures("stop_signals_raise")
+@pytest.mark.parametrize(("at", "signum", "live", "said"), [
+    ("setup", signal.SIGTERM, {"web1": R1, "web2": R1}, "every host still serves what it served (nothing live "
+                                                        "changed)"),
+    ("build", signal.SIGINT, {"web1": R1, "web2": R1}, f"every host still serves {R1} (nothing live changed)"),
+    ("build", signal.SIGTERM, {"web1": None, "web2": None}, "nothing was live on any host, and nothing is (nothing "
+                                                            "live changed)"),
+], ids=["setup-SIGTERM", "build-SIGINT", "first-deploy-build-SIGTERM"])
+def test_a_fleet_deploy_stopped_before_its_rollout_says_no_host_switched_and_what_each_serves(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, at: str, signum: int, live: dict[str, str | None],
+        said: str) -> None:
+    stopped = fleet_deploy_stopped(monkeypatch, tmp_path, at, signum, live)
+    name = signal.Signals(signum).name
+    assert stopped.signal_name == name
+    assert stopped.message == f"interrupted by {name} before any host switched: {said}"
+
+
+@pytest.mark.usefixtures("stop_signals_raise")
+def test_a_convergence_stopped_in_a_fleet_deploy_says_what_is_live_where_not_that_nothing_changed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    session = mixed(tmp_path, at="web2", signum=signal.SIGTERM)
+    session.send_config = lambda *args: None  # type: ignore[attr-defined]
+    session.transport, session.roots = None, {}  # type: ignore[attr-defined]
+    stopped = fleet_deploy_stopped(monkeypatch, tmp_path, "build", signal.SIGINT, dict(session.live), session)
+    assert stopped.signal_name == "SIGTERM" and session.switches() == [("web2", ("activate", R2))]
+    assert stopped.message.startswith(f"interrupted by SIGTERM while converging the fleet to {R2}: web1 {R2}, web2 "
+                                      f"{R2}, web3 {R1}")
+
+
+@pytest.mark.usefixtures("stop_signals_raise")
+def test_a_fleet_rollback_stopped_before_its_rollout_says_no_host_switched(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config, _ = config_file(tmp_path)
+    live = {"web1": R2, "web2": R2}
+    session = SignallingSession(list(live), dict(live), complete_everywhere(live), config=load_config(config),
+                                at="web2", on="releases", signum=signal.SIGTERM)
+    monkeypatch.setattr(commands, "locked_fleet", lambda *args: contextlib.nullcontext(session))
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_fleet_rollback(session.config, b"", session.reporter, None)  # type: ignore[arg-type]
+    assert session.switches() == []
+    assert isinstance(stopped.value, Interrupted)
+    assert stopped.value.message == ("interrupted by SIGTERM before any host switched: every host still serves what "
+                                     "it served (nothing live changed)")

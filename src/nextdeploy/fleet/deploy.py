@@ -37,7 +37,7 @@ from nextdeploy.fleet.gated import roll_out_gated
 from nextdeploy.fleet.lock import fleet_lock
 from nextdeploy.fleet.plan import HostStatus
 from nextdeploy.fleet.prepare import HostKey, decide_key, give_key, read_host_keys
-from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult
+from nextdeploy.fleet.rollout import BeforeTheSwitch, RolloutFailed, RolloutResult, before_any_switch
 from nextdeploy.fleet.session import FleetSession, fleet_session
 from nextdeploy.fleet.setup import machine_roots, setup_fleet
 from nextdeploy.fleet.ship import ShipResult, ship
@@ -92,7 +92,7 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
     started = time.monotonic()
     if config.build.host is not None:
         check_source(config)  # a source the build host cannot get is refused before any host is contacted
-    with fleet_session(config, reporter) as session:
+    with before_any_switch() as before, fleet_session(config, reporter) as session:
         with reporter.step(f"set up {len(session.names)} host(s): nextdeploy and pm2 (already set up: a check)",
                            StepName.FLEET_SETUP):
             setup_fleet(config, session.transport, reporter.info)
@@ -102,7 +102,7 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
         with fleet_lock(session, "deploy", lock_timeout):
             with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
                 session.send_config(config_text, machines)
-            return _deploy_locked(session, config, reporter, started)
+            return _deploy_locked(session, config, reporter, started, before)
 
 
 def _build(session: FleetSession, config: Config, key: str, ctx: Context,
@@ -127,10 +127,13 @@ def read_fleet_state(session: FleetSession) -> tuple[list[HostStatus], list[Host
         return statuses, keys.result()
 
 
-def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, started: float) -> FleetDeployResult:
+def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, started: float,
+                   before: BeforeTheSwitch) -> FleetDeployResult:
     with reporter.step("read every host's releases and Server Actions key", StepName.FLEET_STATUS):
         read, found = read_fleet_state(session)
+    before.live = {status.host: status.live for status in read}
     live = {status.host: status.live for status in converge_if_mixed(session, read)}  # a mixed fleet first
+    before.live = live
     previous = fleet_previous({host: {"current": release} for host, release in live.items()})
     reporter.info("live: " + ", ".join(f"{host} {live[host] or 'none'}" for host in session.names))
     key, choice = decide_key(session.transport, session.roots, config.security.server_actions_key,
@@ -164,6 +167,7 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
             lambda host: session.start_gated(host, release, timeout=ACTIVATE_TIMEOUT + GATE_TIMEOUT),
             canary=config.rollout.canary, batch=config.rollout.batch,
             previous_of=live)
+        before.over = True
     except RolloutFailed as failed:
         result.rollout, result.failed = failed.result, failed.error.message
         result.seconds = time.monotonic() - started
