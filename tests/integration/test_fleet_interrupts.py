@@ -1,7 +1,8 @@
 """Issue 23, item 6 on real test hosts (tests/support/fleet.py: sshd in their own namespaces, nginx in front,
 retries off): the controller stopped. The fleet lock (two controllers at once, a holder SIGKILLed), a
 controller SIGKILLed mid-rollout then the next command converging the fleet, a fleet left mixed converged,
-Ctrl-C of a deploy once the canary switched (under load), a deploy SIGKILLed then the next deploy converging.
+Ctrl-C or SIGTERM of a deploy once the canary switched (under load), SIGTERM while every host proves the
+release, a deploy SIGKILLed then the next deploy converging.
 
 One module-scoped fleet of 3 hosts serving v2 (v1 live before it): tests/support/fleetops.py. The tests run in
 order, each starting from the state the previous one left (written in its docstring)."""
@@ -31,6 +32,7 @@ from support.fleetops import (
     Ops,
     TwoReleases,
     healthy,
+    host_nextdeploys,
     kill_controller,
     no_host_lock_left,
     ops_fleet,
@@ -211,30 +213,66 @@ def wait_for_the_canary(ops: Ops, controller: subprocess.Popen[bytes], output: P
     return live
 
 
-def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_under_load(ops: Ops) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_under_load(
+        ops: Ops, signum: int) -> None:
     """v1 everywhere -> `deploy` of v3 interrupted once web1 serves it (SIGINT to the controller's process
-    group: a Ctrl-C at its terminal) -> v1 everywhere, healthy, exit 130, 0 failed requests through nginx."""
+    group: a Ctrl-C at its terminal; SIGTERM: a CI job cancelled) -> v1 everywhere, healthy, exit 130, 0
+    failed requests through nginx. (The SIGTERM case builds v3 again: its source unchanged, a quick build.)"""
     fleet = ops.fleet
+    name = signal.Signals(signum).name
     set_version(ops.app, "v3")
     with load_through(fleet) as results, slow_switch_on_web2(ops):
-        controller, output = start_controller(ops, "ctrl-c", "deploy")
+        controller, output = start_controller(ops, f"stopped-{name}", "deploy")
         try:
             new = wait_for_the_canary(ops, controller, output, {ops.v1})
-            os.killpg(controller.pid, signal.SIGINT)
+            os.killpg(controller.pid, signum)
             interrupted = time.monotonic()
             code = controller.wait(300)
         finally:
             kill_controller(fleet, controller)  # ended by then, unless the test failed
     said = output.read_text()
-    print(f"{said}\nexit {code} {time.monotonic() - interrupted:.1f} s after the SIGINT")
+    print(f"{said}\nexit {code} {time.monotonic() - interrupted:.1f} s after the {name}")
     print({mode: (result.total, result.failed) for mode, result in results.items()})
     assert code == ExitCode.INTERRUPTED, said
     last = said.strip().splitlines()[-1]
-    assert last.startswith(f"error: interrupted by SIGINT during the rollout of {new}; put web1"), last
+    assert last.startswith(f"error: interrupted by {name} during the rollout of {new}; put web1"), last
     assert last.endswith(f"back to {ops.v1}; every host serves what it served before"), last
     no_failures(results)
     assert ops.live() == ops.everywhere(ops.v1) and healthy(fleet)["verdict"] == "uniform"
     assert no_host_lock_left(fleet)
+
+
+def test_sigterm_while_every_host_proves_the_release_aborts_them_all_and_says_nothing_live_changed(
+        ops: Ops) -> None:
+    """v1 everywhere -> `deploy` of v3 (again: a quick build) SIGTERMed while every host proves it (phase 1,
+    none switched) -> every host told abort, v1 everywhere, exit 130 with the line of a deploy stopped before
+    its rollout."""
+    fleet = ops.fleet
+    controller, output = start_controller(ops, "proving", "deploy")
+    try:
+        deadline = time.monotonic() + 600
+        while "at once (nothing switches until every host is ready)" not in output.read_text():
+            assert controller.poll() is None, f"the deploy ended before proving:\n{output.read_text()}"
+            assert time.monotonic() < deadline, "the hosts were never told to prove the release"
+            time.sleep(0.02)
+        time.sleep(1.0)  # the hosts' `host activate --gate` started, their workers booting (proving takes longer:
+        # the stability window alone is 2 s)
+        os.killpg(controller.pid, signal.SIGTERM)
+        code = controller.wait(300)
+    finally:
+        kill_controller(fleet, controller)
+    said = output.read_text()
+    print(said)
+    assert code == ExitCode.INTERRUPTED, said
+    assert said.strip().splitlines()[-1] == (f"error: interrupted by SIGTERM before any host switched: every host "
+                                             f"still serves {ops.v1} (nothing live changed)")
+    assert "SIGTERM: aborting the rollout before any host switched" in said
+    assert "ok web1: activate" not in said and "put back" not in said
+    assert ops.live() == ops.everywhere(ops.v1)
+    status = healthy(fleet)
+    assert status["verdict"] == "uniform" and [len(host["workers"]) for host in status["hosts"]] == [1, 1, 1]
+    assert not any(host_nextdeploys(fleet).values()), host_nextdeploys(fleet)
 
 
 def test_a_deploy_killed_after_the_canary_then_deploy_converges_every_host_and_deploys(ops: Ops) -> None:
