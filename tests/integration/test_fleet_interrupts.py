@@ -1,8 +1,8 @@
 """Issue 23, item 6 on real test hosts (tests/support/fleet.py: sshd in their own namespaces, nginx in front,
 retries off): the controller stopped. The fleet lock (two controllers at once, a holder SIGKILLed), a
-controller SIGKILLed mid-rollout then the next command converging the fleet, a fleet left mixed converged,
-Ctrl-C or SIGTERM of a deploy once the canary switched (under load), SIGTERM while every host proves the
-release, a deploy SIGKILLed then the next deploy converging.
+controller SIGKILLed mid-rollout then the next command converging the fleet, a fleet left mixed converged
+(a Ctrl-C while converging too), Ctrl-C or SIGTERM of a deploy once the canary switched (under load),
+SIGTERM while every host proves the release, a deploy SIGKILLed then the next deploy converging.
 
 One module-scoped fleet of 3 hosts serving v2 (v1 live before it): tests/support/fleetops.py. The tests run in
 order, each starting from the state the previous one left (written in its docstring)."""
@@ -154,7 +154,9 @@ def test_a_controller_killed_mid_rollout_leaves_every_host_healthy_and_the_next_
 
 def test_a_fleet_left_mixed_after_the_canary_is_said_mixed_and_converged_by_the_next_rollback(ops: Ops) -> None:
     """v1 everywhere; web1 alone switched to v2 (what a controller killed after the canary leaves); then
-    `rollback`: the fleet is said mixed, converged to v2 (the newest live), then rolled back to v1."""
+    `rollback` SIGINTed while it converges web2 (the canary of the convergence): web2 finishes, web3 is not
+    moved, exit 130 saying what is live where; then `rollback`: the fleet is said mixed, converged to v2 (the
+    newest live), then rolled back to v1."""
     fleet = ops.fleet
     assert fleet.config is not None
     with fleet_session(load_config(fleet.config), Reporter()) as session:
@@ -162,10 +164,28 @@ def test_a_fleet_left_mixed_after_the_canary_is_said_mixed_and_converged_by_the_
     assert ops.live() == {"web1": ops.v2, "web2": ops.v1, "web3": ops.v1}
     status = fleet.nextdeploy("status", "--json").expect_ok().json()
     assert status["verdict"] == "mixed" and status["live"] == {ops.v2: ["web1"], ops.v1: ["web2", "web3"]}
+    controller, output = start_controller(ops, "converging", "rollback")
+    try:
+        deadline = time.monotonic() + 300
+        while f"activate {ops.v2} on web2" not in output.read_text():  # the step's first line: web2 is moving
+            assert controller.poll() is None, f"the rollback ended before converging:\n{output.read_text()}"
+            assert time.monotonic() < deadline, "web2 was never moved"
+            time.sleep(0.02)
+        os.killpg(controller.pid, signal.SIGINT)
+        code = controller.wait(300)
+    finally:
+        kill_controller(fleet, controller)
+    said = output.read_text()
+    print(said)
+    assert code == ExitCode.INTERRUPTED, said
+    assert said.strip().splitlines()[-1] == (
+        f"error: interrupted by SIGINT while converging the fleet to {ops.v2}: web1 {ops.v2}, web2 {ops.v2}, web3 "
+        f"{ops.v1}; the next deploy or rollback converges the rest")
+    assert ops.live() == {"web1": ops.v2, "web2": ops.v2, "web3": ops.v1}  # no more mixed than it was found
     run = fleet.nextdeploy("rollback")
     print(run.output)
     run.expect_ok()
-    assert f"the fleet is on mixed releases: web1 {ops.v2}, web2 {ops.v1}, web3 {ops.v1}" in run.output
+    assert f"the fleet is on mixed releases: web1 {ops.v2}, web2 {ops.v2}, web3 {ops.v1}" in run.output
     assert ops.live() == ops.everywhere(ops.v1)
 
 
