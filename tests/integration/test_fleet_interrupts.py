@@ -36,6 +36,7 @@ from support.fleetops import (
     kill_controller,
     no_host_lock_left,
     ops_fleet,
+    said_before,
     settled,
     start_controller,
     stop_masters,
@@ -166,11 +167,7 @@ def test_a_fleet_left_mixed_after_the_canary_is_said_mixed_and_converged_by_the_
     assert status["verdict"] == "mixed" and status["live"] == {ops.v2: ["web1"], ops.v1: ["web2", "web3"]}
     controller, output = start_controller(ops, "converging", "rollback")
     try:
-        deadline = time.monotonic() + 300
-        while f"activate {ops.v2} on web2" not in output.read_text():  # the step's first line: web2 is moving
-            assert controller.poll() is None, f"the rollback ended before converging:\n{output.read_text()}"
-            assert time.monotonic() < deadline, "web2 was never moved"
-            time.sleep(0.02)
+        said_before(controller, output, f"activate {ops.v2} on web2", "web2 was moved")  # its step began
         os.killpg(controller.pid, signal.SIGINT)
         code = controller.wait(300)
     finally:
@@ -223,11 +220,7 @@ def wait_for_the_canary(ops: Ops, controller: subprocess.Popen[bytes], output: P
     """The release web1 switched to (not one of ``before``), once it serves it: its `current` moves when its
     held workers start (phase 1: every host proven first), so the controller's word that web1 switched is
     waited for; web2 is switching then (phase 2, slowed: ``slow_switch_on_web2``), web3 waits at its gate."""
-    deadline = time.monotonic() + 600  # a build on the controller comes first
-    while "\nok web1: activate" not in output.read_text():
-        assert controller.poll() is None, f"the deploy ended before web1 switched:\n{output.read_text()}"
-        assert time.monotonic() < deadline, "web1 never switched"
-        time.sleep(0.02)
+    said_before(controller, output, "\nok web1: activate", "web1 switched", 600)  # a build comes first
     live = ops.fleet.live_release("web1")
     assert live is not None and live not in before
     return live
@@ -271,11 +264,8 @@ def test_sigterm_while_every_host_proves_the_release_aborts_them_all_and_says_no
     fleet = ops.fleet
     controller, output = start_controller(ops, "proving", "deploy")
     try:
-        deadline = time.monotonic() + 600
-        while "at once (nothing switches until every host is ready)" not in output.read_text():
-            assert controller.poll() is None, f"the deploy ended before proving:\n{output.read_text()}"
-            assert time.monotonic() < deadline, "the hosts were never told to prove the release"
-            time.sleep(0.02)
+        said_before(controller, output, "at once (nothing switches until every host is ready)",
+                    "the hosts were told to prove the release", 600)
         time.sleep(1.0)  # the hosts' `host activate --gate` started, their workers booting (proving takes longer:
         # the stability window alone is 2 s)
         os.killpg(controller.pid, signal.SIGTERM)

@@ -170,3 +170,14 @@ def start_controller(ops: Ops, name: str, *args: str) -> tuple[subprocess.Popen[
                                       stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=tool_env(),
                                       start_new_session=True)
     return controller, output
+
+
+def said_before(controller: subprocess.Popen[bytes], output: Path, text: str, what: str,
+                timeout: float = 300) -> None:
+    """Wait until ``text`` is in the controller's ``output`` (``start_controller``); fail if the controller
+    ends first or after ``timeout`` s (``what``: what the text means)."""
+    deadline = time.monotonic() + timeout
+    while text not in output.read_text():
+        assert controller.poll() is None, f"the command ended before {what}:\n{output.read_text()}"
+        assert time.monotonic() < deadline, f"never saw that {what}"
+        time.sleep(0.02)
