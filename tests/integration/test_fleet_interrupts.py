@@ -1,8 +1,9 @@
 """Issue 23, item 6 on real test hosts (tests/support/fleet.py: sshd in their own namespaces, nginx in front,
 retries off): the controller stopped. The fleet lock (two controllers at once, a holder SIGKILLed), a
 controller SIGKILLed mid-rollout then the next command converging the fleet, a fleet left mixed converged
-(a Ctrl-C while converging too), Ctrl-C or SIGTERM of a deploy once the canary switched (under load),
-SIGTERM while every host proves the release, a deploy SIGKILLed then the next deploy converging.
+(a Ctrl-C while converging too), SIGTERM of a rollback and Ctrl-C of a deploy once the canary switched
+(under load), SIGTERM while every host proves the release, a deploy SIGKILLed then the next deploy
+converging.
 
 One module-scoped fleet of 3 hosts serving v2 (v1 live before it): tests/support/fleetops.py. The tests run in
 order, each starting from the state the previous one left (written in its docstring)."""
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -226,19 +227,18 @@ def wait_for_the_canary(ops: Ops, controller: subprocess.Popen[bytes], output: P
     return live
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ctrl_c_or_sigterm_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_under_load(
-        ops: Ops, signum: int) -> None:
-    """v1 everywhere -> `deploy` of v3 interrupted once web1 serves it (SIGINT to the controller's process
-    group: a Ctrl-C at its terminal; SIGTERM: a CI job cancelled) -> v1 everywhere, healthy, exit 130, 0
-    failed requests through nginx. (The SIGTERM case builds v3 again: its source unchanged, a quick build.)"""
+def stopped_under_load(ops: Ops, signum: int, args: tuple[str, ...],
+                       moving: Callable[[subprocess.Popen[bytes], Path], str]) -> tuple[str, str]:
+    """The real CLI (``args``) under load through nginx, sent ``signum`` (to its process group, as a terminal or
+    a CI runner does) once ``moving`` returned the release it is switching the hosts to: it exits 130, no
+    request failed, and v1 (what every host served) is back everywhere, healthy, no fleet lock left. Returns
+    that release and the command's last line."""
     fleet = ops.fleet
     name = signal.Signals(signum).name
-    set_version(ops.app, "v3")
-    with load_through(fleet) as results, slow_switch_on_web2(ops):
-        controller, output = start_controller(ops, f"stopped-{name}", "deploy")
+    with load_through(fleet) as results:
+        controller, output = start_controller(ops, f"stopped-{name}", *args)
         try:
-            new = wait_for_the_canary(ops, controller, output, {ops.v1})
+            target = moving(controller, output)
             os.killpg(controller.pid, signum)
             interrupted = time.monotonic()
             code = controller.wait(300)
@@ -248,17 +248,42 @@ def test_ctrl_c_or_sigterm_of_a_deploy_once_the_canary_switched_puts_it_back_and
     print(f"{said}\nexit {code} {time.monotonic() - interrupted:.1f} s after the {name}")
     print({mode: (result.total, result.failed) for mode, result in results.items()})
     assert code == ExitCode.INTERRUPTED, said
-    last = said.strip().splitlines()[-1]
-    assert last.startswith(f"error: interrupted by {name} during the rollout of {new}; put web1"), last
-    assert last.endswith(f"back to {ops.v1}; every host serves what it served before"), last
     no_failures(results)
     assert ops.live() == ops.everywhere(ops.v1) and healthy(fleet)["verdict"] == "uniform"
     assert no_host_lock_left(fleet)
+    return target, said.strip().splitlines()[-1]
+
+
+def test_sigterm_of_a_rollback_once_the_canary_switched_puts_it_back_and_exits_130_under_load(ops: Ops) -> None:
+    """v1 everywhere -> `rollback --to v2` sent SIGTERM (a CI job cancelled) once web1 switched, while web2
+    switches (its own held cut-over: seconds) -> web1 and web2 put back, v1 everywhere, exit 130, 0 failed
+    requests. The deploy's rollout stops the same way (its phase 2 is this engine): the Ctrl-C test below;
+    this one costs no build."""
+
+    def web1_switched(controller: subprocess.Popen[bytes], output: Path) -> str:
+        said_before(controller, output, "\nok web1: rollback", "web1 switched")
+        return ops.v2
+
+    _, last = stopped_under_load(ops, signal.SIGTERM, ("rollback", "--to", ops.v2), web1_switched)
+    assert last.startswith(f"error: interrupted by SIGTERM during the rollout of {ops.v2}; put web1"), last
+    assert last.endswith(f"back to {ops.v1}; every host serves what it served before"), last
+
+
+def test_ctrl_c_of_a_deploy_once_the_canary_switched_puts_it_back_and_exits_130_under_load(ops: Ops) -> None:
+    """v1 everywhere -> `deploy` of v3 interrupted once web1 serves it (SIGINT to the controller's process
+    group: a Ctrl-C at its terminal) -> v1 everywhere, healthy, exit 130, 0 failed requests through nginx."""
+    set_version(ops.app, "v3")
+    with slow_switch_on_web2(ops):
+        new, last = stopped_under_load(ops, signal.SIGINT, ("deploy",),
+                                       lambda controller, output: wait_for_the_canary(ops, controller, output,
+                                                                                      {ops.v1}))
+    assert last.startswith(f"error: interrupted by SIGINT during the rollout of {new}; put web1"), last
+    assert last.endswith(f"back to {ops.v1}; every host serves what it served before"), last
 
 
 def test_sigterm_while_every_host_proves_the_release_aborts_them_all_and_says_nothing_live_changed(
         ops: Ops) -> None:
-    """v1 everywhere -> `deploy` of v3 (again: a quick build) SIGTERMed while every host proves it (phase 1,
+    """v1 everywhere -> `deploy` of v3 (again) SIGTERMed while every host proves it (phase 1,
     none switched) -> every host told abort, v1 everywhere, exit 130 with the line of a deploy stopped before
     its rollout."""
     fleet = ops.fleet
