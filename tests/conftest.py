@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from support.fleetops import TwoReleases, build_two_releases
+from support.hosts import skip_without_host_tools
 from support.site import TOOLS_BIN, Site
 
 
@@ -32,3 +34,13 @@ def site(tmp_path: Path) -> Iterator[Site]:
         yield target
     finally:
         target.close()
+
+
+@pytest.fixture(scope="session")
+def two_releases(tmp_path_factory: pytest.TempPathFactory) -> TwoReleases:
+    """The example app's v1 and v2 built once for the session by local deploys (the fleet operations modules
+    ship them to their own fleets: tests/support/fleetops.py)."""
+    if not have_node_tools():
+        pytest.skip("needs node, and pnpm + pm2 under .tools/ (run scripts/test)")
+    skip_without_host_tools()  # before the builds: they serve the fleet modules alone
+    return build_two_releases(tmp_path_factory.mktemp("two-releases"))

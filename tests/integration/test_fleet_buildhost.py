@@ -22,17 +22,17 @@ from typing import Any
 import pytest
 
 from conftest import have_node_tools
-from integration.test_fleet_ops import stop_masters
 from nextdeploy.core.errors import ExitCode
 from nextdeploy.demo.exampleapp import copy_example, set_version
 from nextdeploy.fleet.lock import take_host_lock
 from support.fleet import Fleet, running_fleet
+from support.fleetops import stop_masters
 from support.hosts import skip_without_host_tools
 from support.site import Run, tool_env
 
 pytestmark = pytest.mark.integration
 
-ROOT = "/srv/fleet-buildhost"  # its own root: the test hosts share one PID namespace (see test_fleet_deploy)
+ROOT = "/srv/fleet-buildhost"  # any root would do: each test host has its own /srv and PID namespace
 HOSTS = ["web1", "web2"]  # the [[hosts]]; web3 is the build box of the last tests
 BOX_ROOT = "/srv/build-box"
 

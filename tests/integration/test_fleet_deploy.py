@@ -25,8 +25,8 @@ from support.site import Run, tool_env
 
 pytestmark = pytest.mark.integration
 
-# Not the harness's default (/srv/app, which test_fleet_ops uses): the test hosts share one PID namespace, and
-# a host's nextdeploy stops the leftover preflight servers of its root found by their env, whichever host's.
+# Not the harness's default (/srv/app): any root would do (each test host has its own /srv and PID namespace),
+# the health route below names this one.
 ROOT = "/srv/fleet-deploy"
 # The example app's health route, failing on a host whose root holds shared/health-fails (test (c)); or once
 # the release is approved (it took traffic: after its gate's `go`) on a host whose root holds

@@ -129,7 +129,8 @@ def test_a_stop_signal_while_proving_aborts_every_host() -> None:
         roll_out_gated(session, "B", "A", start)
     error = stopped.value.error
     assert isinstance(error, Interrupted) and error.signal_name == "SIGTERM"
-    assert "no host had switched" in error.message
+    assert error.message == ("interrupted by SIGTERM before any host switched: every host still serves A (nothing "
+                             "live changed)")
     assert not [entry for entry in log if entry[1] == "go"] and session.calls == []
     assert outcomes(stopped.value) == {"web1": "aborted", "web2": "aborted", "web3": "aborted"}
 

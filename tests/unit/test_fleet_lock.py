@@ -1,6 +1,6 @@
 """The controller's side of the fleet lock (``fleet.lock.lock_every_host``): the first host's lock alone, then
 the others' at once, over real flocks (the host side's ``take_host_lock``, one dir per host). Over ssh on
-real test hosts: tests/integration/test_fleet_ops.py (two controllers at once)."""
+real test hosts: tests/integration/test_fleet_interrupts.py (two controllers at once)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Issue 23, items 6-7: the fleet lock's host side (real `nextdeploy host lock` processes and flock), the
 fleet rollback's target, and crash convergence (the waves: tests/unit/test_fleet_rollout.py). The same over
-ssh on real test hosts: tests/integration/test_fleet_ops.py."""
+ssh on real test hosts: tests/integration/test_fleet_interrupts.py and test_fleet_commands.py."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from nextdeploy.fleet.plan import (
     batch_size,
     convergence,
     interrupted_message,
+    nothing_switched_message,
     rollout_waves,
 )
 
@@ -268,6 +269,22 @@ def test_a_host_abandoned_at_its_step_is_unknown_and_named() -> None:
         "own nextdeploy finishes it): the next deploy or rollback converges the fleet")
     nothing = after_rollout([HostOutcome("web1", Outcome.ABANDONED, "activate")], "B", "A", interrupted="SIGINT")
     assert interrupted_message(nothing).split("; ")[1] == "no host had switched"
+
+
+def test_interrupted_before_any_host_switched_says_nothing_live_changed_and_what_each_host_serves() -> None:
+    """Stopped while the hosts prove the release (or before the first wave): no host switched."""
+    proving = [HostOutcome("web1", Outcome.ABORTED, "activate"), HostOutcome("web2", Outcome.NOT_STARTED)]
+    decision = after_rollout(proving, "B", "A", interrupted="SIGTERM")
+    assert interrupted_message(decision) == ("interrupted by SIGTERM before any host switched: every host still "
+                                             "serves A (nothing live changed)")
+    assert interrupted_message(decision, {"web1": "A", "web2": None}) == (
+        "interrupted by SIGTERM before any host switched: every host still serves what it served: web1 A, "
+        "web2 none (nothing live changed)")
+    first = after_rollout(proving, "B", None, interrupted="SIGINT")
+    assert interrupted_message(first) == ("interrupted by SIGINT before any host switched: nothing was live on any "
+                                          "host, and nothing is (nothing live changed)")
+    assert nothing_switched_message("SIGHUP", None) == ("interrupted by SIGHUP before any host switched: every "
+                                                        "host still serves what it served (nothing live changed)")
 
 
 def test_a_host_failure_during_an_interrupted_rollout_is_still_the_failure_reported() -> None:

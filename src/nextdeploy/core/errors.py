@@ -177,6 +177,7 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal_name)
         self.signal_name = signal_name
         self.message = message or f"interrupted by {signal_name}"
+        self.explained = message is not None  # the message says what the interrupted run left live
 
 
 def stopped_by(interrupt: KeyboardInterrupt) -> str:

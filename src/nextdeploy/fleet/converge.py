@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nextdeploy.core.errors import ReleaseError
+from nextdeploy.core.errors import Interrupted, ReleaseError
+from nextdeploy.core.interrupts import deferred
 from nextdeploy.core.steps import StepName
-from nextdeploy.fleet.plan import HostStatus, convergence, rollout_waves
+from nextdeploy.fleet.plan import HostStatus, Outcome, convergence, rollout_waves
+from nextdeploy.fleet.rollout import run_wave
 from nextdeploy.fleet.session import FleetSession
 
 
@@ -59,12 +61,49 @@ def converge(session: FleetSession, read: list[HostStatus] | None = None) -> tup
                            "is complete on every host",
                            hint="deploy again (it ships the release to every host), or `nextdeploy rollback "
                                 "--to ID` with an id every host has (`nextdeploy releases`)")
-    config = session.config
     say(f"converging {', '.join(plan.move)} to {plan.target}")
-    for wave in rollout_waves([host for host in session.names if host in plan.move], config.rollout.canary,
-                              config.rollout.batch):
-        with session.reporter.step(f"activate {plan.target} on {', '.join(wave)}", StepName.CONVERGE):
-            session.call_each(["activate", plan.target], wave)
+    moved, abandoned, stopped = _move(session, plan.target, [host for host in session.names if host in plan.move])
+    if stopped:
+        raise Interrupted(stopped, stopped_converging(stopped, plan.target, statuses, moved, abandoned))
     say(f"every host serves {plan.target}")
     return [HostStatus(status.host, True, plan.target if status.host in plan.move else status.live, status.ready)
             for status in statuses], plan.move
+
+
+def _move(session: FleetSession, target: str, hosts: list[str]) -> tuple[list[str], list[str], str | None]:
+    """``host activate <target>`` on ``hosts``, canary first then by batches: the hosts moved, those abandoned,
+    and the stop signal received. Ctrl-C, SIGTERM or SIGHUP meanwhile (``core.interrupts.deferred``): no new
+    wave starts, the wave in flight is let finish (each host's own zero-downtime activation; abandoned after
+    ``rollout.IN_FLIGHT_SECONDS``). Every host moved serves a release that was live before: the fleet is never
+    more mixed than it was found. A host failing raises its error (the first, config order)."""
+    config = session.config
+    moved: list[str] = []
+    abandoned: list[str] = []
+    with deferred() as stops:
+        for wave in rollout_waves(hosts, config.rollout.canary, config.rollout.batch):
+            if stops.first:
+                break
+            with session.reporter.step(f"activate {target} on {', '.join(wave)}", StepName.CONVERGE):
+                runs = run_wave(wave, lambda host: session.call(host, ["activate", target]), "activate", stops,
+                                session.reporter, then=f"then nextdeploy stops (the hosts moved stay on {target})")
+            errors = [error for _run, error in runs if error is not None]
+            moved += [run.outcome.host for run, error in runs if run.outcome.outcome is Outcome.SWITCHED]
+            abandoned += [run.outcome.host for run, _ in runs if run.outcome.outcome is Outcome.ABANDONED]
+            if errors:
+                raise errors[0]
+    return moved, abandoned, stops.first
+
+
+def stopped_converging(signal_name: str, target: str, statuses: Sequence[HostStatus], moved: Sequence[str],
+                       abandoned: Sequence[str]) -> str:
+    """The one line of a convergence stopped by a signal: what is live where."""
+    said = f"interrupted by {signal_name} while converging the fleet to {target}: "
+    now = [HostStatus(status.host, True, target if status.host in moved else status.live) for status in statuses
+           if status.host not in abandoned]
+    if not abandoned and all(status.live in (target, None) for status in now):
+        what = f"every host serves {target}" if all(status.live == target for status in now) else live_line(now)
+        return said + f"converged ({what}); nothing else changed"
+    said += live_line(now)
+    if abandoned:
+        said += f"; {', '.join(abandoned)} still moving to {target} when abandoned (its own nextdeploy finishes it)"
+    return said + "; the next deploy or rollback converges the rest"

@@ -39,7 +39,7 @@ from nextdeploy.fleet.gated import roll_out_gated
 from nextdeploy.fleet.lock import NotSetUp, fleet_lock
 from nextdeploy.fleet.plan import HostStatus
 from nextdeploy.fleet.prepare import HostKey, decide_key, give_key, read_host_keys
-from nextdeploy.fleet.rollout import RolloutFailed, RolloutResult
+from nextdeploy.fleet.rollout import BeforeTheSwitch, RolloutFailed, RolloutResult, before_any_switch
 from nextdeploy.fleet.session import FleetSession, fleet_session
 from nextdeploy.fleet.setup import machine_roots, setup_fleet
 from nextdeploy.fleet.ship import ShipResult, ship
@@ -94,12 +94,12 @@ def fleet_deploy(config: Config, config_text: bytes, reporter: Reporter,
     started = time.monotonic()
     if config.build.host is not None:
         check_source(config)  # a source the build host cannot get is refused before any host is contacted
-    with fleet_session(config, reporter) as session, ExitStack() as locked:
+    with before_any_switch() as before, fleet_session(config, reporter) as session, ExitStack() as locked:
         machines = machine_roots(config)  # the hosts and a build box
         set_up_and_lock(session, config, reporter, lock_timeout, locked, machines)
         with reporter.step("send the config to every host", StepName.FLEET_CONFIG):
             session.send_config(config_text, machines)
-        return _deploy_locked(session, config, reporter, started)
+        return _deploy_locked(session, config, reporter, started, before)
 
 
 def set_up_and_lock(session: FleetSession, config: Config, reporter: Reporter, lock_timeout: float,
@@ -145,10 +145,13 @@ def read_fleet_state(session: FleetSession) -> tuple[list[HostStatus], list[Host
         return statuses, keys.result()
 
 
-def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, started: float) -> FleetDeployResult:
+def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, started: float,
+                   before: BeforeTheSwitch) -> FleetDeployResult:
     with reporter.step("read every host's releases and Server Actions key", StepName.FLEET_STATUS):
         read, found = read_fleet_state(session)
+    before.live = {status.host: status.live for status in read}
     live = {status.host: status.live for status in converge_if_mixed(session, read)}  # a mixed fleet first
+    before.live = live
     previous = fleet_previous({host: {"current": release} for host, release in live.items()})
     reporter.info("live: " + ", ".join(f"{host} {live[host] or 'none'}" for host in session.names))
     key, choice = decide_key(session.transport, session.roots, config.security.server_actions_key,
@@ -182,6 +185,7 @@ def _deploy_locked(session: FleetSession, config: Config, reporter: Reporter, st
             lambda host: session.start_gated(host, release, timeout=ACTIVATE_TIMEOUT + GATE_TIMEOUT),
             canary=config.rollout.canary, batch=config.rollout.batch,
             previous_of=live)
+        before.over = True
     except RolloutFailed as failed:
         result.rollout, result.failed = failed.result, failed.error.message
         result.seconds = time.monotonic() - started

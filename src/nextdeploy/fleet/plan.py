@@ -6,7 +6,7 @@
   interrupted: Ctrl-C, SIGTERM), which hosts must be put back to the previous release (they switched),
   which are left untouched (they never switched, or their own failure path already put them back), and
   which cannot be judged (lost or abandoned mid-step: converged next time); ``interrupted_message`` says
-  what an interrupted rollout left.
+  what an interrupted rollout left (``nothing_switched_message`` when no host had switched).
 - ``convergence``: given each host's status, is the fleet on one release or mixed, and if mixed, which
   release every host should serve and which hosts to move (e.g. after a controller was killed mid-rollout:
   the release the deploy was installing if it is present and checked everywhere, else the previous one).
@@ -18,7 +18,7 @@ Every value is a small frozen dataclass whose ``to_json()`` is plain JSON (the c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, cast
@@ -160,9 +160,13 @@ def after_rollout(outcomes: Sequence[HostOutcome], target: str, previous: str | 
                            interrupted)
 
 
-def interrupted_message(decision: RolloutDecision) -> str:
+def interrupted_message(decision: RolloutDecision, live: Mapping[str, str | None] | None = None) -> str:
     """The one line an interrupted rollout ends with, once ``decision.put_back`` are back: the signal, the
-    hosts put back, and what the hosts serve now."""
+    hosts put back, and what the hosts serve now. ``live``: what each host served before (default: every
+    host ``decision.previous``), said when no host switched nor was left at its step."""
+    if not decision.put_back and not decision.unknown:
+        before = live if live is not None else dict.fromkeys(decision.untouched, decision.previous)
+        return nothing_switched_message(str(decision.interrupted), before)
     said = [f"interrupted by {decision.interrupted} during the rollout of {decision.target}"]
     if decision.put_back:
         said.append(f"put {', '.join(decision.put_back)} back to {decision.previous or 'nothing (stopped)'}")
@@ -174,6 +178,23 @@ def interrupted_message(decision: RolloutDecision) -> str:
     else:
         said.append("every host serves what it served before")
     return "; ".join(said)
+
+
+def nothing_switched_message(signal_name: str, live: Mapping[str, str | None] | None) -> str:
+    """The one line of a fleet command stopped before any host was told to switch (set-up, lock, build, ship,
+    prepare, or while every host proves the release). ``live``: what each host serves, when it was read
+    (None: not read yet)."""
+    said = f"interrupted by {signal_name} before any host switched: "
+    releases = set((live or {}).values())
+    if live is None or not live:
+        return said + "every host still serves what it served (nothing live changed)"
+    if releases == {None}:
+        return said + "nothing was live on any host, and nothing is (nothing live changed)"
+    if len(releases) == 1:
+        return said + f"every host still serves {releases.pop()} (nothing live changed)"
+    return said + ("every host still serves what it served: "
+                   + ", ".join(f"{host} {release or 'none'}" for host, release in live.items())
+                   + " (nothing live changed)")
 
 
 # --- convergence ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from nextdeploy.core.config import Config
 from nextdeploy.core.errors import ReleaseNotFoundError, RollbackError
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.converge import converge, read_statuses
-from nextdeploy.fleet.rollout import RolloutFailed, roll_out
+from nextdeploy.fleet.rollout import BeforeTheSwitch, RolloutFailed, before_any_switch, roll_out
 from nextdeploy.fleet.session import FleetSession
 
 GOOD = "active"  # the release log's status of a release that went live and never failed
@@ -63,11 +63,15 @@ class FleetRollbackResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def fleet_rollback(session: FleetSession, to: str | None) -> FleetRollbackResult:
-    """Every host to ``to`` (or the fleet's previous good release); the caller holds the fleet lock."""
+def fleet_rollback(session: FleetSession, to: str | None,
+                   before: BeforeTheSwitch | None = None) -> FleetRollbackResult:
+    """Every host to ``to`` (or the fleet's previous good release); the caller holds the fleet lock.
+    ``before``: told what every host serves, and when the rollout is over (``rollout.before_any_switch``)."""
     started = time.monotonic()
+    before = before or BeforeTheSwitch()
     _, moved = converge(session)
     statuses, answers = read_statuses(session)
+    before.live = {status.host: status.live for status in statuses}
     live = statuses[0].live if statuses else None
     if to is not None and to == live and moved:  # the fleet was mixed, and converging put it on ``to``
         return FleetRollbackResult(to, None, tuple(session.names), time.monotonic() - started)
@@ -77,6 +81,7 @@ def fleet_rollback(session: FleetSession, to: str | None) -> FleetRollbackResult
     try:
         roll_out(session, target, live, lambda host: session.call(host, ["rollback", "--to", target]),
                  canary=config.rollout.canary, batch=config.rollout.batch, step_name="rollback")
+        before.over = True
     except RolloutFailed as failed:
         raise failed.error from None
     return FleetRollbackResult(target, live, tuple(session.names), time.monotonic() - started)
@@ -86,5 +91,6 @@ def run_fleet_rollback(config: Config, config_text: bytes, reporter: Reporter, t
                        lock_timeout: float = 0.0) -> FleetRollbackResult:
     from nextdeploy.fleet.commands import locked_fleet
 
-    with locked_fleet(config, config_text, reporter, "rollback", lock_timeout) as session:
-        return fleet_rollback(session, to)
+    with before_any_switch() as before, locked_fleet(config, config_text, reporter, "rollback",
+                                                      lock_timeout) as session:
+        return fleet_rollback(session, to, before)

@@ -21,12 +21,13 @@ healthy, and the next deploy or rollback converges them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from nextdeploy.core.errors import HostFailedError, Interrupted, NextdeployError, RollbackError
+from nextdeploy.core.errors import HostFailedError, Interrupted, NextdeployError, RollbackError, stopped_by
 from nextdeploy.core.interrupts import Stops, deferred
 from nextdeploy.core.ui import Reporter
 from nextdeploy.fleet.parallel import MAX_PARALLEL
@@ -36,6 +37,7 @@ from nextdeploy.fleet.plan import (
     RolloutDecision,
     after_rollout,
     interrupted_message,
+    nothing_switched_message,
     rollout_waves,
 )
 from nextdeploy.remote.errors import SshError
@@ -101,6 +103,30 @@ class RolloutFailed(Exception):
         self.error, self.result = error, result
 
 
+@dataclass
+class BeforeTheSwitch:
+    """What a fleet command knows before any host is told to switch (``before_any_switch``)."""
+
+    live: dict[str, str | None] | None = None  # what each host serves, once read
+    over: bool = False  # the rollout ran: an interrupt after it is not said to have changed nothing
+
+
+@contextmanager
+def before_any_switch() -> Iterator[BeforeTheSwitch]:
+    """Ctrl-C, SIGTERM or SIGHUP in the body (set-up, lock, config, read, build, ship, prepare) raises
+    ``Interrupted`` saying that no host switched and what each host still serves (``state.live``, once the
+    caller set it): exit 130. An interrupt that already says what it left (a convergence's, a rollout's: they
+    defer the signals and act on them) goes through as it is, as does any after ``state.over`` is set."""
+    state = BeforeTheSwitch()
+    try:
+        yield state
+    except KeyboardInterrupt as interrupt:
+        if state.over or (isinstance(interrupt, Interrupted) and interrupt.explained):
+            raise
+        name = stopped_by(interrupt)
+        raise Interrupted(name, nothing_switched_message(name, state.live)) from None
+
+
 def roll_out(session: Session, target: str, previous: str | None, step: Step, *, canary: int = 1,
              batch: int | str = 1, step_name: str = "activate",
              previous_of: Mapping[str, str | None] | None = None) -> RolloutResult:
@@ -164,13 +190,14 @@ def finish(session: Session, target: str, previous: str | None, waves: tuple[tup
         raise RolloutFailed(problem, result)
     if decision.failure is not None:
         raise RolloutFailed(errors[decision.failure.host], result)
-    raise RolloutFailed(Interrupted(str(stops.first), interrupted_message(decision)), result)
+    before = {host: previous_of.get(host, previous) for host in session.names}
+    raise RolloutFailed(Interrupted(str(stops.first), interrupted_message(decision, before)), result)
 
 
-def run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
-              reporter: Reporter) -> list[tuple[HostRun, NextdeployError | None]]:
+def run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops, reporter: Reporter,
+             then: str = "then the hosts that switched are put back") -> list[tuple[HostRun, NextdeployError | None]]:
     """``step`` on the wave's hosts at once; after a stop signal, the steps still running are waited for up
-    to ``IN_FLIGHT_SECONDS``, then abandoned (``Outcome.ABANDONED``)."""
+    to ``IN_FLIGHT_SECONDS`` (said, with what comes ``then``), then abandoned (``Outcome.ABANDONED``)."""
     began = time.monotonic()
 
     def one(host: str) -> tuple[HostRun, NextdeployError | None]:
@@ -181,8 +208,7 @@ def run_wave(wave: Sequence[str], step: Step, step_name: str, stops: Stops,
         futures = {host: pool.submit(one, host) for host in wave}
         waited = wait_through_stops(list(futures.values()), stops, reporter, IN_FLIGHT_SECONDS,
                                     lambda: f"waiting for {', '.join(h for h, f in futures.items() if not f.done())} "
-                                            f"to finish {step_name} (at most {IN_FLIGHT_SECONDS:g} s), then the "
-                                            "hosts that switched are put back")
+                                            f"to finish {step_name} (at most {IN_FLIGHT_SECONDS:g} s), {then}")
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # an abandoned step's thread is not waited for
     if not waited:
