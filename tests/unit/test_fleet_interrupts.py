@@ -161,8 +161,8 @@ def fleet_deploy_stopped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, at: st
             signal_me(signum)
 
     monkeypatch.setattr(deploy, "fleet_session", lambda *args: contextlib.nullcontext(session))
-    monkeypatch.setattr(deploy, "setup_fleet", lambda *args: reached("setup"))
-    monkeypatch.setattr(deploy, "fleet_lock", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr(deploy, "setup_fleet", lambda *args, **kwargs: reached("setup"))
+    monkeypatch.setattr(deploy, "fleet_lock", lambda *args, **kwargs: contextlib.nullcontext())
     monkeypatch.setattr(deploy, "read_fleet_state", lambda _session: (statuses, []))
     monkeypatch.setattr(deploy, "decide_key", lambda *args: ("key", None))
     monkeypatch.setattr(deploy, "controller_context", lambda *args: None)
