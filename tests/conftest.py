@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import pytest
 from support.fleetops import TwoReleases, build_two_releases
 from support.hosts import skip_without_host_tools
 from support.site import TOOLS_BIN, Site
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a terminal has it, however the suite was started: a run started in the background by a
+    non-interactive shell (`scripts/test &`, some CI runners) inherits SIGINT ignored, and so would every
+    nextdeploy a test starts and interrupts (a handler set here is reset to the default in each child)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def have_node_tools() -> bool:

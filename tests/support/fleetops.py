@@ -27,6 +27,7 @@ from nextdeploy.fleet.prepare import prepare_key
 from nextdeploy.fleet.session import fleet_session
 from nextdeploy.fleet.ship import ship
 from support.fleet import Fleet, running_fleet
+from support.processes import as_in_a_terminal
 from support.site import Site, tool_env
 
 HEALTH = {"path": "/api/health", "expect_body": '"status":"ok"', "timeout": 15, "stable_for": 2}
@@ -161,14 +162,15 @@ def settled(ops: Ops) -> dict[str, str | None]:
 
 
 def start_controller(ops: Ops, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """The real CLI on the controller, in a process group of its own (as a terminal's foreground job), its
-    output into a file (a pipe nobody reads would block it)."""
+    """The real CLI on the controller, in a process group of its own (as a terminal's foreground job, Ctrl-C
+    and hang-up not ignored even when this run's were), its output into a file (a pipe nobody reads would
+    block it)."""
     assert ops.fleet.config is not None
     output = ops.fleet.base / f"{name}.log"
     with output.open("wb") as sink:
         controller = subprocess.Popen([sys.executable, "-m", "nextdeploy", *args, "-c", str(ops.fleet.config)],
                                       stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=tool_env(),
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=as_in_a_terminal)
     return controller, output
 
 
