@@ -41,6 +41,7 @@ from support.fleetops import (
     settled,
     start_controller,
     stop_masters,
+    stopped_once_said,
 )
 
 pytestmark = pytest.mark.integration
@@ -166,16 +167,8 @@ def test_a_fleet_left_mixed_after_the_canary_is_said_mixed_and_converged_by_the_
     assert ops.live() == {"web1": ops.v2, "web2": ops.v1, "web3": ops.v1}
     status = fleet.nextdeploy("status", "--json").expect_ok().json()
     assert status["verdict"] == "mixed" and status["live"] == {ops.v2: ["web1"], ops.v1: ["web2", "web3"]}
-    controller, output = start_controller(ops, "converging", "rollback")
-    try:
-        said_before(controller, output, f"activate {ops.v2} on web2", "web2 was moved")  # its step began
-        os.killpg(controller.pid, signal.SIGINT)
-        code = controller.wait(300)
-    finally:
-        kill_controller(fleet, controller)
-    said = output.read_text()
-    print(said)
-    assert code == ExitCode.INTERRUPTED, said
+    said = stopped_once_said(ops, "converging", ("rollback",), f"activate {ops.v2} on web2",  # its step began
+                             "web2 was moved", signal.SIGINT)
     assert said.strip().splitlines()[-1] == (
         f"error: interrupted by SIGINT while converging the fleet to {ops.v2}: web1 {ops.v2}, web2 {ops.v2}, web3 "
         f"{ops.v1}; the next deploy or rollback converges the rest")
@@ -287,19 +280,10 @@ def test_sigterm_while_every_host_proves_the_release_aborts_them_all_and_says_no
     none switched) -> every host told abort, v1 everywhere, exit 130 with the line of a deploy stopped before
     its rollout."""
     fleet = ops.fleet
-    controller, output = start_controller(ops, "proving", "deploy")
-    try:
-        said_before(controller, output, "at once (nothing switches until every host is ready)",
-                    "the hosts were told to prove the release", 600)
-        time.sleep(1.0)  # the hosts' `host activate --gate` started, their workers booting (proving takes longer:
-        # the stability window alone is 2 s)
-        os.killpg(controller.pid, signal.SIGTERM)
-        code = controller.wait(300)
-    finally:
-        kill_controller(fleet, controller)
-    said = output.read_text()
-    print(said)
-    assert code == ExitCode.INTERRUPTED, said
+    # Sent 1 s after the hosts were told to prove: their `host activate --gate` started, their workers booting
+    # (proving takes longer: the stability window alone is 2 s).
+    said = stopped_once_said(ops, "proving", ("deploy",), "at once (nothing switches until every host is ready)",
+                             "the hosts were told to prove the release", signal.SIGTERM, timeout=600, settle=1.0)
     assert said.strip().splitlines()[-1] == (f"error: interrupted by SIGTERM before any host switched: every host "
                                              f"still serves {ops.v1} (nothing live changed)")
     assert "SIGTERM: aborting the rollout before any host switched" in said

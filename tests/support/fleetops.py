@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nextdeploy.core.config import load_config
+from nextdeploy.core.errors import ExitCode
 from nextdeploy.core.ui import Reporter
 from nextdeploy.demo.exampleapp import copy_example
 from nextdeploy.fleet.hostcall import send_config
@@ -183,3 +184,21 @@ def said_before(controller: subprocess.Popen[bytes], output: Path, text: str, wh
         assert controller.poll() is None, f"the command ended before {what}:\n{output.read_text()}"
         assert time.monotonic() < deadline, f"never saw that {what}"
         time.sleep(0.02)
+
+
+def stopped_once_said(ops: Ops, name: str, args: tuple[str, ...], text: str, what: str, signum: int, *,
+                      timeout: float = 300, settle: float = 0.0) -> str:
+    """``nextdeploy <args>`` started (``start_controller``), sent ``signum`` (to its process group, as a
+    terminal's Ctrl-C is) ``settle`` s after ``text`` is in its output: its output, once it exited 130."""
+    controller, output = start_controller(ops, name, *args)
+    try:
+        said_before(controller, output, text, what, timeout)
+        time.sleep(settle)
+        os.killpg(controller.pid, signum)
+        code = controller.wait(300)
+    finally:
+        kill_controller(ops.fleet, controller)
+    said = output.read_text()
+    print(said)
+    assert code == ExitCode.INTERRUPTED, said
+    return said
