@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,28 @@ def test_the_control_sockets_dir_is_private_and_short(tmp_path: Path, monkeypatc
         assert transport.control_dir.stat().st_mode & 0o777 == 0o700
         assert len(f"{transport.control_dir}/{'0' * 40}") < 100  # a unix socket path's limit is 104-108 bytes
     assert not transport.control_dir.exists()
+
+
+# Killed by SIGTERM the first time it runs (the flag file says so), before it says anything, or after.
+KILLED_ONCE = """
+if [ -e "$1" ]; then echo ran; exit 0; fi
+touch "$1"
+if [ "$2" = after ]; then echo started; fi
+kill -TERM $$
+"""
+
+
+def test_a_command_a_stop_signal_killed_before_it_said_anything_is_run_again(tmp_path: Path) -> None:
+    """A Ctrl-C or SIGTERM sent to the controller's process group can reach an ssh in the instant before it is
+    in its own session: it never ran, and must not count as the host's answer (a fleet's rollout took it for
+    a host's failure so)."""
+    with SshTransport() as transport:
+        done = transport._execute("web1", ["sh", "-c", KILLED_ONCE, "sh", str(tmp_path / "flag")], None, 10, "x")
+    assert (done.returncode, done.stdout) == (0, b"ran\n")
+
+
+def test_a_command_killed_after_it_said_something_is_not_run_again(tmp_path: Path) -> None:
+    with SshTransport() as transport:
+        done = transport._execute("web1", ["sh", "-c", KILLED_ONCE, "sh", str(tmp_path / "flag"), "after"], None, 10,
+                                  "x")
+    assert (done.returncode, done.stdout) == (-signal.SIGTERM, b"started\n")

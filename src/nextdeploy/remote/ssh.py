@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -41,6 +42,8 @@ from nextdeploy.remote.errors import (
 )
 
 SSH_FAILED = 255  # ssh's exit code for its own failures
+# What a Ctrl-C at the terminal or a cancelled CI job sends to the controller's process group.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,12 @@ class SshTransport:
         of its own: a Ctrl-C at the terminal (or a signal to the controller's process group) reaches the
         controller alone, which lets the host commands in flight finish and answer (``fleet.rollout``)."""
         try:
-            return subprocess.run(command, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-                                  capture_output=True, timeout=timeout, env=env, start_new_session=True)
+            for _ in range(2):
+                done = subprocess.run(command, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                                      capture_output=True, timeout=timeout, env=env, start_new_session=True)
+                if not stopped_before_it_ran(done):
+                    break
+            return done
         except subprocess.TimeoutExpired:
             raise RemoteTimeoutError(
                 host, f"{what} did not finish within {timeout:g} s",
@@ -219,3 +226,13 @@ class SshTransport:
                 pass  # a master that does not answer ends at ControlPersist on its own
 
         shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def stopped_before_it_ran(done: subprocess.CompletedProcess[bytes]) -> bool:
+    """Whether ssh or rsync was killed by a stop signal before it said anything: a signal sent to the
+    controller's process group (Ctrl-C at the terminal, a CI job cancelled) that reached the child in the
+    instant between its start and its own session (CPython's child resets its signal handlers to the
+    defaults before it calls setsid). It never ran its command then (once in its own session, such a
+    signal cannot reach it), so ``_execute`` runs it again: the controller alone handles the signal."""
+    return done.returncode < 0 and -done.returncode in STOP_SIGNALS and not done.stdout and not done.stderr
+
